@@ -1,0 +1,315 @@
+// Package config reads ghlsync's configuration from the environment, with
+// command-line flags of the same meaning taking precedence.
+//
+// A bad or missing value is reported as one line that names the variable and
+// says what is wrong; the binaries print it and exit with status 2.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ghlsync/ghlsync/internal/tokencrypt"
+)
+
+// DefaultScopes are the OAuth scopes ghlsync asks for: contacts, calendars,
+// calendar events, locations and oauth, read and write.
+var DefaultScopes = []string{
+	"contacts.readonly", "contacts.write",
+	"calendars.readonly", "calendars.write",
+	"calendars/events.readonly", "calendars/events.write",
+	"locations.readonly",
+	"oauth.readonly", "oauth.write",
+}
+
+// Config is the whole configuration of every ghlsync process.
+type Config struct {
+	DatabaseURL      string
+	RedisURL         string
+	GHLClientID      string
+	GHLClientSecret  string
+	GHLRedirectURI   string
+	GHLScopes        []string
+	GHLAPIURL        string
+	GHLMarketplace   string
+	EncryptionKey    string   // base64 of 32 bytes
+	EncryptionOldKey []string // base64 of 32 bytes each; decrypt only
+	RefreshWindow    time.Duration
+	WebAddr          string
+	MetricsAddr      string
+	AdminUser        string
+	AdminPassword    string
+	LogLevel         slog.Level
+}
+
+// LogValue keeps secrets out of logs when a Config is logged whole.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("database", redactURL(c.DatabaseURL)),
+		slog.String("redis", redactURL(c.RedisURL)),
+		slog.String("ghl_api_url", c.GHLAPIURL),
+		slog.String("ghl_client_id", c.GHLClientID),
+		slog.Duration("refresh_window", c.RefreshWindow),
+		slog.String("web_addr", c.WebAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
+	)
+}
+
+// String masks every secret.
+func (c Config) String() string { return c.LogValue().String() }
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Error is a configuration error: one variable and what is wrong with it.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+type variable struct {
+	env, flag, def, usage string
+	dst                   *string
+}
+
+// Loader binds the configuration variables to a FlagSet, so that a flag of
+// the same meaning overrides the environment.
+type Loader struct {
+	getenv func(string) string
+	vars   []*variable
+	raw    map[string]*string
+	// Needs says which optional variables this process requires.
+	needs map[string]bool
+}
+
+// Variable names.
+const (
+	VarDatabaseURL    = "DATABASE_URL"
+	VarRedisURL       = "REDIS_URL"
+	VarClientID       = "GHL_CLIENT_ID"
+	VarClientSecret   = "GHL_CLIENT_SECRET"
+	VarRedirectURI    = "GHL_REDIRECT_URI"
+	VarScopes         = "GHL_SCOPES"
+	VarAPIURL         = "GHL_API_URL"
+	VarMarketplaceURL = "GHL_MARKETPLACE_URL"
+	VarEncryptionKey  = "TOKEN_ENCRYPTION_KEY"
+	VarOldKeys        = "TOKEN_ENCRYPTION_OLD_KEYS"
+	VarRefreshWindow  = "REFRESH_WINDOW"
+	VarWebAddr        = "WEB_ADDR"
+	VarMetricsAddr    = "METRICS_ADDR"
+	VarAdminUser      = "WEB_ADMIN_USER"
+	VarAdminPassword  = "WEB_ADMIN_PASSWORD"
+	VarLogLevel       = "LOG_LEVEL"
+)
+
+// NewLoader registers the configuration flags on fs. metricsAddr is the
+// default of METRICS_ADDR for this process. getenv is os.Getenv outside tests.
+func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string) *Loader {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	l := &Loader{getenv: getenv, raw: map[string]*string{}, needs: map[string]bool{}}
+	add := func(env, def, usage string) {
+		v := &variable{env: env, flag: strings.ToLower(strings.ReplaceAll(env, "_", "-")), def: def, usage: usage, dst: new(string)}
+		l.vars = append(l.vars, v)
+		l.raw[env] = v.dst
+		fs.StringVar(v.dst, v.flag, "", usage+" (env "+env+")")
+	}
+	add(VarDatabaseURL, "sqlite://ghlsync.db", "postgres://… or sqlite://PATH")
+	add(VarRedisURL, "redis://127.0.0.1:6379/0", "redis://, rediss:// or redis-sentinel:// URL")
+	add(VarClientID, "", "GHL marketplace app client id")
+	add(VarClientSecret, "", "GHL marketplace app client secret")
+	add(VarRedirectURI, "http://localhost:8080/api/auth/callback", "OAuth redirect URI registered with the app")
+	add(VarScopes, strings.Join(DefaultScopes, " "), "space separated OAuth scopes")
+	add(VarAPIURL, "https://services.leadconnectorhq.com", "GHL API base URL")
+	add(VarMarketplaceURL, "https://marketplace.gohighlevel.com", "GHL marketplace URL (consent page)")
+	add(VarEncryptionKey, "", "base64 of 32 bytes: encrypts tokens at rest")
+	add(VarOldKeys, "", "comma separated base64 keys that still decrypt")
+	add(VarRefreshWindow, "4h", "refresh a token that expires within this window")
+	add(VarWebAddr, ":8080", "web listen address")
+	add(VarMetricsAddr, metricsAddr, "/metrics and /healthz listen address")
+	add(VarAdminUser, "", "basic auth user of the status page and asynqmon")
+	add(VarAdminPassword, "", "basic auth password of the status page and asynqmon")
+	add(VarLogLevel, "info", "debug, info, warn or error")
+	return l
+}
+
+// Require marks variables without a default as required by this process.
+func (l *Loader) Require(vars ...string) {
+	for _, v := range vars {
+		l.needs[v] = true
+	}
+}
+
+// Set sets a variable as if it came from a flag; the standalone mode uses it
+// to fill in what it provides itself.
+func (l *Loader) Set(env, value string) {
+	if p, ok := l.raw[env]; ok && *p == "" {
+		*p = value
+	}
+}
+
+func (l *Loader) value(env string) string {
+	if p := l.raw[env]; p != nil && *p != "" {
+		return *p
+	}
+	if v := l.getenv(env); v != "" {
+		return v
+	}
+	for _, v := range l.vars {
+		if v.env == env {
+			return v.def
+		}
+	}
+	return ""
+}
+
+// Load validates and returns the configuration. Call it after fs.Parse.
+func (l *Loader) Load() (*Config, error) {
+	c := &Config{
+		DatabaseURL:     l.value(VarDatabaseURL),
+		RedisURL:        l.value(VarRedisURL),
+		GHLClientID:     l.value(VarClientID),
+		GHLClientSecret: l.value(VarClientSecret),
+		GHLRedirectURI:  l.value(VarRedirectURI),
+		GHLScopes:       strings.Fields(l.value(VarScopes)),
+		GHLAPIURL:       strings.TrimRight(l.value(VarAPIURL), "/"),
+		GHLMarketplace:  strings.TrimRight(l.value(VarMarketplaceURL), "/"),
+		EncryptionKey:   l.value(VarEncryptionKey),
+		WebAddr:         l.value(VarWebAddr),
+		MetricsAddr:     l.value(VarMetricsAddr),
+		AdminUser:       l.value(VarAdminUser),
+		AdminPassword:   l.value(VarAdminPassword),
+	}
+	for _, k := range strings.Split(l.value(VarOldKeys), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.EncryptionOldKey = append(c.EncryptionOldKey, k)
+		}
+	}
+	for v := range l.needs {
+		if l.value(v) == "" {
+			return nil, &Error{v, "is required but not set"}
+		}
+	}
+	if err := checkURL(VarDatabaseURL, c.DatabaseURL, "postgres", "postgresql", "sqlite"); err != nil {
+		return nil, err
+	}
+	if err := checkURL(VarRedisURL, c.RedisURL, "redis", "rediss", "redis-sentinel"); err != nil {
+		return nil, err
+	}
+	for _, u := range []struct{ env, v string }{{VarRedirectURI, c.GHLRedirectURI}, {VarAPIURL, c.GHLAPIURL}, {VarMarketplaceURL, c.GHLMarketplace}} {
+		if err := checkURL(u.env, u.v, "http", "https"); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.GHLScopes) == 0 {
+		return nil, &Error{VarScopes, "is empty"}
+	}
+	d, err := time.ParseDuration(l.value(VarRefreshWindow))
+	if err != nil || d <= 0 {
+		return nil, &Error{VarRefreshWindow, fmt.Sprintf("%q is not a positive duration such as 4h or 30m", l.value(VarRefreshWindow))}
+	}
+	c.RefreshWindow = d
+	if c.EncryptionKey != "" {
+		if _, err := tokencrypt.ParseKey(c.EncryptionKey); err != nil {
+			return nil, &Error{VarEncryptionKey, err.Error()}
+		}
+	}
+	for i, k := range c.EncryptionOldKey {
+		if _, err := tokencrypt.ParseKey(k); err != nil {
+			return nil, &Error{VarOldKeys, fmt.Sprintf("key %d: %v", i+1, err)}
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(l.value(VarLogLevel))); err != nil {
+		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}
+	}
+	return c, nil
+}
+
+func checkURL(env, v string, schemes ...string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return &Error{env, "is not a URL"}
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Scheme == "sqlite" && u.Opaque == "" && u.Host == "" && u.Path == "" {
+				return &Error{env, "sqlite:// needs a file path, such as sqlite://ghlsync.db"}
+			}
+			if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
+				return &Error{env, "has no host"}
+			}
+			return nil
+		}
+	}
+	return &Error{env, fmt.Sprintf("scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))}
+}
+
+// Cipher builds the token cipher from TOKEN_ENCRYPTION_KEY and the old keys.
+func (c *Config) Cipher() (*tokencrypt.Cipher, error) {
+	if c.EncryptionKey == "" {
+		return nil, &Error{VarEncryptionKey, "is required but not set (generate one with: openssl rand -base64 32)"}
+	}
+	return tokencrypt.New(c.EncryptionKey, c.EncryptionOldKey...)
+}
+
+// EnsureKeyFile reads the encryption key from path, creating it with a new
+// random key (mode 0600) when it does not exist. The standalone mode keeps
+// its key beside its SQLite file this way.
+func EnsureKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	s := base64.StdEncoding.EncodeToString(key)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(s + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return s, f.Close()
+}
+
+// SQLitePath returns the file path of a sqlite:// DATABASE_URL, or "".
+func SQLitePath(databaseURL string) string {
+	rest, ok := strings.CutPrefix(databaseURL, "sqlite://")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}

@@ -1,0 +1,119 @@
+// Package tokencrypt encrypts OAuth tokens at rest with AES-256-GCM.
+//
+// Every ciphertext names the key that sealed it (a short id derived from the
+// key), so after a key rotation the old keys still decrypt what they sealed
+// while new writes use the current key.
+package tokencrypt
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const prefix = "v1"
+
+// ErrUnknownKey is returned for a ciphertext sealed by a key this Cipher does
+// not hold.
+var ErrUnknownKey = errors.New("tokencrypt: sealed with a key that is not configured (is TOKEN_ENCRYPTION_OLD_KEYS missing the previous key?)")
+
+// ErrCorrupt is returned for a ciphertext that is not one of ours or was
+// tampered with.
+var ErrCorrupt = errors.New("tokencrypt: ciphertext is corrupt")
+
+// Cipher seals with its current key and opens with any of its keys. It is
+// safe for concurrent use.
+type Cipher struct {
+	current string
+	aeads   map[string]cipher.AEAD
+}
+
+// ParseKey decodes a base64 key of exactly 32 bytes.
+func ParseKey(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, errors.New("is not valid base64 (generate one with: openssl rand -base64 32)")
+	}
+	if len(b) != 32 {
+		return nil, fmt.Errorf("decodes to %d bytes, want 32", len(b))
+	}
+	return b, nil
+}
+
+// New returns a Cipher that seals with key and also opens with oldKeys.
+func New(key string, oldKeys ...string) (*Cipher, error) {
+	c := &Cipher{aeads: map[string]cipher.AEAD{}}
+	for i, k := range append([]string{key}, oldKeys...) {
+		raw, err := ParseKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("tokencrypt: key %d %v", i, err)
+		}
+		block, err := aes.NewCipher(raw)
+		if err != nil {
+			return nil, err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(raw)
+		id := hex.EncodeToString(sum[:4])
+		if i == 0 {
+			c.current = id
+		}
+		c.aeads[id] = aead
+	}
+	return c, nil
+}
+
+// KeyID is the id of the key that seals.
+func (c *Cipher) KeyID() string { return c.current }
+
+// Seal encrypts plaintext; aad binds the ciphertext to its owner (a location
+// id) so it cannot be moved to another row.
+func (c *Cipher) Seal(plaintext, aad string) (string, error) {
+	aead := c.aeads[c.current]
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	sealed := aead.Seal(nonce, nonce, []byte(plaintext), []byte(aad))
+	return prefix + ":" + c.current + ":" + base64.RawStdEncoding.EncodeToString(sealed), nil
+}
+
+// Open decrypts what Seal returned for the same aad.
+func (c *Cipher) Open(ciphertext, aad string) (string, error) {
+	parts := strings.SplitN(ciphertext, ":", 3)
+	if len(parts) != 3 || parts[0] != prefix {
+		return "", ErrCorrupt
+	}
+	aead, ok := c.aeads[parts[1]]
+	if !ok {
+		return "", ErrUnknownKey
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(parts[2])
+	if err != nil || len(raw) < aead.NonceSize() {
+		return "", ErrCorrupt
+	}
+	pt, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(aad))
+	if err != nil {
+		return "", ErrCorrupt
+	}
+	return string(pt), nil
+}
+
+// KeyIDOf says which key sealed a ciphertext, so that a re-encryption job can
+// find rows still sealed by an old key.
+func KeyIDOf(ciphertext string) string {
+	parts := strings.SplitN(ciphertext, ":", 3)
+	if len(parts) != 3 {
+		return ""
+	}
+	return parts[1]
+}

@@ -1,0 +1,75 @@
+package tokencrypt
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func newKey(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestSealOpen(t *testing.T) {
+	t.Parallel()
+	c, err := New(newKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := c.Seal("rt-secret", "loc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(ct, "rt-secret") {
+		t.Fatalf("ciphertext contains the plaintext: %s", ct)
+	}
+	got, err := c.Open(ct, "loc1")
+	if err != nil || got != "rt-secret" {
+		t.Fatalf("Open = %q, %v; want rt-secret", got, err)
+	}
+	if _, err := c.Open(ct, "loc2"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with another location = %v, want ErrCorrupt", err)
+	}
+	if KeyIDOf(ct) != c.KeyID() {
+		t.Fatalf("KeyIDOf = %q, want %q", KeyIDOf(ct), c.KeyID())
+	}
+}
+
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	oldKey, newK := newKey(t), newKey(t)
+	oldC, _ := New(oldKey)
+	ct, _ := oldC.Seal("at-1", "loc")
+
+	onlyNew, _ := New(newK)
+	if _, err := onlyNew.Open(ct, "loc"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Open without the old key = %v, want ErrUnknownKey", err)
+	}
+	rotated, err := New(newK, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rotated.Open(ct, "loc"); err != nil || got != "at-1" {
+		t.Fatalf("Open with old key configured = %q, %v", got, err)
+	}
+	ct2, _ := rotated.Seal("at-2", "loc")
+	if KeyIDOf(ct2) != onlyNew.KeyID() {
+		t.Fatal("new writes must use the current key")
+	}
+}
+
+func TestBadKeys(t *testing.T) {
+	t.Parallel()
+	for _, k := range []string{"", "not base64!", base64.StdEncoding.EncodeToString([]byte("short"))} {
+		if _, err := New(k); err == nil {
+			t.Errorf("New(%q) succeeded", k)
+		}
+	}
+}

@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Status of a connected location.
+type Status string
+
+// Statuses of a credential.
+const (
+	// StatusActive: the token is refreshed and the location is synced.
+	StatusActive Status = "active"
+	// StatusNeedsReauth: GHL refused the refresh token for good; someone
+	// must connect the location again at /api/auth/connect.
+	StatusNeedsReauth Status = "needs_reauth"
+	// StatusInactive: GHL says the location is not active; the refresh
+	// token still works once it is reactivated, so refreshes go on.
+	StatusInactive Status = "inactive"
+)
+
+// User types, as GHL spells them.
+const (
+	UserTypeLocation = "Location"
+	UserTypeCompany  = "Company"
+)
+
+// Credential is one connected GHL location (or agency: UserType Company,
+// with the company id in LocationID) and its OAuth tokens, sealed with
+// AES-256-GCM. The token columns never hold plain text.
+type Credential struct {
+	LocationID      string    `gorm:"primaryKey;size:64"`
+	CompanyID       string    `gorm:"size:64;index"`
+	UserType        string    `gorm:"size:16;not null;default:Location"`
+	Scopes          string    `gorm:"type:text"`
+	AccessTokenEnc  string    `gorm:"type:text;not null" json:"-"`
+	RefreshTokenEnc string    `gorm:"type:text;not null" json:"-"`
+	KeyID           string    `gorm:"size:16"`
+	ExpiresAt       time.Time `gorm:"index"`
+	RefreshedAt     *time.Time
+	Status          Status `gorm:"size:16;not null;default:active;index"`
+	LastError       string `gorm:"type:text"`
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// TableName pins the table name.
+func (Credential) TableName() string { return "credentials" }
+
+// Tokens are the decrypted tokens of a location. They are never serialised
+// or logged: String and LogValue mask them.
+type Tokens struct {
+	AccessToken  string `json:"-"`
+	RefreshToken string `json:"-"`
+	ExpiresAt    time.Time
+}
+
+func (t Tokens) String() string {
+	return fmt.Sprintf("Tokens{access:[redacted] refresh:[redacted] expires:%s}", t.ExpiresAt.Format(time.RFC3339))
+}
+
+// LogValue masks the tokens in structured logs.
+func (t Tokens) LogValue() slog.Value {
+	return slog.GroupValue(slog.Time("expires_at", t.ExpiresAt))
+}
+
+// Connection is what the OAuth callback learned about a location.
+type Connection struct {
+	LocationID string
+	CompanyID  string
+	UserType   string
+	Scopes     string
+	Tokens     Tokens
+}
+
+func (s *Store) seal(loc string, t Tokens) (access, refresh string, err error) {
+	if s.cipher == nil {
+		return "", "", errors.New("store: no token cipher configured")
+	}
+	if access, err = s.cipher.Seal(t.AccessToken, loc+"/access"); err != nil {
+		return "", "", err
+	}
+	if refresh, err = s.cipher.Seal(t.RefreshToken, loc+"/refresh"); err != nil {
+		return "", "", err
+	}
+	return access, refresh, nil
+}
+
+// Tokens decrypts the tokens of c.
+func (s *Store) Tokens(c *Credential) (Tokens, error) {
+	if s.cipher == nil {
+		return Tokens{}, errors.New("store: no token cipher configured")
+	}
+	a, err := s.cipher.Open(c.AccessTokenEnc, c.LocationID+"/access")
+	if err != nil {
+		return Tokens{}, fmt.Errorf("store.Tokens %s: access token: %w", c.LocationID, err)
+	}
+	r, err := s.cipher.Open(c.RefreshTokenEnc, c.LocationID+"/refresh")
+	if err != nil {
+		return Tokens{}, fmt.Errorf("store.Tokens %s: refresh token: %w", c.LocationID, err)
+	}
+	return Tokens{AccessToken: a, RefreshToken: r, ExpiresAt: c.ExpiresAt}, nil
+}
+
+// Connect stores (or replaces) the tokens of a newly connected location and
+// makes it active.
+func (s *Store) Connect(ctx context.Context, c Connection) error {
+	access, refresh, err := s.seal(c.LocationID, c.Tokens)
+	if err != nil {
+		return fmt.Errorf("store.Connect %s: %w", c.LocationID, err)
+	}
+	now := s.now().UTC()
+	if c.UserType == "" {
+		c.UserType = UserTypeLocation
+	}
+	row := Credential{
+		LocationID: c.LocationID, CompanyID: c.CompanyID, UserType: c.UserType, Scopes: c.Scopes,
+		AccessTokenEnc: access, RefreshTokenEnc: refresh, KeyID: s.cipher.KeyID(),
+		ExpiresAt: c.Tokens.ExpiresAt.UTC(), RefreshedAt: &now, Status: StatusActive,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	err = s.DB.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns: []clause.Column{{Name: "location_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"company_id", "user_type", "scopes", "access_token_enc",
+			"refresh_token_enc", "key_id", "expires_at", "refreshed_at", "status", "last_error", "updated_at"}),
+	}).Create(&row).Error
+	if err != nil {
+		return fmt.Errorf("store.Connect %s: %w", c.LocationID, err)
+	}
+	return nil
+}
+
+// Credential returns the credential of a location.
+func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error) {
+	var c Credential
+	err := s.DB.WithContext(ctx).Where("location_id = ?", loc).Take(&c).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("store.Credential %s: %w", loc, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store.Credential %s: %w", loc, err)
+	}
+	return &c, nil
+}
+
+// SaveRefreshed stores the tokens of a completed refresh: the location is
+// active again and its last error is cleared.
+func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refreshedAt time.Time) error {
+	access, refresh, err := s.seal(loc, t)
+	if err != nil {
+		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, err)
+	}
+	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc).Updates(map[string]any{
+		"access_token_enc":  access,
+		"refresh_token_enc": refresh,
+		"key_id":            s.cipher.KeyID(),
+		"expires_at":        t.ExpiresAt.UTC(),
+		"refreshed_at":      refreshedAt.UTC(),
+		"status":            StatusActive,
+		"last_error":        "",
+		"updated_at":        s.now().UTC(),
+	})
+	if res.Error != nil {
+		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, ErrNotFound)
+	}
+	return nil
+}
+
+// SetStatus records a location's status and why.
+func (s *Store) SetStatus(ctx context.Context, loc string, st Status, lastError string) error {
+	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc).Updates(map[string]any{
+		"status": st, "last_error": lastError, "updated_at": s.now().UTC(),
+	})
+	if res.Error != nil {
+		return fmt.Errorf("store.SetStatus %s: %w", loc, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("store.SetStatus %s: %w", loc, ErrNotFound)
+	}
+	return nil
+}
+
+// DueForRefresh lists the locations whose token expires before the given
+// time and that can be refreshed (active or inactive; never needs_reauth).
+func (s *Store) DueForRefresh(ctx context.Context, before time.Time) ([]string, error) {
+	var ids []string
+	err := s.DB.WithContext(ctx).Model(&Credential{}).
+		Where("status IN ? AND expires_at < ?", []Status{StatusActive, StatusInactive}, before.UTC()).
+		Order("expires_at").Pluck("location_id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.DueForRefresh: %w", err)
+	}
+	return ids, nil
+}
+
+// Refreshable lists every location whose token ghlsync keeps alive.
+func (s *Store) Refreshable(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.DB.WithContext(ctx).Model(&Credential{}).
+		Where("status IN ?", []Status{StatusActive, StatusInactive}).
+		Order("location_id").Pluck("location_id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.Refreshable: %w", err)
+	}
+	return ids, nil
+}
+
+// Credentials lists every credential, ordered by location id.
+func (s *Store) Credentials(ctx context.Context) ([]Credential, error) {
+	var cs []Credential
+	if err := s.DB.WithContext(ctx).Order("location_id").Find(&cs).Error; err != nil {
+		return nil, fmt.Errorf("store.Credentials: %w", err)
+	}
+	return cs, nil
+}

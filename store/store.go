@@ -1,0 +1,158 @@
+// Package store owns every table of ghlsync and every query on them, on
+// PostgreSQL or SQLite through GORM.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/ghlsync/ghlsync/internal/tokencrypt"
+)
+
+// ErrNotFound is returned when a row does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// Store is the database of ghlsync. It is safe for concurrent use.
+type Store struct {
+	DB     *gorm.DB
+	cipher *tokencrypt.Cipher
+	now    func() time.Time
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// WithClock injects the clock used for timestamps that ghlsync writes.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// Open connects to a postgres:// or sqlite:// database URL. It does not
+// migrate; call Migrate.
+func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, opts ...Option) (*Store, error) {
+	dialector, postgresDB, err := dialectorFor(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger:                                   logger.Discard,
+		DisableForeignKeyConstraintWhenMigrating: true,
+		TranslateError:                           true,
+		NowFunc:                                  func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store.Open: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	if postgresDB {
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(10)
+	} else {
+		// SQLite has one writer; a small pool and a busy timeout let
+		// concurrent writers queue instead of failing.
+		sqlDB.SetMaxOpenConns(4)
+		sqlDB.SetMaxIdleConns(4)
+	}
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(pingCtx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("store.Open: %w", err)
+	}
+	s := &Store{DB: db, cipher: cipher, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+func dialectorFor(databaseURL string) (gorm.Dialector, bool, error) {
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		return postgres.Open(databaseURL), true, nil
+	case strings.HasPrefix(databaseURL, "sqlite://"):
+		path := strings.TrimPrefix(databaseURL, "sqlite://")
+		query := ""
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query = path[:i], path[i+1:]
+		}
+		if path == "" {
+			return nil, false, errors.New("store.Open: sqlite:// needs a file path")
+		}
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return nil, false, fmt.Errorf("store.Open: %w", err)
+		}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Set("_txlock", "immediate")
+		return sqlite.Open("file:" + path + "?" + q.Encode()), false, nil
+	default:
+		return nil, false, errors.New("store.Open: DATABASE_URL must start with postgres:// or sqlite://")
+	}
+}
+
+// Postgres reports whether the store runs on PostgreSQL.
+func (s *Store) Postgres() bool { return s.DB.Dialector.Name() == "postgres" }
+
+// Close closes the database connections.
+func (s *Store) Close() error {
+	sqlDB, err := s.DB.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.DB.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// models lists every table ghlsync migrates, in order.
+var models = []any{
+	&Credential{},
+}
+
+// Migrate creates or updates every table. On PostgreSQL it holds an advisory
+// lock, so several processes starting at once migrate one after the other
+// instead of racing on CREATE TABLE.
+func (s *Store) Migrate(ctx context.Context) error {
+	db := s.DB.WithContext(ctx)
+	if !s.Postgres() {
+		if err := db.AutoMigrate(models...); err != nil {
+			return fmt.Errorf("store.Migrate: %w", err)
+		}
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte("ghlsync.migrate"))
+	key := int64(h.Sum64() >> 1)
+	return db.Connection(func(conn *gorm.DB) error {
+		if err := conn.Exec("SELECT pg_advisory_lock(?)", key).Error; err != nil {
+			return fmt.Errorf("store.Migrate: lock: %w", err)
+		}
+		defer conn.Exec("SELECT pg_advisory_unlock(?)", key)
+		if err := conn.AutoMigrate(models...); err != nil {
+			return fmt.Errorf("store.Migrate: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,26 @@
+// Package tasks defines ghlsync's asynq tasks: their type names, payloads,
+// constructors and handlers.
+//
+// Task type strings are stable: a worker of a newer release must still run
+// the tasks that an older one enqueued, so never rename one after release.
+package tasks
+
+// Task types.
+const (
+	// TypeTokenRefresh refreshes the OAuth token of one location.
+	TypeTokenRefresh = "ghl:token:refresh"
+	// TypeTokenRefreshDue enqueues a TypeTokenRefresh for every location
+	// whose token expires within the refresh window.
+	TypeTokenRefreshDue = "ghl:token:refresh-due"
+	// TypePatientsSync pushes changed patients into GHL as contacts.
+	TypePatientsSync = "ghl:patients:sync"
+	// TypeAppointmentsSync pushes changed appointments into GHL.
+	TypeAppointmentsSync = "ghl:appointments:sync"
+)
+
+// Queues. Token work has a queue, and worker slots, of its own so that sync
+// work can never starve it.
+const (
+	QueueCritical = "critical"
+	QueueDefault  = "default"
+)
