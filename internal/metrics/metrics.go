@@ -1,0 +1,105 @@
+// Package metrics defines ghlsync's Prometheus metrics.
+package metrics
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// Metrics holds the collectors a process updates.
+type Metrics struct {
+	Registry    *prometheus.Registry
+	Refreshes   *prometheus.CounterVec
+	GHLRequests *prometheus.CounterVec
+	GHLLatency  *prometheus.HistogramVec
+	SyncRecords *prometheus.CounterVec
+	RateLimited *prometheus.CounterVec
+}
+
+// New registers ghlsync's metrics and the Go runtime's on a new registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_token_refreshes_total",
+			Help: "Token refresh requests handled, by outcome (refreshed, fresh, needs_reauth, inactive).",
+		}, []string{"outcome"}),
+		GHLRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_ghl_requests_total",
+			Help: "Calls to the GHL API by endpoint and HTTP status (0: no answer).",
+		}, []string{"endpoint", "status"}),
+		GHLLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ghlsync_ghl_request_duration_seconds",
+			Help:    "Duration of GHL API calls by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 8),
+		}, []string{"endpoint"}),
+		SyncRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_sync_records_total",
+			Help: "Records handled by syncs, by kind (patient, appointment) and outcome (created, updated, unchanged, failed).",
+		}, []string{"kind", "outcome"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_ghl_rate_limited_total",
+			Help: "HTTP 429 answers from GHL, by endpoint.",
+		}, []string{"endpoint"}),
+	}
+	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveGHL records one GHL call; it fits ghl.Config.OnResponse.
+func (m *Metrics) ObserveGHL(endpoint string, status int, elapsed time.Duration) {
+	m.GHLRequests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
+	m.GHLLatency.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+	if status == 429 {
+		m.RateLimited.WithLabelValues(endpoint).Inc()
+	}
+}
+
+// ExpiryCollector reports, at scrape time, the seconds until each location's
+// token expires and each location's status, read from the database.
+type ExpiryCollector struct {
+	Store  *store.Store
+	Now    func() time.Time
+	expiry *prometheus.Desc
+	status *prometheus.Desc
+}
+
+// NewExpiryCollector returns a collector over s.
+func NewExpiryCollector(s *store.Store) *ExpiryCollector {
+	return &ExpiryCollector{
+		Store: s, Now: time.Now,
+		expiry: prometheus.NewDesc("ghlsync_token_expires_in_seconds",
+			"Seconds until the location's access token expires (negative: expired).", []string{"location"}, nil),
+		status: prometheus.NewDesc("ghlsync_location_status",
+			"1 for the location's current status.", []string{"location", "status"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *ExpiryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.expiry
+	ch <- c.status
+}
+
+// Collect implements prometheus.Collector.
+func (c *ExpiryCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	creds, err := c.Store.Credentials(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.expiry, err)
+		return
+	}
+	now := c.Now()
+	for _, cr := range creds {
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, cr.ExpiresAt.Sub(now).Seconds(), cr.LocationID)
+		ch <- prometheus.MustNewConstMetric(c.status, prometheus.GaugeValue, 1, cr.LocationID, string(cr.Status))
+	}
+}

@@ -1,0 +1,173 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/internal/refresh"
+)
+
+// RefreshPayload asks for one location's token to be refreshed. It carries
+// the location id, never a token.
+type RefreshPayload struct {
+	LocationID string `json:"location_id"`
+	// Force refreshes even a token that does not expire within the window.
+	Force bool `json:"force,omitempty"`
+	// RequestedAt: a refresh of the location completed at or after this
+	// time satisfies the task, so a burst of requests costs one GHL call.
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// NewRefreshTask returns a task that refreshes loc's token.
+func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task, error) {
+	if loc == "" {
+		return nil, errors.New("tasks.NewRefreshTask: empty location id")
+	}
+	b, err := json.Marshal(RefreshPayload{LocationID: loc, Force: force, RequestedAt: requestedAt.UTC()})
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeTokenRefresh, b,
+		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(24*time.Hour)), nil
+}
+
+// RefreshDuePayload asks for refresh tasks to be enqueued: for every
+// location whose token expires within the window, or with All for every
+// location whose token ghlsync keeps alive.
+type RefreshDuePayload struct {
+	All   bool `json:"all,omitempty"`
+	Force bool `json:"force,omitempty"`
+}
+
+// NewRefreshDueTask returns the fan-out task of the token-refresh schedule
+// (all=false) or of `enqueue refresh` without a location (all=true).
+func NewRefreshDueTask(all, force bool) (*asynq.Task, error) {
+	b, err := json.Marshal(RefreshDuePayload{All: all, Force: force})
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeTokenRefreshDue, b,
+		asynq.Queue(QueueCritical), asynq.MaxRetry(5), asynq.Timeout(10*time.Minute), asynq.Retention(24*time.Hour)), nil
+}
+
+// Child names a task that a fan-out task enqueued.
+type Child struct {
+	LocationID string `json:"location_id"`
+	TaskID     string `json:"task_id"`
+	Queue      string `json:"queue"`
+}
+
+// FanOutResult is the result of a fan-out task.
+type FanOutResult struct {
+	Enqueued []Child `json:"enqueued"`
+	// Skipped lists locations left out, with why (sync tasks skip
+	// locations that need reconnecting).
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a location a fan-out left out.
+type Skipped struct {
+	LocationID string `json:"location_id"`
+	Reason     string `json:"reason"`
+}
+
+// Refresher refreshes one location's token; *refresh.Refresher is one.
+type Refresher interface {
+	Refresh(ctx context.Context, req refresh.Request) (refresh.Result, error)
+}
+
+// RefreshLocations lists the locations to refresh; *store.Store is one.
+type RefreshLocations interface {
+	DueForRefresh(ctx context.Context, before time.Time) ([]string, error)
+	Refreshable(ctx context.Context) ([]string, error)
+}
+
+// Enqueuer puts tasks into the queue; *asynq.Client is one.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// TokenHandlers runs the token tasks.
+type TokenHandlers struct {
+	Refresher Refresher
+	Locations RefreshLocations
+	Enqueuer  Enqueuer
+	// Window: refresh-due picks tokens that expire within it.
+	Window time.Duration
+	Now    func() time.Time
+	Log    *slog.Logger
+}
+
+// HandleRefresh runs a TypeTokenRefresh task.
+func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error {
+	var p RefreshPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.LocationID == "" {
+		return fmt.Errorf("%s: bad payload (want {\"location_id\":…}): %w", TypeTokenRefresh, asynq.SkipRetry)
+	}
+	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force})
+	if res.Outcome != "" {
+		writeResult(t, res)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, refresh.ErrNeedsReauth), errors.Is(err, refresh.ErrUnknownLocation):
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	default:
+		return err
+	}
+}
+
+// HandleRefreshDue runs a TypeTokenRefreshDue task.
+func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) error {
+	var p RefreshDuePayload
+	if len(t.Payload()) > 0 {
+		if err := json.Unmarshal(t.Payload(), &p); err != nil {
+			return fmt.Errorf("%s: bad payload: %w", TypeTokenRefreshDue, asynq.SkipRetry)
+		}
+	}
+	now := h.Now()
+	var locs []string
+	var err error
+	if p.All {
+		locs, err = h.Locations.Refreshable(ctx)
+	} else {
+		locs, err = h.Locations.DueForRefresh(ctx, now.Add(h.Window))
+	}
+	if err != nil {
+		return err
+	}
+	res := FanOutResult{Enqueued: make([]Child, 0, len(locs))}
+	for _, loc := range locs {
+		task, err := NewRefreshTask(loc, p.Force, now)
+		if err != nil {
+			return err
+		}
+		info, err := h.Enqueuer.EnqueueContext(ctx, task)
+		if err != nil {
+			return fmt.Errorf("%s: enqueue refresh of %s: %w", TypeTokenRefreshDue, loc, err)
+		}
+		res.Enqueued = append(res.Enqueued, Child{LocationID: loc, TaskID: info.ID, Queue: info.Queue})
+	}
+	if len(locs) > 0 {
+		h.Log.Info("enqueued token refreshes", "count", len(locs), "all", p.All)
+	}
+	writeResult(t, res)
+	return nil
+}
+
+func writeResult(t *asynq.Task, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	if w := t.ResultWriter(); w != nil {
+		w.Write(b)
+	}
+}
