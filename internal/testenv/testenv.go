@@ -17,12 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/ghlsync/ghlsync/internal/embedredis"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/store"
 )
@@ -111,12 +111,12 @@ func RedisURL(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv("TEST_REDIS_URL")
 	if base == "" {
-		mr := miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
+		mr, err := embedredis.Start("")
+		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(mr.Close)
-		return "redis://" + mr.Addr() + "/0"
+		return mr.URL()
 	}
 	opt, err := redis.ParseURL(base)
 	if err != nil {

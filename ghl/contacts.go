@@ -1,0 +1,175 @@
+package ghl
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+)
+
+// ContactsService manages a location's contacts. Its calls take that
+// location's access token.
+type ContactsService struct {
+	client *Client
+}
+
+// Contact is a GHL contact. Empty fields are not sent, so an update leaves
+// them as they are in GHL; a non-empty Tags replaces all of the contact's
+// tags.
+type Contact struct {
+	ID         string `json:"id,omitempty"`
+	LocationID string `json:"locationId,omitempty"`
+	FirstName  string `json:"firstName,omitempty"`
+	LastName   string `json:"lastName,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Email      string `json:"email,omitempty"`
+	Phone      string `json:"phone,omitempty"`
+	Address1   string `json:"address1,omitempty"`
+	City       string `json:"city,omitempty"`
+	State      string `json:"state,omitempty"`
+	PostalCode string `json:"postalCode,omitempty"`
+	Country    string `json:"country,omitempty"`
+	// DateOfBirth is YYYY-MM-DD when sent; GHL may answer with a timestamp.
+	DateOfBirth  string        `json:"dateOfBirth,omitempty"`
+	Source       string        `json:"source,omitempty"`
+	Tags         []string      `json:"tags,omitempty"`
+	CustomFields []CustomField `json:"customFields,omitempty"`
+}
+
+// CustomField is the value of one of the location's custom fields, named by
+// ID or Key.
+type CustomField struct {
+	ID  string `json:"id,omitempty"`
+	Key string `json:"key,omitempty"`
+	// Value is a string, a number or a list of strings, as the field's type
+	// wants. GHL takes it as field_value and answers with value; both are
+	// read.
+	Value any `json:"field_value,omitempty"`
+}
+
+// UnmarshalJSON reads the value from field_value or value.
+func (f *CustomField) UnmarshalJSON(b []byte) error {
+	var w struct {
+		ID         string `json:"id"`
+		Key        string `json:"key"`
+		FieldValue any    `json:"field_value"`
+		Value      any    `json:"value"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	f.ID, f.Key, f.Value = w.ID, w.Key, w.FieldValue
+	if f.Value == nil {
+		f.Value = w.Value
+	}
+	return nil
+}
+
+type contactResponse struct {
+	New     bool     `json:"new"`
+	Contact *Contact `json:"contact"`
+}
+
+// Upsert creates c in c.LocationID, or updates the contact GHL finds by the
+// location's duplicate rules (email, phone). It reports whether the contact
+// is new. c.ID is not sent.
+//
+// After a 422 or a temporary error GHL may have created the contact anyway:
+// look it up (FindByEmail) before creating it again.
+func (s *ContactsService) Upsert(ctx context.Context, accessToken string, c *Contact) (*Contact, bool, *Response, error) {
+	body := Contact{}
+	if c != nil {
+		body = *c
+	}
+	body.ID = ""
+	r := &request{
+		endpoint: "contacts.upsert",
+		method:   http.MethodPost,
+		path:     "/contacts/upsert",
+		version:  versionContacts,
+		token:    accessToken,
+		json:     &body,
+	}
+	if err := r.require("access token", accessToken, "locationId", body.LocationID); err != nil {
+		return nil, false, nil, err
+	}
+	var out contactResponse
+	resp, err := s.client.do(ctx, r, &out)
+	if err != nil {
+		return nil, false, resp, err
+	}
+	if out.Contact == nil || out.Contact.ID == "" {
+		return nil, false, resp, r.errorf("response has no contact id")
+	}
+	return out.Contact, out.New, resp, nil
+}
+
+// Get returns the contact contactID.
+func (s *ContactsService) Get(ctx context.Context, accessToken, contactID string) (*Contact, *Response, error) {
+	r := &request{
+		endpoint: "contacts.get",
+		method:   http.MethodGet,
+		path:     "/contacts/" + url.PathEscape(contactID),
+		version:  versionContacts,
+		token:    accessToken,
+	}
+	return s.do(ctx, r, "access token", accessToken, "contact id", contactID)
+}
+
+// Update changes the contact contactID to c's non-empty fields. c.ID and
+// c.LocationID are not sent: GHL refuses them on update.
+func (s *ContactsService) Update(ctx context.Context, accessToken, contactID string, c *Contact) (*Contact, *Response, error) {
+	body := Contact{}
+	if c != nil {
+		body = *c
+	}
+	body.ID, body.LocationID = "", ""
+	r := &request{
+		endpoint: "contacts.update",
+		method:   http.MethodPut,
+		path:     "/contacts/" + url.PathEscape(contactID),
+		version:  versionContacts,
+		token:    accessToken,
+		json:     &body,
+	}
+	return s.do(ctx, r, "access token", accessToken, "contact id", contactID)
+}
+
+// FindByEmail returns the contact of locationID that GHL's duplicate rules
+// match to email, or nil (and no error) when there is none.
+func (s *ContactsService) FindByEmail(ctx context.Context, accessToken, locationID, email string) (*Contact, *Response, error) {
+	r := &request{
+		endpoint: "contacts.searchDuplicate",
+		method:   http.MethodGet,
+		path:     "/contacts/search/duplicate",
+		query:    url.Values{"locationId": {locationID}, "email": {email}},
+		version:  versionContacts,
+		token:    accessToken,
+	}
+	if err := r.require("access token", accessToken, "location id", locationID, "email", email); err != nil {
+		return nil, nil, err
+	}
+	var out contactResponse
+	resp, err := s.client.do(ctx, r, &out)
+	if err != nil {
+		return nil, resp, err
+	}
+	return out.Contact, resp, nil
+}
+
+// do sends r, whose answer is {"contact":{…}}, after checking the required
+// args (name, value pairs).
+func (s *ContactsService) do(ctx context.Context, r *request, args ...string) (*Contact, *Response, error) {
+	if err := r.require(args...); err != nil {
+		return nil, nil, err
+	}
+	var out contactResponse
+	resp, err := s.client.do(ctx, r, &out)
+	if err != nil {
+		return nil, resp, err
+	}
+	if out.Contact == nil {
+		return nil, resp, r.errorf("response has no contact")
+	}
+	return out.Contact, resp, nil
+}

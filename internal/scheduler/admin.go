@@ -1,0 +1,220 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// Default is a schedule that `scheduler setup` creates.
+type Default struct {
+	Name     string
+	TaskType string
+	Queue    string
+	Spec     Spec
+}
+
+// Defaults are the schedules of DESIGN.md. Token work has the critical
+// queue, whose worker slots sync work cannot take.
+var Defaults = []Default{
+	{Name: "token-refresh", TaskType: tasks.TypeTokenRefreshDue, Queue: tasks.QueueCritical, Spec: Spec{Every: 10 * time.Minute}},
+	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: Spec{Every: time.Hour}},
+	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: Spec{Every: time.Hour}},
+}
+
+// SetupResult says what Setup did to one default schedule.
+type SetupResult struct {
+	Name string
+	// Action is "created", "updated" or "unchanged".
+	Action string
+	// Detail lists what was updated, or what an operator changed that
+	// Setup kept.
+	Detail string
+}
+
+// Setup creates the default schedules that do not exist. Of one that does,
+// it brings the task type and queue (which the code defines) in line with
+// the defaults, and keeps what an operator may have chosen: the schedule,
+// the payload and whether it is enabled. With reset it restores those to
+// the defaults as well (enabled, empty payload). A second run changes
+// nothing, not even changed_at. A new interval schedule is due at once, so
+// the first scheduler to start refreshes tokens and syncs right away.
+func Setup(ctx context.Context, st *store.Store, now time.Time, reset bool) ([]SetupResult, error) {
+	var out []SetupResult
+	for _, d := range Defaults {
+		p, err := d.Spec.plan()
+		if err != nil {
+			return out, fmt.Errorf("scheduler.Setup %s: %w", d.Name, err)
+		}
+		next := p.resume(nil, now)
+		row := store.Schedule{Name: d.Name, TaskType: d.TaskType, Queue: d.Queue, Enabled: true, NextRunAt: &next}
+		d.Spec.applyTo(&row)
+		created, err := st.CreateSchedule(ctx, row)
+		if err != nil {
+			return out, err
+		}
+		if created {
+			out = append(out, SetupResult{Name: d.Name, Action: "created", Detail: d.Spec.String() + ", queue " + d.Queue})
+			continue
+		}
+		var changes, kept []string
+		updated, err := st.UpdateSchedule(ctx, d.Name, func(r *store.Schedule) error {
+			changes, kept = nil, nil
+			if r.TaskType != d.TaskType {
+				changes = append(changes, "task "+r.TaskType+" -> "+d.TaskType)
+				r.TaskType = d.TaskType
+			}
+			if r.Queue != d.Queue {
+				changes = append(changes, "queue "+r.Queue+" -> "+d.Queue)
+				r.Queue = d.Queue
+			}
+			if sp := SpecOf(r); sp != d.Spec {
+				if reset {
+					changes = append(changes, sp.String()+" -> "+d.Spec.String())
+					d.Spec.applyTo(r)
+					next := p.resume(r.LastRunAt, now)
+					r.NextRunAt = &next
+				} else {
+					kept = append(kept, sp.String()+" (default "+d.Spec.String()+")")
+				}
+			}
+			if r.Payload != "" {
+				if reset {
+					changes = append(changes, "payload cleared")
+					r.Payload = ""
+				} else {
+					kept = append(kept, "payload "+r.Payload)
+				}
+			}
+			if !r.Enabled {
+				if reset {
+					changes = append(changes, "enabled")
+					r.Enabled = true
+				} else {
+					kept = append(kept, "disabled")
+				}
+			}
+			if len(changes) == 0 {
+				return store.ErrUnchanged
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		res := SetupResult{Name: updated.Name, Action: "unchanged"}
+		if len(changes) > 0 {
+			res.Action = "updated"
+			res.Detail = strings.Join(changes, ", ")
+		}
+		if len(kept) > 0 {
+			if res.Detail != "" {
+				res.Detail += "; "
+			}
+			res.Detail += "kept " + strings.Join(kept, ", ") + " (--reset restores the defaults)"
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// Set changes the spec of the schedule called name. Its next slot follows
+// its last run under the new spec, so a shorter interval whose slot has
+// passed runs at once; one that never ran runs at once (interval) or at the
+// next cron time. It reports whether anything changed; an unknown name
+// gives an error wrapping store.ErrNotFound, a bad spec one wrapping
+// ErrBadSpec, and neither changes anything.
+func Set(ctx context.Context, st *store.Store, name string, sp Spec, now time.Time) (*store.Schedule, bool, error) {
+	p, err := sp.plan()
+	if err != nil {
+		return nil, false, err
+	}
+	changed := false
+	row, err := st.UpdateSchedule(ctx, name, func(r *store.Schedule) error {
+		if SpecOf(r) == sp {
+			return store.ErrUnchanged
+		}
+		sp.applyTo(r)
+		next := p.resume(r.LastRunAt, now)
+		r.NextRunAt = &next
+		changed = true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return row, changed, nil
+}
+
+// SetEnabled enables or disables the schedule called name and reports
+// whether that changed anything. Enabling keeps next_run_at: a slot that
+// passed while the schedule was disabled runs once, at once, as one missed
+// while the schedulers were down would.
+func SetEnabled(ctx context.Context, st *store.Store, name string, enabled bool) (*store.Schedule, bool, error) {
+	changed := false
+	row, err := st.UpdateSchedule(ctx, name, func(r *store.Schedule) error {
+		if r.Enabled == enabled {
+			return store.ErrUnchanged
+		}
+		r.Enabled = enabled
+		changed = true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return row, changed, nil
+}
+
+// List writes the schedules as an aligned table. NEXT RUN is when the
+// scheduler will enqueue it (see plan.due), "-" when disabled.
+func List(ctx context.Context, st *store.Store, w io.Writer, now time.Time) error {
+	rows, err := st.Schedules(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tTASK\tQUEUE\tSCHEDULE\tENABLED\tLAST RUN\tNEXT RUN\tRUNS")
+	for i := range rows {
+		r := &rows[i]
+		sp := SpecOf(r)
+		next := "-"
+		if p, err := sp.plan(); err != nil {
+			next = "invalid: " + err.Error()
+		} else if r.Enabled && r.NextRunAt != nil {
+			next = when(p.due(r), now)
+		} else if r.Enabled {
+			next = "at once"
+		}
+		last := "never"
+		if r.LastRunAt != nil {
+			last = when(*r.LastRunAt, now)
+		}
+		enabled := "yes"
+		if !r.Enabled {
+			enabled = "no"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.TaskType, r.Queue, sp, enabled, last, next, strconv.FormatInt(r.TotalRuns, 10))
+	}
+	return tw.Flush()
+}
+
+// when formats t in UTC with how far it is from now: 2024-11-29 04:10:00Z (in 3m20s).
+func when(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	rel := "now"
+	switch {
+	case d > 0:
+		rel = "in " + formatDuration(d)
+	case d < 0:
+		rel = formatDuration(-d) + " ago"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z") + " (" + rel + ")"
+}

@@ -1,0 +1,274 @@
+// Package scheduler enqueues ghlsync's periodic tasks from the schedules
+// table, and administers that table (setup, list, set, enable, disable).
+//
+// Any number of schedulers may run against one database and one Redis.
+// Each due slot of a schedule is enqueued exactly once among them, in this
+// order:
+//
+//  1. Read the row. Its slot is next_run_at (see plan.due): a function of
+//     the row alone, so every replica that read the same row agrees on it.
+//  2. Enqueue the task with the asynq task id "sched:NAME:UNIXSECONDS" of
+//     that slot. Redis keeps the id while the task is pending, running,
+//     retrying, archived, and, thanks to asynq.Retention, for Retention
+//     after it completed; meanwhile a second enqueue of the id fails with
+//     asynq.ErrTaskIDConflict, which means "already enqueued" and is not an
+//     error.
+//  3. Record the run with a compare-and-set UPDATE on the name, the
+//     next_run_at and total_runs that were read (store.ClaimScheduleRun).
+//     One replica wins; the others' UPDATE matches no row.
+//
+// Enqueue first, record second, because a process can die between the two:
+// dying after the enqueue leaves the row due, and the next tick (of any
+// replica) enqueues the same id, gets the conflict, and records it, so
+// nothing doubles; dying before the enqueue leaves the row due too, so
+// nothing is lost. The other order, record then enqueue, loses the slot for
+// good when the process dies in between. The price of this order is that a
+// slot must be recorded within Retention of its first enqueue, or a replica
+// that read the row before the record could enqueue it again: Retention is
+// a day, and the window it guards is one tick.
+//
+// Slots missed while every scheduler was down are enqueued once, as one run
+// of the oldest missed slot, and the next slot is the first one after now.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// Enqueuer puts a task into Redis; *asynq.Client is one. EnqueueContext must
+// be safe for concurrent use and fail with (an error wrapping)
+// asynq.ErrTaskIDConflict when a task of the same id and queue exists.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Defaults of Options.
+const (
+	// DefaultPoll bounds how long a change to the schedules table (by the
+	// CLI, by SQL, by another replica) goes unnoticed.
+	DefaultPoll = time.Second
+	// DefaultRetention keeps a completed task's id in Redis for a day:
+	// far longer than the one tick between a slot's first enqueue and its
+	// record, during which another replica may enqueue it again.
+	DefaultRetention = 24 * time.Hour
+	// DefaultMaxRetry is low because a periodic task's next slot retries
+	// it anyway; asynq's default of 25 would pile failed runs of a 10 min
+	// schedule on top of each other for days.
+	DefaultMaxRetry = 3
+)
+
+// Options configure a Scheduler. The zero value is ready for production.
+type Options struct {
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Logger receives the scheduler's logs; slog.Default() when nil.
+	Logger *slog.Logger
+	// Poll is the longest the loop sleeps between two reads of the
+	// schedules table; DefaultPoll when 0.
+	Poll time.Duration
+	// Retention is how long a completed task's id stays in Redis;
+	// DefaultRetention when 0.
+	Retention time.Duration
+	// MaxRetry is the asynq retry limit of enqueued tasks; DefaultMaxRetry
+	// when 0.
+	MaxRetry int
+	// Metrics, when not nil, counts enqueues and measures lag.
+	Metrics *Metrics
+}
+
+// Scheduler enqueues the due slots of the enabled schedules. Its methods are
+// safe for concurrent use, but one Run per Scheduler is enough: more
+// throughput comes from more replicas, which the protocol above keeps apart.
+type Scheduler struct {
+	store *store.Store
+	enq   Enqueuer
+	opt   Options
+	log   *slog.Logger
+	// lastGood is the UnixNano of the end of the last tick without errors.
+	lastGood atomic.Int64
+	started  time.Time
+}
+
+// New returns a Scheduler that reads schedules from st and enqueues through
+// enq. It does nothing until Run or Tick.
+func New(st *store.Store, enq Enqueuer, opt Options) *Scheduler {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Poll <= 0 {
+		opt.Poll = DefaultPoll
+	}
+	if opt.Retention <= 0 {
+		opt.Retention = DefaultRetention
+	}
+	if opt.MaxRetry <= 0 {
+		opt.MaxRetry = DefaultMaxRetry
+	}
+	return &Scheduler{store: st, enq: enq, opt: opt, log: opt.Logger.With("component", "scheduler"), started: time.Now()}
+}
+
+// TaskID is the asynq task id of a schedule's slot.
+func TaskID(name string, slot time.Time) string {
+	return "sched:" + name + ":" + strconv.FormatInt(slot.Unix(), 10)
+}
+
+// Run ticks until ctx is done, sleeping between ticks until the next slot is
+// due but never longer than Options.Poll. It returns nil once ctx is done; a
+// slot it has begun to enqueue is first enqueued and recorded.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.log.Info("scheduler started", "poll", s.opt.Poll)
+	defer s.log.Info("scheduler stopped")
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var lastErr string
+	var lastLogged time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		wait, err := s.Tick(ctx)
+		if err != nil && ctx.Err() == nil {
+			// A database or Redis outage fails every tick; say so when
+			// it starts, changes, or every half minute, not every second.
+			if msg := err.Error(); msg != lastErr || time.Since(lastLogged) > 30*time.Second {
+				s.log.Error("scheduler tick failed; retrying", "err", err, "retry_in", wait)
+				lastErr, lastLogged = msg, time.Now()
+			}
+		} else if err == nil && lastErr != "" {
+			s.log.Info("scheduler recovered")
+			lastErr = ""
+		}
+		timer.Reset(wait)
+	}
+}
+
+// Tick reads the enabled schedules once, enqueues and records each due slot
+// (in random order, so that replicas that woke together split the work),
+// and returns how long to wait before the next tick: until the earliest
+// next slot, at most Options.Poll. The error joins every failure; a failed
+// slot stays due and is tried again next tick.
+func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
+	rows, err := s.store.EnabledSchedules(ctx)
+	if err != nil {
+		s.opt.Metrics.error("load")
+		return s.opt.Poll, err
+	}
+	now := s.opt.Now()
+	wait := s.opt.Poll
+	var errs []error
+	var due []slotRun
+	for i := range rows {
+		row := &rows[i]
+		p, err := SpecOf(row).plan()
+		if err != nil {
+			s.opt.Metrics.error("spec")
+			errs = append(errs, fmt.Errorf("schedule %s: %w", row.Name, err))
+			continue
+		}
+		if row.NextRunAt == nil {
+			if _, err := s.store.InitScheduleNext(ctx, row.Name, p.resume(row.LastRunAt, now)); err != nil {
+				s.opt.Metrics.error("claim")
+				errs = append(errs, err)
+				continue
+			}
+			wait = 0 // read it back, as whoever won the race wrote it
+			continue
+		}
+		slot := p.due(row)
+		if d := slot.Sub(now); d > 0 {
+			wait = min(wait, d)
+			continue
+		}
+		due = append(due, slotRun{row: row, plan: p, slot: slot})
+	}
+	rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	for _, r := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := s.fire(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return s.opt.Poll, errors.Join(errs...)
+	}
+	s.lastGood.Store(time.Now().UnixNano())
+	return wait, nil
+}
+
+type slotRun struct {
+	row  *store.Schedule
+	plan plan
+	slot time.Time
+}
+
+// fire enqueues one slot and records it, in that order (see the package
+// comment). It finishes even when ctx is cancelled meanwhile, so that a
+// shutdown does not leave an enqueued slot unrecorded when it need not.
+func (s *Scheduler) fire(ctx context.Context, r slotRun) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	id := TaskID(r.row.Name, r.slot)
+	_, err := s.enq.EnqueueContext(ctx, asynq.NewTask(r.row.TaskType, []byte(r.row.Payload)),
+		asynq.TaskID(id),
+		asynq.Queue(r.row.Queue),
+		asynq.MaxRetry(s.opt.MaxRetry),
+		asynq.Retention(s.opt.Retention),
+	)
+	enqueued := err == nil
+	switch {
+	case enqueued:
+		lag := s.opt.Now().Sub(r.slot)
+		s.opt.Metrics.enqueued(r.row.Name, lag)
+		s.log.Info("enqueued", "schedule", r.row.Name, "task", r.row.TaskType, "queue", r.row.Queue, "task_id", id, "slot", r.slot, "lag", lag)
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		// Another replica enqueued this slot, or this one did and died
+		// before recording it: record it now.
+	default:
+		s.opt.Metrics.error("enqueue")
+		return fmt.Errorf("schedule %s: enqueue %s: %w", r.row.Name, id, err)
+	}
+	now := s.opt.Now()
+	next := r.plan.after(r.slot, now)
+	won, err := s.store.ClaimScheduleRun(ctx, r.row, now, next)
+	if err != nil {
+		s.opt.Metrics.error("claim")
+		return fmt.Errorf("schedule %s: record slot %s (enqueued: %t): %w", r.row.Name, id, enqueued, err)
+	}
+	if won {
+		s.log.Debug("recorded", "schedule", r.row.Name, "slot", r.slot, "next", next)
+	}
+	return nil
+}
+
+// Check is the scheduler's part of /healthz: an error when no tick has
+// succeeded for a while (the loop is stuck, or the database or Redis has
+// been failing it).
+func (s *Scheduler) Check(context.Context) error {
+	limit := max(15*time.Second, 10*s.opt.Poll)
+	last := time.Unix(0, s.lastGood.Load())
+	if s.lastGood.Load() == 0 {
+		last = s.started
+	}
+	if age := time.Since(last); age > limit {
+		return fmt.Errorf("no successful scheduler tick for %s", age.Round(time.Second))
+	}
+	return nil
+}
