@@ -1,0 +1,307 @@
+// Package ghltest is a fake GoHighLevel (GHL) API server for tests,
+// benchmarks and the in-process sandbox, faithful to the project's GHL.md:
+// OAuth code exchange, single-use rotating refresh tokens with the 30 s
+// concurrency grace, agency-to-location tokens, access token expiry, contacts,
+// calendars and appointments, the per-location burst and daily rate limits,
+// and fault injection (latency, status codes, dropped connections).
+//
+// Everything the fake sees is counted so tests can assert on it (see
+// [Server.Stats]). A Server is safe for concurrent use.
+//
+// Request bodies are validated like GHL's: a missing required field or a
+// property GHL.md does not list is a 422 ("property x should not exist"), a
+// wrong or missing Version header a 400. Location endpoints take only that
+// location's token (403 otherwise). Scopes are not checked.
+//
+// Counters, rate limits and faults are keyed by the subject of a token: the
+// location ID for a Location token, the company ID for a Company (agency)
+// token. The methods name that parameter locationID because almost every
+// test deals in location tokens.
+package ghltest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// API versions GHL expects in the Version header, per API area.
+const (
+	VersionContacts  = "2021-07-28" // contacts and /oauth/locationToken
+	VersionCalendars = "2021-04-15" // calendars and appointments
+)
+
+// DefaultScope is the scope granted when a consent does not ask for one.
+const DefaultScope = "contacts.readonly contacts.write calendars.readonly calendars.write " +
+	"calendars/events.readonly calendars/events.write locations.readonly oauth.readonly oauth.write"
+
+// User types of a token, as GHL spells them.
+const (
+	UserTypeLocation = "Location"
+	UserTypeCompany  = "Company"
+)
+
+// Options configures a Server. The zero value is usable: any client
+// credentials are accepted and GHL's documented limits apply.
+type Options struct {
+	// ClientID and ClientSecret are the app credentials /oauth/token checks.
+	// When ClientID is empty any non-empty pair is accepted.
+	ClientID, ClientSecret string
+
+	// TokenLifetime is the access token life (expires_in); default 86399s.
+	TokenLifetime time.Duration
+	// Grace is how long after its rotation a spent refresh token, presented
+	// again by the client that spent it, gets the same new token pair back
+	// (expires_in then counts down); default 30s.
+	Grace time.Duration
+	// Now is the clock for token expiry, the grace and rate windows; default
+	// time.Now. Injected latencies are real time regardless.
+	Now func() time.Time
+
+	// RateLimit is the number of API (non /oauth) requests allowed per
+	// RateInterval per location; default 100 per 10s.
+	RateLimit    int
+	RateInterval time.Duration
+	// DailyLimit is the number of API requests allowed per UTC day per
+	// location; default 200000.
+	DailyLimit int
+	// EnforceRateLimit answers 429 over the limits. Without it requests are
+	// only counted and the X-RateLimit headers still sent.
+	EnforceRateLimit bool
+
+	// OnTokenIssued, if set, is called with the subject (location or company
+	// ID) after a code exchange, a refresh rotation or a location token has
+	// changed the state and before the answer is written (and before any
+	// LatencyAfter). A grace reuse does not call it. See SetOnTokenIssued.
+	OnTokenIssued func(locationID string)
+
+	// StatePath, if set, is a JSON state file: NewServer and New load it when
+	// it exists, Close writes it (atomically, mode 0600).
+	StatePath string
+	// Logf reports what Close cannot return (a failed state save); default
+	// log.Printf.
+	Logf func(format string, args ...any)
+}
+
+func (o *Options) setDefaults() {
+	if o.TokenLifetime <= 0 {
+		o.TokenLifetime = 86399 * time.Second
+	}
+	if o.Grace <= 0 {
+		o.Grace = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.RateLimit <= 0 {
+		o.RateLimit = 100
+	}
+	if o.RateInterval <= 0 {
+		o.RateInterval = 10 * time.Second
+	}
+	if o.DailyLimit <= 0 {
+		o.DailyLimit = 200000
+	}
+	if o.Logf == nil {
+		o.Logf = log.Printf
+	}
+}
+
+// Server is the fake GHL. Create it with NewServer (listening on a local
+// port) or New (not listening: mount Handler yourself).
+type Server struct {
+	// URL is the base URL of a listening server (http://127.0.0.1:port), ""
+	// for one made by New. It serves both the API host and the marketplace
+	// consent page.
+	URL string
+
+	opts Options
+	ts   *httptest.Server
+	mux  *http.ServeMux
+	done chan struct{} // closed by Close: injected latencies stop waiting
+
+	mu     sync.Mutex // guards st, stats, limits
+	st     *state
+	stats  *counters
+	limits map[string]*window
+
+	faultMu sync.Mutex
+	faults  []*faultEntry
+	nFaults atomic.Int32
+
+	onTokenIssued atomic.Pointer[func(string)]
+	closeOnce     sync.Once
+}
+
+// New returns a Server that does not listen: serve its Handler in process.
+// It panics if Options.StatePath names a file that cannot be loaded, so a
+// sandbox never silently starts over.
+func New(opts Options) *Server {
+	opts.setDefaults()
+	s := &Server{
+		opts:   opts,
+		done:   make(chan struct{}),
+		st:     newState(),
+		stats:  newCounters(),
+		limits: make(map[string]*window),
+	}
+	if opts.OnTokenIssued != nil {
+		s.SetOnTokenIssued(opts.OnTokenIssued)
+	}
+	s.routes()
+	if opts.StatePath != "" {
+		f, err := os.Open(opts.StatePath)
+		switch {
+		case err == nil:
+			err = s.Load(f)
+			f.Close()
+			if err != nil {
+				panic("ghltest: load " + opts.StatePath + ": " + err.Error())
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			panic("ghltest: " + err.Error())
+		}
+	}
+	return s
+}
+
+// NewServer returns a Server listening on a local port (httptest.Server).
+func NewServer(opts Options) *Server {
+	s := New(opts)
+	s.ts = httptest.NewServer(s.Handler())
+	s.URL = s.ts.URL
+	return s
+}
+
+// Handler serves the whole fake: API host, /oauth endpoints and the consent
+// page. When Drop faults fire on a ResponseWriter that cannot be hijacked
+// (HTTP/2, wrapped writers) the handler panics with http.ErrAbortHandler,
+// which net/http turns into a reset.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Client returns an http.Client for a listening server (nil for New).
+func (s *Server) Client() *http.Client {
+	if s.ts == nil {
+		return nil
+	}
+	return s.ts.Client()
+}
+
+// Close stops a listening server and, with Options.StatePath, writes the
+// state file. Injected latencies in flight are cut short. Use SaveFile to see
+// a save error; Close only logs it. Close is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.ts != nil {
+			s.ts.Close()
+		}
+		if s.opts.StatePath != "" {
+			if err := s.SaveFile(s.opts.StatePath); err != nil {
+				s.opts.Logf("ghltest: %v", err)
+			}
+		}
+	})
+}
+
+// SetOnTokenIssued replaces the OnTokenIssued hook (nil removes it). Safe
+// for concurrent use with requests in flight.
+func (s *Server) SetOnTokenIssued(f func(locationID string)) {
+	if f == nil {
+		s.onTokenIssued.Store(nil)
+		return
+	}
+	s.onTokenIssued.Store(&f)
+}
+
+func (s *Server) tokenIssued(subject string) {
+	if f := s.onTokenIssued.Load(); f != nil {
+		(*f)(subject)
+	}
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("POST /oauth/token", s.handleToken)
+	m.Handle("POST /oauth/locationToken", s.api(VersionContacts, false, s.handleLocationToken))
+	m.HandleFunc("GET /v2/oauth/chooselocation", s.handleChooseLocation)
+
+	m.Handle("POST /contacts/upsert", s.api(VersionContacts, true, s.handleUpsertContact))
+	m.Handle("GET /contacts/search/duplicate", s.api(VersionContacts, true, s.handleDuplicateContact))
+	m.Handle("GET /contacts/{id}", s.api(VersionContacts, true, s.handleGetContact))
+	m.Handle("PUT /contacts/{id}", s.api(VersionContacts, true, s.handleUpdateContact))
+
+	m.Handle("GET /calendars/{$}", s.api(VersionCalendars, true, s.handleListCalendars))
+	m.Handle("POST /calendars/events/appointments", s.api(VersionCalendars, true, s.handleCreateAppointment))
+	m.Handle("GET /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleGetAppointment))
+	m.Handle("PUT /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleUpdateAppointment))
+	m.Handle("DELETE /calendars/events/{id}", s.api(VersionCalendars, true, s.handleDeleteAppointment))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "Cannot "+r.Method+" "+r.URL.Path)
+	})
+	s.mux = m
+}
+
+// errorBody is GHL's error shape; Message is a string, or a list of
+// validation messages on a 422.
+type errorBody struct {
+	StatusCode int `json:"statusCode"`
+	Message    any `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{StatusCode: status, Message: msg})
+}
+
+func writeValidation(w http.ResponseWriter, msgs ...string) {
+	writeJSON(w, http.StatusUnprocessableEntity, errorBody{StatusCode: http.StatusUnprocessableEntity, Message: msgs})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types are marshalled: a failure is a bug here.
+		panic("ghltest: marshal response: " + err.Error())
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// randHex returns n random bytes, hex encoded.
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// newID returns a 20 character alphanumeric ID shaped like GHL's.
+func newID() string {
+	b := make([]byte, 20)
+	rand.Read(b)
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b)
+}
+
+// newTraceID returns a random UUID-shaped trace ID.
+func newTraceID() string {
+	h := randHex(16)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

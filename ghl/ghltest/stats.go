@@ -1,0 +1,183 @@
+package ghltest
+
+import (
+	"maps"
+	"strings"
+)
+
+// Stats is a snapshot of what the server has counted since it started or
+// since ResetCounters. Maps are keyed by subject: location ID, or company ID
+// for Company tokens; "" collects calls whose token or code was unknown.
+// The snapshot is the caller's to modify.
+type Stats struct {
+	TokenCalls     map[string]int // POST /oauth/token calls with the refresh_token grant
+	CodeExchanges  map[string]int // successful authorization_code exchanges
+	Rotations      map[string]int // refresh tokens spent for a new pair
+	SpentReuses    map[string]int // spent refresh tokens presented again, grace or not
+	GraceReuses    map[string]int // of those, answered by the grace with the same pair
+	InvalidGrants  map[string]int // invalid grant answers (refresh tokens and codes)
+	InactiveGrants map[string]int // "Location is not active" answers
+	LocationTokens map[string]int // tokens issued by /oauth/locationToken
+	RateLimited    map[string]int // 429 answers
+	MaxInWindow    map[string]int // most API requests accepted within one RateInterval
+
+	ContactCreates     map[string]int
+	ContactUpdates     map[string]int // by upsert or PUT
+	AppointmentCreates map[string]int
+	AppointmentUpdates map[string]int
+	AppointmentDeletes map[string]int
+
+	ExpiredTokenCalls int // API calls with an expired access token
+	UnknownTokenCalls int // API calls with no or an unknown access token
+	RevokedTokenCalls int // API calls with an access token revoked by Revoke
+	Faults            int // requests a Fault applied to
+}
+
+type reqKey struct{ path, subject string }
+
+// counters is the live form of Stats, guarded by Server.mu.
+type counters struct {
+	tokenCalls, codeExchanges, rotations, spentReuses, graceReuses map[string]int
+	invalidGrants, inactive, locationTokens, rateLimited           map[string]int
+	contactCreates, contactUpdates                                 map[string]int
+	apptCreates, apptUpdates, apptDeletes                          map[string]int
+
+	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
+
+	requests map[reqKey]int
+}
+
+func newCounters() *counters {
+	m := func() map[string]int { return make(map[string]int) }
+	return &counters{
+		tokenCalls: m(), codeExchanges: m(), rotations: m(), spentReuses: m(), graceReuses: m(),
+		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
+		contactCreates: m(), contactUpdates: m(),
+		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
+		requests: make(map[reqKey]int),
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.stats
+	st := Stats{
+		TokenCalls:         maps.Clone(c.tokenCalls),
+		CodeExchanges:      maps.Clone(c.codeExchanges),
+		Rotations:          maps.Clone(c.rotations),
+		SpentReuses:        maps.Clone(c.spentReuses),
+		GraceReuses:        maps.Clone(c.graceReuses),
+		InvalidGrants:      maps.Clone(c.invalidGrants),
+		InactiveGrants:     maps.Clone(c.inactive),
+		LocationTokens:     maps.Clone(c.locationTokens),
+		RateLimited:        maps.Clone(c.rateLimited),
+		MaxInWindow:        make(map[string]int, len(s.limits)),
+		ContactCreates:     maps.Clone(c.contactCreates),
+		ContactUpdates:     maps.Clone(c.contactUpdates),
+		AppointmentCreates: maps.Clone(c.apptCreates),
+		AppointmentUpdates: maps.Clone(c.apptUpdates),
+		AppointmentDeletes: maps.Clone(c.apptDeletes),
+		ExpiredTokenCalls:  c.expiredTokenCalls,
+		UnknownTokenCalls:  c.unknownTokenCalls,
+		RevokedTokenCalls:  c.revokedTokenCalls,
+		Faults:             c.faults,
+	}
+	for subj, w := range s.limits {
+		if w.max > 0 {
+			st.MaxInWindow[subj] = w.max
+		}
+	}
+	return st
+}
+
+// ResetCounters zeroes every counter, MaxInWindow included. It leaves the
+// state alone, the rate limit windows too.
+func (s *Server) ResetCounters() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats = newCounters()
+	for _, w := range s.limits {
+		w.max = 0
+	}
+}
+
+func (s *Server) count(m func(*counters) map[string]int, subj string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return m(s.stats)[subj]
+}
+
+// TokenCalls returns the refresh_token grant calls for the location.
+func (s *Server) TokenCalls(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.tokenCalls }, locationID)
+}
+
+// Rotations returns how many of the location's refresh tokens were spent.
+func (s *Server) Rotations(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.rotations }, locationID)
+}
+
+// SpentReuses returns how often a spent refresh token of the location was
+// presented again, whether the grace served it or not.
+func (s *Server) SpentReuses(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.spentReuses }, locationID)
+}
+
+// GraceReuses returns how many spent refresh token reuses the grace served.
+func (s *Server) GraceReuses(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.graceReuses }, locationID)
+}
+
+// InvalidGrants returns the invalid grant answers for the location.
+func (s *Server) InvalidGrants(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.invalidGrants }, locationID)
+}
+
+// RateLimited returns the 429 answers for the location.
+func (s *Server) RateLimited(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.rateLimited }, locationID)
+}
+
+// MaxInWindow returns the largest number of the location's API requests
+// accepted within one RateInterval (sliding): with EnforceRateLimit off, a
+// value above RateLimit shows the client did not respect the limit.
+func (s *Server) MaxInWindow(locationID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := s.limits[locationID]; w != nil {
+		return w.max
+	}
+	return 0
+}
+
+// ExpiredTokenCalls returns the API calls made with an expired access token.
+func (s *Server) ExpiredTokenCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.expiredTokenCalls
+}
+
+// UnknownTokenCalls returns the API calls made with no or an unknown access
+// token.
+func (s *Server) UnknownTokenCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.unknownTokenCalls
+}
+
+// Requests returns how many requests (of any outcome, faults included) had
+// a URL path starting with pathPrefix and were about locationID (see
+// Fault.Location); "" matches any path or location.
+func (s *Server) Requests(pathPrefix, locationID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, v := range s.stats.requests {
+		if strings.HasPrefix(k.path, pathPrefix) && (locationID == "" || k.subject == locationID) {
+			n += v
+		}
+	}
+	return n
+}
