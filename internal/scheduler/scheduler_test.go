@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/ghlsync/ghlsync/internal/scheduler"
 	"github.com/ghlsync/ghlsync/internal/testenv"

@@ -1,0 +1,262 @@
+// Command scheduler enqueues ghlsync's periodic tasks from the schedules
+// table, and administers that table. Any number may run; each due slot is
+// enqueued once among them.
+//
+//	scheduler                                run the scheduler loop
+//	scheduler setup [--reset]                create or update the default schedules
+//	scheduler list                           show the schedules
+//	scheduler set NAME --every 30s           change a schedule to an interval
+//	scheduler set NAME --cron "0 3 * * *" [--tz Europe/Berlin]
+//	scheduler enable NAME | disable NAME
+//
+// Configuration flags (--database-url, --redis-url, --metrics-addr, ...) may
+// come before or after the subcommand; see DESIGN.md for the environment.
+// Exit status 2 means bad input or configuration, and nothing was changed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/internal/scheduler"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+const usage = `usage:
+  scheduler [flags]                          run the scheduler loop
+  scheduler setup [--reset]                  create or update the default schedules
+  scheduler list                             name, task, schedule, enabled, last run, next run, runs
+  scheduler set NAME --every DURATION        run NAME at an interval, such as 30s or 10m
+  scheduler set NAME --cron "SPEC" [--tz ZONE]  run NAME at cron times, such as "0 3 * * *"
+  scheduler enable NAME | disable NAME
+
+flags (anywhere on the line; each also read from its environment variable):
+`
+
+// exitUsage is the status of bad input or configuration: nothing changed.
+const exitUsage = 2
+
+// usageError is bad input, reported on one line with exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// run is main without the process: it returns the exit status, so that tests
+// drive the real command line.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	loader := config.NewLoader(fs, getenv, ":9092")
+	reset := fs.Bool("reset", false, "setup: restore every default, including schedules an operator changed")
+	every := fs.String("every", "", "set: the interval, such as 30s, 10m or 1h")
+	cronSpec := fs.String("cron", "", `set: a five-field cron expression, such as "0 3 * * *" (CRON_TZ=ZONE prefix allowed)`)
+	tz := fs.String("tz", "", "set: the IANA time zone of --cron, such as Europe/Berlin (default UTC)")
+
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "scheduler: %v (see scheduler -h)\n", err)
+		return exitUsage
+	}
+	cmd := "run"
+	if len(pos) > 0 {
+		cmd, pos = pos[0], pos[1:]
+	}
+	if err := checkArgs(cmd, pos, fs); err != nil {
+		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
+		return exitUsage
+	}
+	// A bad spec is refused before anything is opened, let alone changed.
+	var spec scheduler.Spec
+	if cmd == "set" {
+		if spec, err = scheduler.ParseSpec(*every, *cronSpec, *tz); err != nil {
+			fmt.Fprintf(stderr, "scheduler set %s: %v\n", pos[0], err)
+			return exitUsage
+		}
+	}
+	cfg, err := loader.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "scheduler: %v\n", err)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	// Every subcommand migrates: `scheduler setup` must work on a new
+	// database, and Migrate is idempotent and locked against other
+	// processes.
+	st, err := store.Open(ctx, cfg.DatabaseURL, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "scheduler: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		fmt.Fprintf(stderr, "scheduler: %v\n", err)
+		return 1
+	}
+
+	now := time.Now()
+	switch cmd {
+	case "run":
+		err = serve(ctx, cfg, st, log)
+	case "setup":
+		var res []scheduler.SetupResult
+		res, err = scheduler.Setup(ctx, st, now, *reset)
+		for _, r := range res {
+			if r.Detail != "" {
+				fmt.Fprintf(stdout, "%s: %s: %s\n", r.Name, r.Action, r.Detail)
+			} else {
+				fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Action)
+			}
+		}
+	case "list":
+		err = scheduler.List(ctx, st, stdout, now)
+	case "set":
+		var row *store.Schedule
+		var changed bool
+		if row, changed, err = scheduler.Set(ctx, st, pos[0], spec, now); err == nil {
+			report(stdout, row, changed, scheduler.SpecOf(row).String())
+		}
+	case "enable", "disable":
+		var row *store.Schedule
+		var changed bool
+		if row, changed, err = scheduler.SetEnabled(ctx, st, pos[0], cmd == "enable"); err == nil {
+			report(stdout, row, changed, cmd+"d")
+		}
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, store.ErrNotFound) && len(pos) == 1:
+		fmt.Fprintf(stderr, "scheduler %s: no schedule named %q (scheduler list shows them; scheduler setup creates the defaults)\n", cmd, pos[0])
+		return exitUsage
+	case errors.As(err, new(*usageError)):
+		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+func report(w io.Writer, row *store.Schedule, changed bool, what string) {
+	if !changed {
+		fmt.Fprintf(w, "%s: unchanged (already %s)\n", row.Name, what)
+		return
+	}
+	next := "-"
+	if row.NextRunAt != nil {
+		next = row.NextRunAt.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "%s: %s; next run %s\n", row.Name, what, next)
+}
+
+// checkArgs refuses positional arguments and flags that do not belong to
+// the subcommand, so that a mistyped line changes nothing.
+func checkArgs(cmd string, pos []string, fs *flag.FlagSet) error {
+	want := map[string]int{"run": 0, "setup": 0, "list": 0, "set": 1, "enable": 1, "disable": 1}
+	n, ok := want[cmd]
+	if !ok {
+		return usagef("unknown subcommand (one of setup, list, set, enable, disable; none runs the loop)")
+	}
+	if len(pos) != n {
+		if n == 1 {
+			return usagef("needs exactly one schedule NAME")
+		}
+		return usagef("takes no arguments, got %q", strings.Join(pos, " "))
+	}
+	own := map[string]string{"reset": "setup", "every": "set", "cron": "set", "tz": "set"}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if sub, ok := own[f.Name]; ok && sub != cmd && err == nil {
+			err = usagef("--%s belongs to scheduler %s", f.Name, sub)
+		}
+	})
+	return err
+}
+
+// parseInterspersed parses flags anywhere among the positional arguments,
+// as in `scheduler set token-refresh --every 30s`; the flag package alone
+// stops at the first positional one.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// serve runs the scheduler loop with /metrics and /healthz until ctx is done.
+func serve(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) error {
+	redisOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	if err != nil {
+		return &usageError{config.VarRedisURL + ": " + err.Error()}
+	}
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sched := scheduler.New(st, client, scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)})
+
+	health := func(ctx context.Context) error {
+		if err := st.Ping(ctx); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		if err := client.Ping(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return sched.Check(ctx)
+	}
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, health), log)
+	if err != nil {
+		return &usageError{config.VarMetricsAddr + ": " + err.Error()}
+	}
+	if rows, err := st.EnabledSchedules(ctx); err == nil && len(rows) == 0 {
+		log.Warn("no enabled schedules: run `scheduler setup` to create the defaults")
+	}
+	log.Info("scheduler running", "config", cfg)
+	// Shutdown: the scheduler only produces, so nothing waits on it. The
+	// cancelled ctx stops the loop (which first enqueues and records the
+	// slot in hand) and the ops server; only then are the Redis client
+	// and the database closed (deferred), since the loop still uses them.
+	runErr := sched.Run(ctx)
+	if err := waitOps(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}

@@ -1,0 +1,88 @@
+package testenv
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// processVar names, in a re-executed test binary, which process to be.
+const processVar = "GHLSYNC_TEST_PROCESS"
+
+// RunProcess is called first in a TestMain: when the test binary was
+// started by StartProcess as name, it runs main (the real wiring of a
+// binary, with os.Args[1:] and the environment) and exits with its status;
+// otherwise it returns and the tests run.
+func RunProcess(name string, main func() int) {
+	if os.Getenv(processVar) == name {
+		os.Exit(main())
+	}
+}
+
+// Process is a ghlsync process started from the test binary.
+type Process struct {
+	Cmd    *exec.Cmd
+	Output *Buffer // stdout and stderr
+	done   chan struct{}
+	err    error
+}
+
+// StartProcess starts the test binary as the process name (see
+// RunProcess) with env on top of this process's environment. At cleanup a
+// still running process is killed.
+func StartProcess(t testing.TB, name string, env map[string]string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), processVar+"="+name)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &Process{Cmd: cmd, Output: &Buffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Output, p.Output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("output of %s (pid %d):\n%s", name, cmd.Process.Pid, p.Output)
+		}
+	})
+	return p
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Process) Kill() {
+	p.Cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for the exit status; -1 when
+// it did not end in time (it is then killed).
+func (p *Process) Stop(timeout time.Duration) int {
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.Kill()
+		return -1
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		return -1
+	}
+	return 0
+}
+
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
