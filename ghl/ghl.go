@@ -83,7 +83,7 @@ type Config struct {
 	// the HTTP status (0 when no response arrived) and the time taken. The
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
 	// contacts.get, contacts.update, contacts.searchDuplicate,
-	// calendars.list, calendars.createAppointment,
+	// contacts.appointments, calendars.list, calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment and
 	// calendars.deleteEvent. It must be safe for concurrent use and return
 	// quickly: it runs on the caller's goroutine.
@@ -150,8 +150,15 @@ func NewClient(cfg Config) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.http == nil {
+		// Every call goes to one host: keep as many idle connections to it
+		// as workers make calls at once (Go's default keeps 2, so a busy
+		// worker would dial, and shake hands, for most calls).
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		transport.MaxIdleConnsPerHost = 256
+		transport.MaxIdleConns = 256
 		c.http = &http.Client{
-			Timeout: c.timeout,
+			Transport: transport,
+			Timeout:   c.timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},

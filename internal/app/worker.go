@@ -54,8 +54,10 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			RetryDelayFunc:  RetryDelay,
 			IsFailure:       IsFailure,
 			ShutdownTimeout: 30 * time.Second,
-			Logger:          AsynqLogger{d.Log},
-			LogLevel:        asynq.WarnLevel,
+			// An idle worker looks for new tasks this often (asynq waits 1 s).
+			TaskCheckInterval: 100 * time.Millisecond,
+			Logger:            AsynqLogger{d.Log},
+			LogLevel:          asynq.WarnLevel,
 		})
 	}
 	// Token work has servers slots of its own: however long the syncs,

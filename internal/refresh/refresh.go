@@ -13,10 +13,11 @@
 //     any worker's Recover loop retries with the same refresh token, inside
 //     GHL's 30 s grace window, so a token that GHL rotated but whose answer
 //     was lost is received again.
-//  3. Once GHL has answered, the new tokens are sealed into Redis (the
-//     pending slot) and then written to the database, retried until the
-//     write lands. A worker that dies while the database is down leaves the
-//     pending tokens for the next holder of the lock to write.
+//  3. Once GHL has answered, the new tokens are written to the database,
+//     retried until the write lands. If the first write fails they are also
+//     sealed into Redis (the pending slot), so that a worker that dies while
+//     the database is down leaves them for the next holder of the lock. (A
+//     worker that dies before its first write is covered by step 2.)
 package refresh
 
 import (
@@ -171,31 +172,59 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 	if req.RequestedAt.IsZero() {
 		req.RequestedAt = r.now()
 	}
-	// Most requests of a burst end here, without touching the lock.
+	lk, hasPending, err := r.tryLock(ctx, loc)
+	if err != nil {
+		return Result{LocationID: loc}, err
+	}
+	if lk == nil {
+		// Another refresh runs. Most requests of a burst end here: that
+		// refresh, or an earlier one, already answers them.
+		c, err := r.credential(ctx, loc)
+		if err != nil {
+			return Result{LocationID: loc}, err
+		}
+		if res, done := r.satisfied(c, req); done {
+			return res, res.err()
+		}
+		if req.NoWait {
+			return Result{LocationID: loc}, fmt.Errorf("refresh %s: %w", loc, ErrBusy)
+		}
+		if lk, hasPending, err = r.lock(ctx, loc); err != nil {
+			return Result{LocationID: loc}, err
+		}
+	}
+	clearInFlight := false
+	defer func() { lk.release(clearInFlight) }()
+
+	if hasPending {
+		if err := r.writePending(ctx, lk, loc); err != nil {
+			return Result{LocationID: loc}, err
+		}
+	}
 	c, err := r.credential(ctx, loc)
 	if err != nil {
 		return Result{LocationID: loc}, err
 	}
 	if res, done := r.satisfied(c, req); done {
+		clearInFlight = r.settledSince(ctx, c)
 		return res, res.err()
 	}
+	res, settled, err := r.call(ctx, lk, c)
+	clearInFlight = settled
+	return res, err
+}
 
-	lk, err := r.lock(ctx, loc, req.NoWait)
+// settledSince reports whether an in-flight mark of c's location (left by
+// a refresh that died or timed out) is answered by what the database holds:
+// a refresh completed after it, or the location needs reconnecting anyway.
+// Otherwise the mark must stay for Recover to retry inside the grace window.
+func (r *Refresher) settledSince(ctx context.Context, c *store.Credential) bool {
+	score, err := r.Redis.ZScore(ctx, keyInFlight, c.LocationID).Result()
 	if err != nil {
-		return Result{LocationID: loc}, err
+		return false // no mark (redis.Nil), or leave it to Recover
 	}
-	defer lk.release()
-
-	if err := r.writePending(ctx, lk, loc); err != nil {
-		return Result{LocationID: loc}, err
-	}
-	if c, err = r.credential(ctx, loc); err != nil {
-		return Result{LocationID: loc}, err
-	}
-	if res, done := r.satisfied(c, req); done {
-		return res, res.err()
-	}
-	return r.call(ctx, lk, c)
+	return c.Status == store.StatusNeedsReauth ||
+		(c.RefreshedAt != nil && !c.RefreshedAt.Before(time.UnixMilli(int64(score))))
 }
 
 func (r *Refresher) credential(ctx context.Context, loc string) (*store.Credential, error) {
@@ -244,16 +273,18 @@ func (r *Refresher) expiresIn(t time.Time) int64 {
 	return int64(t.Sub(r.now()).Round(time.Second) / time.Second)
 }
 
-// call spends the refresh token at GHL while holding the lock.
-func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (Result, error) {
+// call spends the refresh token at GHL while holding the lock. settled
+// says whether the outcome is known and stored, so that the location is no
+// longer in flight.
+func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (res Result, settled bool, err error) {
 	loc := c.LocationID
-	res := Result{LocationID: loc}
+	res = Result{LocationID: loc}
 	toks, err := r.Store.Tokens(c)
 	if err != nil {
-		return res, fmt.Errorf("refresh %s: %w", loc, err)
+		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
 	}
 	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: float64(r.now().UnixMilli()), Member: loc}).Err(); err != nil {
-		return res, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
 	// The call is not cancelled with the task: abandoning it half way
 	// could spend the token without receiving its successor.
@@ -267,65 +298,62 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (Re
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
 		r.Log.Error("GHL refused the refresh token; the location must be connected again",
 			"location", loc, "reconnect", "/api/auth/connect")
-		r.settle(ctx, lk, loc, func(ctx context.Context) error {
-			return r.Store.SetStatus(ctx, loc, store.StatusNeedsReauth, res.Message)
-		})
-		return res, res.err()
+		return res, r.setStatus(ctx, lk, loc, store.StatusNeedsReauth, res.Message), res.err()
 	case errors.Is(err, ghl.ErrLocationInactive):
 		res.Outcome, res.Message = Inactive, ErrInactive.Error()
 		r.Log.Warn("GHL says the location is not active; will refresh again later", "location", loc)
-		r.settle(ctx, lk, loc, func(ctx context.Context) error {
-			return r.Store.SetStatus(ctx, loc, store.StatusInactive, "GHL: location is not active")
-		})
-		return res, res.err()
+		return res, r.setStatus(ctx, lk, loc, store.StatusInactive, "GHL: location is not active"), res.err()
 	case ghl.Temporary(err):
 		// GHL may have rotated the token without us hearing the answer:
 		// the location stays in flight so that a retry with the same
 		// refresh token comes within the grace window.
-		return res, fmt.Errorf("refresh %s: %w", loc, err)
+		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
 	default:
-		r.Redis.ZRem(context.WithoutCancel(ctx), keyInFlight, loc)
-		return res, fmt.Errorf("refresh %s: %w", loc, err)
+		return res, true, fmt.Errorf("refresh %s: %w", loc, err)
 	}
 
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
-	if err := r.savePending(ctx, loc, pending{Tokens: next, RefreshedAt: answeredAt}); err != nil {
-		// Redis is failing too: the database write below is the only copy.
-		r.Log.Warn("could not stash the new token in Redis; writing it to the database only", "location", loc, "err", err)
-	}
 	if err := r.save(ctx, lk, loc, next, answeredAt); err != nil {
-		return res, err
+		return res, false, err
 	}
 	res.Outcome, res.ExpiresAt, res.ExpiresIn = Refreshed, next.ExpiresAt.UTC(), r.expiresIn(next.ExpiresAt)
 	r.Log.Info(fmt.Sprintf("GHL token refreshed for location %s; new token expires in %d seconds", loc, tok.ExpiresIn),
 		"location", loc, "expires_at", res.ExpiresAt)
-	return res, nil
+	return res, true, nil
 }
 
-// save writes a refreshed token to the database, retrying with backoff
-// until it lands or SaveFor passes; then the in-flight mark and the pending
-// slot are cleared.
+// save writes a refreshed token to the database. If the write fails, the
+// token is first sealed into the pending slot, then the write is retried
+// with backoff until it lands or SaveFor passes.
 func (r *Refresher) save(ctx context.Context, lk *lock, loc string, t store.Tokens, refreshedAt time.Time) error {
 	ctx = context.WithoutCancel(ctx)
-	err := r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), func(ctx context.Context) error {
-		return r.Store.SaveRefreshed(ctx, loc, t, refreshedAt)
-	}, "GHL answered but the database refused the new token; retrying", loc)
-	if err != nil {
+	write := func(ctx context.Context) error { return r.Store.SaveRefreshed(ctx, loc, t, refreshedAt) }
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := write(wctx)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	r.Log.Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
+	if err := r.savePending(ctx, loc, pending{Tokens: t, RefreshedAt: refreshedAt}); err != nil {
+		r.Log.Error("could not keep the new token in Redis either; retrying the database", "location", loc, "err", err)
+	}
+	if err := r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc); err != nil {
 		return fmt.Errorf("refresh %s: new token kept in Redis, not yet in the database: %w", loc, err)
 	}
-	r.Redis.Del(ctx, keyPending+loc)
-	r.Redis.ZRem(ctx, keyInFlight, loc)
+	r.Log.Info("the new token reached the database", "location", loc)
 	return nil
 }
 
-// settle records a final GHL answer (a status change) and clears the
-// in-flight mark.
-func (r *Refresher) settle(ctx context.Context, lk *lock, loc string, write func(context.Context) error) {
-	ctx = context.WithoutCancel(ctx)
-	if err := r.retry(ctx, lk, time.Minute, write, "could not record the location's status; retrying", loc); err != nil {
-		r.Log.Error("could not record the location's status", "location", loc, "err", err)
+// setStatus records a final GHL answer as the location's status, and
+// reports whether it landed.
+func (r *Refresher) setStatus(ctx context.Context, lk *lock, loc string, st store.Status, msg string) bool {
+	write := func(ctx context.Context) error { return r.Store.SetStatus(ctx, loc, st, msg) }
+	if err := r.retry(context.WithoutCancel(ctx), lk, time.Minute, write, "could not record the location's status; retrying", loc); err != nil {
+		r.Log.Error("could not record the location's status", "location", loc, "status", st, "err", err)
+		return false
 	}
-	r.Redis.ZRem(ctx, keyInFlight, loc)
+	return true
 }
 
 // retry runs write until it succeeds, the lock is lost or limit passes.
@@ -346,7 +374,7 @@ func (r *Refresher) retry(ctx context.Context, lk *lock, limit time.Duration, wr
 		if time.Now().After(deadline) {
 			return err
 		}
-		if attempt == 1 || attempt%10 == 0 {
+		if attempt%10 == 0 {
 			r.Log.Warn(msg, "location", loc, "attempt", attempt, "err", err)
 		}
 		time.Sleep(backoff/2 + rand.N(backoff/2+1))
@@ -401,7 +429,11 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
 	r.Log.Warn("storing a token that an earlier refresh received but did not store", "location", loc)
-	return r.save(ctx, lk, loc, p.Tokens, p.RefreshedAt)
+	if err := r.save(ctx, lk, loc, p.Tokens, p.RefreshedAt); err != nil {
+		return err
+	}
+	lk.dropPending = true
+	return nil
 }
 
 // Recover takes up refreshes whose worker died: every interval it looks at
@@ -457,45 +489,65 @@ func (r *Refresher) RecoverOnce(ctx context.Context) {
 // lock is a held Redis lock of one location, renewed until released.
 type lock struct {
 	r        *Refresher
-	key      string
+	loc      string
 	owner    string
 	isLost   atomic.Bool
 	released chan struct{}
+	// dropPending: the pending slot was written to the database.
+	dropPending bool
 }
 
 var (
-	releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
-	renewScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+	// acquireScript takes the lock and says whether a pending token waits.
+	acquireScript = redis.NewScript(`
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+  return {1, redis.call("EXISTS", KEYS[2])}
+end
+return {0, 0}`)
+	// releaseScript drops the lock if still ours and, as asked, the
+	// in-flight mark and the pending slot, in one round trip.
+	releaseScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then redis.call("DEL", KEYS[1]) end
+if ARGV[2] == "1" then redis.call("ZREM", KEYS[2], ARGV[4]) end
+if ARGV[3] == "1" then redis.call("DEL", KEYS[3]) end
+return 0`)
+	renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
 )
 
-// lock acquires the location's lock, waiting (with jittered polling) unless
-// noWait is set.
-func (r *Refresher) lock(ctx context.Context, loc string, noWait bool) (*lock, error) {
+// tryLock takes the location's lock if it is free; lk is nil when another
+// holds it.
+func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPending bool, err error) {
 	b := make([]byte, 12)
 	crand.Read(b)
-	l := &lock{r: r, key: keyLock + loc, owner: hex.EncodeToString(b), released: make(chan struct{})}
+	owner := hex.EncodeToString(b)
 	ttl := r.lockTTL()
+	v, err := acquireScript.Run(ctx, r.Redis, []string{keyLock + loc, keyPending + loc}, owner, ttl.Milliseconds()).Int64Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("refresh %s: lock: %w", loc, err)
+	}
+	if v[0] == 0 {
+		return nil, false, nil
+	}
+	lk = &lock{r: r, loc: loc, owner: owner, released: make(chan struct{})}
+	go lk.renew(ttl)
+	return lk, v[1] == 1, nil
+}
+
+// lock waits for the location's lock, polling with jittered backoff.
+func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
 	wait := 10 * time.Millisecond
 	for {
-		ok, err := r.Redis.SetNX(ctx, l.key, l.owner, ttl).Result()
-		if err != nil {
-			return nil, fmt.Errorf("refresh %s: lock: %w", loc, err)
-		}
-		if ok {
-			break
-		}
-		if noWait {
-			return nil, fmt.Errorf("refresh %s: %w", loc, ErrBusy)
+		lk, hasPending, err := r.tryLock(ctx, loc)
+		if err != nil || lk != nil {
+			return lk, hasPending, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("refresh %s: waiting for lock: %w", loc, ctx.Err())
+			return nil, false, fmt.Errorf("refresh %s: waiting for lock: %w", loc, ctx.Err())
 		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		}
 		wait = min(wait*2, 200*time.Millisecond)
 	}
-	go l.renew(ttl)
-	return l, nil
 }
 
 func (l *lock) renew(ttl time.Duration) {
@@ -508,10 +560,10 @@ func (l *lock) renew(ttl time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, err := renewScript.Run(context.Background(), l.r.Redis, []string{l.key}, l.owner, ms).Int()
+		n, err := renewScript.Run(context.Background(), l.r.Redis, []string{keyLock + l.loc}, l.owner, ms).Int()
 		if err == nil && n == 0 {
 			// Someone else holds it now: stop acting as the holder.
-			l.r.Log.Error("refresh lock lost", "key", l.key)
+			l.r.Log.Error("refresh lock lost", "location", l.loc)
 			l.isLost.Store(true)
 			return
 		}
@@ -520,7 +572,14 @@ func (l *lock) renew(ttl time.Duration) {
 
 func (l *lock) lost() bool { return l.isLost.Load() }
 
-func (l *lock) release() {
+// release drops the lock; settled also ends the location's in-flight mark
+// and its pending slot (the database holds what GHL answered).
+func (l *lock) release(settled bool) {
 	close(l.released)
-	releaseScript.Run(context.Background(), l.r.Redis, []string{l.key}, l.owner)
+	flags := map[bool]string{false: "0", true: "1"}
+	keys := []string{keyLock + l.loc, keyInFlight, keyPending + l.loc}
+	err := releaseScript.Run(context.Background(), l.r.Redis, keys, l.owner, flags[settled], flags[settled || l.dropPending], l.loc).Err()
+	if err != nil {
+		l.r.Log.Warn("releasing the refresh lock; it expires on its own", "location", l.loc, "err", err)
+	}
 }
