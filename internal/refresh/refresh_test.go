@@ -28,7 +28,7 @@ type bundle struct {
 	logs  *testenv.Buffer
 }
 
-func setup(t *testing.T, locations ...string) (*refresh.Refresher, *bundle) {
+func setup(t testing.TB, locations ...string) (*refresh.Refresher, *bundle) {
 	t.Helper()
 	stack := testenv.NewStack(t, ghltest.Options{})
 	rc := stack.Redis(t)
@@ -53,7 +53,7 @@ func setup(t *testing.T, locations ...string) (*refresh.Refresher, *bundle) {
 }
 
 // requireStoredCurrent checks that the database holds GHL's current token.
-func (b *bundle) requireStoredCurrent(t *testing.T, loc string) {
+func (b *bundle) requireStoredCurrent(t testing.TB, loc string) {
 	t.Helper()
 	if !b.HoldsCurrent(t, loc) {
 		t.Fatalf("%s: the database does not hold GHL's current, valid token of an active location", loc)
