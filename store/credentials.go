@@ -24,6 +24,10 @@ const (
 	// StatusInactive: GHL says the location is not active; the refresh
 	// token still works once it is reactivated, so refreshes go on.
 	StatusInactive Status = "inactive"
+	// StatusUninstalled: the app was uninstalled from the location (GHL's
+	// UNINSTALL webhook); its refresh token no longer works, so it is
+	// neither refreshed nor synced until it is connected again.
+	StatusUninstalled Status = "uninstalled"
 )
 
 // User types, as GHL spells them.
