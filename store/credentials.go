@@ -227,3 +227,21 @@ func (s *Store) Credentials(ctx context.Context) ([]Credential, error) {
 	}
 	return cs, nil
 }
+
+// SetCompanyStatus records a status and why for an agency and every
+// location of it: the agency's own row (LocationID companyID) and each row
+// whose CompanyID is companyID. It returns how many rows it changed; none is
+// not an error.
+func (s *Store) SetCompanyStatus(ctx context.Context, companyID string, st Status, lastError string) (int64, error) {
+	if companyID == "" {
+		// An empty id would match every location without a company.
+		return 0, errors.New("store.SetCompanyStatus: empty company id")
+	}
+	res := s.DB.WithContext(ctx).Model(&Credential{}).
+		Where("location_id = ? OR company_id = ?", companyID, companyID).
+		Updates(map[string]any{"status": st, "last_error": lastError, "updated_at": s.now().UTC()})
+	if res.Error != nil {
+		return 0, fmt.Errorf("store.SetCompanyStatus %s: %w", companyID, res.Error)
+	}
+	return res.RowsAffected, nil
+}

@@ -129,6 +129,12 @@ func (s *Store) Ping(ctx context.Context) error {
 // models lists every table ghlsync migrates, in order.
 var models = []any{
 	&Credential{},
+	&Schedule{},
+	&Patient{},
+	&Appointment{},
+	&PatientSync{},
+	&AppointmentSync{},
+	&SyncRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it holds an advisory

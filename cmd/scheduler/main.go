@@ -168,15 +168,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func report(w io.Writer, row *store.Schedule, changed bool, what string) {
-	if !changed {
+	switch {
+	case !changed:
 		fmt.Fprintf(w, "%s: unchanged (already %s)\n", row.Name, what)
-		return
+	case !row.Enabled || row.NextRunAt == nil:
+		fmt.Fprintf(w, "%s: %s\n", row.Name, what)
+	default:
+		fmt.Fprintf(w, "%s: %s; next run %s\n", row.Name, what, row.NextRunAt.UTC().Format(time.RFC3339))
 	}
-	next := "-"
-	if row.NextRunAt != nil {
-		next = row.NextRunAt.UTC().Format(time.RFC3339)
-	}
-	fmt.Fprintf(w, "%s: %s; next run %s\n", row.Name, what, next)
 }
 
 // checkArgs refuses positional arguments and flags that do not belong to

@@ -25,10 +25,18 @@
 // good when the process dies in between. The price of this order is that a
 // slot must be recorded within Retention of its first enqueue, or a replica
 // that read the row before the record could enqueue it again: Retention is
-// a day, and the window it guards is one tick.
+// a day, and the window it guards is one tick (or a database outage that
+// outlasts a day, after which a slot may run twice; the tasks are
+// idempotent). What the protocol cannot see: asynq checks task ids per
+// queue, so a schedule's queue changed between two replicas' enqueues of
+// one slot doubles that slot; Redis losing acknowledged writes (a failover
+// without persistence) may double one too; and a replica whose clock runs
+// ahead enqueues early, though still once, so run NTP.
 //
 // Slots missed while every scheduler was down are enqueued once, as one run
-// of the oldest missed slot, and the next slot is the first one after now.
+// of the oldest missed slot, and the next slot is the first one after the
+// time the row was read. Enqueue lag does not count as missing: a slot that
+// falls due while a tick is busy is left for the next tick.
 package scheduler
 
 import (
@@ -169,9 +177,16 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 		s.opt.Metrics.error("load")
 		return s.opt.Poll, err
 	}
+	// now is when the rows were read. Slots due by then are covered by
+	// this tick's run; one that falls due while the tick is busy is not
+	// skipped but left for the next tick.
 	now := s.opt.Now()
-	wait := s.opt.Poll
+	earliest := now.Add(s.opt.Poll)
+	// errs are every failure; infra those of the database or Redis. A
+	// bad row (a cron expression written by SQL, say) is reported but
+	// neither makes the process unhealthy nor slows the other schedules.
 	var errs []error
+	infra := false
 	var due []slotRun
 	for i := range rows {
 		row := &rows[i]
@@ -184,46 +199,74 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 		if row.NextRunAt == nil {
 			if _, err := s.store.InitScheduleNext(ctx, row.Name, p.resume(row.LastRunAt, now)); err != nil {
 				s.opt.Metrics.error("claim")
-				errs = append(errs, err)
+				errs, infra = append(errs, err), true
 				continue
 			}
-			wait = 0 // read it back, as whoever won the race wrote it
+			earliest = now // read it back: whoever won the race wrote it
 			continue
 		}
 		slot := p.due(row)
-		if d := slot.Sub(now); d > 0 {
-			wait = min(wait, d)
+		if slot.After(now) {
+			earliest = minTime(earliest, slot)
 			continue
 		}
-		due = append(due, slotRun{row: row, plan: p, slot: slot})
+		r := slotRun{row: row, plan: p, slot: slot, next: p.after(slot, now), ranAt: now}
+		earliest = minTime(earliest, r.next)
+		due = append(due, r)
 	}
 	rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	// Enqueue every due slot, then record them all: lag is the time until
+	// the task is in Redis, and a slot's record then waits on no other
+	// slot's. Each slot is still enqueued before it is recorded.
+	var inRedis []slotRun
 	for _, r := range due {
 		if ctx.Err() != nil {
 			break
 		}
-		if err := s.fire(ctx, r); err != nil {
-			errs = append(errs, err)
+		if err := s.enqueue(ctx, r); err != nil {
+			errs, infra = append(errs, err), true
+			continue
+		}
+		inRedis = append(inRedis, r)
+	}
+	// Not interrupted by a shutdown: what is in Redis gets recorded.
+	for _, r := range inRedis {
+		if err := s.record(ctx, r); err != nil {
+			errs, infra = append(errs, err), true
 		}
 	}
-	if len(errs) > 0 {
+	if infra {
 		return s.opt.Poll, errors.Join(errs...)
 	}
 	s.lastGood.Store(time.Now().UnixNano())
-	return wait, nil
+	// Measured from the end of the tick, which may have taken a while.
+	return min(max(earliest.Sub(s.opt.Now()), 0), s.opt.Poll), errors.Join(errs...)
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// slotRun is a due slot of a schedule as read, and what recording it
+// writes: ranAt into last_run_at and next into next_run_at.
 type slotRun struct {
-	row  *store.Schedule
-	plan plan
-	slot time.Time
+	row         *store.Schedule
+	plan        plan
+	slot        time.Time
+	next, ranAt time.Time
 }
 
-// fire enqueues one slot and records it, in that order (see the package
-// comment). It finishes even when ctx is cancelled meanwhile, so that a
-// shutdown does not leave an enqueued slot unrecorded when it need not.
-func (s *Scheduler) fire(ctx context.Context, r slotRun) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// opTimeout bounds one enqueue or record. Neither takes a cancellation: a
+// slot that a shutdown caught between them would be left for the next
+// scheduler to find in Redis and record, which is safe but slower.
+const opTimeout = 10 * time.Second
+
+// enqueue puts a slot's task into Redis, unless it is there already.
+func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	id := TaskID(r.row.Name, r.slot)
 	_, err := s.enq.EnqueueContext(ctx, asynq.NewTask(r.row.TaskType, []byte(r.row.Payload)),
@@ -232,35 +275,42 @@ func (s *Scheduler) fire(ctx context.Context, r slotRun) error {
 		asynq.MaxRetry(s.opt.MaxRetry),
 		asynq.Retention(s.opt.Retention),
 	)
-	enqueued := err == nil
 	switch {
-	case enqueued:
+	case err == nil:
 		lag := s.opt.Now().Sub(r.slot)
 		s.opt.Metrics.enqueued(r.row.Name, lag)
 		s.log.Info("enqueued", "schedule", r.row.Name, "task", r.row.TaskType, "queue", r.row.Queue, "task_id", id, "slot", r.slot, "lag", lag)
+		return nil
 	case errors.Is(err, asynq.ErrTaskIDConflict):
-		// Another replica enqueued this slot, or this one did and died
-		// before recording it: record it now.
+		// Another replica enqueued this slot, or one enqueued it and
+		// died before recording it: it is in Redis, so record it.
+		return nil
 	default:
 		s.opt.Metrics.error("enqueue")
 		return fmt.Errorf("schedule %s: enqueue %s: %w", r.row.Name, id, err)
 	}
-	now := s.opt.Now()
-	next := r.plan.after(r.slot, now)
-	won, err := s.store.ClaimScheduleRun(ctx, r.row, now, next)
+}
+
+// record advances the schedule past a slot that is in Redis, with a
+// compare-and-set that one replica wins.
+func (s *Scheduler) record(ctx context.Context, r slotRun) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	won, err := s.store.ClaimScheduleRun(ctx, r.row, r.ranAt, r.next)
 	if err != nil {
 		s.opt.Metrics.error("claim")
-		return fmt.Errorf("schedule %s: record slot %s (enqueued: %t): %w", r.row.Name, id, enqueued, err)
+		return fmt.Errorf("schedule %s: record slot %s: %w", r.row.Name, TaskID(r.row.Name, r.slot), err)
 	}
 	if won {
-		s.log.Debug("recorded", "schedule", r.row.Name, "slot", r.slot, "next", next)
+		s.log.Debug("recorded", "schedule", r.row.Name, "slot", r.slot, "next", r.next)
 	}
 	return nil
 }
 
 // Check is the scheduler's part of /healthz: an error when no tick has
 // succeeded for a while (the loop is stuck, or the database or Redis has
-// been failing it).
+// been failing it). A bad schedule row does not count: restarting the
+// process would not mend it.
 func (s *Scheduler) Check(context.Context) error {
 	limit := max(15*time.Second, 10*s.opt.Poll)
 	last := time.Unix(0, s.lastGood.Load())

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// cli runs the scheduler command line against one database and Redis, with
+// an empty environment so that the machine's DATABASE_URL cannot leak in.
+type cli struct {
+	dbURL, redisURL string
+}
+
+func setup(t *testing.T) (*cli, *store.Store) {
+	t.Helper()
+	c := &cli{dbURL: testenv.DatabaseURL(t), redisURL: testenv.RedisURL(t)}
+	// The command migrates; the test's own connection reads the rows.
+	if code, _, stderr := c.run(t, "list"); code != 0 {
+		t.Fatalf("scheduler list: exit %d: %s", code, stderr)
+	}
+	st, err := store.Open(context.Background(), c.dbURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return c, st
+}
+
+func (c *cli) args(args ...string) []string {
+	return append([]string{"--database-url", c.dbURL, "--redis-url", c.redisURL}, args...)
+}
+
+func (c *cli) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), c.args(args...), &out, &errOut, func(string) string { return "" })
+	return code, out.String(), errOut.String()
+}
+
+func rows(t *testing.T, st *store.Store) []store.Schedule {
+	t.Helper()
+	rs, err := st.Schedules(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func byName(rs []store.Schedule, name string) store.Schedule {
+	for _, r := range rs {
+		if r.Name == name {
+			return r
+		}
+	}
+	return store.Schedule{}
+}
+
+// Test 5: setup twice gives the same rows; set with bad input exits 2 and
+// changes nothing; an operator's interval survives setup, not --reset.
+func TestSetupAndSet(t *testing.T) {
+	t.Parallel()
+	c, st := setup(t)
+
+	code, out, stderr := c.run(t, "setup")
+	if code != 0 {
+		t.Fatalf("setup: exit %d: %s", code, stderr)
+	}
+	first := rows(t, st)
+	if len(first) != 3 {
+		t.Fatalf("setup created %d schedules, want 3:\n%s", len(first), out)
+	}
+	want := map[string][3]any{
+		"token-refresh":    {tasks.TypeTokenRefreshDue, tasks.QueueCritical, int64(600)},
+		"patient-sync":     {tasks.TypePatientsSync, tasks.QueueDefault, int64(3600)},
+		"appointment-sync": {tasks.TypeAppointmentsSync, tasks.QueueDefault, int64(3600)},
+	}
+	for _, r := range first {
+		if d := cmp.Diff(want[r.Name], [3]any{r.TaskType, r.Queue, r.EverySeconds}); d != "" || !r.Enabled || r.NextRunAt == nil {
+			t.Errorf("schedule %s: enabled %t, next %v, (-want +got):\n%s", r.Name, r.Enabled, r.NextRunAt, d)
+		}
+	}
+
+	code, out, stderr = c.run(t, "setup")
+	if code != 0 {
+		t.Fatalf("second setup: exit %d: %s", code, stderr)
+	}
+	if d := cmp.Diff(first, rows(t, st)); d != "" {
+		t.Errorf("second setup changed rows (-first +second):\n%s", d)
+	}
+	if strings.Count(out, ": unchanged") != 3 {
+		t.Errorf("second setup said:\n%s", out)
+	}
+
+	for _, args := range [][]string{
+		{"set", "no-such-schedule", "--every", "30s"},
+		{"set", "token-refresh", "--every", "0s"},
+		{"set", "token-refresh", "--every", "-5m"},
+		{"set", "token-refresh", "--every", "1500ms"},
+		{"set", "token-refresh", "--every", "often"},
+		{"set", "token-refresh", "--cron", "not a cron"},
+		{"set", "token-refresh", "--cron", "61 * * * *"},
+		{"set", "token-refresh", "--cron", "0 3 * * *", "--tz", "Mars/Olympus_Mons"},
+		{"set", "token-refresh", "--every", "30s", "--cron", "* * * * *"},
+		{"set", "token-refresh"},
+		{"set", "--every", "30s"},
+		{"set", "token-refresh", "patient-sync", "--every", "30s"},
+		{"set", "token-refresh", "--every", "30s", "--no-such-flag"},
+		{"setup", "--every", "30s"},
+		{"enable", "no-such-schedule"},
+		{"disable", "no-such-schedule"},
+		{"disable"},
+		{"frobnicate"},
+		{"--database-url", "mysql://db", "set", "token-refresh", "--every", "30s"},
+	} {
+		code, out, stderr := c.run(t, args...)
+		if code != 2 {
+			t.Errorf("scheduler %q: exit %d, want 2 (stdout %q, stderr %q)", args, code, out, stderr)
+		}
+		if lines := strings.Count(stderr, "\n"); lines != 1 || !strings.HasSuffix(stderr, "\n") {
+			t.Errorf("scheduler %q: stderr is not one line: %q", args, stderr)
+		}
+		if d := cmp.Diff(first, rows(t, st)); d != "" {
+			t.Fatalf("scheduler %q changed rows (-want +got):\n%s", args, d)
+		}
+	}
+	if _, _, stderr := c.run(t, "--database-url", "mysql://db", "list"); !strings.Contains(stderr, "DATABASE_URL") {
+		t.Errorf("a bad DATABASE_URL is reported as %q, which does not name it", stderr)
+	}
+
+	// An operator's interval is kept by setup, and --reset restores it.
+	if code, _, stderr := c.run(t, "set", "token-refresh", "--every", "30s"); code != 0 {
+		t.Fatalf("set: exit %d: %s", code, stderr)
+	}
+	if got := byName(rows(t, st), "token-refresh"); got.EverySeconds != 30 {
+		t.Fatalf("after set --every 30s: every %ds", got.EverySeconds)
+	}
+	code, out, _ = c.run(t, "setup")
+	if got := byName(rows(t, st), "token-refresh"); code != 0 || got.EverySeconds != 30 || !strings.Contains(out, "kept every 30s") {
+		t.Errorf("setup after set: exit %d, every %ds, said:\n%s", code, got.EverySeconds, out)
+	}
+	code, out, _ = c.run(t, "setup", "--reset")
+	if got := byName(rows(t, st), "token-refresh"); code != 0 || got.EverySeconds != 600 {
+		t.Errorf("setup --reset: exit %d, every %ds, said:\n%s", code, got.EverySeconds, out)
+	}
+
+	// A cron schedule with a time zone, given either way.
+	for _, args := range [][]string{
+		{"set", "patient-sync", "--cron", "0 3 * * *", "--tz", "Europe/Berlin"},
+		{"set", "patient-sync", "--cron", "CRON_TZ=Europe/Berlin 0 3 * * *"},
+	} {
+		if code, _, stderr := c.run(t, args...); code != 0 {
+			t.Fatalf("scheduler %q: exit %d: %s", args, code, stderr)
+		}
+		got := byName(rows(t, st), "patient-sync")
+		if got.Cron != "0 3 * * *" || got.TZ != "Europe/Berlin" || got.EverySeconds != 0 {
+			t.Errorf("scheduler %q: stored cron %q tz %q every %d", args, got.Cron, got.TZ, got.EverySeconds)
+		}
+		if h := got.NextRunAt.In(mustZone(t, "Europe/Berlin")).Hour(); h != 3 {
+			t.Errorf("scheduler %q: next run %s is not at 03:00 in Berlin", args, got.NextRunAt)
+		}
+	}
+}
+
+func mustZone(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+func TestList(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t)
+	if code, _, stderr := c.run(t, "setup"); code != 0 {
+		t.Fatalf("setup: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := c.run(t, "disable", "appointment-sync"); code != 0 {
+		t.Fatalf("disable: exit %d: %s", code, stderr)
+	}
+	code, out, stderr := c.run(t, "list")
+	if code != 0 {
+		t.Fatalf("list: exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("list printed %d lines, want a header and 3:\n%s", len(lines), out)
+	}
+	for _, col := range []string{"TASK", "QUEUE", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN", "RUNS"} {
+		i := strings.Index(lines[0], col)
+		if i < 0 {
+			t.Fatalf("no %s column:\n%s", col, out)
+		}
+		for _, l := range lines[1:] {
+			if len(l) <= i || l[i-2:i] != "  " || l[i] == ' ' {
+				t.Errorf("column %s is not aligned:\n%s", col, out)
+				break
+			}
+		}
+	}
+	for _, s := range []string{"token-refresh", tasks.TypeTokenRefreshDue, "every 10m", "every 1h", "never", "no"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("list does not show %q:\n%s", s, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that the running command and the test may
+// use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// Test 4: set and disable on a running scheduler take effect within 5 s,
+// and a disabled schedule enqueues nothing; all through the real command
+// line, with /metrics and /healthz.
+func TestChangesReachRunningScheduler(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t)
+	if code, _, stderr := c.run(t, "setup"); code != 0 {
+		t.Fatalf("setup: exit %d: %s", code, stderr)
+	}
+	redisOpt, err := asynq.ParseRedisURI(c.redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(redisOpt)
+	t.Cleanup(func() { insp.Close() })
+	refreshes := func() int {
+		infos, err := insp.ListPendingTasks(tasks.QueueCritical, asynq.PageSize(1000))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(infos)
+	}
+
+	metricsAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, c.args("--metrics-addr", metricsAddr), io.Discard, &logs, func(string) string { return "" })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("scheduler: exit %d:\n%s", code, logs.String())
+		}
+	})
+
+	// The defaults are due at once after setup.
+	testenv.Eventually(t, 10*time.Second, "the first token-refresh", func() bool { return refreshes() == 1 })
+
+	if code, _, stderr := c.run(t, "set", "token-refresh", "--every", "1s"); code != 0 {
+		t.Fatalf("set: exit %d: %s", code, stderr)
+	}
+	set := time.Now()
+	testenv.Eventually(t, 5*time.Second, "token-refresh every 1s", func() bool { return refreshes() >= 3 })
+	t.Logf("set --every 1s: a second and third run after %s", time.Since(set).Round(time.Millisecond))
+
+	status, body, err := get("http://" + metricsAddr + "/metrics")
+	if err != nil || status != 200 || !strings.Contains(body, `ghlsync_scheduler_enqueued_total{schedule="token-refresh"}`) ||
+		!strings.Contains(body, `ghlsync_scheduler_lag_seconds_bucket{schedule="token-refresh"`) {
+		t.Errorf("/metrics: %d %v:\n%s", status, err, body)
+	}
+	if status, body, err := get("http://" + metricsAddr + "/healthz"); err != nil || status != 200 {
+		t.Errorf("/healthz: %d %v: %s", status, err, body)
+	}
+
+	if code, _, stderr := c.run(t, "disable", "token-refresh"); code != 0 {
+		t.Fatalf("disable: exit %d: %s", code, stderr)
+	}
+	before := refreshes()
+	// Nothing to wait for: the scenario is that nothing happens. A tick
+	// that read the row just before the disable may still enqueue one
+	// slot; four slots' time must add no other.
+	time.Sleep(4 * time.Second)
+	if after := refreshes(); after > before+1 {
+		t.Errorf("a disabled schedule enqueued %d tasks in 4 s", after-before)
+	}
+
+	before = refreshes()
+	if code, _, stderr := c.run(t, "enable", "token-refresh"); code != 0 {
+		t.Fatalf("enable: exit %d: %s", code, stderr)
+	}
+	testenv.Eventually(t, 5*time.Second, "token-refresh enabled again", func() bool { return refreshes() > before })
+}

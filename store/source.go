@@ -1,0 +1,289 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The source tables belong to the clinic system: it INSERTs and UPDATEs
+// them with plain SQL, naming only the columns of DESIGN.md. Every other
+// column (the surrogate id) and every optional one has a database default,
+// so such statements work on both PostgreSQL and SQLite. ghlsync only reads
+// them and keeps its own state in the sync_* tables (sync.go).
+
+// Patient is a row of the clinic's patients table. It is the migration's
+// model; syncs read patients as PatientRow.
+type Patient struct {
+	ID          int64      `gorm:"primaryKey;autoIncrement"`
+	LocationID  string     `gorm:"size:64;not null;uniqueIndex:patients_location_external,priority:1"`
+	ExternalID  string     `gorm:"size:128;not null;uniqueIndex:patients_location_external,priority:2"`
+	FirstName   string     `gorm:"size:255;not null;default:''"`
+	LastName    string     `gorm:"size:255;not null;default:''"`
+	Email       string     `gorm:"size:320;not null;default:''"`
+	Phone       string     `gorm:"size:64;not null;default:''"`
+	DateOfBirth *time.Time `gorm:"type:date"`
+	Address1    string     `gorm:"size:255;not null;default:''"`
+	City        string     `gorm:"size:255;not null;default:''"`
+	PostalCode  string     `gorm:"size:32;not null;default:''"`
+	Country     string     `gorm:"size:64;not null;default:''"`
+	UpdatedAt   time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+}
+
+// TableName pins the table name: the clinic system writes to it by name.
+func (Patient) TableName() string { return "patients" }
+
+// Appointment statuses in the clinic's appointments table.
+const (
+	AppointmentBooked    = "booked"
+	AppointmentConfirmed = "confirmed"
+	AppointmentCancelled = "cancelled"
+	AppointmentAttended  = "attended"
+	AppointmentNoShow    = "no_show"
+)
+
+// Appointment is a row of the clinic's appointments table. Status is one of
+// the Appointment* constants; any other value fails that appointment's
+// sync, not the insert, so that a typo in the clinic system is reported
+// rather than lost. The migration's model; syncs read AppointmentRow.
+type Appointment struct {
+	ID                int64     `gorm:"primaryKey;autoIncrement"`
+	LocationID        string    `gorm:"size:64;not null;uniqueIndex:appointments_location_external,priority:1"`
+	ExternalID        string    `gorm:"size:128;not null;uniqueIndex:appointments_location_external,priority:2"`
+	PatientExternalID string    `gorm:"size:128;not null"`
+	CalendarID        string    `gorm:"size:64;not null"`
+	StartsAt          time.Time `gorm:"not null"`
+	EndsAt            time.Time `gorm:"not null"`
+	Title             string    `gorm:"size:255;not null;default:''"`
+	Status            string    `gorm:"size:16;not null;default:booked"`
+	UpdatedAt         time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
+}
+
+// TableName pins the table name: the clinic system writes to it by name.
+func (Appointment) TableName() string { return "appointments" }
+
+// PatientRow is a patient as a sync reads it, with ghlsync's state of it.
+//
+// DateOfBirth is the column as the database returned it ("" for NULL), to
+// be read with ParseTime by the caller: a value the clinic system wrote in
+// a form nobody can read then fails that one patient, not the whole page.
+type PatientRow struct {
+	ExternalID  string
+	FirstName   string
+	LastName    string
+	Email       string
+	Phone       string
+	DateOfBirth string
+	Address1    string
+	City        string
+	PostalCode  string
+	Country     string
+	// Sync is the patient's sync state; its zero value (LocationID "")
+	// when the patient was never synced.
+	Sync PatientSync
+}
+
+// AppointmentRow is an appointment as a sync reads it, with ghlsync's state
+// of it and of its patient. StartsAt and EndsAt are raw, like
+// PatientRow.DateOfBirth.
+type AppointmentRow struct {
+	ExternalID        string
+	PatientExternalID string
+	CalendarID        string
+	StartsAt          string
+	EndsAt            string
+	Title             string
+	Status            string
+	// ContactID is the GHL contact of the patient, "" when the patient has
+	// none yet (or is not in the patients table).
+	ContactID string
+	// Sync is the appointment's sync state, zero when never synced.
+	Sync AppointmentSync
+}
+
+const patientColumns = `p.external_id, p.first_name, p.last_name, p.email, p.phone, p.date_of_birth,
+	p.address1, p.city, p.postal_code, p.country, ` + patientSyncColumns
+
+const patientSyncColumns = `s.location_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
+	s.failed_hash, s.last_error, s.failed_at`
+
+// PatientPage returns up to limit patients of loc whose external id sorts
+// after after, in external id order, with their sync state: one page of a
+// keyset walk through the table that holds at most one page in memory.
+func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) ([]PatientRow, error) {
+	rows, err := s.DB.WithContext(ctx).Raw(`SELECT `+patientColumns+`
+		FROM patients p LEFT JOIN sync_patients s
+			ON s.location_id = p.location_id AND s.external_id = p.external_id
+		WHERE p.location_id = ? AND p.external_id > ?
+		ORDER BY p.external_id
+		LIMIT ?`, loc, after, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("store.PatientPage %s: %w", loc, err)
+	}
+	defer rows.Close()
+	out := make([]PatientRow, 0, limit)
+	for rows.Next() {
+		var p PatientRow
+		if err := scanPatient(rows, &p); err != nil {
+			return nil, fmt.Errorf("store.PatientPage %s: %w", loc, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store.PatientPage %s: %w", loc, err)
+	}
+	return out, nil
+}
+
+// PatientByExternalID returns one patient of loc with its sync state, or an
+// error wrapping ErrNotFound.
+func (s *Store) PatientByExternalID(ctx context.Context, loc, externalID string) (*PatientRow, error) {
+	rows, err := s.DB.WithContext(ctx).Raw(`SELECT `+patientColumns+`
+		FROM patients p LEFT JOIN sync_patients s
+			ON s.location_id = p.location_id AND s.external_id = p.external_id
+		WHERE p.location_id = ? AND p.external_id = ?`, loc, externalID).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("store.PatientByExternalID %s %s: %w", loc, externalID, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store.PatientByExternalID %s %s: %w", loc, externalID, err)
+		}
+		return nil, fmt.Errorf("store.PatientByExternalID %s %s: %w", loc, externalID, ErrNotFound)
+	}
+	var p PatientRow
+	if err := scanPatient(rows, &p); err != nil {
+		return nil, fmt.Errorf("store.PatientByExternalID %s %s: %w", loc, externalID, err)
+	}
+	return &p, nil
+}
+
+func scanPatient(rows *sql.Rows, p *PatientRow) error {
+	var dob sql.NullString
+	var st nullPatientSync
+	err := rows.Scan(&p.ExternalID, &p.FirstName, &p.LastName, &p.Email, &p.Phone, &dob,
+		&p.Address1, &p.City, &p.PostalCode, &p.Country,
+		&st.LocationID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
+		&st.FailedHash, &st.LastError, &st.FailedAt)
+	if err != nil {
+		return err
+	}
+	p.DateOfBirth = dob.String
+	if st.LocationID.Valid {
+		p.Sync = PatientSync{
+			LocationID: st.LocationID.String, ExternalID: p.ExternalID, ContactID: st.ContactID.String,
+			SentHash: st.SentHash.String, SentAt: timePtr(st.SentAt), CreatingAt: timePtr(st.CreatingAt),
+			FailedHash: st.FailedHash.String, LastError: st.LastError.String, FailedAt: timePtr(st.FailedAt),
+		}
+	}
+	return nil
+}
+
+// nullPatientSync scans the columns of a sync_patients row that a LEFT
+// JOIN may leave NULL.
+type nullPatientSync struct {
+	LocationID, ContactID, SentHash, FailedHash, LastError sql.NullString
+	SentAt, CreatingAt, FailedAt                           sql.NullTime
+}
+
+// AppointmentPage returns up to limit appointments of loc whose external id
+// sorts after after, in external id order, with their sync state and their
+// patient's GHL contact.
+func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit int) ([]AppointmentRow, error) {
+	rows, err := s.DB.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
+			a.starts_at, a.ends_at, a.title, a.status, ps.contact_id,
+			s.location_id, s.event_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
+			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
+			s.failed_hash, s.last_error, s.failed_at
+		FROM appointments a
+		LEFT JOIN sync_appointments s
+			ON s.location_id = a.location_id AND s.external_id = a.external_id
+		LEFT JOIN sync_patients ps
+			ON ps.location_id = a.location_id AND ps.external_id = a.patient_external_id
+		WHERE a.location_id = ? AND a.external_id > ?
+		ORDER BY a.external_id
+		LIMIT ?`, loc, after, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
+	}
+	defer rows.Close()
+	out := make([]AppointmentRow, 0, limit)
+	for rows.Next() {
+		var a AppointmentRow
+		var starts, ends, contact sql.NullString
+		var st struct {
+			LocationID, EventID, ContactID, SentHash                  sql.NullString
+			IntentContactID, IntentCalendarID, IntentHash, FailedHash sql.NullString
+			LastError                                                 sql.NullString
+			SentAt, CreatingAt, IntentStartsAt, FailedAt              sql.NullTime
+		}
+		err := rows.Scan(&a.ExternalID, &a.PatientExternalID, &a.CalendarID, &starts, &ends, &a.Title, &a.Status,
+			&contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
+			&st.IntentContactID, &st.IntentCalendarID, &st.IntentStartsAt, &st.IntentHash,
+			&st.FailedHash, &st.LastError, &st.FailedAt)
+		if err != nil {
+			return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
+		}
+		a.StartsAt, a.EndsAt, a.ContactID = starts.String, ends.String, contact.String
+		if st.LocationID.Valid {
+			a.Sync = AppointmentSync{
+				LocationID: st.LocationID.String, ExternalID: a.ExternalID, EventID: st.EventID.String,
+				ContactID: st.ContactID.String, SentHash: st.SentHash.String, SentAt: timePtr(st.SentAt),
+				CreatingAt: timePtr(st.CreatingAt), IntentContactID: st.IntentContactID.String,
+				IntentCalendarID: st.IntentCalendarID.String, IntentStartsAt: timePtr(st.IntentStartsAt),
+				IntentHash: st.IntentHash.String, FailedHash: st.FailedHash.String,
+				LastError: st.LastError.String, FailedAt: timePtr(st.FailedAt),
+			}
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
+	}
+	return out, nil
+}
+
+func timePtr(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
+// timeLayouts are the forms a timestamp column comes back in: what the
+// drivers make of typed values (RFC 3339), and the text SQLite keeps as the
+// clinic system wrote it (SQLite's own date and time formats).
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04",
+	"2006-01-02T15:04",
+	"2006-01-02",
+}
+
+// ErrBadTime is wrapped by ParseTime's errors.
+var ErrBadTime = errors.New("not a date or time")
+
+// ParseTime reads a date or timestamp column of a source table as scanned
+// into a string. A value without an offset is UTC; whole numbers are Unix
+// seconds, as SQLite's date functions also take them.
+func ParseTime(s string) (time.Time, error) {
+	v := strings.TrimSpace(s)
+	for _, layout := range timeLayouts {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(n, 0).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%q: %w", s, ErrBadTime)
+}

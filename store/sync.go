@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// ghlsync's own sync state, kept apart from the clinic's tables: per
+// patient and per appointment what GHL holds of it, and a log of sync runs.
+//
+// Only one sync of a location runs at a time (the tasks hold a lock per
+// location), so a state row has one writer and is written whole.
+
+// PatientSync is what ghlsync knows of one patient's contact in GHL.
+type PatientSync struct {
+	LocationID string `gorm:"primaryKey;size:64"`
+	ExternalID string `gorm:"primaryKey;size:128"`
+	// ContactID is the GHL contact, recorded as soon as GHL names it.
+	ContactID string `gorm:"size:64;not null;default:''"`
+	// SentHash is the hash of the content GHL last accepted; a patient
+	// whose content hashes the same is unchanged and costs no call.
+	SentHash string `gorm:"size:64;not null;default:''"`
+	SentAt   *time.Time
+	// CreatingAt is set before a create whose answer may be lost and
+	// cleared once the answer is recorded: found set, it says an earlier
+	// create may have reached GHL.
+	CreatingAt *time.Time
+	// FailedHash is the hash of content GHL refused (or that could not be
+	// sent at all): it is not sent again until it changes.
+	FailedHash string `gorm:"size:64;not null;default:''"`
+	LastError  string `gorm:"type:text;not null;default:''"`
+	FailedAt   *time.Time
+	UpdatedAt  time.Time
+}
+
+// TableName pins the table name.
+func (PatientSync) TableName() string { return "sync_patients" }
+
+// AppointmentSync is what ghlsync knows of one appointment in GHL.
+type AppointmentSync struct {
+	LocationID string `gorm:"primaryKey;size:64"`
+	ExternalID string `gorm:"primaryKey;size:128"`
+	// EventID is the GHL appointment, recorded as soon as GHL names it. No
+	// two appointments of a location may hold the same one.
+	EventID string `gorm:"size:64;not null;default:'';uniqueIndex:sync_appointments_event,where:event_id <> ''"`
+	// ContactID is the contact the appointment was booked for.
+	ContactID string `gorm:"size:64;not null;default:''"`
+	SentHash  string `gorm:"size:64;not null;default:''"`
+	SentAt    *time.Time
+	// CreatingAt marks a create in flight, as for PatientSync. The Intent
+	// fields are what that create carried: after a lost answer, the
+	// contact's appointment on that calendar at that time is the one it
+	// made.
+	CreatingAt       *time.Time
+	IntentContactID  string `gorm:"size:64;not null;default:''"`
+	IntentCalendarID string `gorm:"size:64;not null;default:''"`
+	IntentStartsAt   *time.Time
+	IntentHash       string `gorm:"size:64;not null;default:''"`
+	FailedHash       string `gorm:"size:64;not null;default:''"`
+	LastError        string `gorm:"type:text;not null;default:''"`
+	FailedAt         *time.Time
+	UpdatedAt        time.Time
+}
+
+// TableName pins the table name.
+func (AppointmentSync) TableName() string { return "sync_appointments" }
+
+// SyncRun is the log of one run of a sync task for one location: a row is
+// written when the run starts, so a run whose worker died shows as one
+// that never finished.
+type SyncRun struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	Kind       string `gorm:"size:16;not null;index:sync_runs_location,priority:2"`
+	LocationID string `gorm:"size:64;not null;index:sync_runs_location,priority:1"`
+	TaskID     string `gorm:"size:160;not null;default:'';index"`
+	// After is the cursor the run started from; Cursor the one it reached.
+	After      string    `gorm:"size:128;not null;default:''"`
+	Cursor     string    `gorm:"size:128;not null;default:''"`
+	StartedAt  time.Time `gorm:"not null;index:sync_runs_location,priority:3"`
+	FinishedAt *time.Time
+	// Outcome is "running" until the run ends.
+	Outcome     string `gorm:"size:32;not null;default:running"`
+	Scanned     int    `gorm:"not null;default:0"`
+	Created     int    `gorm:"not null;default:0"`
+	Updated     int    `gorm:"not null;default:0"`
+	Unchanged   int    `gorm:"not null;default:0"`
+	Failed      int    `gorm:"not null;default:0"`
+	ContinuedBy string `gorm:"size:160;not null;default:''"`
+	Error       string `gorm:"type:text;not null;default:''"`
+}
+
+// TableName pins the table name.
+func (SyncRun) TableName() string { return "sync_runs" }
+
+// SavePatientSync writes a patient's sync state whole.
+func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
+	st.UpdatedAt = s.now().UTC()
+	err := s.DB.WithContext(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
+	if err != nil {
+		return fmt.Errorf("store.SavePatientSync %s %s: %w", st.LocationID, st.ExternalID, err)
+	}
+	return nil
+}
+
+// SaveAppointmentSync writes an appointment's sync state whole. It fails
+// with an error wrapping ErrDuplicateEvent when another appointment of the
+// location holds st.EventID.
+func (s *Store) SaveAppointmentSync(ctx context.Context, st *AppointmentSync) error {
+	st.UpdatedAt = s.now().UTC()
+	err := s.DB.WithContext(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		err = ErrDuplicateEvent
+	}
+	if err != nil {
+		return fmt.Errorf("store.SaveAppointmentSync %s %s: %w", st.LocationID, st.ExternalID, err)
+	}
+	return nil
+}
+
+// The columns a state write sets: every one but the key, named rather than
+// left to GORM's UpdateAll, which skips some zero values.
+var (
+	patientSyncColumnNames = []string{"contact_id", "sent_hash", "sent_at", "creating_at",
+		"failed_hash", "last_error", "failed_at", "updated_at"}
+	appointmentSyncColumnNames = []string{"event_id", "contact_id", "sent_hash", "sent_at", "creating_at",
+		"intent_contact_id", "intent_calendar_id", "intent_starts_at", "intent_hash",
+		"failed_hash", "last_error", "failed_at", "updated_at"}
+)
+
+func upsert(columns []string) clause.OnConflict {
+	return clause.OnConflict{
+		Columns:   []clause.Column{{Name: "location_id"}, {Name: "external_id"}},
+		DoUpdates: clause.AssignmentColumns(columns),
+	}
+}
+
+// ErrDuplicateEvent: a GHL appointment is recorded for two appointments.
+var ErrDuplicateEvent = errors.New("store: GHL appointment already recorded for another appointment")
+
+// EventHolders returns, of the given GHL appointment ids, those recorded
+// for an appointment of loc, mapped to that appointment's external id.
+func (s *Store) EventHolders(ctx context.Context, loc string, eventIDs []string) (map[string]string, error) {
+	out := make(map[string]string, len(eventIDs))
+	if len(eventIDs) == 0 {
+		return out, nil
+	}
+	var rows []AppointmentSync
+	err := s.DB.WithContext(ctx).Select("external_id", "event_id").
+		Where("location_id = ? AND event_id IN ?", loc, eventIDs).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.EventHolders %s: %w", loc, err)
+	}
+	for _, r := range rows {
+		out[r.EventID] = r.ExternalID
+	}
+	return out, nil
+}
+
+// StartSyncRun inserts r (its ID is set) with outcome "running".
+func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
+	r.Outcome = "running"
+	if r.StartedAt.IsZero() {
+		r.StartedAt = s.now().UTC()
+	}
+	if err := s.DB.WithContext(ctx).Create(r).Error; err != nil {
+		return fmt.Errorf("store.StartSyncRun %s: %w", r.LocationID, err)
+	}
+	return nil
+}
+
+// FinishSyncRun records how the run r ended.
+func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
+	now := s.now().UTC()
+	r.FinishedAt = &now
+	err := s.DB.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
+		"cursor": r.Cursor, "finished_at": now, "outcome": r.Outcome,
+		"scanned": r.Scanned, "created": r.Created, "updated": r.Updated, "unchanged": r.Unchanged,
+		"failed": r.Failed, "continued_by": r.ContinuedBy, "error": r.Error,
+	}).Error
+	if err != nil {
+		return fmt.Errorf("store.FinishSyncRun %s: %w", r.LocationID, err)
+	}
+	return nil
+}
+
+// SyncRuns returns the latest runs of loc (of kind, or any when kind is
+// ""), newest first.
+func (s *Store) SyncRuns(ctx context.Context, loc, kind string, limit int) ([]SyncRun, error) {
+	q := s.DB.WithContext(ctx).Where("location_id = ?", loc)
+	if kind != "" {
+		q = q.Where("kind = ?", kind)
+	}
+	var runs []SyncRun
+	if err := q.Order("started_at DESC, id DESC").Limit(limit).Find(&runs).Error; err != nil {
+		return nil, fmt.Errorf("store.SyncRuns %s: %w", loc, err)
+	}
+	return runs, nil
+}
