@@ -157,6 +157,31 @@ func (s *ContactsService) FindByEmail(ctx context.Context, accessToken, location
 	return out.Contact, resp, nil
 }
 
+// Appointments returns the appointments booked for the contact contactID.
+// After a create whose answer was lost, it is how the appointment the
+// create made is found: the contact's appointment in that calendar at that
+// time.
+func (s *ContactsService) Appointments(ctx context.Context, accessToken, contactID string) ([]Appointment, *Response, error) {
+	r := &request{
+		endpoint: "contacts.appointments",
+		method:   http.MethodGet,
+		path:     "/contacts/" + url.PathEscape(contactID) + "/appointments",
+		version:  versionContacts,
+		token:    accessToken,
+	}
+	if err := r.require("access token", accessToken, "contact id", contactID); err != nil {
+		return nil, nil, err
+	}
+	var out struct {
+		Events []Appointment `json:"events"`
+	}
+	resp, err := s.client.do(ctx, r, &out)
+	if err != nil {
+		return nil, resp, err
+	}
+	return out.Events, resp, nil
+}
+
 // do sends r, whose answer is {"contact":{…}}, after checking the required
 // args (name, value pairs).
 func (s *ContactsService) do(ctx context.Context, r *request, args ...string) (*Contact, *Response, error) {

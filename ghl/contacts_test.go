@@ -292,6 +292,36 @@ func TestContactsFindByEmail(t *testing.T) {
 	}
 }
 
+func TestContactsAppointments(t *testing.T) {
+	t.Parallel()
+	c, b := setup(t)
+	b.mux.HandleFunc("/contacts/con-1/appointments", func(w http.ResponseWriter, r *http.Request) {
+		testMethod(t, r, http.MethodGet)
+		testAPIHeaders(t, r, "2021-07-28", testAccessToken)
+		writeJSON(w, http.StatusOK, `{"events":[{"id":"ev-1","calendarId":"cal-1","locationId":"loc-1",
+			"contactId":"con-1","startTime":"2025-03-03T10:00:00+01:00","endTime":"2025-03-03T10:30:00+01:00",
+			"title":"Knee","appoinmentStatus":"confirmed"}]}`)
+	})
+
+	got, _, err := c.Contacts.Appointments(t.Context(), testAccessToken, "con-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cet := time.FixedZone("", 3600)
+	want := []Appointment{{ID: "ev-1", CalendarID: "cal-1", LocationID: "loc-1", ContactID: "con-1",
+		StartTime: time.Date(2025, 3, 3, 10, 0, 0, 0, cet), EndTime: time.Date(2025, 3, 3, 10, 30, 0, 0, cet),
+		Title: "Knee", AppointmentStatus: "confirmed"}}
+	if diff := cmp.Diff(want, got, cmp.Comparer(time.Time.Equal)); diff != "" {
+		t.Errorf("Appointments mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]observation{{"contacts.appointments", 200}}, b.observations()); diff != "" {
+		t.Errorf("OnResponse calls mismatch (-want +got):\n%s", diff)
+	}
+	if _, _, err := c.Contacts.Appointments(t.Context(), testAccessToken, ""); err == nil {
+		t.Error("Appointments with no contact id: no error")
+	}
+}
+
 func TestCustomField_JSON(t *testing.T) {
 	t.Parallel()
 	b, err := json.Marshal(CustomField{ID: "cf-1", Value: "x"})

@@ -2,6 +2,8 @@
 // waits for its result.
 //
 //	enqueue refresh           [--location ID] [--wait] [--timeout 60s]
+//	enqueue sync-patients     [--location ID] [--wait] [--timeout 10m]
+//	enqueue sync-appointments [--location ID] [--wait] [--timeout 10m]
 //
 // Without --location the task covers every connected location. With --wait
 // the result is printed as JSON on stdout; the exit status is 0 when the
@@ -47,10 +49,20 @@ var commands = map[string]command{
 		one:     func(loc string, now time.Time) (*asynq.Task, error) { return tasks.NewRefreshTask(loc, true, now) },
 		all:     func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(true, true) },
 	},
+	"sync-patients": {
+		timeout: 10 * time.Minute,
+		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewPatientsSyncTask(loc) },
+		all:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
+	},
+	"sync-appointments": {
+		timeout: 10 * time.Minute,
+		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask(loc) },
+		all:     func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+	},
 }
 
 const usage = `usage: enqueue COMMAND [--location ID] [--wait] [--timeout D]
-commands: refresh`
+commands: refresh, sync-patients, sync-appointments`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
@@ -173,6 +185,14 @@ func (w waiter) wait(ctx context.Context, queue, id, loc string) waited {
 	}
 	if info != nil && len(info.Result) > 0 {
 		r.Result = info.Result
+	}
+	// A sync too big for one task continues in a follow-up; the last
+	// one's result covers the whole pass.
+	var next struct {
+		ContinuedBy string `json:"continued_by"`
+	}
+	if r.Err == "" && json.Unmarshal(r.Result, &next) == nil && next.ContinuedBy != "" {
+		return w.wait(ctx, queue, next.ContinuedBy, loc)
 	}
 	return r
 }

@@ -1,6 +1,11 @@
 // Command worker runs ghlsync's task handlers: token refreshes and syncs.
 //
-//	worker [--concurrency N] [--token-concurrency N]
+//	worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox]
+//
+// --standalone runs worker, scheduler and web in one process on an embedded
+// Redis and the configured database (an SQLite file by default); --sandbox
+// adds an in-process fake GHL with demo locations, patients and
+// appointments, so it works with no GHL app at all.
 package main
 
 import (
@@ -28,16 +33,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var o app.WorkerOptions
 	fs.IntVar(&o.Concurrency, "concurrency", 10, "sync tasks run at once")
 	fs.IntVar(&o.TokenConcurrency, "token-concurrency", 20, "token tasks run at once, in slots of their own")
+	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
+	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
 	if err := fs.Parse(args); err != nil {
 		return app.ConfigFailure(stderr, "worker", err)
 	}
 	if o.Concurrency <= 0 || o.TokenConcurrency <= 0 {
 		return app.ConfigFailure(stderr, "worker", fmt.Errorf("--concurrency and --token-concurrency must be positive"))
 	}
-	loader.Require(config.VarClientID, config.VarClientSecret, config.VarEncryptionKey)
+	switch {
+	case *sandbox:
+		// The sandbox is its own GHL app; the standalone mode makes a key.
+	case *standalone:
+		loader.Require(config.VarClientID, config.VarClientSecret)
+	default:
+		loader.Require(config.VarClientID, config.VarClientSecret, config.VarEncryptionKey)
+	}
 	cfg, err := loader.Load()
 	if err != nil {
 		return app.ConfigFailure(stderr, "worker", err)
+	}
+	if *standalone || *sandbox {
+		err := app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr)
+		if app.IsConfigError(err) {
+			return app.ConfigFailure(stderr, "worker", err)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "worker: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	log := app.NewLogger(stderr, cfg.LogLevel)
 	d, err := app.Open(ctx, cfg, log, true)

@@ -3,22 +3,28 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/internal/web"
+	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -334,5 +340,160 @@ func TestBadConfigExits2(t *testing.T) {
 				t.Fatal("the client secret is printed")
 			}
 		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func locations(t *testing.T, webAddr string) []web.LocationStatus {
+	t.Helper()
+	resp, err := http.Get("http://" + webAddr + "/api/locations")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var body struct{ Locations []web.LocationStatus }
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return nil
+	}
+	return body.Locations
+}
+
+// sandboxSynced reports whether the three demo locations are active with
+// live tokens and their first patient and appointment syncs completed.
+func sandboxSynced(t *testing.T, webAddr string) bool {
+	locs := locations(t, webAddr)
+	if len(locs) != 3 {
+		return false
+	}
+	for _, l := range locs {
+		p, a := l.Syncs["patients"], l.Syncs["appointments"]
+		if l.Status != store.StatusActive || l.ExpiresInSeconds <= 0 || p == nil || a == nil ||
+			p.FinishedAt == nil || a.FinishedAt == nil || p.Scanned != 120 || a.Scanned != 60 {
+			return false
+		}
+	}
+	return true
+}
+
+// sandboxContacts reads the contacts and appointments the sandbox's fake GHL
+// saved, per location.
+func sandboxContacts(t *testing.T, dir string) (contacts, appointments map[string]int) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "ghlsync-sandbox.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fake := ghltest.New(ghltest.Options{})
+	if err := fake.Load(f); err != nil {
+		t.Fatal(err)
+	}
+	contacts, appointments = map[string]int{}, map[string]int{}
+	for _, loc := range fake.Locations() {
+		contacts[loc], appointments[loc] = len(fake.Contacts(loc)), len(fake.Appointments(loc))
+	}
+	return contacts, appointments
+}
+
+// The one-command sandbox as a real process: within 60 s the three demo
+// locations are connected and synced; SIGTERM ends it with status 0 within
+// 10 s; a second start in the same directory resumes, connected, and a sync
+// then changes nothing in GHL.
+func TestStandaloneSandbox(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	webAddr := freeAddr(t)
+	env := map[string]string{
+		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "ghlsync.db"), "WEB_ADDR": webAddr,
+		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",
+	}
+	first := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
+	testenv.Eventually(t, 60*time.Second, "the demo locations to be connected and synced", func() bool {
+		return sandboxSynced(t, webAddr)
+	})
+	before := map[string]web.LocationStatus{}
+	for _, l := range locations(t, webAddr) {
+		before[l.LocationID] = l
+	}
+	if code := first.Stop(10 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0 within 10 s", code)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "ghlsync.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token key file: %v, %v; want mode 0600", fi, err)
+	}
+	contacts, appts := sandboxContacts(t, dir)
+	for loc, n := range contacts {
+		// One demo patient has an email GHL refuses.
+		if n != 119 || appts[loc] != 60 {
+			t.Fatalf("%s: GHL holds %d contacts and %d appointments, want 119 and 60", loc, n, appts[loc])
+		}
+	}
+
+	second := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
+	var redisURL string
+	testenv.Eventually(t, 30*time.Second, "the second start to print its Redis", func() bool {
+		_, rest, ok := strings.Cut(second.Output.String(), "REDIS_URL=")
+		redisURL, _, _ = strings.Cut(rest, "\n")
+		return ok && strings.Contains(rest, "\n")
+	})
+	testenv.Eventually(t, 30*time.Second, "the locations to show as still connected", func() bool {
+		return sandboxSynced(t, webAddr)
+	})
+	// Sync every location again now: nothing changed, so nothing is sent.
+	opt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	for _, newTask := range []func(string) (*asynq.Task, error){tasks.NewPatientsSyncTask, tasks.NewAppointmentsSyncTask} {
+		task, err := newTask("sandbox-clinic-north")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, "the second syncs to finish", func() bool {
+		for _, l := range locations(t, webAddr) {
+			if l.LocationID != "sandbox-clinic-north" {
+				continue
+			}
+			p, a := l.Syncs["patients"], l.Syncs["appointments"]
+			return p != nil && a != nil && p.FinishedAt != nil && a.FinishedAt != nil &&
+				p.StartedAt.After(before[l.LocationID].Syncs["patients"].StartedAt) &&
+				a.StartedAt.After(before[l.LocationID].Syncs["appointments"].StartedAt)
+		}
+		return false
+	})
+	for _, l := range locations(t, webAddr) {
+		if l.Status != store.StatusActive {
+			t.Errorf("%s is %s after a restart", l.LocationID, l.Status)
+		}
+		if l.LocationID == "sandbox-clinic-north" {
+			if p, a := l.Syncs["patients"], l.Syncs["appointments"]; p.Created+p.Updated+a.Created+a.Updated != 0 {
+				t.Errorf("the second sync sent records: patients %+v, appointments %+v", p, a)
+			}
+		}
+	}
+	if code := second.Stop(10 * time.Second); code != 0 {
+		t.Fatalf("second run: exit status %d", code)
+	}
+	contacts2, appts2 := sandboxContacts(t, dir)
+	if diff := cmp.Diff(contacts, contacts2); diff != "" {
+		t.Errorf("contacts per location changed (-first +second):\n%s", diff)
+	}
+	if diff := cmp.Diff(appts, appts2); diff != "" {
+		t.Errorf("appointments per location changed (-first +second):\n%s", diff)
 	}
 }

@@ -312,6 +312,26 @@ func (s *Server) handleDeleteAppointment(w http.ResponseWriter, r *http.Request,
 	}{true})
 }
 
+// handleContactAppointments serves GET /contacts/{id}/appointments: the
+// contact's appointments, oldest first, as {"events": [...]}.
+func (s *Server) handleContactAppointments(w http.ResponseWriter, r *http.Request, g *grant) {
+	c, ok := s.contactFor(w, r.PathValue("id"), g)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	events := []Appointment{}
+	for _, id := range s.st.apptsByLo[c.LocationID] {
+		if a := s.st.appointments[id]; a.ContactID == c.ID {
+			events = append(events, *a)
+		}
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, struct {
+		Events []Appointment `json:"events"`
+	}{events})
+}
+
 // Appointments returns copies of the location's appointments, oldest first;
 // deleted ones are gone.
 func (s *Server) Appointments(locationID string) []Appointment {

@@ -1050,3 +1050,36 @@ func TestHandlerInProcess(t *testing.T) {
 		t.Errorf("X-RateLimit-Remaining = %q, want 99", rec.Header().Get("X-RateLimit-Remaining"))
 	}
 }
+
+func TestContactAppointments(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, ghltest.Options{})
+	access, _, _ := s.IssueToken("loc1")
+	other, _, _ := s.IssueToken("loc2")
+	s.AddCalendar("loc1", "cal1", "Physio")
+	pat := s.AddContact(ghltest.Contact{LocationID: "loc1", Email: "pat@example.com"})
+	bob := s.AddContact(ghltest.Contact{LocationID: "loc1", Email: "bob@example.com"})
+	book := func(contactID, start string) ghltest.Appointment {
+		t.Helper()
+		r := call(t, s, "POST", "/calendars/events/appointments", access, ghltest.VersionCalendars,
+			map[string]any{"calendarId": "cal1", "locationId": "loc1", "contactId": contactID, "startTime": start})
+		var a ghltest.Appointment
+		r.decode(t, &a)
+		return a
+	}
+	first := book(pat.ID, "2025-03-03T10:00:00Z")
+	book(bob.ID, "2025-03-03T11:00:00Z")
+	second := book(pat.ID, "2025-03-04T10:00:00Z")
+
+	r := call(t, s, "GET", "/contacts/"+pat.ID+"/appointments", access, ghltest.VersionContacts, nil)
+	var got struct{ Events []ghltest.Appointment }
+	r.decode(t, &got)
+	if diff := cmp.Diff([]ghltest.Appointment{first, second}, got.Events); r.status != 200 || diff != "" {
+		t.Errorf("status %d, events (-want +got):\n%s", r.status, diff)
+	}
+
+	r = call(t, s, "GET", "/contacts/"+bob.ID+"/appointments", other, ghltest.VersionContacts, nil)
+	checkError(t, r, 403, `{"statusCode":403,"message":"The token does not have access to this location"}`)
+	r = call(t, s, "GET", "/contacts/nobody/appointments", access, ghltest.VersionContacts, nil)
+	checkError(t, r, 404, `{"statusCode":404,"message":"Contact not found"}`)
+}

@@ -240,6 +240,7 @@ func (s *Server) routes() {
 	m.Handle("GET /contacts/search/duplicate", s.api(VersionContacts, true, s.handleDuplicateContact))
 	m.Handle("GET /contacts/{id}", s.api(VersionContacts, true, s.handleGetContact))
 	m.Handle("PUT /contacts/{id}", s.api(VersionContacts, true, s.handleUpdateContact))
+	m.Handle("GET /contacts/{id}/appointments", s.api(VersionContacts, true, s.handleContactAppointments))
 
 	m.Handle("GET /calendars/{$}", s.api(VersionCalendars, true, s.handleListCalendars))
 	m.Handle("POST /calendars/events/appointments", s.api(VersionCalendars, true, s.handleCreateAppointment))

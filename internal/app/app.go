@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/metrics"
+	"github.com/ghlsync/ghlsync/internal/ratelimit"
 	"github.com/ghlsync/ghlsync/internal/refresh"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/store"
@@ -37,6 +39,9 @@ type Deps struct {
 	GHL      *ghl.Client
 	Metrics  *metrics.Metrics
 	Now      func() time.Time
+	// Limiter holds the GHL calls of every worker to GHL's per-location
+	// rate limit.
+	Limiter *ratelimit.Limiter
 }
 
 // Open connects to the database (and migrates it), to Redis, and builds
@@ -48,6 +53,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 	if d.RedisOpt, d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
 		return nil, err
 	}
+	d.Limiter = &ratelimit.Limiter{Redis: d.Redis}
 	if needStore {
 		if d.Cipher, err = cfg.Cipher(); err != nil {
 			d.Close()
@@ -121,17 +127,19 @@ func (d *Deps) Refresher() *refresh.Refresher {
 	}
 }
 
-// Ready checks that Redis and the database answer.
+// Ready checks that Redis and the database answer; the error names each
+// that does not.
 func (d *Deps) Ready(ctx context.Context) error {
+	var errs []error
 	if err := d.Redis.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis: %w", err)
+		errs = append(errs, fmt.Errorf("redis: %w", err))
 	}
 	if d.Store != nil {
 		if err := d.Store.Ping(ctx); err != nil {
-			return fmt.Errorf("database: %w", err)
+			errs = append(errs, fmt.Errorf("database: %w", err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Close releases what Open opened.

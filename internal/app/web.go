@@ -7,8 +7,9 @@ import (
 	"github.com/ghlsync/ghlsync/internal/web"
 )
 
-// WebHandler is the whole web process: the web routes, /metrics and
-// /healthz.
+// WebHandler is the whole web process: the web routes, the GHL webhooks,
+// asynqmon at /monitoring behind the admin guard, /metrics, /healthz and
+// /readyz.
 func WebHandler(d *Deps) http.Handler {
 	s := &web.Server{
 		OAuth:          d.GHL.OAuth,
@@ -17,8 +18,23 @@ func WebHandler(d *Deps) http.Handler {
 		MarketplaceURL: d.Config.GHLMarketplace,
 		Scopes:         d.Config.GHLScopes,
 		Log:            d.Log,
+		Webhooks: web.Webhooks{
+			Store:  d.Store,
+			Key:    d.Config.WebhookKey,
+			RSAKey: d.Config.WebhookRSAKey,
+			AppID:  web.AppID(d.Config.GHLClientID),
+			Now:    d.Now,
+		},
 	}
+	if d.Config.WebhookKey == nil && d.Config.WebhookRSAKey == nil {
+		d.Log.Warn("GHL_WEBHOOK_PUBLIC_KEY is not set: /api/webhooks/ghl answers 503, so GHL's INSTALL and UNINSTALL webhooks are not acted on")
+	}
+	admin := web.Admin(d.Config.AdminUser, d.Config.AdminPassword, d.Log)
 	mux := ops.Handler(d.Metrics.Registry, d.Ready)
+	mux.Handle(web.MonitoringPath+"/", admin(web.Monitoring(d.Redis)))
+	status := admin((&web.Status{Source: d.Store, Log: d.Log, Now: d.Now}).Handler())
+	mux.Handle("GET /{$}", status)
+	mux.Handle("GET /api/locations", status)
 	mux.Handle("/", s.Handler())
 	return mux
 }

@@ -45,7 +45,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Now:       d.Now,
 		Log:       d.Log,
-	})
+	}, d.SyncHandlers(refresher, client))
 
 	newServer := func(concurrency int, queues map[string]int) *asynq.Server {
 		return asynq.NewServer(d.RedisOpt, asynq.Config{

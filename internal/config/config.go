@@ -6,7 +6,9 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -49,6 +51,11 @@ type Config struct {
 	AdminUser        string
 	AdminPassword    string
 	LogLevel         slog.Level
+	// WebhookKey verifies GHL's x-ghl-signature; nil when not configured.
+	WebhookKey ed25519.PublicKey
+	// WebhookRSAKey verifies the legacy x-wh-signature; nil when not
+	// configured.
+	WebhookRSAKey *rsa.PublicKey
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole.
@@ -119,6 +126,8 @@ const (
 	VarAdminUser      = "WEB_ADMIN_USER"
 	VarAdminPassword  = "WEB_ADMIN_PASSWORD"
 	VarLogLevel       = "LOG_LEVEL"
+	VarWebhookKey     = "GHL_WEBHOOK_PUBLIC_KEY"
+	VarWebhookRSAKey  = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
 )
 
 // NewLoader registers the configuration flags on fs. metricsAddr is the
@@ -150,6 +159,8 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string)
 	add(VarAdminUser, "", "basic auth user of the status page and asynqmon")
 	add(VarAdminPassword, "", "basic auth password of the status page and asynqmon")
 	add(VarLogLevel, "info", "debug, info, warn or error")
+	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
+	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
 	return l
 }
 
@@ -238,6 +249,12 @@ func (l *Loader) Load() (*Config, error) {
 		if _, err := tokencrypt.ParseKey(k); err != nil {
 			return nil, &Error{VarOldKeys, fmt.Sprintf("key %d: %v", i+1, err)}
 		}
+	}
+	if c.WebhookKey, err = ParseEd25519PublicKey(l.value(VarWebhookKey)); err != nil {
+		return nil, &Error{VarWebhookKey, err.Error()}
+	}
+	if c.WebhookRSAKey, err = ParseRSAPublicKey(l.value(VarWebhookRSAKey)); err != nil {
+		return nil, &Error{VarWebhookRSAKey, err.Error()}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(l.value(VarLogLevel))); err != nil {
 		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}

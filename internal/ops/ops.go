@@ -1,5 +1,5 @@
 // Package ops serves the operational endpoints of a ghlsync process:
-// /metrics for Prometheus and /healthz.
+// /metrics for Prometheus, /healthz (liveness) and /readyz (readiness).
 package ops
 
 import (
@@ -14,17 +14,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler returns a mux with /metrics (from reg) and /healthz. check, when
-// not nil, decides the health answer: nil is 200, an error 503.
+// Handler returns a mux with /metrics (from reg), /healthz and /readyz.
+// /healthz answers 200 while the process serves at all: a failing database
+// or Redis is no reason to restart the process. /readyz runs check, when
+// not nil: nil is 200, an error 503 with the error, which names what does
+// not answer.
 func Handler(reg *prometheus.Registry, check func(context.Context) error) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if check != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 			defer cancel()
 			if err := check(ctx); err != nil {
-				http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 		}

@@ -42,6 +42,8 @@ type Server struct {
 	Log            *slog.Logger
 	// StateTTL is how long a consent may take. Default 10 minutes.
 	StateTTL time.Duration
+	// Webhooks configures GHL's app webhooks (INSTALL, UNINSTALL).
+	Webhooks Webhooks
 }
 
 const keyState = "ghlsync:oauth:state:"
@@ -51,6 +53,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/auth/connect", s.connect)
 	mux.HandleFunc("GET /api/auth/callback", s.callback)
+	mux.HandleFunc("POST /api/webhooks/ghl", s.webhook)
 	return mux
 }
 

@@ -1,0 +1,166 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/internal/testenv"
+)
+
+// setup returns a limiter of limit per interval (margin 20ms) on a Redis of
+// the test's own, and a function making more limiters on the same Redis, as
+// other worker processes would.
+func setup(t *testing.T, limit int, interval time.Duration) (*ratelimit.Limiter, func() *ratelimit.Limiter) {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	another := func() *ratelimit.Limiter {
+		c := redis.NewClient(opt)
+		t.Cleanup(func() { c.Close() })
+		return &ratelimit.Limiter{Redis: c, Limit: limit, Interval: interval, Margin: 20 * time.Millisecond}
+	}
+	return another(), another
+}
+
+func wait(t *testing.T, l *ratelimit.Limiter, loc string) ratelimit.Grant {
+	t.Helper()
+	g, err := l.Wait(t.Context(), loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestWaitGrantsUpToTheLimitThenWaitsForTheWindow(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 5, 400*time.Millisecond)
+	first := wait(t, l, "loc1")
+	for range 4 {
+		wait(t, l, "loc1")
+	}
+	wait(t, l, "loc2") // locations are counted apart
+	sixth := wait(t, l, "loc1")
+	if gap := time.Duration(sixth.At-first.At) * time.Microsecond; gap < 420*time.Millisecond {
+		t.Errorf("sixth grant %s after the first, want at least the window of 420ms", gap)
+	}
+}
+
+// However many limiters (workers) share the Redis, no window of
+// interval+margin holds more than limit grants, and the grants keep coming
+// at the limit.
+func TestLimitHoldsAcrossLimiters(t *testing.T) {
+	t.Parallel()
+	const limit, interval = 10, 300 * time.Millisecond
+	_, another := setup(t, limit, interval)
+	var mu sync.Mutex
+	var grants []int64
+	var wg sync.WaitGroup
+	for range 4 {
+		l := another()
+		for range 3 {
+			wg.Go(func() {
+				for range 10 {
+					g := wait(t, l, "loc1")
+					mu.Lock()
+					grants = append(grants, g.At)
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	slices.Sort(grants)
+	window := (interval + 20*time.Millisecond).Microseconds()
+	for i := range grants {
+		j := i
+		for j < len(grants) && grants[j]-grants[i] < window {
+			j++
+		}
+		if j-i > limit {
+			t.Fatalf("%d grants within %dµs from grant %d, limit %d", j-i, window, i, limit)
+		}
+	}
+	// 120 grants at 10 per 320ms: the last comes after 11 windows, and not
+	// much later.
+	span := time.Duration(grants[len(grants)-1]-grants[0]) * time.Microsecond
+	if span < 11*320*time.Millisecond || span > 11*320*time.Millisecond+time.Second {
+		t.Errorf("120 grants took %s, want about %s", span, 11*320*time.Millisecond)
+	}
+}
+
+func TestPauseStopsGrants(t *testing.T) {
+	t.Parallel()
+	l, another := setup(t, 100, time.Second)
+	start := wait(t, l, "loc1")
+	left, err := l.Pause(t.Context(), "loc1", 300*time.Millisecond)
+	if err != nil || left <= 0 || left > 300*time.Millisecond {
+		t.Fatalf("Pause = %s, %v", left, err)
+	}
+	// A shorter pause does not cut a longer one short.
+	if left, err := l.Pause(t.Context(), "loc1", time.Millisecond); err != nil || left < 250*time.Millisecond {
+		t.Errorf("shorter Pause = %s, %v, want the longer one kept", left, err)
+	}
+	wait(t, l, "loc2")
+	g := wait(t, another(), "loc1")
+	if gap := time.Duration(g.At-start.At) * time.Microsecond; gap < 300*time.Millisecond {
+		t.Errorf("granted %s after a 300ms pause began", gap)
+	}
+}
+
+func TestObserveSpendsQuotaSpentElsewhere(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, 400*time.Millisecond)
+	g := wait(t, l, "loc1")
+	// GHL counted 7 requests where we sent 1: another client of the app
+	// spends the location's quota.
+	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 10, Remaining: 3, Interval: 400 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		wait(t, l, "loc1")
+	}
+	fourth := wait(t, l, "loc1")
+	if gap := time.Duration(fourth.At-g.At) * time.Microsecond; gap < 400*time.Millisecond {
+		t.Errorf("granted the 11th request counted by GHL %s after the first, want a window", gap)
+	}
+}
+
+func TestObserveAdoptsGHLsLimit(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, 400*time.Millisecond)
+	g := wait(t, l, "loc1")
+	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 3, Remaining: 2, Interval: 400 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, l, "loc1")
+	wait(t, l, "loc1")
+	fourth := wait(t, l, "loc1")
+	if gap := time.Duration(fourth.At-g.At) * time.Microsecond; gap < 400*time.Millisecond {
+		t.Errorf("a fourth request granted %s after the first under GHL's max of 3", gap)
+	}
+	// Our own count explains GHL's: nothing is added.
+	if err := l.Observe(t.Context(), "loc2", wait(t, l, "loc2"), ghl.Rate{Max: 10, Remaining: 9}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWaitStopsWithTheContext(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 1, time.Hour)
+	wait(t, l, "loc1")
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.Wait(ctx, "loc1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait = %v, want the context's deadline", err)
+	}
+}

@@ -1,0 +1,268 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// An appointment becomes a GHL calendar appointment of its patient's
+// contact. Idempotence:
+//
+//   - Once GHL has named the appointment, its id is recorded and the
+//     appointment is updated by id; one deleted in GHL (404) is booked
+//     again, the clinic system being the source of truth.
+//   - Before a create, the intent is written: CreatingAt and what the create
+//     carries (contact, calendar, start). The answer's id then replaces it.
+//     An intent found on a later attempt (the answer was lost to a timeout,
+//     a reset or a dead worker) means the create may have happened, so the
+//     contact's appointments are listed first, and one in that calendar at
+//     that start that no other appointment holds is taken as the one the
+//     create made. Only when there is none is it created again.
+//
+// The residual risk: a create still in flight at GHL (not yet visible) when
+// the lookup runs. A lookup comes at the earliest after the client's
+// timeout (30 s) or after the dead worker's lock expired (15 s) plus a
+// retry's backoff, so GHL would have to sit on a create that long. A
+// location whose duplicate-booking rules let the clinic book one patient
+// twice in the same calendar at the same time is told apart by the ids the
+// state table holds, which no two appointments may share.
+
+// appointmentMapping versions appointmentFor, as contactMapping does.
+const appointmentMapping = "appointment/1"
+
+// appointmentStatuses maps the clinic's statuses to GHL's.
+var appointmentStatuses = map[string]string{
+	store.AppointmentBooked:    ghl.AppointmentStatusNew,
+	store.AppointmentConfirmed: ghl.AppointmentStatusConfirmed,
+	store.AppointmentCancelled: ghl.AppointmentStatusCancelled,
+	store.AppointmentAttended:  ghl.AppointmentStatusShowed,
+	store.AppointmentNoShow:    ghl.AppointmentStatusNoShow,
+}
+
+// appointmentFor maps an appointment to what is sent to GHL, less the
+// contact. The times are whole seconds in UTC, as sent.
+func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, error) {
+	status, ok := appointmentStatuses[strings.ToLower(strings.TrimSpace(a.Status))]
+	if !ok {
+		return nil, refusedf("status %q is not one of booked, confirmed, cancelled, attended, no_show", a.Status)
+	}
+	if strings.TrimSpace(a.CalendarID) == "" {
+		return nil, refusedf("calendar_id is empty")
+	}
+	if strings.TrimSpace(a.PatientExternalID) == "" {
+		return nil, refusedf("patient_external_id is empty")
+	}
+	start, err := store.ParseTime(a.StartsAt)
+	if err != nil {
+		return nil, refusedf("starts_at %q is not a time", a.StartsAt)
+	}
+	end, err := store.ParseTime(a.EndsAt)
+	if err != nil {
+		return nil, refusedf("ends_at %q is not a time", a.EndsAt)
+	}
+	start, end = start.Truncate(time.Second), end.Truncate(time.Second)
+	if !end.After(start) {
+		return nil, refusedf("ends_at %s is not after starts_at %s", end.Format(time.RFC3339), start.Format(time.RFC3339))
+	}
+	return &ghl.Appointment{
+		CalendarID:        strings.TrimSpace(a.CalendarID),
+		LocationID:        loc,
+		StartTime:         start,
+		EndTime:           end,
+		Title:             strings.TrimSpace(a.Title),
+		AppointmentStatus: status,
+		// The clinic has booked it: GHL's own availability rules must not
+		// refuse the copy.
+		IgnoreDateRange:          true,
+		IgnoreFreeSlotValidation: true,
+	}, nil
+}
+
+// rawAppointment is what identifies an appointment's content when it cannot
+// be mapped.
+func rawAppointment(a *store.AppointmentRow) any {
+	raw := *a
+	raw.Sync, raw.ContactID = store.AppointmentSync{}, ""
+	return raw
+}
+
+// appointmentPages reads the appointments of the run's location as items.
+func appointmentPages(r *run) pageFunc {
+	return func(ctx context.Context, after string, limit int) ([]item, error) {
+		rows, err := r.h.State.AppointmentPage(ctx, r.loc, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		items := make([]item, len(rows))
+		for i := range rows {
+			items[i] = r.planAppointment(&rows[i])
+		}
+		return items, nil
+	}
+}
+
+// planAppointment decides what to do with an appointment. A refusal is
+// remembered together with the patient's contact at the time, so that an
+// appointment refused for want of a contact is tried again once its
+// patient has one.
+func (r *run) planAppointment(a *store.AppointmentRow) item {
+	ga, err := appointmentFor(r.loc, a)
+	hash := ""
+	if err != nil {
+		hash = contentHash("appointment-row/1", rawAppointment(a))
+	} else {
+		hash = contentHash(appointmentMapping, ga)
+	}
+	failKey := contentHash("refused/1", []string{hash, a.ContactID})
+	it := item{key: a.ExternalID}
+	switch {
+	case failKey == a.Sync.FailedHash:
+		it.known = "unchanged since it was refused: " + a.Sync.LastError
+		return it
+	case err == nil && hash == a.Sync.SentHash && a.Sync.EventID != "":
+		it.unchanged = true
+		return it
+	}
+	st := a.Sync
+	st.LocationID, st.ExternalID = r.loc, a.ExternalID
+	it.refuse = func(ctx context.Context, why string) error {
+		st.FailedHash, st.LastError, st.FailedAt = failKey, why, ptr(r.h.now().UTC())
+		return r.h.State.SaveAppointmentSync(ctx, &st)
+	}
+	if err != nil {
+		it.invalid = err.Error()
+	} else {
+		it.push = func(ctx context.Context) (outcome, error) { return r.pushAppointment(ctx, &st, a, *ga, hash) }
+	}
+	return it
+}
+
+// pushAppointment sends a changed appointment and records GHL's id.
+func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a *store.AppointmentRow, ga ghl.Appointment, hash string) (outcome, error) {
+	if st.EventID != "" {
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+			_, resp, err := r.h.Calendars.UpdateAppointment(ctx, token, st.EventID, &ga)
+			return resp, err
+		})
+		switch {
+		case err == nil:
+			return updated, r.appointmentSent(ctx, st, hash)
+		case !isNotFound(err):
+			return 0, err
+		}
+		r.h.log().Warn("the appointment is gone from GHL; booking it again",
+			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID)
+		st.EventID = ""
+	}
+	if st.CreatingAt != nil {
+		id, err := r.findCreated(ctx, st)
+		if err != nil {
+			return 0, err
+		}
+		if id != "" {
+			r.h.log().Info("found the appointment an earlier, unanswered create made",
+				"location", r.loc, "appointment", st.ExternalID, "event", id)
+			sentHash := st.IntentHash
+			st.EventID, st.ContactID = id, st.IntentContactID
+			clearIntent(st)
+			if sentHash == hash {
+				return created, r.appointmentSent(ctx, st, hash)
+			}
+			// Booked with older content: record the id, then update it.
+			if err := persist(ctx, func(ctx context.Context) error { return r.h.State.SaveAppointmentSync(ctx, st) }); err != nil {
+				return 0, err
+			}
+			err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+				_, resp, err := r.h.Calendars.UpdateAppointment(ctx, token, id, &ga)
+				return resp, err
+			})
+			if err != nil {
+				return 0, err
+			}
+			return created, r.appointmentSent(ctx, st, hash)
+		}
+	}
+
+	contact := a.ContactID
+	if contact == "" {
+		var err error
+		if contact, err = r.patientContact(ctx, a.PatientExternalID); err != nil {
+			return 0, err
+		}
+	}
+	ga.ContactID = contact
+	st.CreatingAt, st.IntentContactID, st.IntentCalendarID = ptr(r.h.now().UTC()), contact, ga.CalendarID
+	st.IntentStartsAt, st.IntentHash = ptr(ga.StartTime), hash
+	if err := r.h.State.SaveAppointmentSync(ctx, st); err != nil {
+		return 0, err
+	}
+	var got *ghl.Appointment
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		got, resp, err = r.h.Calendars.CreateAppointment(ctx, token, &ga)
+		return resp, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	st.EventID, st.ContactID = got.ID, contact
+	clearIntent(st)
+	return created, r.appointmentSent(ctx, st, hash)
+}
+
+// findCreated looks for the appointment that the create recorded in st's
+// intent made: the intent's contact's appointment in that calendar at that
+// start, held by no other appointment. "" when there is none.
+func (r *run) findCreated(ctx context.Context, st *store.AppointmentSync) (string, error) {
+	if st.IntentContactID == "" || st.IntentStartsAt == nil {
+		return "", nil
+	}
+	var events []ghl.Appointment
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		events, resp, err = r.h.Contacts.Appointments(ctx, token, st.IntentContactID)
+		return resp, err
+	})
+	if isNotFound(err) {
+		return "", nil // the contact is gone, and its appointments with it
+	}
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, e := range events {
+		if e.CalendarID == st.IntentCalendarID && e.StartTime.Equal(*st.IntentStartsAt) {
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	holders, err := r.h.State.EventHolders(ctx, r.loc, ids)
+	if err != nil {
+		return "", err
+	}
+	for _, id := range ids {
+		if holder, held := holders[id]; !held || holder == st.ExternalID {
+			return id, nil
+		}
+	}
+	return "", nil
+}
+
+func clearIntent(st *store.AppointmentSync) {
+	st.CreatingAt, st.IntentContactID, st.IntentCalendarID, st.IntentStartsAt, st.IntentHash = nil, "", "", nil, ""
+}
+
+// appointmentSent records that GHL accepted the content with hash.
+func (r *run) appointmentSent(ctx context.Context, st *store.AppointmentSync, hash string) error {
+	st.SentHash, st.SentAt = hash, ptr(r.h.now().UTC())
+	st.FailedHash, st.LastError, st.FailedAt = "", "", nil
+	if err := persist(ctx, func(ctx context.Context) error { return r.h.State.SaveAppointmentSync(ctx, st) }); err != nil {
+		return fmt.Errorf("recording GHL appointment %s: %w", st.EventID, err)
+	}
+	return nil
+}
