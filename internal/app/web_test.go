@@ -103,3 +103,40 @@ func TestWebHandlerWebhook(t *testing.T) {
 		t.Fatalf("locA: status %s", c.Status)
 	}
 }
+
+// The status page and its JSON, as the web process serves them: a location
+// turned needs_reauth shows with its reconnect link, and neither answers
+// without credentials once a password is set.
+func TestWebHandlerStatusPage(t *testing.T) {
+	t.Parallel()
+	h, d, stack, _ := setupWeb(t, "WEB_ADMIN_USER", "ops", "WEB_ADMIN_PASSWORD", "s3cret")
+	stack.Connect(t, "locA", time.Now().Add(time.Hour))
+	stack.Connect(t, "locB", time.Now().Add(time.Hour))
+	if err := d.Store.SetStatus(context.Background(), "locB", store.StatusNeedsReauth, "GHL refused the refresh token"); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/", "/api/locations"} {
+		if rec := request(h, http.MethodGet, path, "", nil); rec.Code != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d", path, rec.Code)
+		}
+		wrong := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:guess"))}
+		if rec := request(h, http.MethodGet, path, "", wrong); rec.Code != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong password: %d", path, rec.Code)
+		}
+	}
+	auth := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:s3cret"))}
+	rec := request(h, http.MethodGet, "/api/locations", "", auth)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"location_id":"locB","company_id":"comp1","user_type":"Location","status":"needs_reauth"`) ||
+		!strings.Contains(rec.Body.String(), `"reconnect_url":"/api/auth/connect"`) {
+		t.Errorf("/api/locations: %d %s", rec.Code, rec.Body)
+	}
+	rec = request(h, http.MethodGet, "/", "", auth)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `<a href="/api/auth/connect">Reconnect</a>`) {
+		t.Errorf("status page: %d %s", rec.Code, rec.Body)
+	}
+	// The OAuth flow itself stays open: GHL's browser redirect carries no
+	// credentials.
+	if rec := request(h, http.MethodGet, "/api/auth/connect", "", nil); rec.Code != http.StatusFound {
+		t.Errorf("/api/auth/connect: %d", rec.Code)
+	}
+}
