@@ -295,7 +295,7 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task, k kind) error 
 	if p.LocationID == "" {
 		return h.fanOut(ctx, t, k)
 	}
-	return h.sync(ctx, t, k, p)
+	return h.runLocation(ctx, t, k, p)
 }
 
 // fanOut enqueues one task per active location. Each child's task id is
@@ -391,8 +391,8 @@ func (h *SyncHandlers) enqueue(ctx context.Context, task *asynq.Task, id string)
 	return Child{TaskID: info.ID, Queue: info.Queue}, nil
 }
 
-// sync runs one batch of a location's sync.
-func (h *SyncHandlers) sync(ctx context.Context, t *asynq.Task, k kind, p SyncPayload) error {
+// runLocation runs one batch of a location's sync.
+func (h *SyncHandlers) runLocation(ctx context.Context, t *asynq.Task, k kind, p SyncPayload) error {
 	loc := p.LocationID
 	res := SyncResult{Kind: k.name, Location: loc, StartedAt: h.now().UTC()}
 	if p.Pass != nil {
@@ -438,24 +438,19 @@ func (h *SyncHandlers) sync(ctx context.Context, t *asynq.Task, k kind, p SyncPa
 	res.add(n)
 	res.Cursor = cursor
 	stopErr := r.stopCause()
+	if stopErr != nil && runCtx.Err() != nil && ctx.Err() == nil {
+		stopErr = context.Cause(runCtx) // the lock was lost
+	}
 
 	outcome, msg, retErr := OutcomeCompleted, "", error(nil)
 	switch {
 	case stopErr == nil && done:
 	case stopErr == nil:
 		outcome = OutcomeContinued
-		pass := res
-		pass.Outcome = OutcomeContinued
-		next, err := newSyncTask(k.taskType, SyncPayload{LocationID: loc, After: cursor, Batch: res.Batch + 1, Pass: &pass})
-		if err == nil {
-			var child Child
-			child, err = h.enqueue(ctx, next, derivedID(k.taskType, loc, taskID, "next"))
-			res.ContinuedBy = child.TaskID
-		}
-		if err != nil {
+		if res.ContinuedBy, retErr = h.continuePass(ctx, k, taskID, res); retErr != nil {
 			// The batch is done and recorded; its retry finds it unchanged
 			// and enqueues the follow-up again.
-			outcome, msg, retErr = OutcomeError, "could not enqueue the follow-up: "+err.Error(), err
+			outcome, msg = OutcomeError, "could not enqueue the follow-up: "+retErr.Error()
 		}
 	default:
 		outcome, msg, retErr = stopOutcome(stopErr)
@@ -474,6 +469,18 @@ func (h *SyncHandlers) sync(ctx context.Context, t *asynq.Task, k kind, p SyncPa
 		return fmt.Errorf("%s %s: %w", k.taskType, loc, retErr)
 	}
 	return nil
+}
+
+// continuePass enqueues the follow-up of the run taskID, which carries the
+// pass's result so far and starts after its cursor, and returns its id.
+func (h *SyncHandlers) continuePass(ctx context.Context, k kind, taskID string, res SyncResult) (string, error) {
+	res.Outcome = OutcomeContinued
+	next, err := newSyncTask(k.taskType, SyncPayload{LocationID: res.Location, After: res.Cursor, Batch: res.Batch + 1, Pass: &res})
+	if err != nil {
+		return "", err
+	}
+	child, err := h.enqueue(context.WithoutCancel(ctx), next, derivedID(k.taskType, res.Location, taskID, "next"))
+	return child.TaskID, err
 }
 
 // stopOutcome turns the error that stopped a run into the run's outcome,

@@ -24,13 +24,14 @@ import (
 //     that start that no other appointment holds is taken as the one the
 //     create made. Only when there is none is it created again.
 //
-// The residual risk: a create still in flight at GHL (not yet visible) when
-// the lookup runs. A lookup comes at the earliest after the client's
-// timeout (30 s) or after the dead worker's lock expired (15 s) plus a
-// retry's backoff, so GHL would have to sit on a create that long. A
-// location whose duplicate-booking rules let the clinic book one patient
-// twice in the same calendar at the same time is told apart by the ids the
-// state table holds, which no two appointments may share.
+// The residual risk is a create that GHL still works on, or does not list
+// yet, when the lookup runs: say a proxy cut the connection while GHL went
+// on. The lookup comes after the client gave up (a reset, or its 30 s
+// timeout) and a backoff of a second or more, or after a dead worker's lock
+// expired (15 s); GHL would have to finish the create later than that. Two
+// appointments of one patient in the same calendar at the same start are
+// told apart by the ids the state table holds, which no two appointments
+// may share.
 
 // appointmentMapping versions appointmentFor, as contactMapping does.
 const appointmentMapping = "appointment/1"

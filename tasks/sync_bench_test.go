@@ -59,7 +59,9 @@ func benchmarkSyncRateLimit(b *testing.B, workers int) {
 // unlimited grants every call at once.
 type unlimited struct{}
 
-func (unlimited) Wait(context.Context, string) (ratelimit.Grant, error) { return ratelimit.Grant{}, nil }
+func (unlimited) Wait(context.Context, string) (ratelimit.Grant, error) {
+	return ratelimit.Grant{}, nil
+}
 func (unlimited) Observe(context.Context, string, ratelimit.Grant, ghl.Rate) error {
 	return nil
 }

@@ -46,8 +46,8 @@ type (
 	// refusal: GHL refused the record, or it cannot be sent: it is
 	// reported and not sent again until it changes.
 	refusal struct{ reason string }
-	// unanswered: a GHL call got no usable answer (timeout, reset, 5xx);
-	// the record is tried again.
+	// unanswered: a GHL call got no answer (timeout, reset) or one that
+	// could not be read; the record is tried again, like after a 5xx.
 	unanswered struct{ err error }
 )
 
@@ -192,10 +192,10 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 			return cursor, false
 		}
 		var wg sync.WaitGroup
-		full := false
+		handOver := false
 		for _, it := range items {
 			if it.push != nil && (sent >= batch || sent > 0 && r.h.now().Sub(r.start) > budget || r.stopping()) {
-				full = true
+				handOver = true
 				break
 			}
 			cursor = it.key
@@ -223,7 +223,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		}
 		wg.Wait()
 		switch {
-		case full || r.stopping():
+		case handOver || r.stopping():
 			return cursor, false
 		case len(items) < pageSize:
 			return cursor, true

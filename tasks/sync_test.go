@@ -67,6 +67,12 @@ func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers
 // called directly.
 func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *testenv.Stack), locs ...string) *syncEnv {
 	t.Helper()
+	if opts.RateInterval == 0 {
+		// Ten times GHL's pace (the limiter follows the fake's headers):
+		// these tests are about what is sent. The limiter has tests of its
+		// own, and the process tests run at GHL's pace.
+		opts.RateInterval = time.Second
+	}
 	stack := testenv.NewStack(t, opts)
 	rc := stack.Redis(t)
 	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: testenv.ClientID, ClientSecret: testenv.ClientSecret})
@@ -79,9 +85,7 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Ten times GHL's pace: these tests are about what is sent. The
-	// limiter has tests of its own, and the process tests run at GHL's.
-	e := &syncEnv{Stack: stack, limiter: &ratelimit.Limiter{Redis: rc, Interval: time.Second}, client: asynq.NewClient(redisOpt),
+	e := &syncEnv{Stack: stack, limiter: &ratelimit.Limiter{Redis: rc, Interval: opts.RateInterval}, client: asynq.NewClient(redisOpt),
 		insp: asynq.NewInspector(redisOpt), logs: logs}
 	t.Cleanup(func() { e.client.Close(); e.insp.Close() })
 	e.h = &tasks.SyncHandlers{

@@ -74,7 +74,7 @@ func benchmarkRefreshDue(b *testing.B, concurrency int) {
 			b.Fatal(err)
 		}
 		for refreshed(b, stack.Store, start) < locations {
-			time.Sleep(25 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 		wall := time.Since(start)
 		b.StopTimer()

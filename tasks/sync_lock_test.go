@@ -1,0 +1,75 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisLocksLetOneRunAtATime(t *testing.T) {
+	t.Parallel()
+	locks := &tasks.RedisLocks{Redis: redisClient(t), TTL: 300 * time.Millisecond, Wait: 150 * time.Millisecond}
+	ctx := context.Background()
+
+	_, release, err := locks.Acquire(ctx, "loc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Held past its TTL, by renewal: another run waits, then gives up.
+	_, _, err = locks.Acquire(ctx, "loc1")
+	if !errors.Is(err, tasks.ErrLocationBusy) {
+		t.Fatalf("second Acquire = %v, want ErrLocationBusy", err)
+	}
+	if _, r, err := locks.Acquire(ctx, "loc2"); err != nil {
+		t.Fatalf("another location: %v", err)
+	} else {
+		r()
+	}
+	release()
+	_, release, err = locks.Acquire(ctx, "loc1")
+	if err != nil {
+		t.Fatalf("Acquire after release: %v", err)
+	}
+	release()
+}
+
+// A run whose lock someone else took stops: its context ends, saying why.
+func TestRedisLocksCancelARunThatLostItsLock(t *testing.T) {
+	t.Parallel()
+	rc := redisClient(t)
+	locks := &tasks.RedisLocks{Redis: rc, TTL: 300 * time.Millisecond}
+	runCtx, release, err := locks.Acquire(context.Background(), "loc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := rc.Set(context.Background(), "ghlsync:sync:lock:loc1", "someone else", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-runCtx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run went on without its lock")
+	}
+	if cause := context.Cause(runCtx); cause == nil || !strings.Contains(cause.Error(), "lock was lost") {
+		t.Errorf("cause = %v", cause)
+	}
+}
