@@ -497,3 +497,64 @@ func TestStandaloneSandbox(t *testing.T) {
 		t.Errorf("appointments per location changed (-first +second):\n%s", diff)
 	}
 }
+
+// TestMeasureSandbox prints the standalone sandbox's start-up time to its
+// first completed sync and its memory after a stretch of idling. It is a
+// measurement, not a check, and runs only when asked:
+//
+//	GHLSYNC_MEASURE_SANDBOX=1 go test -run TestMeasureSandbox -v -timeout 20m ./cmd/worker/
+//
+// GHLSYNC_MEASURE_IDLE sets the idle stretch (default 10m).
+func TestMeasureSandbox(t *testing.T) {
+	if os.Getenv("GHLSYNC_MEASURE_SANDBOX") == "" {
+		t.Skip("set GHLSYNC_MEASURE_SANDBOX=1 to measure")
+	}
+	idle := 10 * time.Minute
+	if v := os.Getenv("GHLSYNC_MEASURE_IDLE"); v != "" {
+		var err error
+		if idle, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, webAddr := t.TempDir(), freeAddr(t)
+	env := map[string]string{
+		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "ghlsync.db"), "WEB_ADDR": webAddr,
+		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",
+	}
+	start := time.Now()
+	p := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
+	testenv.Eventually(t, 2*time.Minute, "a first completed sync", func() bool {
+		for _, l := range locations(t, webAddr) {
+			for _, s := range l.Syncs {
+				if s.FinishedAt != nil {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	t.Logf("first completed sync %.1f s after start", time.Since(start).Seconds())
+	testenv.Eventually(t, 2*time.Minute, "every first sync", func() bool { return sandboxSynced(t, webAddr) })
+	t.Logf("every demo location synced %.1f s after start; memory %s", time.Since(start).Seconds(), procMemory(t, p))
+	time.Sleep(idle) // the idle stretch being measured
+	t.Logf("after %s idle: memory %s", idle, procMemory(t, p))
+	if code := p.Stop(10 * time.Second); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+}
+
+// procMemory reads a process's resident and peak resident memory.
+func procMemory(t *testing.T, p *testenv.Process) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return strings.Join(out, ", ")
+}
