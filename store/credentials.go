@@ -161,7 +161,9 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refresh
 	if err != nil {
 		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, err)
 	}
-	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc).Updates(map[string]any{
+	// An uninstall that landed meanwhile wins: the app is gone from the
+	// location, whatever the refresh brought back.
+	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ? AND status <> ?", loc, StatusUninstalled).Updates(map[string]any{
 		"access_token_enc":  access,
 		"refresh_token_enc": refresh,
 		"key_id":            s.cipher.KeyID(),
@@ -181,8 +183,15 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refresh
 }
 
 // SetStatus records a location's status and why.
+//
+// Only a new connection (Connect) ends uninstalled: other statuses, which
+// a refresh in flight may still report, do not overwrite it.
 func (s *Store) SetStatus(ctx context.Context, loc string, st Status, lastError string) error {
-	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc).Updates(map[string]any{
+	q := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc)
+	if st != StatusUninstalled {
+		q = q.Where("status <> ?", StatusUninstalled)
+	}
+	res := q.Updates(map[string]any{
 		"status": st, "last_error": lastError, "updated_at": s.now().UTC(),
 	})
 	if res.Error != nil {
@@ -194,12 +203,14 @@ func (s *Store) SetStatus(ctx context.Context, loc string, st Status, lastError 
 	return nil
 }
 
-// DueForRefresh lists the locations whose token expires before the given
-// time and that can be refreshed (active or inactive; never needs_reauth).
+// DueForRefresh lists the active locations whose token expires before the
+// given time, and every inactive location: trying those again is how
+// ghlsync learns that GHL reactivated them (GHL refuses the refresh without
+// spending the token while the location is inactive).
 func (s *Store) DueForRefresh(ctx context.Context, before time.Time) ([]string, error) {
 	var ids []string
 	err := s.DB.WithContext(ctx).Model(&Credential{}).
-		Where("status IN ? AND expires_at < ?", []Status{StatusActive, StatusInactive}, before.UTC()).
+		Where("(status = ? AND expires_at < ?) OR status = ?", StatusActive, before.UTC(), StatusInactive).
 		Order("expires_at").Pluck("location_id", &ids).Error
 	if err != nil {
 		return nil, fmt.Errorf("store.DueForRefresh: %w", err)

@@ -89,3 +89,45 @@ func TestSetCompanyStatus(t *testing.T) {
 		t.Errorf("an empty company id changed statuses (-want +got):\n%s", diff)
 	}
 }
+
+// An inactive location is due at every refresh-due run, whatever its
+// expiry: that is how ghlsync learns GHL reactivated it.
+func TestInactiveIsAlwaysDue(t *testing.T) {
+	t.Parallel()
+	st, _ := testenv.Store(t, "")
+	ctx := context.Background()
+	later := time.Now().Add(20 * time.Hour)
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, later)
+	connect(t, st, "locB", "comp1", store.UserTypeLocation, later)
+	must(t, st.SetStatus(ctx, "locB", store.StatusInactive, "GHL: location is not active"))
+	due, err := st.DueForRefresh(ctx, time.Now().Add(4*time.Hour))
+	must(t, err)
+	if diff := cmp.Diff([]string{"locB"}, due); diff != "" {
+		t.Errorf("DueForRefresh (-want +got):\n%s", diff)
+	}
+}
+
+// An uninstall wins over what a refresh in flight reports afterwards; only
+// connecting again ends it.
+func TestUninstallWinsOverLateRefresh(t *testing.T) {
+	t.Parallel()
+	st, _ := testenv.Store(t, "")
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, exp)
+	must(t, st.SetStatus(ctx, "locA", store.StatusUninstalled, "uninstalled"))
+
+	if err := st.SaveRefreshed(ctx, "locA", store.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", ExpiresAt: exp}, time.Now()); err == nil {
+		t.Error("SaveRefreshed revived an uninstalled location")
+	}
+	if err := st.SetStatus(ctx, "locA", store.StatusNeedsReauth, "refused"); err == nil {
+		t.Error("SetStatus(needs_reauth) overwrote uninstalled")
+	}
+	if got := statuses(t, st)["locA"]; got != store.StatusUninstalled {
+		t.Fatalf("status %s, want uninstalled", got)
+	}
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, exp)
+	if got := statuses(t, st)["locA"]; got != store.StatusActive {
+		t.Fatalf("status after connecting again %s, want active", got)
+	}
+}

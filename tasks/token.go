@@ -117,6 +117,11 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, refresh.ErrInactive):
+		// Recorded, and not a failure of ours: the refresh-due schedule
+		// tries inactive locations again every run, so retrying here
+		// would only spend GHL calls sooner.
+		return nil
 	case errors.Is(err, refresh.ErrNeedsReauth), errors.Is(err, refresh.ErrUnknownLocation):
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	default:
@@ -144,16 +149,20 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 		return err
 	}
 	res := FanOutResult{Enqueued: make([]Child, 0, len(locs))}
+	// Children's ids derive from this task's, so a retry of it does not
+	// enqueue them again.
+	parent, _ := asynq.GetTaskID(ctx)
 	for _, loc := range locs {
 		task, err := NewRefreshTask(loc, p.Force, now)
 		if err != nil {
 			return err
 		}
-		info, err := h.Enqueuer.EnqueueContext(ctx, task)
+		c, err := enqueueOnce(ctx, h.Enqueuer, task, derivedID(TypeTokenRefresh, loc, parent, "refresh"), QueueCritical)
 		if err != nil {
 			return fmt.Errorf("%s: enqueue refresh of %s: %w", TypeTokenRefreshDue, loc, err)
 		}
-		res.Enqueued = append(res.Enqueued, Child{LocationID: loc, TaskID: info.ID, Queue: info.Queue})
+		c.LocationID = loc
+		res.Enqueued = append(res.Enqueued, c)
 	}
 	if len(locs) > 0 {
 		h.Log.Info("enqueued token refreshes", "count", len(locs), "all", p.All)

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,13 +187,22 @@ func (w waiter) wait(ctx context.Context, queue, id, loc string) waited {
 	if info != nil && len(info.Result) > 0 {
 		r.Result = info.Result
 	}
-	// A sync too big for one task continues in a follow-up; the last
-	// one's result covers the whole pass.
-	var next struct {
+	var res struct {
+		Outcome     string `json:"outcome"`
+		Message     string `json:"message"`
 		ContinuedBy string `json:"continued_by"`
 	}
-	if r.Err == "" && json.Unmarshal(r.Result, &next) == nil && next.ContinuedBy != "" {
-		return w.wait(ctx, queue, next.ContinuedBy, loc)
+	if r.Err != "" || json.Unmarshal(r.Result, &res) != nil {
+		return r
+	}
+	switch {
+	case res.ContinuedBy != "":
+		// A sync too big for one task continues in a follow-up; the last
+		// one's result covers the whole pass.
+		return w.wait(ctx, queue, res.ContinuedBy, loc)
+	case res.Outcome == "inactive" || res.Outcome == "needs_reauth":
+		// The task did its job, but the location needs attention.
+		r.Err = cmp.Or(res.Message, "the location is "+res.Outcome)
 	}
 	return r
 }

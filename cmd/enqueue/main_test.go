@@ -130,3 +130,26 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// A location GHL says is not active: the refresh records it and is not
+// retried by the queue (the schedule tries again), and --wait says so.
+func TestRefreshWaitInactive(t *testing.T) {
+	t.Parallel()
+	stack, env := setup(t)
+	stack.Connect(t, "loc1", time.Now().Add(time.Hour))
+	stack.Fake.SetInactive("loc1", true)
+	code, stdout, stderr := enqueue(t, env, "refresh", "--location", "loc1", "--wait", "--timeout", "30s")
+	if code != 1 || !strings.Contains(stderr, "not active") {
+		t.Fatalf("exit %d, stderr %q; want 1 saying the location is not active", code, stderr)
+	}
+	var res refresh.Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Outcome != refresh.Inactive {
+		t.Fatalf("stdout %q: want an inactive result (%v)", stdout, err)
+	}
+	if _, c := stack.StoredTokens(t, "loc1"); c.Status != store.StatusInactive {
+		t.Fatalf("status %s, want inactive", c.Status)
+	}
+	if n := stack.Fake.TokenCalls("loc1"); n != 1 {
+		t.Fatalf("token calls = %d, want 1", n)
+	}
+}

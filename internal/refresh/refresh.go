@@ -223,7 +223,7 @@ func (r *Refresher) settledSince(ctx context.Context, c *store.Credential) bool 
 	if err != nil {
 		return false // no mark (redis.Nil), or leave it to Recover
 	}
-	return c.Status == store.StatusNeedsReauth ||
+	return c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled ||
 		(c.RefreshedAt != nil && !c.RefreshedAt.Before(time.UnixMilli(int64(score))))
 }
 
@@ -244,6 +244,11 @@ func (r *Refresher) satisfied(c *store.Credential, req Request) (Result, bool) {
 	switch {
 	case c.Status == store.StatusNeedsReauth:
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(c.LocationID)
+		return res, true
+	case c.Status == store.StatusUninstalled:
+		// GHL no longer honours its refresh token; a refresh would only
+		// be refused.
+		res.Outcome, res.Message = NeedsReauth, "the app was uninstalled from location "+c.LocationID+"; connect it again at /api/auth/connect"
 		return res, true
 	case c.Status == store.StatusActive && c.RefreshedAt != nil && !c.RefreshedAt.Before(req.RequestedAt):
 		res.Outcome = Fresh
@@ -286,6 +291,11 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: float64(r.now().UnixMilli()), Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
+	if lk.lost() {
+		// Another worker may hold the lock now: spending the token here
+		// could race with it.
+		return res, false, fmt.Errorf("refresh %s: lost the lock before calling GHL", loc)
+	}
 	// The call is not cancelled with the task: abandoning it half way
 	// could spend the token without receiving its successor.
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
@@ -309,7 +319,10 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		// refresh token comes within the grace window.
 		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
 	default:
-		return res, true, fmt.Errorf("refresh %s: %w", loc, err)
+		// Only a refusal (a non-2xx answer) says GHL kept the token; an
+		// answer we could not read may have carried a rotated one.
+		var refused *ghl.ErrorResponse
+		return res, errors.As(err, &refused), fmt.Errorf("refresh %s: %w", loc, err)
 	}
 
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
@@ -472,8 +485,12 @@ func (r *Refresher) RecoverOnce(ctx context.Context) {
 		if hasPending == 0 && r.now().Sub(since) > r.grace() {
 			// Too late to be served by the grace window; a retry would
 			// only spend the token's last chance. The next scheduled
-			// refresh says whether the location needs reconnecting.
-			r.Redis.ZRem(ctx, keyInFlight, loc)
+			// refresh says whether the location needs reconnecting. The
+			// mark goes only if no refresh took the lock and marked it
+			// anew meanwhile.
+			if err := dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(z.Score)).Err(); err != nil {
+				continue
+			}
 			r.Log.Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
 				"location", loc, "since", since)
 			continue
@@ -510,6 +527,13 @@ return {0, 0}`)
 if redis.call("GET", KEYS[1]) == ARGV[1] then redis.call("DEL", KEYS[1]) end
 if ARGV[2] == "1" then redis.call("ZREM", KEYS[2], ARGV[4]) end
 if ARGV[3] == "1" then redis.call("DEL", KEYS[3]) end
+return 0`)
+	// dropStaleScript removes an in-flight mark only while the lock is
+	// free and the mark is the one that was read.
+	dropStaleScript = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 0 and tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1])) == tonumber(ARGV[2]) then
+  return redis.call("ZREM", KEYS[2], ARGV[1])
+end
 return 0`)
 	renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
 )
@@ -550,20 +574,28 @@ func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
 	}
 }
 
+// renew extends the lock every ttl/3. The lock counts as lost when Redis
+// says another holds it, or when no renewal was confirmed for ttl/2: past
+// that, this holder can no longer be sure the key has not expired.
 func (l *lock) renew(ttl time.Duration) {
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
 	ms := strconv.FormatInt(ttl.Milliseconds(), 10)
+	confirmed := time.Now()
 	for {
 		select {
 		case <-l.released:
 			return
 		case <-t.C:
 		}
-		n, err := renewScript.Run(context.Background(), l.r.Redis, []string{keyLock + l.loc}, l.owner, ms).Int()
-		if err == nil && n == 0 {
-			// Someone else holds it now: stop acting as the holder.
-			l.r.Log.Error("refresh lock lost", "location", l.loc)
+		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+		n, err := renewScript.Run(ctx, l.r.Redis, []string{keyLock + l.loc}, l.owner, ms).Int()
+		cancel()
+		switch {
+		case err == nil && n == 1:
+			confirmed = time.Now()
+		case err == nil || time.Since(confirmed) > ttl/2:
+			l.r.Log.Error("refresh lock lost", "location", l.loc, "err", err)
 			l.isLost.Store(true)
 			return
 		}

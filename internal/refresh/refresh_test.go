@@ -312,3 +312,42 @@ func TestUnknownLocation(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestUninstalledIsNotRefreshed(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	if err := b.store.SetStatus(context.Background(), "loc1", store.StatusUninstalled, "uninstalled"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if !errors.Is(err, refresh.ErrNeedsReauth) || !strings.Contains(res.Message, "uninstalled") {
+		t.Fatalf("Refresh = %+v, %v; want a refusal saying it was uninstalled", res, err)
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d, want 0", n)
+	}
+}
+
+// An in-flight mark older than the grace window is dropped only while no
+// refresh holds the location's lock.
+func TestRecoverDropsStaleMarkOnlyWhenFree(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	r.Grace = time.Millisecond
+	ctx := context.Background()
+	old := float64(time.Now().Add(-time.Minute).UnixMilli())
+	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: old, Member: "loc1"})
+	b.redis.Set(ctx, "ghlsync:refresh:lock:loc1", "live-holder", time.Minute)
+	r.RecoverOnce(ctx)
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 1 {
+		t.Fatal("the mark of a location whose lock is held was dropped")
+	}
+	b.redis.Del(ctx, "ghlsync:refresh:lock:loc1")
+	r.RecoverOnce(ctx)
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 0 {
+		t.Fatal("a stale mark with a free lock was kept")
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d: a stale mark must not be retried", n)
+	}
+}

@@ -107,13 +107,3 @@ func (c *Cipher) Open(ciphertext, aad string) (string, error) {
 	}
 	return string(pt), nil
 }
-
-// KeyIDOf says which key sealed a ciphertext, so that a re-encryption job can
-// find rows still sealed by an old key.
-func KeyIDOf(ciphertext string) string {
-	parts := strings.SplitN(ciphertext, ":", 3)
-	if len(parts) != 3 {
-		return ""
-	}
-	return parts[1]
-}
