@@ -22,25 +22,24 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/metrics"
 	"github.com/ghlsync/ghlsync/internal/ops"
 	"github.com/ghlsync/ghlsync/internal/scheduler"
 	"github.com/ghlsync/ghlsync/store"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+	ctx, stop := app.SignalContext(context.Background())
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
 }
 
 const usage = `usage:
@@ -107,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "scheduler: %v\n", err)
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := app.NewLogger(stderr, cfg.LogLevel)
 
 	// Every subcommand migrates: `scheduler setup` must work on a new
 	// database, and Migrate is idempotent and locked against other
@@ -219,29 +218,38 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// serve runs the scheduler loop with /metrics and /healthz until ctx is done.
+// serve runs the scheduler loop with /metrics, /healthz and /readyz until
+// ctx is done.
+//
+// It does not use app.Open: that needs TOKEN_ENCRYPTION_KEY and builds a GHL
+// client, and the scheduler reads no token and calls no GHL. It takes from
+// internal/app only what fits: ConnectRedis, and Deps.Ready over the store
+// and Redis it has.
 func serve(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) error {
-	redisOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
-	if err != nil {
+	// ConnectRedis does not tell a bad URL from a Redis that does not
+	// answer; only the first is bad configuration (exit 2).
+	if _, err := asynq.ParseRedisURI(cfg.RedisURL); err != nil {
 		return &usageError{config.VarRedisURL + ": " + err.Error()}
 	}
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
+	_, rc, err := app.ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The client shares rc, so /readyz pings the connections the loop
+	// enqueues on; closing rc closes them.
+	client := asynq.NewClientFromRedisClient(rc)
+	deps := &app.Deps{Store: st, Redis: rc}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The scheduler updates none of the worker's and web's metrics, so its
+	// /metrics has only its own and the runtime's.
+	reg := metrics.NewRegistry()
 	sched := scheduler.New(st, client, scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)})
 
-	health := func(ctx context.Context) error {
-		if err := st.Ping(ctx); err != nil {
-			return fmt.Errorf("database: %w", err)
-		}
-		if err := client.Ping(); err != nil {
-			return fmt.Errorf("redis: %w", err)
-		}
-		return sched.Check(ctx)
+	ready := func(ctx context.Context) error {
+		return errors.Join(deps.Ready(ctx), sched.Check(ctx))
 	}
-	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, health), log)
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
 	if err != nil {
 		return &usageError{config.VarMetricsAddr + ": " + err.Error()}
 	}
@@ -251,8 +259,8 @@ func serve(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.L
 	log.Info("scheduler running", "config", cfg)
 	// Shutdown: the scheduler only produces, so nothing waits on it. The
 	// cancelled ctx stops the loop (which first enqueues and records the
-	// slot in hand) and the ops server; only then are the Redis client
-	// and the database closed (deferred), since the loop still uses them.
+	// slot in hand) and the ops server; only then are Redis and the
+	// database closed (deferred), since the loop still uses them.
 	runErr := sched.Run(ctx)
 	if err := waitOps(); err != nil && runErr == nil {
 		runErr = err

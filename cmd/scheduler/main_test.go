@@ -261,8 +261,9 @@ func get(url string) (int, string, error) {
 }
 
 // Test 4: set and disable on a running scheduler take effect within 5 s,
-// and a disabled schedule enqueues nothing; all through the real command
-// line, with /metrics and /healthz.
+// and a disabled schedule enqueues nothing while an enabled one keeps
+// running; all through the real command line, with /metrics, /healthz and
+// /readyz.
 func TestChangesReachRunningScheduler(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t)
@@ -275,16 +276,25 @@ func TestChangesReachRunningScheduler(t *testing.T) {
 	}
 	insp := asynq.NewInspector(redisOpt)
 	t.Cleanup(func() { insp.Close() })
-	refreshes := func() int {
-		infos, err := insp.ListPendingTasks(tasks.QueueCritical, asynq.PageSize(1000))
+	// pending counts the enqueued tasks of one type; no worker takes them.
+	pending := func(queue, taskType string) int {
+		infos, err := insp.ListPendingTasks(queue, asynq.PageSize(1000))
 		if errors.Is(err, asynq.ErrQueueNotFound) {
 			return 0
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(infos)
+		n := 0
+		for _, info := range infos {
+			if info.Type == taskType {
+				n++
+			}
+		}
+		return n
 	}
+	refreshes := func() int { return pending(tasks.QueueCritical, tasks.TypeTokenRefreshDue) }
+	patientSyncs := func() int { return pending(tasks.QueueDefault, tasks.TypePatientsSync) }
 
 	metricsAddr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -315,20 +325,27 @@ func TestChangesReachRunningScheduler(t *testing.T) {
 		!strings.Contains(body, `ghlsync_scheduler_lag_seconds_bucket{schedule="token-refresh"`) {
 		t.Errorf("/metrics: %d %v:\n%s", status, err, body)
 	}
-	if status, body, err := get("http://" + metricsAddr + "/healthz"); err != nil || status != 200 {
-		t.Errorf("/healthz: %d %v: %s", status, err, body)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if status, body, err := get("http://" + metricsAddr + path); err != nil || status != 200 {
+			t.Errorf("%s: %d %v: %s", path, status, err, body)
+		}
 	}
 
 	if code, _, stderr := c.run(t, "disable", "token-refresh"); code != 0 {
 		t.Fatalf("disable: exit %d: %s", code, stderr)
 	}
 	before := refreshes()
-	// Nothing to wait for: the scenario is that nothing happens. A tick
-	// that read the row just before the disable may still enqueue one
-	// slot; four slots' time must add no other.
-	time.Sleep(4 * time.Second)
+	// The disabled schedule's quiet means something only while the loop
+	// demonstrably runs: patient-sync, at the same 1 s, must advance four
+	// slots meanwhile. A tick that read token-refresh just before the
+	// disable may still enqueue one slot; it must add no other.
+	if code, _, stderr := c.run(t, "set", "patient-sync", "--every", "1s"); code != 0 {
+		t.Fatalf("set patient-sync: exit %d: %s", code, stderr)
+	}
+	syncs := patientSyncs()
+	testenv.Eventually(t, 10*time.Second, "patient-sync four slots on", func() bool { return patientSyncs() >= syncs+4 })
 	if after := refreshes(); after > before+1 {
-		t.Errorf("a disabled schedule enqueued %d tasks in 4 s", after-before)
+		t.Errorf("a disabled schedule enqueued %d tasks while an enabled one ran four slots", after-before)
 	}
 
 	before = refreshes()

@@ -1,4 +1,6 @@
-// Command web serves the OAuth connect flow, and /metrics and /healthz.
+// Command web serves ghlsync's HTTP side: the OAuth connect flow and its
+// callback, GHL's webhooks, the status page and its JSON at /api/locations,
+// asynqmon at /monitoring, and /metrics, /healthz and /readyz.
 package main
 
 import (

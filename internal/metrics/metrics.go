@@ -22,10 +22,19 @@ type Metrics struct {
 	RateLimited *prometheus.CounterVec
 }
 
-// New registers ghlsync's metrics and the Go runtime's on a new registry.
+// NewRegistry returns a registry holding the Go runtime and process
+// collectors, which every ghlsync process exports. A process that updates
+// none of Metrics (the scheduler) registers its own collectors on it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// New registers ghlsync's metrics on a NewRegistry.
 func New() *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		Registry: NewRegistry(),
 		Refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ghlsync_token_refreshes_total",
 			Help: "Token refresh requests handled, by outcome (refreshed, fresh, needs_reauth, inactive).",
@@ -48,8 +57,7 @@ func New() *Metrics {
 			Help: "HTTP 429 answers from GHL, by endpoint.",
 		}, []string{"endpoint"}),
 	}
-	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited)
 	return m
 }
 

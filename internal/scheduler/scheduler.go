@@ -307,10 +307,10 @@ func (s *Scheduler) record(ctx context.Context, r slotRun) error {
 	return nil
 }
 
-// Check is the scheduler's part of /healthz: an error when no tick has
+// Check is the scheduler's part of /readyz: an error when no tick has
 // succeeded for a while (the loop is stuck, or the database or Redis has
-// been failing it). A bad schedule row does not count: restarting the
-// process would not mend it.
+// been failing it). A bad schedule row does not count: neither waiting nor
+// restarting the process would mend it.
 func (s *Scheduler) Check(context.Context) error {
 	limit := max(15*time.Second, 10*s.opt.Poll)
 	last := time.Unix(0, s.lastGood.Load())

@@ -422,7 +422,12 @@ func TestSQLEditTakesEffect(t *testing.T) {
 	if d := time.Since(edited); d > 5*time.Second {
 		t.Errorf("the edit took %s to take effect", d)
 	}
-	row := b.row(t, "edited")
+	// The run is recorded just after its enqueue.
+	var row *store.Schedule
+	testenv.Eventually(t, 10*time.Second, "the run to be recorded", func() bool {
+		row = b.row(t, "edited")
+		return row.TotalRuns > 0
+	})
 	if d := row.NextRunAt.Sub(*row.LastRunAt); d > 2*time.Second {
 		t.Errorf("next run %s after the last: the new interval is not in force", d)
 	}

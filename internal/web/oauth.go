@@ -1,5 +1,7 @@
-// Package web serves ghlsync's HTTP side: the OAuth connect flow and, as it
-// grows, the status page, webhooks and monitoring.
+// Package web serves ghlsync's HTTP side: the OAuth connect flow and its
+// callback, GHL's INSTALL and UNINSTALL webhooks, the status page and its
+// JSON at /api/locations, and asynqmon at /monitoring; Admin guards the
+// status page and asynqmon.
 package web
 
 import (
