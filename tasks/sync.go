@@ -117,6 +117,7 @@ type Contacts interface {
 type Calendars interface {
 	CreateAppointment(ctx context.Context, accessToken string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
 	UpdateAppointment(ctx context.Context, accessToken, eventID string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
+	DeleteEvent(ctx context.Context, accessToken, eventID string) (*ghl.Response, error)
 }
 
 // RateLimiter holds every GHL call of a location to GHL's limit, across

@@ -23,6 +23,20 @@ import (
 //     contact's appointments are listed first, and one in that calendar at
 //     that start that no other appointment holds is taken as the one the
 //     create made. Only when there is none is it created again.
+//   - An appointment whose patient changed (patient_external_id, or the
+//     contact recorded for its patient) is moved: GHL does not change an
+//     appointment's contact, so the one booked for the old contact is
+//     deleted and the appointment booked again for the new one. First the
+//     intent of that create is written beside the old id, then the old
+//     appointment is deleted (404 counts as deleted), then the create
+//     proceeds as any other, its intent written with the id cleared. A
+//     crash before the id is cleared leaves the old id and an intent: no
+//     create was sent for it (creates follow only a write without the id),
+//     so the next attempt drops the intent, deletes again and creates
+//     (or, moved back meanwhile, updates by the old id, booking again on a
+//     404). A crash after it leaves an intent without id: a lost create, looked
+//     up as above. Neither leaves two appointments in GHL, and neither is
+//     taken for unchanged, since an intent makes a record changed.
 //
 // The residual risk is a create that GHL still works on, or does not list
 // yet, when the lookup runs: say a proxy cut the connection while GHL went
@@ -33,8 +47,19 @@ import (
 // told apart by the ids the state table holds, which no two appointments
 // may share.
 
-// appointmentMapping versions appointmentFor, as contactMapping does.
-const appointmentMapping = "appointment/1"
+// appointmentMapping versions what an appointment's hash covers
+// (appointmentContent), as contactMapping does. appointment/1 left out the
+// patient; the change sends every appointment once more.
+const appointmentMapping = "appointment/2"
+
+// appointmentContent is what an appointment's hash covers: what is sent,
+// and the patient it is booked for, which appointmentFor leaves out (GHL
+// takes the contact on a create only). Every column of the row but
+// updated_at is in one or the other.
+type appointmentContent struct {
+	Appointment *ghl.Appointment
+	Patient     string
+}
 
 // appointmentStatuses maps the clinic's statuses to GHL's.
 var appointmentStatuses = map[string]string{
@@ -117,7 +142,7 @@ func (r *run) planAppointment(a *store.AppointmentRow) item {
 	if err != nil {
 		hash = contentHash("appointment-row/1", rawAppointment(a))
 	} else {
-		hash = contentHash(appointmentMapping, ga)
+		hash = contentHash(appointmentMapping, appointmentContent{ga, a.PatientExternalID})
 	}
 	failKey := contentHash("refused/1", []string{hash, a.ContactID})
 	it := item{key: a.ExternalID}
@@ -125,7 +150,10 @@ func (r *run) planAppointment(a *store.AppointmentRow) item {
 	case failKey == a.Sync.FailedHash:
 		it.known = "unchanged since it was refused: " + a.Sync.LastError
 		return it
-	case err == nil && hash == a.Sync.SentHash && a.Sync.EventID != "":
+	case err == nil && hash == a.Sync.SentHash && a.Sync.EventID != "" && a.Sync.CreatingAt == nil &&
+		(a.ContactID == "" || a.ContactID == a.Sync.ContactID):
+		// Same content, same patient, and that patient's contact (when
+		// known) the one it is booked for; no move half done.
 		it.unchanged = true
 		return it
 	}
@@ -143,24 +171,23 @@ func (r *run) planAppointment(a *store.AppointmentRow) item {
 	return it
 }
 
-// pushAppointment sends a changed appointment and records GHL's id.
+// pushAppointment sends a changed appointment and records GHL's id: an
+// update by id, a move to another contact, or a create.
 func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a *store.AppointmentRow, ga ghl.Appointment, hash string) (outcome, error) {
-	if st.EventID != "" {
-		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
-			_, resp, err := r.h.Calendars.UpdateAppointment(ctx, token, st.EventID, &ga)
-			return resp, err
-		})
-		switch {
-		case err == nil:
-			return updated, r.appointmentSent(ctx, st, hash)
-		case !isNotFound(err):
+	contact := a.ContactID
+	if contact == "" {
+		var err error
+		if contact, err = r.patientContact(ctx, a.PatientExternalID); err != nil {
 			return 0, err
 		}
-		r.h.log().Warn("the appointment is gone from GHL; booking it again",
-			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID)
-		st.EventID = ""
 	}
-	if st.CreatingAt != nil {
+	out := created
+	if st.EventID != "" {
+		// An intent beside a recorded id is a move's whose create was
+		// never sent: the move starts over.
+		out = updated
+		clearIntent(st)
+	} else if st.CreatingAt != nil {
 		id, err := r.findCreated(ctx, st)
 		if err != nil {
 			return 0, err
@@ -171,34 +198,52 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 			sentHash := st.IntentHash
 			st.EventID, st.ContactID = id, st.IntentContactID
 			clearIntent(st)
-			if sentHash == hash {
+			if sentHash == hash && st.ContactID == contact {
 				return created, r.appointmentSent(ctx, st, hash)
 			}
-			// Booked with older content: record the id, then update it.
+			// Booked with older content or for another contact: record
+			// the id, then update or move it below.
 			if err := persist(ctx, func(ctx context.Context) error { return r.h.State.SaveAppointmentSync(ctx, st) }); err != nil {
 				return 0, err
 			}
-			err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
-				_, resp, err := r.h.Calendars.UpdateAppointment(ctx, token, id, &ga)
-				return resp, err
-			})
-			if err != nil {
-				return 0, err
-			}
-			return created, r.appointmentSent(ctx, st, hash)
 		}
 	}
 
-	contact := a.ContactID
-	if contact == "" {
-		var err error
-		if contact, err = r.patientContact(ctx, a.PatientExternalID); err != nil {
+	if st.EventID != "" && st.ContactID == contact {
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+			_, resp, err := r.h.Calendars.UpdateAppointment(ctx, token, st.EventID, &ga)
+			return resp, err
+		})
+		switch {
+		case err == nil:
+			return out, r.appointmentSent(ctx, st, hash)
+		case !isNotFound(err):
 			return 0, err
 		}
+		r.h.log().Warn("the appointment is gone from GHL; booking it again",
+			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID)
+		st.EventID, out = "", created
 	}
+
 	ga.ContactID = contact
-	st.CreatingAt, st.IntentContactID, st.IntentCalendarID = ptr(r.h.now().UTC()), contact, ga.CalendarID
-	st.IntentStartsAt, st.IntentHash = ptr(ga.StartTime), hash
+	setIntent(st, &ga, hash, r.h.now())
+	if st.EventID != "" {
+		// A move: the intent is written beside the old id before the
+		// old appointment is deleted; see the top of this file.
+		r.h.log().Info("the appointment's patient changed; booking it again for the new contact",
+			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID, "patient", a.PatientExternalID)
+		if err := r.h.State.SaveAppointmentSync(ctx, st); err != nil {
+			return 0, err
+		}
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+			return r.h.Calendars.DeleteEvent(ctx, token, st.EventID)
+		})
+		if err != nil && !isNotFound(err) {
+			return 0, err
+		}
+		st.EventID, st.ContactID = "", ""
+	}
+	// The intent, without an id: from here on a lost answer is looked up.
 	if err := r.h.State.SaveAppointmentSync(ctx, st); err != nil {
 		return 0, err
 	}
@@ -212,7 +257,13 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 	}
 	st.EventID, st.ContactID = got.ID, contact
 	clearIntent(st)
-	return created, r.appointmentSent(ctx, st, hash)
+	return out, r.appointmentSent(ctx, st, hash)
+}
+
+// setIntent records in st what a create of ga carries.
+func setIntent(st *store.AppointmentSync, ga *ghl.Appointment, hash string, now time.Time) {
+	st.CreatingAt, st.IntentContactID, st.IntentCalendarID = ptr(now.UTC()), ga.ContactID, ga.CalendarID
+	st.IntentStartsAt, st.IntentHash = ptr(ga.StartTime), hash
 }
 
 // findCreated looks for the appointment that the create recorded in st's

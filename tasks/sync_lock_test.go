@@ -26,17 +26,28 @@ func redisClient(t *testing.T) *redis.Client {
 
 func TestRedisLocksLetOneRunAtATime(t *testing.T) {
 	t.Parallel()
-	locks := &tasks.RedisLocks{Redis: redisClient(t), TTL: 300 * time.Millisecond, Wait: 150 * time.Millisecond}
+	const ttl = 300 * time.Millisecond
+	rc := redisClient(t)
+	// Another run tries for four TTLs: its last try comes after the wait
+	// ran out, long after an unrenewed lease would have expired.
+	locks := &tasks.RedisLocks{Redis: rc, TTL: ttl, Wait: 4 * ttl}
 	ctx := context.Background()
 
 	_, release, err := locks.Acquire(ctx, "loc1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	taken := time.Now()
 	// Held past its TTL, by renewal: another run waits, then gives up.
 	_, _, err = locks.Acquire(ctx, "loc1")
 	if !errors.Is(err, tasks.ErrLocationBusy) {
 		t.Fatalf("second Acquire = %v, want ErrLocationBusy", err)
+	}
+	if held := time.Since(taken); held < 2*ttl {
+		t.Fatalf("second Acquire gave up %s after the lock was taken, before two TTLs: renewal was not tested", held)
+	}
+	if n, err := rc.Exists(ctx, "ghlsync:sync:lock:loc1").Result(); err != nil || n != 1 {
+		t.Fatalf("the lock's key after two TTLs: exists = %d, %v; want it renewed", n, err)
 	}
 	if _, r, err := locks.Acquire(ctx, "loc2"); err != nil {
 		t.Fatalf("another location: %v", err)

@@ -167,10 +167,12 @@ func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 
 // observeScript adopts GHL's stated limits and reconciles the log with
 // X-RateLimit-Remaining. GHL counted max-remaining requests in the window
-// that ended when our request arrived; every request it counted was granted
-// after the grant of our request minus a window (transit times within the
-// margin), so a log holding fewer grants since then means someone else
-// spends the quota: the difference is added as placeholder grants.
+// that ended when our request arrived: of ours, those granted in the window
+// that ends with our request's grant (transit times within the margin). A
+// grant made after ours went out after it, so GHL had not counted it; the
+// log is therefore counted over (grant-window, grant] only, and when it
+// holds fewer grants there than GHL counted, someone else spends the
+// quota: the difference is added as placeholder grants.
 //
 // KEYS: log, state. ARGV: header max, header remaining, header interval µs,
 // configured interval µs, margin µs, grant time µs, member suffix.
@@ -190,7 +192,8 @@ end
 redis.call('PEXPIRE', KEYS[2], 86400000)
 if hmax <= 0 then return 0 end
 local window = interval + tonumber(ARGV[5])
-local ours = redis.call('ZCOUNT', KEYS[1], tonumber(ARGV[6]) - window + 1, '+inf')
+local at = tonumber(ARGV[6])
+local ours = redis.call('ZCOUNT', KEYS[1], at - window + 1, at)
 local missing = (hmax - remaining) - ours
 if missing <= 0 then return 0 end
 local t = redis.call('TIME')

@@ -135,6 +135,29 @@ func TestObserveSpendsQuotaSpentElsewhere(t *testing.T) {
 	}
 }
 
+// GHL's count on the answer to a request covers the grants up to that
+// request's, not those made after it (ours, sent while it was in flight):
+// only the former explain GHL's count, so the rest is someone else's.
+func TestObserveCountsOnlyGrantsUpToTheObservedOne(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, 400*time.Millisecond)
+	g := wait(t, l, "loc1")
+	for range 5 {
+		wait(t, l, "loc1") // granted after g: GHL had not seen these
+	}
+	// GHL counted 3 requests where we had sent 1 by then: 2 are someone
+	// else's, so 8 of the 10 are spent and 2 more fit in the window.
+	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 10, Remaining: 7, Interval: 400 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, l, "loc1")
+	wait(t, l, "loc1")
+	third := wait(t, l, "loc1")
+	if gap := time.Duration(third.At-g.At) * time.Microsecond; gap < 400*time.Millisecond {
+		t.Errorf("the 11th request in GHL's count granted %s after the first, want a window", gap)
+	}
+}
+
 func TestObserveAdoptsGHLsLimit(t *testing.T) {
 	t.Parallel()
 	l, _ := setup(t, 10, 400*time.Millisecond)
