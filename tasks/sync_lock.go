@@ -2,15 +2,14 @@ package tasks
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/internal/lease"
 )
 
 // ErrLocationBusy: another sync of the location kept its lock for longer
@@ -37,10 +36,7 @@ type RedisLocks struct {
 	Wait time.Duration
 }
 
-var (
-	renewLockScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
-	releaseLockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
-)
+var releaseLockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
 
 func syncLockKey(loc string) string { return "ghlsync:sync:lock:" + loc }
 
@@ -57,9 +53,7 @@ func (l *RedisLocks) Acquire(ctx context.Context, loc string) (context.Context, 
 	if maxWait <= 0 {
 		maxWait = 5 * time.Minute
 	}
-	b := make([]byte, 12)
-	crand.Read(b)
-	owner := hex.EncodeToString(b)
+	owner := lease.NewOwner()
 	key := syncLockKey(loc)
 	deadline := time.Now().Add(maxWait)
 	for {
@@ -85,7 +79,7 @@ func (l *RedisLocks) Acquire(ctx context.Context, loc string) (context.Context, 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		l.renew(key, owner, ttl, stop, cancel)
+		lease.Keep(l.Redis, key, owner, ttl, stop, func(err error) { cancel(fmt.Errorf("%w: %w", errLeaseLost, err)) })
 	}()
 	release := func() {
 		close(stop)
@@ -94,33 +88,4 @@ func (l *RedisLocks) Acquire(ctx context.Context, loc string) (context.Context, 
 		releaseLockScript.Run(context.WithoutCancel(ctx), l.Redis, []string{key}, owner)
 	}
 	return runCtx, release, nil
-}
-
-// renew keeps the lease until stop is closed, and cancels the run when it
-// is taken by someone else or not confirmed for ttl/2.
-func (l *RedisLocks) renew(key, owner string, ttl time.Duration, stop <-chan struct{}, cancel context.CancelCauseFunc) {
-	ms := strconv.FormatInt(ttl.Milliseconds(), 10)
-	confirmed := time.Now()
-	t := time.NewTicker(ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		ctx, done := context.WithTimeout(context.Background(), ttl/4)
-		n, err := renewLockScript.Run(ctx, l.Redis, []string{key}, owner, ms).Int()
-		done()
-		switch {
-		case err == nil && n == 1:
-			confirmed = time.Now()
-		case err == nil:
-			cancel(fmt.Errorf("%w: another run holds it", errLeaseLost))
-			return
-		case time.Since(confirmed) > ttl/2:
-			cancel(fmt.Errorf("%w: cannot renew it: %v", errLeaseLost, err))
-			return
-		}
-	}
 }

@@ -332,19 +332,7 @@ func (r *run) tally() tally {
 // lost GHL id would make the next run look the record up, or for a
 // contact without email or phone, create it again.
 func persist(ctx context.Context, write func(context.Context) error) error {
-	ctx = context.WithoutCancel(ctx)
-	deadline := time.Now().Add(time.Minute)
-	backoff := 100 * time.Millisecond
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := write(wctx)
-		cancel()
-		if err == nil || errors.Is(err, store.ErrDuplicateEvent) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(backoff)
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	return store.Persist(ctx, time.Minute, func(err error) bool { return errors.Is(err, store.ErrDuplicateEvent) }, write)
 }
 
 // session makes a run's GHL calls for its location: each waits for the

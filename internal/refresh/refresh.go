@@ -22,20 +22,18 @@ package refresh
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/lease"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/store"
 )
@@ -372,27 +370,13 @@ func (r *Refresher) setStatus(ctx context.Context, lk *lock, loc string, st stor
 // retry runs write until it succeeds, the lock is lost or limit passes.
 // The task's own cancellation does not stop it: what GHL answered must land.
 func (r *Refresher) retry(ctx context.Context, lk *lock, limit time.Duration, write func(context.Context) error, msg, loc string) error {
-	deadline := time.Now().Add(limit)
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := write(wctx)
-		cancel()
-		if err == nil || errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if lk.lost() {
-			return fmt.Errorf("lock lost: %w", err)
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		if attempt%10 == 0 {
+	attempt := 0
+	return store.Persist(ctx, limit, func(err error) bool {
+		if attempt++; attempt%10 == 0 {
 			r.Log.Warn(msg, "location", loc, "attempt", attempt, "err", err)
 		}
-		time.Sleep(backoff/2 + rand.N(backoff/2+1))
-		backoff = min(backoff*2, 5*time.Second)
-	}
+		return errors.Is(err, store.ErrNotFound) || lk.lost()
+	}, write)
 }
 
 type pending struct {
@@ -535,15 +519,12 @@ if redis.call("EXISTS", KEYS[1]) == 0 and tonumber(redis.call("ZSCORE", KEYS[2],
   return redis.call("ZREM", KEYS[2], ARGV[1])
 end
 return 0`)
-	renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
 )
 
 // tryLock takes the location's lock if it is free; lk is nil when another
 // holds it.
 func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPending bool, err error) {
-	b := make([]byte, 12)
-	crand.Read(b)
-	owner := hex.EncodeToString(b)
+	owner := lease.NewOwner()
 	ttl := r.lockTTL()
 	v, err := acquireScript.Run(ctx, r.Redis, []string{keyLock + loc, keyPending + loc}, owner, ttl.Milliseconds()).Int64Slice()
 	if err != nil {
@@ -553,7 +534,10 @@ func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPendi
 		return nil, false, nil
 	}
 	lk = &lock{r: r, loc: loc, owner: owner, released: make(chan struct{})}
-	go lk.renew(ttl)
+	go lease.Keep(r.Redis, keyLock+loc, owner, ttl, lk.released, func(err error) {
+		r.Log.Error("refresh lock lost", "location", loc, "err", err)
+		lk.isLost.Store(true)
+	})
 	return lk, v[1] == 1, nil
 }
 
@@ -571,34 +555,6 @@ func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
 		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		}
 		wait = min(wait*2, 200*time.Millisecond)
-	}
-}
-
-// renew extends the lock every ttl/3. The lock counts as lost when Redis
-// says another holds it, or when no renewal was confirmed for ttl/2: past
-// that, this holder can no longer be sure the key has not expired.
-func (l *lock) renew(ttl time.Duration) {
-	t := time.NewTicker(ttl / 3)
-	defer t.Stop()
-	ms := strconv.FormatInt(ttl.Milliseconds(), 10)
-	confirmed := time.Now()
-	for {
-		select {
-		case <-l.released:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-		n, err := renewScript.Run(ctx, l.r.Redis, []string{keyLock + l.loc}, l.owner, ms).Int()
-		cancel()
-		switch {
-		case err == nil && n == 1:
-			confirmed = time.Now()
-		case err == nil || time.Since(confirmed) > ttl/2:
-			l.r.Log.Error("refresh lock lost", "location", l.loc, "err", err)
-			l.isLost.Store(true)
-			return
-		}
 	}
 }
 
