@@ -375,21 +375,9 @@ func derivedID(taskType, loc, parent, purpose string) string {
 	return taskType + ":" + loc + ":" + hex.EncodeToString(sum[:8])
 }
 
-// enqueue enqueues task under id; a task of that id already enqueued by an
-// earlier attempt counts as enqueued.
+// enqueue enqueues a sync task under id, once.
 func (h *SyncHandlers) enqueue(ctx context.Context, task *asynq.Task, id string) (Child, error) {
-	var opts []asynq.Option
-	if id != "" {
-		opts = append(opts, asynq.TaskID(id))
-	}
-	info, err := h.Enqueuer.EnqueueContext(ctx, task, opts...)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
-		return Child{TaskID: id, Queue: QueueDefault}, nil
-	case err != nil:
-		return Child{}, err
-	}
-	return Child{TaskID: info.ID, Queue: info.Queue}, nil
+	return enqueueOnce(ctx, h.Enqueuer, task, id, QueueDefault)
 }
 
 // runLocation runs one batch of a location's sync.
