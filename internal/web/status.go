@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/tasks"
 )
 
 // StatusSource is what the status page reads; *store.Store is one.
@@ -26,7 +27,7 @@ type Status struct {
 }
 
 // Sync kinds shown on the status page, as the sync tasks log them.
-var syncKinds = []string{"patients", "appointments"}
+var syncKinds = []string{tasks.KindPatients, tasks.KindAppointments}
 
 // LocationStatus is one connected location (or agency) as the status page
 // shows it. It carries no token.
