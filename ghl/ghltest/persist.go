@@ -2,8 +2,10 @@ package ghltest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -135,6 +137,23 @@ func (s *Server) Load(r io.Reader) error {
 	s.st = st
 	s.mu.Unlock()
 	return nil
+}
+
+// LoadFile loads the state SaveFile wrote to path. A missing file is no
+// error: loaded is then false and the state is left as it was.
+func (s *Server) LoadFile(path string) (loaded bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("ghltest.LoadFile: %w", err)
+	}
+	defer f.Close()
+	if err := s.Load(f); err != nil {
+		return false, fmt.Errorf("ghltest.LoadFile %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // SaveFile writes the state to path atomically (a temporary file in the

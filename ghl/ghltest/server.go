@@ -23,12 +23,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -160,16 +157,8 @@ func New(opts Options) *Server {
 	}
 	s.routes()
 	if opts.StatePath != "" {
-		f, err := os.Open(opts.StatePath)
-		switch {
-		case err == nil:
-			err = s.Load(f)
-			f.Close()
-			if err != nil {
-				panic("ghltest: load " + opts.StatePath + ": " + err.Error())
-			}
-		case !errors.Is(err, fs.ErrNotExist):
-			panic("ghltest: " + err.Error())
+		if _, err := s.LoadFile(opts.StatePath); err != nil {
+			panic(err.Error())
 		}
 	}
 	return s

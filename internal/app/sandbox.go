@@ -4,13 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
@@ -53,18 +50,11 @@ func StartSandbox(statePath string) (*Sandbox, error) {
 		TokenLifetime:    time.Hour,
 		EnforceRateLimit: true,
 	})
-	f, err := os.Open(statePath)
-	switch {
-	case err == nil:
-		err = fake.Load(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sandbox state %s: %w (delete it to start over)", statePath, err)
-		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("sandbox state: %w", err)
+	loaded, err := fake.LoadFile(statePath)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w (delete the file to start over)", err)
 	}
-	if len(fake.Locations()) == 0 {
+	if !loaded {
 		fake.AddCompany(sandboxCompany)
 		for _, l := range sandboxLocations {
 			fake.AddLocation(l.ID, sandboxCompany)
