@@ -104,7 +104,7 @@ type Loader struct {
 	getenv func(string) string
 	vars   []*variable
 	raw    map[string]*string
-	// Needs says which optional variables this process requires.
+	// needs holds the variables without a default that this process requires.
 	needs map[string]bool
 }
 
