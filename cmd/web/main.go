@@ -34,16 +34,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return app.ConfigFailure(stderr, "web", err)
 	}
-	log := app.NewLogger(stderr, cfg.LogLevel)
-	d, err := app.Open(ctx, cfg, log, true)
-	if err != nil {
-		if app.IsConfigError(err) {
-			return app.ConfigFailure(stderr, "web", err)
-		}
-		log.Error("web cannot start", "err", err)
-		return 1
+	d, code := app.OpenProcess(ctx, "web", cfg, stderr)
+	if d == nil {
+		return code
 	}
 	defer d.Close()
+	log := d.Log
 	wait, err := ops.Serve(ctx, cfg.WebAddr, app.WebHandler(d), log)
 	if err != nil {
 		log.Error("web cannot listen", "addr", cfg.WebAddr, "err", err)

@@ -64,16 +64,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return 0
 	}
-	log := app.NewLogger(stderr, cfg.LogLevel)
-	d, err := app.Open(ctx, cfg, log, true)
-	if err != nil {
-		if app.IsConfigError(err) {
-			return app.ConfigFailure(stderr, "worker", err)
-		}
-		log.Error("worker cannot start", "err", err)
-		return 1
+	d, code := app.OpenProcess(ctx, "worker", cfg, stderr)
+	if d == nil {
+		return code
 	}
 	defer d.Close()
+	log := d.Log
 	if err := app.RunWorker(ctx, d, o); err != nil {
 		log.Error("worker stopped", "err", err)
 		return 1

@@ -66,3 +66,20 @@ func WaitTask(ctx context.Context, insp *asynq.Inspector, queue, id string, onRe
 		}
 	}
 }
+
+// OpenProcess opens the shared parts of the process prog, logging to
+// stderr. On failure it reports why (bad configuration as one line) and
+// returns the exit status to end with: 2 for configuration, 1 otherwise.
+func OpenProcess(ctx context.Context, prog string, cfg *config.Config, stderr io.Writer) (*Deps, int) {
+	log := NewLogger(stderr, cfg.LogLevel)
+	d, err := Open(ctx, cfg, log, true)
+	switch {
+	case err == nil:
+		return d, 0
+	case IsConfigError(err):
+		return nil, ConfigFailure(stderr, prog, err)
+	default:
+		log.Error(prog+" cannot start", "err", err)
+		return nil, 1
+	}
+}
