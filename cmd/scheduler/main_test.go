@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -240,16 +239,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func get(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -296,7 +285,7 @@ func TestChangesReachRunningScheduler(t *testing.T) {
 	refreshes := func() int { return pending(tasks.QueueCritical, tasks.TypeTokenRefreshDue) }
 	patientSyncs := func() int { return pending(tasks.QueueDefault, tasks.TypePatientsSync) }
 
-	metricsAddr := freeAddr(t)
+	metricsAddr := testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan int, 1)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -343,16 +342,6 @@ func TestBadConfigExits2(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func locations(t *testing.T, webAddr string) []web.LocationStatus {
 	t.Helper()
 	resp, err := http.Get("http://" + webAddr + "/api/locations")
@@ -411,7 +400,7 @@ func sandboxContacts(t *testing.T, dir string) (contacts, appointments map[strin
 func TestStandaloneSandbox(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	webAddr := freeAddr(t)
+	webAddr := testenv.FreeAddr(t)
 	env := map[string]string{
 		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "ghlsync.db"), "WEB_ADDR": webAddr,
 		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",
@@ -516,7 +505,7 @@ func TestMeasureSandbox(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dir, webAddr := t.TempDir(), freeAddr(t)
+	dir, webAddr := t.TempDir(), testenv.FreeAddr(t)
 	env := map[string]string{
 		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "ghlsync.db"), "WEB_ADDR": webAddr,
 		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -86,3 +87,15 @@ func (p *Process) Stop(timeout time.Duration) int {
 
 // Done is closed when the process has ended.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// FreeAddr returns a loopback address with a port free at the time, for a
+// process under test to listen on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
