@@ -282,10 +282,70 @@ func retryAfter(h http.Header, rate Rate, now time.Time) time.Duration {
 	return defaultRetryAfter
 }
 
+// The predicates below are ghlsync's one vocabulary for what a GHL error
+// means; callers use them (and errors.Is with the Err kinds above) rather
+// than looking at status codes.
+
+// IsAPIError reports whether GHL answered the call with an error status
+// (*ErrorResponse or *RateLimitError), as opposed to giving no answer or one
+// that could not be read.
+func IsAPIError(err error) bool {
+	var er *ErrorResponse
+	var rl *RateLimitError
+	return errors.As(err, &er) || errors.As(err, &rl)
+}
+
+// IsRateLimited reports whether err is GHL's 429; RetryAfter says how long
+// to wait.
+func IsRateLimited(err error) bool {
+	var rl *RateLimitError
+	return errors.As(err, &rl)
+}
+
+// RetryAfter returns how long a 429 asked to wait, 0 for any other error.
+func RetryAfter(err error) time.Duration {
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		return rl.RetryAfter
+	}
+	return 0
+}
+
+// IsNotFound reports whether GHL says the record does not exist (404).
+func IsNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+
+// IsTokenRejected reports whether an API call's bearer token was rejected
+// (ErrUnauthorized): refresh the token and call again.
+func IsTokenRejected(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// IsAccessDenied reports whether GHL refused the caller rather than the
+// request (401 or 403): no change of the record can help.
+func IsAccessDenied(err error) bool {
+	st := statusOf(err)
+	return st == http.StatusUnauthorized || st == http.StatusForbidden
+}
+
+// IsRefused reports whether GHL refused the request itself (a 4xx that is
+// neither a rate limit, a timeout nor a refusal of the caller): sending the
+// same request again cannot help, a changed one may.
+func IsRefused(err error) bool {
+	st := statusOf(err)
+	return st >= 400 && st < 500 && st != http.StatusRequestTimeout && !IsAccessDenied(err)
+}
+
 // IsServerError reports whether err is GHL's 5xx.
 func IsServerError(err error) bool {
+	st := statusOf(err)
+	return st >= 500 && st < 600
+}
+
+// statusOf is the status of GHL's *ErrorResponse, 0 for other errors.
+func statusOf(err error) int {
 	var e *ErrorResponse
-	return errors.As(err, &e) && e.StatusCode >= 500 && e.StatusCode < 600
+	if errors.As(err, &e) {
+		return e.StatusCode
+	}
+	return 0
 }
 
 // Temporary reports whether the call may succeed if made again after a

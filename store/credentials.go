@@ -30,6 +30,27 @@ const (
 	StatusUninstalled Status = "uninstalled"
 )
 
+// ConnectPath is where an operator connects a location, or connects it
+// again; the web process serves it.
+const ConnectPath = "/api/auth/connect"
+
+// Problem says why a location in status s is neither refreshed nor synced
+// (or, inactive, only retried) and what to do about it; "" when active.
+// It is the one wording of each status's remedy.
+func (s Status) Problem() string {
+	switch s {
+	case StatusActive:
+		return ""
+	case StatusNeedsReauth:
+		return "GHL refused its refresh token for good; connect the location again at " + ConnectPath
+	case StatusInactive:
+		return "GHL says the location is not active"
+	case StatusUninstalled:
+		return "the app was uninstalled from the location; connect it again at " + ConnectPath
+	}
+	return "status " + string(s)
+}
+
 // User types, as GHL spells them.
 const (
 	UserTypeLocation = "Location"
@@ -130,7 +151,7 @@ func (s *Store) Connect(ctx context.Context, c Connection) error {
 		ExpiresAt: c.Tokens.ExpiresAt.UTC(), RefreshedAt: &now, Status: StatusActive,
 		CreatedAt: now, UpdatedAt: now,
 	}
-	err = s.DB.WithContext(ctx).Clauses(clause.OnConflict{
+	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
 		Columns: []clause.Column{{Name: "location_id"}},
 		DoUpdates: clause.AssignmentColumns([]string{"company_id", "user_type", "scopes", "access_token_enc",
 			"refresh_token_enc", "key_id", "expires_at", "refreshed_at", "status", "last_error", "updated_at"}),
@@ -144,7 +165,7 @@ func (s *Store) Connect(ctx context.Context, c Connection) error {
 // Credential returns the credential of a location.
 func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error) {
 	var c Credential
-	err := s.DB.WithContext(ctx).Where("location_id = ?", loc).Take(&c).Error
+	err := s.db.WithContext(ctx).Where("location_id = ?", loc).Take(&c).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, fmt.Errorf("store.Credential %s: %w", loc, ErrNotFound)
 	}
@@ -163,7 +184,7 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refresh
 	}
 	// An uninstall that landed meanwhile wins: the app is gone from the
 	// location, whatever the refresh brought back.
-	res := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ? AND status <> ?", loc, StatusUninstalled).Updates(map[string]any{
+	res := s.db.WithContext(ctx).Model(&Credential{}).Where("location_id = ? AND status <> ?", loc, StatusUninstalled).Updates(map[string]any{
 		"access_token_enc":  access,
 		"refresh_token_enc": refresh,
 		"key_id":            s.cipher.KeyID(),
@@ -187,7 +208,7 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refresh
 // Only a new connection (Connect) ends uninstalled: other statuses, which
 // a refresh in flight may still report, do not overwrite it.
 func (s *Store) SetStatus(ctx context.Context, loc string, st Status, lastError string) error {
-	q := s.DB.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc)
+	q := s.db.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc)
 	if st != StatusUninstalled {
 		q = q.Where("status <> ?", StatusUninstalled)
 	}
@@ -209,7 +230,7 @@ func (s *Store) SetStatus(ctx context.Context, loc string, st Status, lastError 
 // spending the token while the location is inactive).
 func (s *Store) DueForRefresh(ctx context.Context, before time.Time) ([]string, error) {
 	var ids []string
-	err := s.DB.WithContext(ctx).Model(&Credential{}).
+	err := s.db.WithContext(ctx).Model(&Credential{}).
 		Where("(status = ? AND expires_at < ?) OR status = ?", StatusActive, before.UTC(), StatusInactive).
 		Order("expires_at").Pluck("location_id", &ids).Error
 	if err != nil {
@@ -221,7 +242,7 @@ func (s *Store) DueForRefresh(ctx context.Context, before time.Time) ([]string, 
 // Refreshable lists every location whose token ghlsync keeps alive.
 func (s *Store) Refreshable(ctx context.Context) ([]string, error) {
 	var ids []string
-	err := s.DB.WithContext(ctx).Model(&Credential{}).
+	err := s.db.WithContext(ctx).Model(&Credential{}).
 		Where("status IN ?", []Status{StatusActive, StatusInactive}).
 		Order("location_id").Pluck("location_id", &ids).Error
 	if err != nil {
@@ -233,7 +254,7 @@ func (s *Store) Refreshable(ctx context.Context) ([]string, error) {
 // Credentials lists every credential, ordered by location id.
 func (s *Store) Credentials(ctx context.Context) ([]Credential, error) {
 	var cs []Credential
-	if err := s.DB.WithContext(ctx).Order("location_id").Find(&cs).Error; err != nil {
+	if err := s.db.WithContext(ctx).Order("location_id").Find(&cs).Error; err != nil {
 		return nil, fmt.Errorf("store.Credentials: %w", err)
 	}
 	return cs, nil
@@ -248,7 +269,7 @@ func (s *Store) SetCompanyStatus(ctx context.Context, companyID string, st Statu
 		// An empty id would match every location without a company.
 		return 0, errors.New("store.SetCompanyStatus: empty company id")
 	}
-	res := s.DB.WithContext(ctx).Model(&Credential{}).
+	res := s.db.WithContext(ctx).Model(&Credential{}).
 		Where("location_id = ? OR company_id = ?", companyID, companyID).
 		Updates(map[string]any{"status": st, "last_error": lastError, "updated_at": s.now().UTC()})
 	if res.Error != nil {

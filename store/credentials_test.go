@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 )
 
 func connect(t *testing.T, st *store.Store, loc, company, userType string, exp time.Time) {
@@ -34,7 +34,7 @@ func statuses(t *testing.T, st *store.Store) map[string]store.Status {
 // neither due for refresh nor kept alive.
 func TestUninstalledIsNotRefreshed(t *testing.T) {
 	t.Parallel()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	ctx := context.Background()
 	soon := time.Now().Add(time.Minute)
 	connect(t, st, "locA", "comp1", store.UserTypeLocation, soon)
@@ -55,7 +55,7 @@ func TestUninstalledIsNotRefreshed(t *testing.T) {
 
 func TestSetCompanyStatus(t *testing.T) {
 	t.Parallel()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	ctx := context.Background()
 	exp := time.Now().Add(24 * time.Hour)
 	connect(t, st, "agency1", "agency1", store.UserTypeCompany, exp)
@@ -94,7 +94,7 @@ func TestSetCompanyStatus(t *testing.T) {
 // expiry: that is how ghlsync learns GHL reactivated it.
 func TestInactiveIsAlwaysDue(t *testing.T) {
 	t.Parallel()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	ctx := context.Background()
 	later := time.Now().Add(20 * time.Hour)
 	connect(t, st, "locA", "comp1", store.UserTypeLocation, later)
@@ -111,7 +111,7 @@ func TestInactiveIsAlwaysDue(t *testing.T) {
 // connecting again ends it.
 func TestUninstallWinsOverLateRefresh(t *testing.T) {
 	t.Parallel()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
 	connect(t, st, "locA", "comp1", store.UserTypeLocation, exp)

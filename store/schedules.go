@@ -55,7 +55,7 @@ func (s *Schedule) Every() time.Duration { return time.Duration(s.EverySeconds) 
 // Schedules lists every schedule, ordered by name.
 func (s *Store) Schedules(ctx context.Context) ([]Schedule, error) {
 	var rows []Schedule
-	if err := s.DB.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
+	if err := s.db.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("store.Schedules: %w", err)
 	}
 	return rows, nil
@@ -64,7 +64,7 @@ func (s *Store) Schedules(ctx context.Context) ([]Schedule, error) {
 // EnabledSchedules lists the enabled schedules, ordered by name.
 func (s *Store) EnabledSchedules(ctx context.Context) ([]Schedule, error) {
 	var rows []Schedule
-	if err := s.DB.WithContext(ctx).Where("enabled = ?", true).Order("name").Find(&rows).Error; err != nil {
+	if err := s.db.WithContext(ctx).Where("enabled = ?", true).Order("name").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("store.EnabledSchedules: %w", err)
 	}
 	return rows, nil
@@ -74,7 +74,7 @@ func (s *Store) EnabledSchedules(ctx context.Context) ([]Schedule, error) {
 // ErrNotFound.
 func (s *Store) Schedule(ctx context.Context, name string) (*Schedule, error) {
 	var row Schedule
-	err := s.DB.WithContext(ctx).Where("name = ?", name).Take(&row).Error
+	err := s.db.WithContext(ctx).Where("name = ?", name).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, fmt.Errorf("store.Schedule %s: %w", name, ErrNotFound)
 	}
@@ -98,7 +98,7 @@ func (s *Store) CreateSchedule(ctx context.Context, row Schedule) (bool, error) 
 	normalizeSchedule(&row)
 	// A map, because from a struct GORM replaces a zero field that has a
 	// default by the default: Enabled=false would be stored as true.
-	res := s.DB.WithContext(ctx).Model(&Schedule{}).Clauses(clause.OnConflict{DoNothing: true}).Create(map[string]any{
+	res := s.db.WithContext(ctx).Model(&Schedule{}).Clauses(clause.OnConflict{DoNothing: true}).Create(map[string]any{
 		"name": row.Name, "task_type": row.TaskType, "payload": row.Payload,
 		"every_seconds": row.EverySeconds, "cron": row.Cron, "tz": row.TZ,
 		"queue": row.Queue, "enabled": row.Enabled,
@@ -124,7 +124,7 @@ var ErrUnchanged = errors.New("store: unchanged")
 // is returned as it is. An unknown name gives an error wrapping ErrNotFound.
 func (s *Store) UpdateSchedule(ctx context.Context, name string, change func(*Schedule) error) (*Schedule, error) {
 	var row, read Schedule
-	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Where("name = ?", name)
 		if s.Postgres() {
 			// SQLite needs no row lock: ghlsync's SQLite transactions
@@ -163,7 +163,7 @@ func (s *Store) UpdateSchedule(ctx context.Context, name string, change func(*Sc
 // schedulers race, one wins and the others use its value, so that all of
 // them agree on the slot.
 func (s *Store) InitScheduleNext(ctx context.Context, name string, next time.Time) (bool, error) {
-	res := s.DB.WithContext(ctx).Model(&Schedule{}).
+	res := s.db.WithContext(ctx).Model(&Schedule{}).
 		Where("name = ? AND next_run_at IS NULL", name).
 		Update("next_run_at", next.UTC().Truncate(time.Second))
 	if res.Error != nil {
@@ -185,7 +185,7 @@ func (s *Store) ClaimScheduleRun(ctx context.Context, row *Schedule, ranAt, next
 	if row.NextRunAt == nil {
 		return false, fmt.Errorf("store.ClaimScheduleRun %s: no next_run_at", row.Name)
 	}
-	res := s.DB.WithContext(ctx).Model(&Schedule{}).
+	res := s.db.WithContext(ctx).Model(&Schedule{}).
 		Where("name = ? AND next_run_at = ? AND total_runs = ?", row.Name, row.NextRunAt.UTC(), row.TotalRuns).
 		Updates(map[string]any{
 			"last_run_at": ranAt.UTC().Truncate(time.Second),

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 )
 
 func must(t testing.TB, err error) {
@@ -35,7 +35,7 @@ func getSchedule(t *testing.T, st *store.Store, name string) store.Schedule {
 func TestCreateSchedule(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	next := time.Date(2024, 11, 29, 4, 10, 0, 123, time.FixedZone("CET", 3600))
 	row := scheduleRow("token-refresh", next)
 	row.Enabled = false // the column's default is true: it must not win
@@ -71,7 +71,7 @@ func TestCreateSchedule(t *testing.T) {
 func TestClaimScheduleRunOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	slot := time.Now().UTC().Truncate(time.Second)
 	_, err := st.CreateSchedule(ctx, scheduleRow("s", slot))
 	must(t, err)
@@ -115,7 +115,7 @@ func TestClaimScheduleRunOnce(t *testing.T) {
 func TestClaimScheduleRunAfterChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	slot := time.Now().UTC().Truncate(time.Second)
 	_, err := st.CreateSchedule(ctx, scheduleRow("s", slot))
 	must(t, err)
@@ -155,7 +155,7 @@ func TestUpdateSchedule(t *testing.T) {
 	t0 := time.Date(2024, 11, 29, 4, 0, 0, 0, time.UTC)
 	clock := t0
 	var mu sync.Mutex
-	st, _ := testenv.Store(t, "", store.WithClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }))
+	st, _ := storetest.Open(t, "", store.WithClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }))
 	_, err := st.CreateSchedule(ctx, scheduleRow("s", t0))
 	must(t, err)
 	before := getSchedule(t, st, "s")
@@ -208,7 +208,7 @@ func TestUpdateSchedule(t *testing.T) {
 func TestInitScheduleNext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	row := scheduleRow("s", time.Time{})
 	row.NextRunAt = nil
 	_, err := st.CreateSchedule(ctx, row)
@@ -230,7 +230,7 @@ func TestInitScheduleNext(t *testing.T) {
 func TestSchedulesLists(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	now := time.Now()
 	for _, name := range []string{"b", "a", "c"} {
 		row := scheduleRow(name, now)

@@ -115,7 +115,7 @@ const patientSyncColumns = `s.location_id, s.contact_id, s.sent_hash, s.sent_at,
 // after after, in external id order, with their sync state: one page of a
 // keyset walk through the table that holds at most one page in memory.
 func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) ([]PatientRow, error) {
-	rows, err := s.DB.WithContext(ctx).Raw(`SELECT `+patientColumns+`
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
 		FROM patients p LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
 		WHERE p.location_id = ? AND p.external_id > ?
@@ -142,7 +142,7 @@ func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) (
 // PatientByExternalID returns one patient of loc with its sync state, or an
 // error wrapping ErrNotFound.
 func (s *Store) PatientByExternalID(ctx context.Context, loc, externalID string) (*PatientRow, error) {
-	rows, err := s.DB.WithContext(ctx).Raw(`SELECT `+patientColumns+`
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
 		FROM patients p LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
 		WHERE p.location_id = ? AND p.external_id = ?`, loc, externalID).Rows()
@@ -195,7 +195,7 @@ type nullPatientSync struct {
 // sorts after after, in external id order, with their sync state and their
 // patient's GHL contact.
 func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit int) ([]AppointmentRow, error) {
-	rows, err := s.DB.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
 			a.starts_at, a.ends_at, a.title, a.status, ps.contact_id,
 			s.location_id, s.event_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
 			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
@@ -286,4 +286,23 @@ func ParseTime(s string) (time.Time, error) {
 		return time.Unix(n, 0).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%q: %w", s, ErrBadTime)
+}
+
+// CountPatients counts the rows of the patients table, of every location.
+func (s *Store) CountPatients(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&Patient{}).Count(&n).Error
+	return n, err
+}
+
+// InsertPatients inserts rows into the patients table, as the clinic
+// system would; the sandbox and tests feed the table with it.
+func (s *Store) InsertPatients(ctx context.Context, rows []Patient) error {
+	return s.db.WithContext(ctx).CreateInBatches(rows, 500).Error
+}
+
+// InsertAppointments inserts rows into the appointments table, as the
+// clinic system would.
+func (s *Store) InsertAppointments(ctx context.Context, rows []Appointment) error {
+	return s.db.WithContext(ctx).CreateInBatches(rows, 500).Error
 }

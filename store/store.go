@@ -24,7 +24,7 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is the database of ghlsync. It is safe for concurrent use.
 type Store struct {
-	DB     *gorm.DB
+	db     *gorm.DB
 	cipher *tokencrypt.Cipher
 	now    func() time.Time
 }
@@ -71,11 +71,18 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		sqlDB.Close()
 		return nil, fmt.Errorf("store.Open: %w", err)
 	}
-	s := &Store{DB: db, cipher: cipher, now: time.Now}
+	s := &Store{db: db, cipher: cipher, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
 	return s, nil
+}
+
+// Dialector is the GORM dialector Open uses for databaseURL, for the test
+// helpers of store/storetest that play the clinic system with plain SQL.
+func Dialector(databaseURL string) (gorm.Dialector, error) {
+	d, _, err := dialectorFor(databaseURL)
+	return d, err
 }
 
 func dialectorFor(databaseURL string) (gorm.Dialector, bool, error) {
@@ -106,11 +113,11 @@ func dialectorFor(databaseURL string) (gorm.Dialector, bool, error) {
 }
 
 // Postgres reports whether the store runs on PostgreSQL.
-func (s *Store) Postgres() bool { return s.DB.Dialector.Name() == "postgres" }
+func (s *Store) Postgres() bool { return s.db.Dialector.Name() == "postgres" }
 
 // Close closes the database connections.
 func (s *Store) Close() error {
-	sqlDB, err := s.DB.DB()
+	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
 	}
@@ -119,7 +126,7 @@ func (s *Store) Close() error {
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
-	sqlDB, err := s.DB.DB()
+	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
 	}
@@ -141,7 +148,7 @@ var models = []any{
 // lock, so several processes starting at once migrate one after the other
 // instead of racing on CREATE TABLE.
 func (s *Store) Migrate(ctx context.Context) error {
-	db := s.DB.WithContext(ctx)
+	db := s.db.WithContext(ctx)
 	if !s.Postgres() {
 		if err := db.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)

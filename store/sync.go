@@ -100,7 +100,7 @@ func (SyncRun) TableName() string { return "sync_runs" }
 // SavePatientSync writes a patient's sync state whole.
 func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.DB.WithContext(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
+	err := s.db.WithContext(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
 	if err != nil {
 		return fmt.Errorf("store.SavePatientSync %s %s: %w", st.LocationID, st.ExternalID, err)
 	}
@@ -112,7 +112,7 @@ func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
 // location holds st.EventID.
 func (s *Store) SaveAppointmentSync(ctx context.Context, st *AppointmentSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.DB.WithContext(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
+	err := s.db.WithContext(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		err = ErrDuplicateEvent
 	}
@@ -150,7 +150,7 @@ func (s *Store) EventHolders(ctx context.Context, loc string, eventIDs []string)
 		return out, nil
 	}
 	var rows []AppointmentSync
-	err := s.DB.WithContext(ctx).Select("external_id", "event_id").
+	err := s.db.WithContext(ctx).Select("external_id", "event_id").
 		Where("location_id = ? AND event_id IN ?", loc, eventIDs).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("store.EventHolders %s: %w", loc, err)
@@ -167,7 +167,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 	if r.StartedAt.IsZero() {
 		r.StartedAt = s.now().UTC()
 	}
-	if err := s.DB.WithContext(ctx).Create(r).Error; err != nil {
+	if err := s.db.WithContext(ctx).Create(r).Error; err != nil {
 		return fmt.Errorf("store.StartSyncRun %s: %w", r.LocationID, err)
 	}
 	return nil
@@ -177,7 +177,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 	now := s.now().UTC()
 	r.FinishedAt = &now
-	err := s.DB.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
+	err := s.db.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
 		"cursor": r.Cursor, "finished_at": now, "outcome": r.Outcome,
 		"scanned": r.Scanned, "created": r.Created, "updated": r.Updated, "unchanged": r.Unchanged,
 		"failed": r.Failed, "continued_by": r.ContinuedBy, "error": r.Error,
@@ -191,7 +191,7 @@ func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 // SyncRuns returns the latest runs of loc (of kind, or any when kind is
 // ""), newest first.
 func (s *Store) SyncRuns(ctx context.Context, loc, kind string, limit int) ([]SyncRun, error) {
-	q := s.DB.WithContext(ctx).Where("location_id = ?", loc)
+	q := s.db.WithContext(ctx).Where("location_id = ?", loc)
 	if kind != "" {
 		q = q.Where("kind = ?", kind)
 	}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 )
 
 func noErr(t testing.TB, err error) {
@@ -26,8 +26,8 @@ func noErr(t testing.TB, err error) {
 func TestSourceTablesTakePlainSQL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
-	db := st.DB.WithContext(ctx)
+	st, _ := storetest.Open(t, "")
+	db := store.DBOf(st).WithContext(ctx)
 	noErr(t, db.Exec(`INSERT INTO patients (location_id, external_id, first_name, last_name, email, phone,
 		date_of_birth, address1, city, postal_code, country, updated_at)
 		VALUES ('loc1', 'p-2', 'Ada', 'Lovelace', 'ada@example.com', '+44 20 1234', '1815-12-10', '1 Main St',
@@ -83,11 +83,11 @@ func TestSourceTablesTakePlainSQL(t *testing.T) {
 func TestUnreadableDateComesBackRaw(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	if st.Postgres() {
 		t.Skip("PostgreSQL refuses an unreadable date at INSERT")
 	}
-	noErr(t, st.DB.Exec(`INSERT INTO patients (location_id, external_id, date_of_birth) VALUES ('loc1', 'p-1', '17/05/1980')`).Error)
+	noErr(t, store.DBOf(st).Exec(`INSERT INTO patients (location_id, external_id, date_of_birth) VALUES ('loc1', 'p-1', '17/05/1980')`).Error)
 	patients, err := st.PatientPage(ctx, "loc1", "", 10)
 	noErr(t, err)
 	if len(patients) != 1 || patients[0].DateOfBirth != "17/05/1980" {
@@ -101,13 +101,13 @@ func TestUnreadableDateComesBackRaw(t *testing.T) {
 func TestPatientPageWalksInKeyOrderWithState(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	var rows []store.Patient
 	for i := range 2500 {
 		rows = append(rows, store.Patient{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%05d", 2499-i)})
 	}
 	rows = append(rows, store.Patient{LocationID: "loc2", ExternalID: "p-00001"})
-	noErr(t, st.DB.CreateInBatches(rows, 500).Error)
+	noErr(t, store.DBOf(st).CreateInBatches(rows, 500).Error)
 	sent := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	noErr(t, st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: "p-01000",
 		ContactID: "c-1", SentHash: "h1", SentAt: &sent}))
@@ -144,8 +144,8 @@ func TestPatientPageWalksInKeyOrderWithState(t *testing.T) {
 func TestSyncStateIsWrittenWhole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
-	noErr(t, st.DB.Create(&store.Patient{LocationID: "loc1", ExternalID: "p-1"}).Error)
+	st, _ := storetest.Open(t, "")
+	noErr(t, store.DBOf(st).Create(&store.Patient{LocationID: "loc1", ExternalID: "p-1"}).Error)
 	now := time.Now().UTC().Truncate(time.Second)
 	noErr(t, st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: "p-1",
 		CreatingAt: &now, FailedHash: "f", LastError: "422", FailedAt: &now}))
@@ -165,11 +165,11 @@ func TestSyncStateIsWrittenWhole(t *testing.T) {
 func TestAppointmentStateHoldsAnEventOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	start := time.Date(2025, 3, 3, 10, 0, 0, 0, time.UTC)
-	noErr(t, st.DB.Create(&store.Appointment{LocationID: "loc1", ExternalID: "a-1", PatientExternalID: "p-1",
+	noErr(t, store.DBOf(st).Create(&store.Appointment{LocationID: "loc1", ExternalID: "a-1", PatientExternalID: "p-1",
 		CalendarID: "cal1", StartsAt: start, EndsAt: start.Add(time.Hour)}).Error)
-	noErr(t, st.DB.Create(&store.PatientSync{LocationID: "loc1", ExternalID: "p-1", ContactID: "c-1"}).Error)
+	noErr(t, store.DBOf(st).Create(&store.PatientSync{LocationID: "loc1", ExternalID: "p-1", ContactID: "c-1"}).Error)
 
 	intent := store.AppointmentSync{LocationID: "loc1", ExternalID: "a-1", CreatingAt: &start,
 		IntentContactID: "c-1", IntentCalendarID: "cal1", IntentStartsAt: &start, IntentHash: "h"}
@@ -197,7 +197,7 @@ func TestAppointmentStateHoldsAnEventOnce(t *testing.T) {
 func TestSyncRunLog(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, _ := testenv.Store(t, "")
+	st, _ := storetest.Open(t, "")
 	r := &store.SyncRun{Kind: "patients", LocationID: "loc1", TaskID: "t-1"}
 	noErr(t, st.StartSyncRun(ctx, r))
 	runs, err := st.SyncRuns(ctx, "loc1", "", 10)

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/syncer"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -62,7 +62,7 @@ type unlimited struct{}
 func (unlimited) Wait(context.Context, string) (ratelimit.Grant, error) {
 	return ratelimit.Grant{}, nil
 }
-func (unlimited) Observe(context.Context, string, ratelimit.Grant, ghl.Rate) error {
+func (unlimited) Observe(context.Context, string, ratelimit.Grant, ratelimit.Rate) error {
 	return nil
 }
 func (unlimited) Pause(context.Context, string, time.Duration) (time.Duration, error) { return 0, nil }
@@ -81,7 +81,7 @@ func BenchmarkSyncUnchangedPatients(b *testing.B) {
 	for i := range ps {
 		ps[i] = patient("loc1", i)
 	}
-	if err := e.Store.DB.CreateInBatches(ps, 1000).Error; err != nil {
+	if err := e.Store.InsertPatients(context.Background(), ps); err != nil {
 		b.Fatal(err)
 	}
 	ps = nil
@@ -125,8 +125,8 @@ func BenchmarkSyncUnchangedPatients(b *testing.B) {
 	debug.SetGCPercent(old)
 	_, allocsAfter := readHeap()
 
-	runs, err := e.Store.SyncRuns(ctx, "loc1", tasks.KindPatients, 1)
-	if err != nil || len(runs) != 1 || runs[0].Unchanged != n || runs[0].Outcome != tasks.OutcomeCompleted {
+	runs, err := e.Store.SyncRuns(ctx, "loc1", syncer.KindPatients, 1)
+	if err != nil || len(runs) != 1 || runs[0].Unchanged != n || runs[0].Outcome != syncer.OutcomeCompleted {
 		b.Fatalf("last run: %+v, %v", runs, err)
 	}
 	made := e.calls("loc1") - calls

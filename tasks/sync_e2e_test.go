@@ -17,10 +17,11 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -100,15 +101,15 @@ func (a *arrivals) of(loc string) []time.Time {
 // asynq client and inspector on its Redis.
 func setupProcesses(t testing.TB, opts ghltest.Options, patients, appointments int, locs ...string) (*syncEnv, *arrivals) {
 	t.Helper()
-	opts.ClientID, opts.ClientSecret = testenv.ClientID, testenv.ClientSecret
+	opts.ClientID, opts.ClientSecret = storetest.ClientID, storetest.ClientSecret
 	fake := ghltest.New(opts)
 	rec := &arrivals{fake: fake, locs: locs, byToken: map[string]string{}, times: map[string][]time.Time{}}
 	ts := httptest.NewServer(rec)
 	t.Cleanup(ts.Close)
 	fake.URL = ts.URL
 	key := testenv.NewKey(t)
-	st, dbURL := testenv.Store(t, key)
-	e := &syncEnv{Stack: &testenv.Stack{Fake: fake, Store: st, DatabaseURL: dbURL, RedisURL: testenv.RedisURL(t), Key: key}}
+	st, dbURL := storetest.Open(t, key)
+	e := &syncEnv{Stack: &storetest.Stack{Fake: fake, Store: st, DatabaseURL: dbURL, RedisURL: testenv.RedisURL(t), Key: key}}
 	redisOpt, err := asynq.ParseRedisURI(e.RedisURL)
 	if err != nil {
 		t.Fatal(err)

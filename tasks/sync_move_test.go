@@ -9,8 +9,9 @@ import (
 
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
+	"github.com/ghlsync/ghlsync/syncer"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -83,7 +84,7 @@ func (e *syncEnv) bookedFor(t *testing.T, patients int, want map[string]string) 
 
 func (e *syncEnv) movePatient(t *testing.T, appt, patient string) {
 	t.Helper()
-	if err := e.Store.DB.Exec(`UPDATE appointments SET patient_external_id = ?
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE appointments SET patient_external_id = ?
 		WHERE location_id = 'loc1' AND external_id = ?`, patient, appt).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -96,16 +97,16 @@ func TestSyncMovesAnAppointmentToItsNewPatient(t *testing.T) {
 	t.Parallel()
 	e := newSyncEnv(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 3, 3)
-	e.mustSync(t, tasks.NewPatientsSyncTask, tasks.KindPatients)
-	e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+	e.mustSync(t, tasks.NewPatientsSyncTask, syncer.KindPatients)
+	e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 	e.bookedFor(t, 3, map[string]string{"Session 0": "p-0000", "Session 1": "p-0001", "Session 2": "p-0002"})
 
-	if err := e.Store.DB.Create(&[]store.Patient{patient("loc1", 3)}).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Create(&[]store.Patient{patient("loc1", 3)}).Error; err != nil {
 		t.Fatal(err)
 	}
 	e.movePatient(t, "a-0000", "p-0001") // a patient with a contact
 	e.movePatient(t, "a-0002", "p-0003") // one without a contact yet
-	run := e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+	run := e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 	if run.Updated != 2 || run.Unchanged != 1 || run.Created != 0 || run.Failed != 0 {
 		t.Errorf("sync after two moves: %+v, want 2 updated, 1 unchanged", run)
 	}
@@ -116,18 +117,18 @@ func TestSyncMovesAnAppointmentToItsNewPatient(t *testing.T) {
 	}
 
 	before := e.calls("loc1")
-	run = e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+	run = e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 	if n := e.calls("loc1") - before; n != 0 || run.Unchanged != 3 {
 		t.Errorf("the sync after the moves made %d GHL calls, run %+v; want none, 3 unchanged", n, run)
 	}
 
 	// The patient's contact is another now (say the patient sync had to
 	// make a new one): its appointments follow.
-	if err := e.Store.DB.Exec(`UPDATE sync_patients SET contact_id = ?
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE sync_patients SET contact_id = ?
 		WHERE location_id = 'loc1' AND external_id = 'p-0001'`, e.contactsByPatient(t, 4)["p-0000"]).Error; err != nil {
 		t.Fatal(err)
 	}
-	run = e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+	run = e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 	if run.Updated != 2 || run.Unchanged != 1 {
 		t.Errorf("sync after the patient's contact changed: %+v, want 2 updated", run)
 	}
@@ -138,7 +139,7 @@ func TestSyncMovesAnAppointmentToItsNewPatient(t *testing.T) {
 // point named: "before delete", "after delete" (GHL deleted, the answer is
 // lost) or "before create".
 type dyingCalendars struct {
-	tasks.Calendars
+	syncer.Calendars
 	mu    sync.Mutex
 	at    string
 	die   context.CancelFunc
@@ -211,13 +212,13 @@ func TestSyncMoveSurvivesADeadWorker(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			cal := &dyingCalendars{at: tc.at}
-			e := newSyncEnv(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *testenv.Stack) {
+			e := newSyncEnv(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *storetest.Stack) {
 				cal.Calendars = h.Calendars
 				h.Calendars = cal
 			}, "loc1")
 			e.seed(t, "loc1", 2, 1)
-			e.mustSync(t, tasks.NewPatientsSyncTask, tasks.KindPatients)
-			e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+			e.mustSync(t, tasks.NewPatientsSyncTask, syncer.KindPatients)
+			e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 
 			e.movePatient(t, "a-0000", "p-0001")
 			ctx, cancel := context.WithCancel(context.Background())
@@ -236,17 +237,17 @@ func TestSyncMoveSurvivesADeadWorker(t *testing.T) {
 				want = "p-0000"
 				e.movePatient(t, "a-0000", want)
 			}
-			e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments)
+			e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
 			e.bookedFor(t, 2, map[string]string{"Session 0": want})
 			var st store.AppointmentSync
-			if err := e.Store.DB.Where("location_id = 'loc1' AND external_id = 'a-0000'").First(&st).Error; err != nil {
+			if err := storetest.DB(t, e.DatabaseURL).Where("location_id = 'loc1' AND external_id = 'a-0000'").First(&st).Error; err != nil {
 				t.Fatal(err)
 			}
 			if got := e.Fake.Appointments("loc1"); st.CreatingAt != nil || len(got) != 1 || st.EventID != got[0].ID {
 				t.Errorf("state %+v, want the id of GHL's appointment and no intent", st)
 			}
 			before := e.calls("loc1")
-			if run := e.mustSync(t, tasks.NewAppointmentsSyncTask, tasks.KindAppointments); run.Unchanged != 1 || e.calls("loc1") != before {
+			if run := e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments); run.Unchanged != 1 || e.calls("loc1") != before {
 				t.Errorf("the sync after the move made %d GHL calls, run %+v; want none, 1 unchanged", e.calls("loc1")-before, run)
 			}
 		})

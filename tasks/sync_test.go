@@ -14,13 +14,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
-	"github.com/ghlsync/ghlsync/internal/refresh"
 	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
+	"github.com/ghlsync/ghlsync/syncer"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -28,7 +30,7 @@ import (
 // the test's own: the handlers with the real store, limiter, locks and
 // refresher, served by an asynq server configured as the worker's.
 type syncEnv struct {
-	*testenv.Stack
+	*storetest.Stack
 	h       *tasks.SyncHandlers
 	limiter *ratelimit.Limiter
 	client  *asynq.Client
@@ -38,7 +40,7 @@ type syncEnv struct {
 
 // setupSync starts the worker after tune has adjusted the handlers, with
 // the locations connected and given a calendar "cal-" + location.
-func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *testenv.Stack), locs ...string) *syncEnv {
+func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
 	t.Helper()
 	e := newSyncEnv(t, opts, tune, locs...)
 	redisOpt, err := asynq.ParseRedisURI(e.RedisURL)
@@ -48,8 +50,8 @@ func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers
 	srv := asynq.NewServer(redisOpt, asynq.Config{
 		Concurrency:       10,
 		Queues:            map[string]int{tasks.QueueDefault: 1},
-		RetryDelayFunc:    app.RetryDelay,
-		IsFailure:         app.IsFailure,
+		RetryDelayFunc:    tasks.RetryDelay,
+		IsFailure:         tasks.IsFailure,
 		TaskCheckInterval: 20 * time.Millisecond,
 		LogLevel:          asynq.FatalLevel,
 	})
@@ -65,7 +67,7 @@ func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers
 
 // newSyncEnv is setupSync without the asynq server: the handlers are
 // called directly.
-func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *testenv.Stack), locs ...string) *syncEnv {
+func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
 	t.Helper()
 	if opts.RateInterval == 0 {
 		// Ten times GHL's pace (the limiter follows the fake's headers):
@@ -73,9 +75,9 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 		// own, and the process tests run at GHL's pace.
 		opts.RateInterval = time.Second
 	}
-	stack := testenv.NewStack(t, opts)
+	stack := storetest.NewStack(t, opts)
 	rc := stack.Redis(t)
-	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: testenv.ClientID, ClientSecret: testenv.ClientSecret})
+	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,16 +91,19 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 		insp: asynq.NewInspector(redisOpt), logs: logs}
 	t.Cleanup(func() { e.client.Close(); e.insp.Close() })
 	e.h = &tasks.SyncHandlers{
-		Credentials: stack.Store,
-		State:       stack.Store,
-		Refresher: &refresh.Refresher{Store: stack.Store, GHL: client.OAuth, Redis: rc,
-			Cipher: testenv.Cipher(t, stack.Key), Log: log, Window: 4 * time.Hour},
-		Contacts:  client.Contacts,
-		Calendars: client.Calendars,
-		Limiter:   e.limiter,
-		Locks:     &tasks.RedisLocks{Redis: rc},
+		Engine: syncer.Engine{
+			Credentials: stack.Store,
+			State:       stack.Store,
+			Refresher: &refresh.Refresher{Store: stack.Store, GHL: client.OAuth, Redis: rc,
+				Cipher: testenv.Cipher(t, stack.Key), Log: log, Window: 4 * time.Hour},
+			Contacts:  client.Contacts,
+			Calendars: client.Calendars,
+			Limiter:   e.limiter,
+			Locks:     &syncer.Locks{Redis: rc},
+			Log:       log,
+		},
+		Locations: stack.Store,
 		Enqueuer:  e.client,
-		Log:       log,
 	}
 	if tune != nil {
 		tune(e.h, stack)
@@ -153,11 +158,11 @@ func (e *syncEnv) seed(t testing.TB, loc string, patients, appointments int) {
 	for i := range as {
 		as[i] = appointment(loc, i, patients)
 	}
-	if err := e.Store.DB.CreateInBatches(ps, 500).Error; err != nil {
+	if err := e.Store.InsertPatients(context.Background(), ps); err != nil {
 		t.Fatal(err)
 	}
 	if len(as) > 0 {
-		if err := e.Store.DB.CreateInBatches(as, 500).Error; err != nil {
+		if err := e.Store.InsertAppointments(context.Background(), as); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,11 +182,11 @@ func finished(t testing.TB, insp *asynq.Inspector, id string, timeout time.Durat
 
 // pass waits for the task id and its follow-ups, and returns the last
 // result (the whole pass's) and the last task's state.
-func pass(t testing.TB, insp *asynq.Inspector, id string) (tasks.SyncResult, *asynq.TaskInfo) {
+func pass(t testing.TB, insp *asynq.Inspector, id string) (syncer.Result, *asynq.TaskInfo) {
 	t.Helper()
 	for {
 		info := finished(t, insp, id, 2*time.Minute)
-		var res tasks.SyncResult
+		var res syncer.Result
 		if err := json.Unmarshal(info.Result, &res); err != nil {
 			t.Fatalf("result of %s (%s, %s): %v", id, info.State, info.LastErr, err)
 		}
@@ -194,7 +199,7 @@ func pass(t testing.TB, insp *asynq.Inspector, id string) (tasks.SyncResult, *as
 
 // syncLocation syncs one location and returns the pass's result; it fails
 // the test unless the task completed.
-func (e *syncEnv) syncLocation(t testing.TB, newTask func(string) (*asynq.Task, error), loc string) tasks.SyncResult {
+func (e *syncEnv) syncLocation(t testing.TB, newTask func(string) (*asynq.Task, error), loc string) syncer.Result {
 	t.Helper()
 	res, info := e.start(t, newTask, loc)
 	if info.State != asynq.TaskStateCompleted || info.Retried != 0 {
@@ -203,7 +208,7 @@ func (e *syncEnv) syncLocation(t testing.TB, newTask func(string) (*asynq.Task, 
 	return res
 }
 
-func (e *syncEnv) start(t testing.TB, newTask func(string) (*asynq.Task, error), loc string) (tasks.SyncResult, *asynq.TaskInfo) {
+func (e *syncEnv) start(t testing.TB, newTask func(string) (*asynq.Task, error), loc string) (syncer.Result, *asynq.TaskInfo) {
 	t.Helper()
 	task, err := newTask(loc)
 	if err != nil {
@@ -217,7 +222,7 @@ func (e *syncEnv) start(t testing.TB, newTask func(string) (*asynq.Task, error),
 }
 
 // syncAll runs the fan-out task and every location's pass.
-func (e *syncEnv) syncAll(t testing.TB, newTask func(string) (*asynq.Task, error)) (tasks.FanOutResult, map[string]tasks.SyncResult) {
+func (e *syncEnv) syncAll(t testing.TB, newTask func(string) (*asynq.Task, error)) (tasks.FanOutResult, map[string]syncer.Result) {
 	t.Helper()
 	task, err := newTask("")
 	if err != nil {
@@ -232,7 +237,7 @@ func (e *syncEnv) syncAll(t testing.TB, newTask func(string) (*asynq.Task, error
 	if err := json.Unmarshal(info.Result, &fan); err != nil {
 		t.Fatalf("fan-out result (%s): %v", info.LastErr, err)
 	}
-	results := map[string]tasks.SyncResult{}
+	results := map[string]syncer.Result{}
 	for _, c := range fan.Enqueued {
 		res, ci := pass(t, e.insp, c.TaskID)
 		if ci.State != asynq.TaskStateCompleted {
@@ -346,10 +351,10 @@ func TestSyncPushesEachChangeOnce(t *testing.T) {
 	_, appts := e.syncAll(t, tasks.NewAppointmentsSyncTask)
 	for loc, n := range map[string][2]int{"loc1": {600, 180}, "loc2": {400, 120}} {
 		p, a := patients[loc], appts[loc]
-		if p.Outcome != tasks.OutcomeCompleted || p.Scanned != n[0] || p.Created != n[0] || p.FailedCount != 0 {
+		if p.Outcome != syncer.OutcomeCompleted || p.Scanned != n[0] || p.Created != n[0] || p.FailedCount != 0 {
 			t.Errorf("%s patients: %+v", loc, p)
 		}
-		if a.Outcome != tasks.OutcomeCompleted || a.Scanned != n[1] || a.Created != n[1] || a.FailedCount != 0 || a.ContactsCreated != 0 {
+		if a.Outcome != syncer.OutcomeCompleted || a.Scanned != n[1] || a.Created != n[1] || a.FailedCount != 0 || a.ContactsCreated != 0 {
 			t.Errorf("%s appointments: %+v", loc, a)
 		}
 		contacts := e.checkContacts(t, loc, n[0])
@@ -372,7 +377,7 @@ func TestSyncPushesEachChangeOnce(t *testing.T) {
 		t.Errorf("second pass over loc2's appointments: %+v", a)
 	}
 
-	if err := e.Store.DB.Exec(`UPDATE patients SET city = 'Shelbyville'
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET city = 'Shelbyville'
 		WHERE location_id = 'loc1' AND external_id IN ('p-0000','p-0001','p-0002','p-0100','p-0200','p-0300','p-0400','p-0500','p-0598','p-0599')`).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -399,12 +404,12 @@ func TestSyncReportsRefusedRecordAndGoesOn(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 100, 0)
-	if err := e.Store.DB.Exec(`UPDATE patients SET email = 'not-an-email', phone = '' WHERE external_id = 'p-0042'`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = 'not-an-email', phone = '' WHERE external_id = 'p-0042'`).Error; err != nil {
 		t.Fatal(err)
 	}
 
 	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
-	want := []tasks.FailedRecord{{ExternalID: "p-0042", Reason: "GHL refused it: 422 Unprocessable Entity: email must be an email"}}
+	want := []syncer.FailedRecord{{ExternalID: "p-0042", Reason: "GHL refused it: 422 Unprocessable Entity: email must be an email"}}
 	if diff := cmp.Diff(want, res.Failed); diff != "" || res.Created != 99 || res.FailedCount != 1 {
 		t.Errorf("result %+v; failed (-want +got):\n%s", res, diff)
 	}
@@ -426,7 +431,7 @@ func TestSyncReportsRefusedRecordAndGoesOn(t *testing.T) {
 		t.Errorf("second sync: %d calls, result %+v; want no call and p-0042 still reported", n, res)
 	}
 
-	if err := e.Store.DB.Exec(`UPDATE patients SET email = 'p42@example.com' WHERE external_id = 'p-0042'`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = 'p42@example.com' WHERE external_id = 'p-0042'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	res = e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
@@ -441,7 +446,7 @@ func TestSyncReportsUnreadableRecords(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 10, 10)
-	db := e.Store.DB
+	db := storetest.DB(t, e.DatabaseURL)
 	for _, q := range []string{
 		`UPDATE appointments SET status = 'maybe' WHERE external_id = 'a-0001'`,
 		`UPDATE appointments SET ends_at = starts_at WHERE external_id = 'a-0002'`,
@@ -497,7 +502,7 @@ func TestSyncReportsUnreadableRecords(t *testing.T) {
 
 // hookLimiter calls onWait with the number of each grant before granting.
 type hookLimiter struct {
-	tasks.RateLimiter
+	syncer.RateLimiter
 	n      atomic.Int64
 	onWait func(n int64)
 }
@@ -512,7 +517,7 @@ func (l *hookLimiter) Wait(ctx context.Context, loc string) (ratelimit.Grant, er
 // completes.
 func TestSyncRefreshesOnceOn401(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, s *testenv.Stack) {
+	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, s *storetest.Stack) {
 		h.Limiter = &hookLimiter{RateLimiter: h.Limiter, onWait: func(n int64) {
 			if n == 40 {
 				s.Fake.ExpireAccessTokens("loc1")
@@ -542,7 +547,7 @@ func TestSyncRefreshesOnceOn401(t *testing.T) {
 // retried; another location goes on.
 func TestSyncStopsWhenTheLocationNeedsReauth(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, s *testenv.Stack) {
+	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, s *storetest.Stack) {
 		h.Limiter = &hookLimiter{RateLimiter: h.Limiter, onWait: func(n int64) {
 			if n == 30 {
 				s.Fake.Revoke("loc1")
@@ -556,7 +561,7 @@ func TestSyncStopsWhenTheLocationNeedsReauth(t *testing.T) {
 	if info.State != asynq.TaskStateArchived || info.Retried != 0 {
 		t.Errorf("task %s after %d retries (%s), want archived at once", info.State, info.Retried, info.LastErr)
 	}
-	if res.Outcome != tasks.OutcomeNeedsReauth || !strings.Contains(res.Message, "/api/auth/connect") ||
+	if res.Outcome != syncer.OutcomeNeedsReauth || !strings.Contains(res.Message, "/api/auth/connect") ||
 		res.Created != 29 || res.FailedCount != 0 {
 		t.Errorf("result %+v, want needs_reauth after 29 patients", res)
 	}
@@ -564,15 +569,15 @@ func TestSyncStopsWhenTheLocationNeedsReauth(t *testing.T) {
 	if c.Status != store.StatusNeedsReauth {
 		t.Errorf("status %s, want needs_reauth", c.Status)
 	}
-	runs, err := e.Store.SyncRuns(context.Background(), "loc1", tasks.KindPatients, 1)
-	if err != nil || len(runs) != 1 || runs[0].Outcome != tasks.OutcomeNeedsReauth || runs[0].FinishedAt == nil {
+	runs, err := e.Store.SyncRuns(context.Background(), "loc1", syncer.KindPatients, 1)
+	if err != nil || len(runs) != 1 || runs[0].Outcome != syncer.OutcomeNeedsReauth || runs[0].FinishedAt == nil {
 		t.Errorf("run log = %+v, %v", runs, err)
 	}
 
 	// A sync of a location that needs reconnecting does nothing, at once.
 	before := e.calls("loc1")
 	res, info = e.start(t, tasks.NewAppointmentsSyncTask, "loc1")
-	if info.State != asynq.TaskStateArchived || res.Outcome != tasks.OutcomeNeedsReauth || e.calls("loc1") != before {
+	if info.State != asynq.TaskStateArchived || res.Outcome != syncer.OutcomeNeedsReauth || e.calls("loc1") != before {
 		t.Errorf("sync of a needs_reauth location: %s, %+v", info.State, res)
 	}
 }
@@ -605,16 +610,18 @@ func TestSyncLostAnswersCreateNothingTwice(t *testing.T) {
 
 // blindLimiter grants above GHL's limit and ignores GHL's headers, as if
 // another app's traffic came in unseen.
-type blindLimiter struct{ tasks.RateLimiter }
+type blindLimiter struct{ syncer.RateLimiter }
 
-func (blindLimiter) Observe(context.Context, string, ratelimit.Grant, ghl.Rate) error { return nil }
+func (blindLimiter) Observe(context.Context, string, ratelimit.Grant, ratelimit.Rate) error {
+	return nil
+}
 
 // A 429 that comes anyway pauses the location and puts the task back for
 // GHL's interval, without counting a failure; the sync completes.
 func TestSync429PutsTheTaskBackWithoutFailure(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{EnforceRateLimit: true, RateLimit: 30, RateInterval: time.Second},
-		func(h *tasks.SyncHandlers, s *testenv.Stack) {
+		func(h *tasks.SyncHandlers, s *storetest.Stack) {
 			h.Limiter = blindLimiter{&ratelimit.Limiter{Redis: h.Limiter.(*ratelimit.Limiter).Redis, Limit: 1000}}
 		}, "loc1")
 	e.seed(t, "loc1", 80, 0)
@@ -635,13 +642,13 @@ func TestSync429PutsTheTaskBackWithoutFailure(t *testing.T) {
 // row per run.
 func TestSyncContinuesInBatches(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *testenv.Stack) { h.BatchSize, h.PageSize = 40, 25 }, "loc1")
+	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *storetest.Stack) { h.BatchSize, h.PageSize = 40, 25 }, "loc1")
 	e.seed(t, "loc1", 100, 0)
 	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	if res.Batch != 3 || res.Scanned != 100 || res.Created != 100 || res.Cursor != "p-0099" {
 		t.Errorf("result %+v, want 3 runs over 100 patients", res)
 	}
-	runs, err := e.Store.SyncRuns(context.Background(), "loc1", tasks.KindPatients, 10)
+	runs, err := e.Store.SyncRuns(context.Background(), "loc1", syncer.KindPatients, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,7 +675,7 @@ func TestSyncsOfALocationTakeTurns(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 60, 120)
-	if err := e.Store.DB.Exec(`UPDATE patients SET email = '', phone = ''`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = '', phone = ''`).Error; err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

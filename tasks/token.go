@@ -10,7 +10,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/ghlsync/ghlsync/internal/refresh"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/refresh"
 )
 
 // RefreshPayload asks for one location's token to be refreshed. It carries
@@ -77,11 +78,6 @@ type Skipped struct {
 	Reason     string `json:"reason"`
 }
 
-// Refresher refreshes one location's token; *refresh.Refresher is one.
-type Refresher interface {
-	Refresh(ctx context.Context, req refresh.Request) (refresh.Result, error)
-}
-
 // RefreshLocations lists the locations to refresh; *store.Store is one.
 type RefreshLocations interface {
 	DueForRefresh(ctx context.Context, before time.Time) ([]string, error)
@@ -95,12 +91,12 @@ type Enqueuer interface {
 
 // TokenHandlers runs the token tasks.
 type TokenHandlers struct {
-	Refresher Refresher
+	Refresher refresh.Renewer
 	Locations RefreshLocations
 	Enqueuer  Enqueuer
 	// Window: refresh-due picks tokens that expire within it.
 	Window time.Duration
-	Now    func() time.Time
+	Clock  clock.Clock
 	Log    *slog.Logger
 }
 
@@ -137,7 +133,7 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 			return fmt.Errorf("%s: bad payload: %w", TypeTokenRefreshDue, asynq.SkipRetry)
 		}
 	}
-	now := h.Now()
+	now := clock.Or(h.Clock).Now()
 	var locs []string
 	var err error
 	if p.All {
@@ -165,10 +161,17 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 		res.Enqueued = append(res.Enqueued, c)
 	}
 	if len(locs) > 0 {
-		h.Log.Info("enqueued token refreshes", "count", len(locs), "all", p.All)
+		logOr(h.Log).Info("enqueued token refreshes", "count", len(locs), "all", p.All)
 	}
 	writeResult(t, res)
 	return nil
+}
+
+func logOr(l *slog.Logger) *slog.Logger {
+	if l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 func writeResult(t *asynq.Task, v any) {

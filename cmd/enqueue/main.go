@@ -24,7 +24,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/ghlsync/ghlsync/internal/app"
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/tasks"
 )

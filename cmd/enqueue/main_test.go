@@ -10,18 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/config"
-	"github.com/ghlsync/ghlsync/internal/refresh"
 	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 )
 
 // setup returns a stack with a worker running on it, in process.
-func setup(t *testing.T) (*testenv.Stack, map[string]string) {
+func setup(t *testing.T) (*storetest.Stack, map[string]string) {
 	t.Helper()
-	stack := testenv.NewStack(t, ghltest.Options{})
+	stack := storetest.NewStack(t, ghltest.Options{})
 	env := stack.Env()
 	cfg, err := config.NewLoader(flag.NewFlagSet("worker", flag.ContinueOnError), testenv.Getenv(env), "").Load()
 	if err != nil {

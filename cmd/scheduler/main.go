@@ -27,11 +27,11 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/ghlsync/ghlsync/internal/app"
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/metrics"
 	"github.com/ghlsync/ghlsync/internal/ops"
-	"github.com/ghlsync/ghlsync/internal/scheduler"
+	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -223,7 +223,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 //
 // It does not use app.Open: that needs TOKEN_ENCRYPTION_KEY and builds a GHL
 // client, and the scheduler reads no token and calls no GHL. It takes from
-// internal/app only what fits: ConnectRedis, and Deps.Ready over the store
+// app only what fits: ConnectRedis, and Deps.Ready over the store
 // and Redis it has.
 func serve(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) error {
 	// ConnectRedis does not tell a bad URL from a Redis that does not

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -27,7 +28,7 @@ type cli struct {
 
 func setup(t *testing.T) (*cli, *store.Store) {
 	t.Helper()
-	c := &cli{dbURL: testenv.DatabaseURL(t), redisURL: testenv.RedisURL(t)}
+	c := &cli{dbURL: storetest.DatabaseURL(t), redisURL: testenv.RedisURL(t)}
 	// The command migrates; the test's own connection reads the rows.
 	if code, _, stderr := c.run(t, "list"); code != 0 {
 		t.Fatalf("scheduler list: exit %d: %s", code, stderr)

@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"os"
 
-	"github.com/ghlsync/ghlsync/internal/app"
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/ops"
 )

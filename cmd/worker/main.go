@@ -15,7 +15,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/ghlsync/ghlsync/internal/app"
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 )
 

@@ -18,13 +18,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/testenv"
-	"github.com/ghlsync/ghlsync/internal/web"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/tasks"
+	"github.com/ghlsync/ghlsync/web"
 )
 
 func TestMain(m *testing.M) {
@@ -37,14 +38,14 @@ func TestMain(m *testing.M) {
 }
 
 type bundle struct {
-	*testenv.Stack
+	*storetest.Stack
 	client *asynq.Client
 	insp   *asynq.Inspector
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	stack := testenv.NewStack(t, ghltest.Options{})
+	stack := storetest.NewStack(t, ghltest.Options{})
 	opt, err := asynq.ParseRedisURI(stack.RedisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +229,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 	secrets := map[string]string{
 		"first access token": first.AccessToken, "first refresh token": first.RefreshToken,
 		"second access token": second.AccessToken, "second refresh token": second.RefreshToken,
-		"client secret": testenv.ClientSecret,
+		"client secret": storetest.ClientSecret,
 	}
 	places := map[string]string{
 		"web log":    webLog.String(),
@@ -295,7 +296,7 @@ func dumpRedis(t *testing.T, b *bundle) string {
 func dumpTable(t *testing.T, b *bundle, table string) string {
 	t.Helper()
 	var rows []map[string]any
-	if err := b.Store.DB.Table(table).Find(&rows).Error; err != nil {
+	if err := storetest.DB(t, b.DatabaseURL).Table(table).Find(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) == 0 {

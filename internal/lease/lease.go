@@ -1,62 +1,204 @@
-// Package lease keeps Redis leases: a key set with SET NX PX that its
-// holder renews while it works, so that a holder that dies frees the key
-// within its TTL.
+// Package lease is ghlsync's one Redis lock: a key set with SET NX PX to
+// a random owner token, renewed by its holder every TTL/3, so that a holder
+// that dies frees the key within TTL. A holder that cannot confirm a
+// renewal for TTL/2 (Redis unreachable) counts the lease as lost before it
+// can expire under it, so two holders never act at once while Redis keeps
+// its keys. The refresh lock and the sync lock are both leases.
 package lease
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/internal/clock"
 )
 
-// ErrLost says a lease can no longer be vouched for: another holder has
-// it, or no renewal was confirmed for half its TTL.
-var ErrLost = errors.New("lease lost")
+var (
+	// ErrLost says a lease can no longer be vouched for: another holder has
+	// it, or no renewal was confirmed for half its TTL.
+	ErrLost = errors.New("the lock was lost")
+	// ErrBusy says another holder kept the key for longer than Acquire
+	// was allowed to wait.
+	ErrBusy = errors.New("held by another")
+	// errReleased ends a lease's context when it is released.
+	errReleased = errors.New("lease released")
+)
 
-// NewOwner returns a random owner token, the value a holder sets its key
-// to.
-func NewOwner() string {
-	b := make([]byte, 12)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+// Options configure a lease.
+type Options struct {
+	// TTL of the key; required. The holder renews it every TTL/3.
+	TTL time.Duration
+	// MaxPoll caps the pause between two tries of Acquire, which starts at
+	// 10ms and doubles, with jitter; 200ms when zero.
+	MaxPoll time.Duration
+	// OnLost, when set, is told once, from the keeper, that the lease was
+	// lost.
+	OnLost func(error)
+	Clock  clock.Clock
 }
 
-var renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+// Lease is a held key. Its methods are safe for concurrent use.
+type Lease struct {
+	rc     redis.UniversalClient
+	key    string
+	owner  string
+	opt    Options
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	// lost is set by the keeper; the context alone cannot tell, as its
+	// parent may have ended first.
+	lost atomic.Bool
+}
 
-// Keep renews key, held by owner, every ttl/3 until stop is closed. It
-// calls lost once, and returns, when Redis says another holds the key, or
-// when no renewal was confirmed for ttl/2: past that point the key may
-// have expired under the holder (Redis unreachable), so the holder must
-// stop acting as one.
-func Keep(rc redis.UniversalClient, key, owner string, ttl time.Duration, stop <-chan struct{}, lost func(error)) {
+var (
+	renewScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+	releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+)
+
+// TryAcquire takes key if it is free, and returns nil (and no error) when
+// another holds it. with, when set, adds commands to the same MULTI
+// transaction as the SET, so they see the key's state at the moment it was
+// taken; read their results once TryAcquire returns. The lease's context
+// derives from ctx.
+func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, with func(redis.Pipeliner)) (*Lease, error) {
+	if o.TTL <= 0 {
+		return nil, errors.New("lease: Options.TTL must be positive")
+	}
+	owner := newOwner()
+	var set *redis.BoolCmd
+	_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		set = p.SetNX(ctx, key, owner, o.TTL)
+		if with != nil {
+			with(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: %w", key, err)
+	}
+	if !set.Val() {
+		return nil, nil
+	}
+	l := &Lease{rc: rc, key: key, owner: owner, opt: o, stop: make(chan struct{}), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancelCause(ctx)
+	go l.keep()
+	return l, nil
+}
+
+// Acquire takes key, waiting while another holds it: for at most wait
+// (then an error wrapping ErrBusy), or until ctx is done when wait is 0.
+// with is as for TryAcquire, added to every try.
+func Acquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, wait time.Duration, with func(redis.Pipeliner)) (*Lease, error) {
+	clk := clock.Or(o.Clock)
+	deadline := clk.Now().Add(wait)
+	maxPoll := o.MaxPoll
+	if maxPoll <= 0 {
+		maxPoll = 200 * time.Millisecond
+	}
+	poll := 10 * time.Millisecond
+	for {
+		l, err := TryAcquire(ctx, rc, key, o, with)
+		if err != nil || l != nil {
+			return l, err
+		}
+		if wait > 0 && !clk.Now().Before(deadline) {
+			return nil, fmt.Errorf("lease %s: %w (waited %s)", key, ErrBusy, wait)
+		}
+		if err := clock.Sleep(ctx, clk, poll/2+rand.N(poll/2+1)); err != nil {
+			return nil, fmt.Errorf("lease %s: waiting: %w", key, err)
+		}
+		poll = min(poll*2, maxPoll)
+	}
+}
+
+// Context is cancelled, with a cause wrapping ErrLost, as soon as the
+// lease cannot be vouched for, and when it is released.
+func (l *Lease) Context() context.Context { return l.ctx }
+
+// Lost reports whether the lease was lost, even after the context's
+// parent ended.
+func (l *Lease) Lost() bool { return l.lost.Load() }
+
+// Release stops renewing, waits for the keeper to end and deletes the key
+// if it is still this holder's. with, when set, adds commands to the same
+// MULTI transaction. The deletion is not cancelled with ctx's parent: a
+// lease left behind blocks others for TTL. Release is idempotent; only the
+// first call acts.
+func (l *Lease) Release(ctx context.Context, with func(redis.Pipeliner)) error {
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.cancel(errReleased)
+		_, err = l.rc.TxPipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
+			releaseScript.Eval(ctx, p, []string{l.key}, l.owner)
+			if with != nil {
+				with(p)
+			}
+			return nil
+		})
+		if err != nil {
+			err = fmt.Errorf("lease %s: release (it expires on its own): %w", l.key, err)
+		}
+	})
+	return err
+}
+
+// keep renews the key every TTL/3 until the lease is released or lost.
+func (l *Lease) keep() {
+	defer close(l.done)
+	clk := clock.Or(l.opt.Clock)
+	ttl := l.opt.TTL
 	ms := strconv.FormatInt(ttl.Milliseconds(), 10)
-	confirmed := time.Now()
-	t := time.NewTicker(ttl / 3)
+	confirmed := clk.Now()
+	t := clk.NewTicker(ttl / 3)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-l.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ttl/4)
-		n, err := renewScript.Run(ctx, rc, []string{key}, owner, ms).Int()
+		n, err := renewScript.Run(ctx, l.rc, []string{l.key}, l.owner, ms).Int()
 		cancel()
+		var lost error
 		switch {
 		case err == nil && n == 1:
-			confirmed = time.Now()
+			confirmed = clk.Now()
 		case err == nil:
-			lost(fmt.Errorf("%w: another holds it", ErrLost))
-			return
-		case time.Since(confirmed) > ttl/2:
-			lost(fmt.Errorf("%w: cannot renew it: %v", ErrLost, err))
+			lost = fmt.Errorf("%w: another holds it", ErrLost)
+		case clk.Now().Sub(confirmed) > ttl/2:
+			lost = fmt.Errorf("%w: cannot renew it: %v", ErrLost, err)
+		}
+		if lost != nil {
+			l.lost.Store(true)
+			l.cancel(lost)
+			if l.opt.OnLost != nil {
+				l.opt.OnLost(lost)
+			}
 			return
 		}
 	}
+}
+
+// newOwner returns a random owner token, the value a holder sets its key
+// to.
+func newOwner() string {
+	b := make([]byte, 12)
+	crand.Read(b)
+	return hex.EncodeToString(b)
 }

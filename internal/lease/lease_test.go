@@ -12,24 +12,30 @@ import (
 	"github.com/ghlsync/ghlsync/internal/testenv"
 )
 
-// A kept lease outlives its TTL; taken by another, its holder is told.
-func TestKeep(t *testing.T) {
-	t.Parallel()
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
 	opt, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := redis.NewClient(opt)
-	defer rc.Close()
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// A kept lease outlives its TTL; taken by another, its holder is told and
+// its context ends.
+func TestKeep(t *testing.T) {
+	t.Parallel()
+	rc := redisClient(t)
 	ctx := context.Background()
 	const ttl = 300 * time.Millisecond
-	owner := lease.NewOwner()
-	if !rc.SetNX(ctx, "k", owner, ttl).Val() {
-		t.Fatal("SetNX failed")
-	}
-	stop := make(chan struct{})
 	lost := make(chan error, 1)
-	go lease.Keep(rc, "k", owner, ttl, stop, func(err error) { lost <- err })
+	l, err := lease.TryAcquire(ctx, rc, "k", lease.Options{TTL: ttl, OnLost: func(err error) { lost <- err }}, nil)
+	if err != nil || l == nil {
+		t.Fatalf("TryAcquire = %v, %v", l, err)
+	}
+	owner := rc.Get(ctx, "k").Val()
 	deadline := time.Now().Add(3 * ttl)
 	for time.Now().Before(deadline) {
 		if rc.Get(ctx, "k").Val() != owner {
@@ -46,5 +52,44 @@ func TestKeep(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the holder was not told it lost the lease")
 	}
-	close(stop)
+	<-l.Context().Done()
+	if !l.Lost() || !errors.Is(context.Cause(l.Context()), lease.ErrLost) {
+		t.Fatalf("Lost = %v, cause %v", l.Lost(), context.Cause(l.Context()))
+	}
+	if err := l.Release(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := rc.Get(ctx, "k").Val(); got != "someone-else" {
+		t.Fatalf("Release of a lost lease deleted the new holder's key (now %q)", got)
+	}
+}
+
+// TryAcquire does not wait: a held key gives nil; commands added to its
+// transaction see the key's state; Release runs its own in the same round.
+func TestTryAcquireAndReleaseWith(t *testing.T) {
+	t.Parallel()
+	rc := redisClient(t)
+	ctx := context.Background()
+	opt := lease.Options{TTL: time.Second}
+	rc.Set(ctx, "side", "1", 0)
+	var side *redis.IntCmd
+	l, err := lease.TryAcquire(ctx, rc, "k", opt, func(p redis.Pipeliner) { side = p.Exists(ctx, "side") })
+	if err != nil || l == nil || side.Val() != 1 {
+		t.Fatalf("TryAcquire = %v, %v; side = %v", l, err, side)
+	}
+	if l2, err := lease.TryAcquire(ctx, rc, "k", opt, nil); err != nil || l2 != nil {
+		t.Fatalf("second TryAcquire = %v, %v; want nil, nil", l2, err)
+	}
+	if err := l.Release(ctx, func(p redis.Pipeliner) { p.Del(ctx, "side") }); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.Exists(ctx, "k", "side").Val(); n != 0 {
+		t.Fatalf("after Release %d keys remain", n)
+	}
+	if err := l.Release(ctx, nil); err != nil {
+		t.Fatalf("second Release: %v", err)
+	}
+	if l.Lost() {
+		t.Fatal("a released lease counts as lost")
+	}
 }

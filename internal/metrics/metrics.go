@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/internal/clock"
 )
 
 // Metrics holds the collectors a process updates.
@@ -70,19 +70,26 @@ func (m *Metrics) ObserveGHL(endpoint string, status int, elapsed time.Duration)
 	}
 }
 
+// TokenState is one location's token as the expiry metrics report it.
+type TokenState struct {
+	Location, Status string
+	ExpiresAt        time.Time
+}
+
 // ExpiryCollector reports, at scrape time, the seconds until each location's
-// token expires and each location's status, read from the database.
+// token expires and each location's status, as list reads them.
 type ExpiryCollector struct {
-	Store  *store.Store
-	Now    func() time.Time
+	list   func(context.Context) ([]TokenState, error)
+	clock  clock.Clock
 	expiry *prometheus.Desc
 	status *prometheus.Desc
 }
 
-// NewExpiryCollector returns a collector over s.
-func NewExpiryCollector(s *store.Store) *ExpiryCollector {
+// NewExpiryCollector returns a collector over what list reads (from the
+// database) at each scrape.
+func NewExpiryCollector(list func(context.Context) ([]TokenState, error), clk clock.Clock) *ExpiryCollector {
 	return &ExpiryCollector{
-		Store: s, Now: time.Now,
+		list: list, clock: clk,
 		expiry: prometheus.NewDesc("ghlsync_token_expires_in_seconds",
 			"Seconds until the location's access token expires (negative: expired).", []string{"location"}, nil),
 		status: prometheus.NewDesc("ghlsync_location_status",
@@ -100,14 +107,14 @@ func (c *ExpiryCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *ExpiryCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	creds, err := c.Store.Credentials(ctx)
+	toks, err := c.list(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.expiry, err)
 		return
 	}
-	now := c.Now()
-	for _, cr := range creds {
-		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, cr.ExpiresAt.Sub(now).Seconds(), cr.LocationID)
-		ch <- prometheus.MustNewConstMetric(c.status, prometheus.GaugeValue, 1, cr.LocationID, string(cr.Status))
+	now := clock.Or(c.clock).Now()
+	for _, t := range toks {
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, t.ExpiresAt.Sub(now).Seconds(), t.Location)
+		ch <- prometheus.MustNewConstMetric(c.status, prometheus.GaugeValue, 1, t.Location, t.Status)
 	}
 }

@@ -31,8 +31,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/ghlsync/ghlsync/ghl"
 )
 
 // GHL's documented burst limit, the defaults of Limiter.
@@ -205,9 +203,16 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
 return missing
 `)
 
+// Rate is what GHL's rate-limit headers said on an answer.
+type Rate struct {
+	Max       int           // X-RateLimit-Max: requests allowed per Interval
+	Remaining int           // X-RateLimit-Remaining in the current interval
+	Interval  time.Duration // X-RateLimit-Interval-Milliseconds
+}
+
 // Observe tells the limiter GHL's rate-limit headers on the answer to the
 // request of grant g. Answers without the headers are ignored.
-func (l *Limiter) Observe(ctx context.Context, loc string, g Grant, rate ghl.Rate) error {
+func (l *Limiter) Observe(ctx context.Context, loc string, g Grant, rate Rate) error {
 	if rate.Max <= 0 && rate.Interval <= 0 {
 		return nil
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 )
@@ -123,7 +122,7 @@ func TestObserveSpendsQuotaSpentElsewhere(t *testing.T) {
 	g := wait(t, l, "loc1")
 	// GHL counted 7 requests where we sent 1: another client of the app
 	// spends the location's quota.
-	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 10, Remaining: 3, Interval: 400 * time.Millisecond}); err != nil {
+	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 10, Remaining: 3, Interval: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -147,7 +146,7 @@ func TestObserveCountsOnlyGrantsUpToTheObservedOne(t *testing.T) {
 	}
 	// GHL counted 3 requests where we had sent 1 by then: 2 are someone
 	// else's, so 8 of the 10 are spent and 2 more fit in the window.
-	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 10, Remaining: 7, Interval: 400 * time.Millisecond}); err != nil {
+	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 10, Remaining: 7, Interval: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, l, "loc1")
@@ -162,7 +161,7 @@ func TestObserveAdoptsGHLsLimit(t *testing.T) {
 	t.Parallel()
 	l, _ := setup(t, 10, 400*time.Millisecond)
 	g := wait(t, l, "loc1")
-	if err := l.Observe(t.Context(), "loc1", g, ghl.Rate{Max: 3, Remaining: 2, Interval: 400 * time.Millisecond}); err != nil {
+	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 3, Remaining: 2, Interval: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, l, "loc1")
@@ -172,7 +171,7 @@ func TestObserveAdoptsGHLsLimit(t *testing.T) {
 		t.Errorf("a fourth request granted %s after the first under GHL's max of 3", gap)
 	}
 	// Our own count explains GHL's: nothing is added.
-	if err := l.Observe(t.Context(), "loc2", wait(t, l, "loc2"), ghl.Rate{Max: 10, Remaining: 9}); err != nil {
+	if err := l.Observe(t.Context(), "loc2", wait(t, l, "loc2"), ratelimit.Rate{Max: 10, Remaining: 9}); err != nil {
 		t.Fatal(err)
 	}
 }

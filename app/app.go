@@ -1,0 +1,176 @@
+// Package app wires ghlsync's parts together for the binaries: logger,
+// database, Redis, GHL client, metrics.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/metrics"
+	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/internal/tokencrypt"
+	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// NewLogger returns the process logger: text lines on w at level.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Deps are the shared parts of a process. Close releases them.
+type Deps struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Cipher   *tokencrypt.Cipher
+	Store    *store.Store
+	RedisOpt asynq.RedisConnOpt
+	Redis    redis.UniversalClient
+	GHL      *ghl.Client
+	Metrics  *metrics.Metrics
+	Clock    clock.Clock
+	// Limiter holds the GHL calls of every worker to GHL's per-location
+	// rate limit.
+	Limiter *ratelimit.Limiter
+}
+
+// Open connects to the database (and migrates it), to Redis, and builds
+// the GHL client. needStore false skips the database (enqueue needs only
+// Redis).
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore bool) (*Deps, error) {
+	d := &Deps{Config: cfg, Log: log, Metrics: metrics.New(), Clock: clock.Real}
+	var err error
+	if d.RedisOpt, d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
+		return nil, err
+	}
+	d.Limiter = &ratelimit.Limiter{Redis: d.Redis}
+	if needStore {
+		if d.Cipher, err = cfg.Cipher(); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if d.Store, err = store.Open(ctx, cfg.DatabaseURL, d.Cipher); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%s: %w", config.VarDatabaseURL, err)
+		}
+		if err := d.Store.Migrate(ctx); err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock))
+	}
+	d.GHL, err = ghl.NewClient(ghl.Config{
+		BaseURL:      cfg.GHLAPIURL,
+		ClientID:     cfg.GHLClientID,
+		ClientSecret: cfg.GHLClientSecret,
+		RedirectURI:  cfg.GHLRedirectURI,
+		OnResponse:   d.Metrics.ObserveGHL,
+	})
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("%s: %w", config.VarAPIURL, err)
+	}
+	return d, nil
+}
+
+// tokenStates lists every location's token for the expiry metrics.
+func (d *Deps) tokenStates(ctx context.Context) ([]metrics.TokenState, error) {
+	creds, err := d.Store.Credentials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.TokenState, len(creds))
+	for i, c := range creds {
+		out[i] = metrics.TokenState{Location: c.LocationID, Status: string(c.Status), ExpiresAt: c.ExpiresAt}
+	}
+	return out, nil
+}
+
+// ConnectRedis parses a REDIS_URL and checks that Redis answers.
+func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, redis.UniversalClient, error) {
+	opt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", config.VarRedisURL, err)
+	}
+	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: unsupported Redis URL", config.VarRedisURL)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rc.Ping(pctx).Err(); err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", redactRedis(redisURL), err)
+	}
+	return opt, rc, nil
+}
+
+func redactRedis(u string) string {
+	if i := strings.Index(u, "@"); i >= 0 {
+		if j := strings.Index(u, "://"); j >= 0 && j < i {
+			return u[:j+3] + "…" + u[i:]
+		}
+	}
+	return u
+}
+
+// Refresher builds the token refresher on d.
+func (d *Deps) Refresher() *refresh.Refresher {
+	return &refresh.Refresher{
+		Store:  d.Store,
+		GHL:    d.GHL.OAuth,
+		Redis:  d.Redis,
+		Cipher: d.Cipher,
+		Log:    d.Log,
+		Window: d.Config.RefreshWindow,
+		Clock:  d.Clock,
+		Observe: func(o refresh.Outcome) {
+			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()
+		},
+	}
+}
+
+// Ready checks that Redis and the database answer; the error names each
+// that does not.
+func (d *Deps) Ready(ctx context.Context) error {
+	var errs []error
+	if err := d.Redis.Ping(ctx).Err(); err != nil {
+		errs = append(errs, fmt.Errorf("redis: %w", err))
+	}
+	if d.Store != nil {
+		if err := d.Store.Ping(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("database: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases what Open opened.
+func (d *Deps) Close() {
+	if d.Redis != nil {
+		d.Redis.Close()
+	}
+	if d.Store != nil {
+		d.Store.Close()
+	}
+}
+
+// AsynqLogger adapts slog to asynq's logger.
+type AsynqLogger struct{ L *slog.Logger }
+
+func (a AsynqLogger) Debug(args ...any) { a.L.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Info(args ...any)  { a.L.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Warn(args ...any)  { a.L.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Error(args ...any) { a.L.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Fatal(args ...any) { a.L.Error(fmt.Sprint(args...), "component", "asynq") }

@@ -1,0 +1,111 @@
+package app_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/app"
+	"github.com/ghlsync/ghlsync/ghl/ghltest"
+	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// BenchmarkRefreshDue refreshes 2,000 due locations against the fake GHL
+// answering token calls after 20 ms, with two workers of 5, 10 or 20 token
+// slots each, and reports the wall time against the ideal
+// 2000 × 20 ms / total slots (of-ideal: 1 is as fast as GHL's latency
+// allows).
+//
+//	go test -run '^$' -bench RefreshDue -benchtime 1x ./app/
+func BenchmarkRefreshDue(b *testing.B) {
+	for _, slots := range []int{5, 10, 20} {
+		b.Run(fmt.Sprintf("slots=%d", slots), func(b *testing.B) { benchmarkRefreshDue(b, slots) })
+	}
+}
+
+func benchmarkRefreshDue(b *testing.B, concurrency int) {
+	const (
+		locations = 2000
+		latency   = 20 * time.Millisecond
+		workers   = 2
+	)
+	ideal := time.Duration(locations) * latency / time.Duration(workers*concurrency)
+	for range b.N {
+		b.StopTimer()
+		stack := storetest.NewStack(b, ghltest.Options{})
+		stack.Fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: latency})
+		soon := time.Now().Add(time.Hour)
+		for i := range locations {
+			stack.Connect(b, fmt.Sprintf("loc%04d", i), soon)
+		}
+		cfg, err := config.NewLoader(flag.NewFlagSet("w", flag.ContinueOnError), testenv.Getenv(stack.Env()), "").Load()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.MetricsAddr = ""
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{}, workers)
+		for range workers {
+			d, err := app.Open(ctx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			go func() {
+				app.RunWorker(ctx, d, app.WorkerOptions{TokenConcurrency: concurrency})
+				d.Close()
+				done <- struct{}{}
+			}()
+		}
+		opt, _ := asynq.ParseRedisURI(stack.RedisURL)
+		client := asynq.NewClient(opt)
+		task, _ := tasks.NewRefreshDueTask(false, false)
+
+		b.StartTimer()
+		start := time.Now()
+		if _, err := client.Enqueue(task); err != nil {
+			b.Fatal(err)
+		}
+		for refreshed(b, stack.DatabaseURL, start) < locations {
+			time.Sleep(100 * time.Millisecond)
+		}
+		wall := time.Since(start)
+		b.StopTimer()
+
+		b.ReportMetric(wall.Seconds(), "wall-s")
+		b.ReportMetric(ideal.Seconds()/wall.Seconds(), "of-ideal")
+		b.ReportMetric(float64(locations)/wall.Seconds(), "refreshes/s")
+		if calls := stack.Fake.Stats().TokenCalls; sum(calls) != locations {
+			b.Fatalf("%d token calls, want %d", sum(calls), locations)
+		}
+		client.Close()
+		cancel()
+		for range workers {
+			<-done
+		}
+	}
+}
+
+func refreshed(b *testing.B, dbURL string, since time.Time) int {
+	var n int64
+	if err := storetest.DB(b, dbURL).Model(&store.Credential{}).Where("refreshed_at >= ? AND expires_at > ?", since.UTC(), time.Now().Add(20*time.Hour).UTC()).Count(&n).Error; err != nil {
+		b.Fatal(err)
+	}
+	return int(n)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

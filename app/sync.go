@@ -1,0 +1,30 @@
+package app
+
+import (
+	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/syncer"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// SyncHandlers builds the patient and appointment sync handlers on d: every
+// GHL call through d.Limiter, a 401 through refresher.
+func (d *Deps) SyncHandlers(refresher refresh.Renewer, enq tasks.Enqueuer) *tasks.SyncHandlers {
+	return &tasks.SyncHandlers{
+		Engine: syncer.Engine{
+			Credentials: d.Store,
+			State:       d.Store,
+			Refresher:   refresher,
+			Contacts:    d.GHL.Contacts,
+			Calendars:   d.GHL.Calendars,
+			Limiter:     d.Limiter,
+			Locks:       &syncer.Locks{Redis: d.Redis, Clock: d.Clock},
+			Observe: func(kind, outcome string, n int) {
+				d.Metrics.SyncRecords.WithLabelValues(kind, outcome).Add(float64(n))
+			},
+			Log:   d.Log,
+			Clock: d.Clock,
+		},
+		Locations: d.Store,
+		Enqueuer:  enq,
+	}
+}

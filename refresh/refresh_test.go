@@ -1,0 +1,383 @@
+package refresh_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/ghl/ghltest"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
+)
+
+type bundle struct {
+	*storetest.Stack
+	fake  *ghltest.Server
+	store *store.Store
+	redis redis.UniversalClient
+	logs  *testenv.Buffer
+}
+
+func setup(t testing.TB, locations ...string) (*refresh.Refresher, *bundle) {
+	t.Helper()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	rc := stack.Redis(t)
+	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.Buffer{}
+	r := &refresh.Refresher{
+		Store:  stack.Store,
+		GHL:    client.OAuth,
+		Redis:  rc,
+		Cipher: testenv.Cipher(t, stack.Key),
+		Log:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Window: 4 * time.Hour,
+	}
+	b := &bundle{Stack: stack, fake: stack.Fake, store: stack.Store, redis: rc, logs: logs}
+	for _, loc := range locations {
+		b.Connect(t, loc, time.Now().Add(time.Hour))
+	}
+	return r, b
+}
+
+// requireStoredCurrent checks that the database holds GHL's current token.
+func (b *bundle) requireStoredCurrent(t testing.TB, loc string) {
+	t.Helper()
+	if !b.HoldsCurrent(t, loc) {
+		t.Fatalf("%s: the database does not hold GHL's current, valid token of an active location", loc)
+	}
+}
+
+func TestRefreshStoresNewToken(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != refresh.Refreshed || res.ExpiresIn < 86000 {
+		t.Fatalf("result = %+v, want refreshed with a day to live", res)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	if got := b.fake.TokenCalls("loc1"); got != 1 {
+		t.Fatalf("token calls = %d, want 1", got)
+	}
+	if !strings.Contains(b.logs.String(), "GHL token refreshed for location loc1; new token expires in 86399 seconds") {
+		t.Fatalf("log does not say what happened:\n%s", b.logs)
+	}
+}
+
+func TestNotDueIsFresh(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	b.Connect(t, "loc1", time.Now().Add(20*time.Hour))
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now()})
+	if err != nil || res.Outcome != refresh.Fresh {
+		t.Fatalf("Refresh = %+v, %v; want fresh", res, err)
+	}
+	if got := b.fake.TokenCalls("loc1"); got != 0 {
+		t.Fatalf("token calls = %d, want 0", got)
+	}
+	res, err = r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if err != nil || res.Outcome != refresh.Refreshed {
+		t.Fatalf("forced Refresh = %+v, %v; want refreshed", res, err)
+	}
+}
+
+// A burst of concurrent requests made before any refresh completed costs
+// one GHL call; a request made after it completed costs another.
+func TestSingleFlight(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	// Slow GHL down so that the burst overlaps the call.
+	b.fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: 100 * time.Millisecond})
+	requested := time.Now()
+	var wg sync.WaitGroup
+	var refreshed, fresh atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: requested, Force: true})
+			if err != nil {
+				t.Error(err)
+			}
+			switch res.Outcome {
+			case refresh.Refreshed:
+				refreshed.Add(1)
+			case refresh.Fresh:
+				fresh.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if refreshed.Load() != 1 || fresh.Load() != 49 {
+		t.Fatalf("refreshed %d, fresh %d; want 1 and 49", refreshed.Load(), fresh.Load())
+	}
+	if calls, reuse := b.fake.TokenCalls("loc1"), b.fake.SpentReuses("loc1"); calls != 1 || reuse != 0 {
+		t.Fatalf("token calls %d, spent reuses %d; want 1 and 0", calls, reuse)
+	}
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if err != nil || res.Outcome != refresh.Refreshed {
+		t.Fatalf("later Refresh = %+v, %v; want refreshed", res, err)
+	}
+	if calls := b.fake.TokenCalls("loc1"); calls != 2 {
+		t.Fatalf("token calls %d, want 2", calls)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}
+
+func TestInvalidGrant(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1", "loc2", "loc3")
+	b.fake.Revoke("loc2")
+	for _, loc := range []string{"loc1", "loc2", "loc3"} {
+		res, err := r.Refresh(context.Background(), refresh.Request{LocationID: loc, RequestedAt: time.Now(), Force: true})
+		if loc == "loc2" {
+			if !errors.Is(err, refresh.ErrNeedsReauth) || res.Outcome != refresh.NeedsReauth {
+				t.Fatalf("revoked: %+v, %v; want needs_reauth", res, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", loc, err)
+		}
+	}
+	// Asking again costs GHL nothing: the location waits for a person.
+	if _, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc2", RequestedAt: time.Now(), Force: true}); !errors.Is(err, refresh.ErrNeedsReauth) {
+		t.Fatalf("second refresh: %v", err)
+	}
+	if calls := b.fake.TokenCalls("loc2"); calls != 1 {
+		t.Fatalf("token calls for the revoked location = %d, want 1", calls)
+	}
+	c, _ := b.store.Credential(context.Background(), "loc2")
+	if c.Status != store.StatusNeedsReauth {
+		t.Fatalf("status = %s, want needs_reauth", c.Status)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	b.requireStoredCurrent(t, "loc3")
+	if !strings.Contains(b.logs.String(), "/api/auth/connect") {
+		t.Fatalf("log does not say how to reconnect:\n%s", b.logs)
+	}
+}
+
+func TestInactiveKeepsToken(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	b.fake.SetInactive("loc1", true)
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if !errors.Is(err, refresh.ErrInactive) || res.Outcome != refresh.Inactive {
+		t.Fatalf("Refresh = %+v, %v; want inactive", res, err)
+	}
+	c, _ := b.store.Credential(context.Background(), "loc1")
+	if c.Status != store.StatusInactive {
+		t.Fatalf("status = %s", c.Status)
+	}
+	b.fake.SetInactive("loc1", false)
+	if _, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now()}); err != nil {
+		t.Fatalf("after reactivation: %v", err)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}
+
+// refusingStore is the store behind a database that refuses every write
+// while down is set.
+type refusingStore struct {
+	*store.Store
+	down *atomic.Bool
+}
+
+var errRefused = errors.New("test: the database refuses writes")
+
+func (s refusingStore) SaveRefreshed(ctx context.Context, loc string, t store.Tokens, at time.Time) error {
+	if s.down.Load() {
+		return errRefused
+	}
+	return s.Store.SaveRefreshed(ctx, loc, t, at)
+}
+
+func (s refusingStore) SetStatus(ctx context.Context, loc string, st store.Status, msg string) error {
+	if s.down.Load() {
+		return errRefused
+	}
+	return s.Store.SetStatus(ctx, loc, st, msg)
+}
+
+// failWrites makes every write of r's store fail while on is set.
+func failWrites(r *refresh.Refresher, st *store.Store, on *atomic.Bool) {
+	r.Store = refusingStore{Store: st, down: on}
+}
+
+// The database refuses writes for 30 s right after GHL answered: the new
+// token is stored when it comes back, and the next refresh works with it.
+// The 30 s pass on a fake clock: whenever the refresher waits (its lock's
+// keeper and its writer's backoff both pending), the clock moves to the
+// next thing due.
+func TestDurableAcrossDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	fake := clock.NewFake(time.Now())
+	r.Clock = fake
+	var down atomic.Bool
+	failWrites(r, b.store, &down)
+	var outageOver atomic.Int64
+	b.fake.SetOnTokenIssued(func(loc string) {
+		if down.CompareAndSwap(false, true) {
+			outageOver.Store(fake.Now().Add(30 * time.Second).UnixNano()) // the outage being simulated
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		for fake.WaitForWaiters(2, done) {
+			fake.AdvanceToNext()
+			if over := outageOver.Load(); over != 0 && fake.Now().UnixNano() >= over {
+				down.Store(false)
+			}
+		}
+	}()
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: fake.Now(), Force: true})
+	close(done)
+	if err != nil || res.Outcome != refresh.Refreshed {
+		t.Fatalf("Refresh = %+v, %v", res, err)
+	}
+	if outageOver.Load() == 0 {
+		t.Fatal("GHL issued no token: the outage never began")
+	}
+	if fake.Now().UnixNano() < outageOver.Load() {
+		t.Fatal("Refresh returned before the outage ended: the write cannot have landed")
+	}
+	b.fake.SetOnTokenIssued(nil)
+	b.requireStoredCurrent(t, "loc1")
+	if _, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: fake.Now(), Force: true}); err != nil {
+		t.Fatalf("next refresh: %v", err)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	if n := b.fake.InvalidGrants("loc1"); n != 0 {
+		t.Fatalf("invalid grants = %d", n)
+	}
+}
+
+// A worker died after GHL rotated the token and before its answer arrived:
+// the recovery pass retries with the same refresh token inside the grace
+// window and the location keeps a valid token.
+func TestRecoverInterruptedRefresh(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	r.LockTTL = 300 * time.Millisecond
+	ctx := context.Background()
+
+	// The dead worker: it took the lock, marked the refresh in flight and
+	// spent the refresh token, then vanished.
+	c, _ := b.store.Credential(ctx, "loc1")
+	toks, _ := b.store.Tokens(c)
+	b.redis.Set(ctx, "ghlsync:refresh:lock:loc1", "dead-worker", r.LockTTL)
+	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: float64(time.Now().UnixMilli()), Member: "loc1"})
+	client, _ := ghl.NewClient(ghl.Config{BaseURL: b.fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
+	if _, _, err := client.OAuth.Refresh(ctx, toks.RefreshToken, "Location"); err != nil {
+		t.Fatal(err)
+	}
+
+	r.RecoverOnce(ctx) // the lock is still held: nothing happens
+	if calls := b.fake.TokenCalls("loc1"); calls != 1 {
+		t.Fatalf("token calls while the dead worker's lock lives = %d, want 1", calls)
+	}
+	testenv.Eventually(t, 5*time.Second, "the dead worker's lock to expire", func() bool {
+		return b.redis.Exists(ctx, "ghlsync:refresh:lock:loc1").Val() == 0
+	})
+	r.RecoverOnce(ctx)
+	b.requireStoredCurrent(t, "loc1")
+	if n := b.fake.GraceReuses("loc1"); n != 1 {
+		t.Fatalf("grace reuses = %d, want 1", n)
+	}
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 0 {
+		t.Fatalf("in-flight set still holds %d", n)
+	}
+}
+
+// A worker died after GHL answered but before the database took the token:
+// the token waits in Redis and the next refresh stores it without calling
+// GHL.
+func TestPendingTokenIsStored(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	ctx := context.Background()
+	var down atomic.Bool
+	failWrites(r, b.store, &down)
+	b.fake.SetOnTokenIssued(func(string) { down.Store(true) })
+	r.SaveFor = 200 * time.Millisecond // the worker gives up (or dies) quickly
+	requested := time.Now()
+	if _, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: requested, Force: true}); err == nil {
+		t.Fatal("Refresh succeeded while the database refused writes")
+	}
+	b.fake.SetOnTokenIssued(nil)
+	down.Store(false)
+	// A request made before that refresh was answered: the pending token
+	// answers it.
+	res, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: requested, Force: true})
+	if err != nil || res.Outcome != refresh.Fresh {
+		t.Fatalf("Refresh = %+v, %v; want fresh from the pending token", res, err)
+	}
+	if calls := b.fake.TokenCalls("loc1"); calls != 1 {
+		t.Fatalf("token calls = %d, want 1", calls)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}
+
+func TestUnknownLocation(t *testing.T) {
+	t.Parallel()
+	r, _ := setup(t)
+	_, err := r.Refresh(context.Background(), refresh.Request{LocationID: "nope"})
+	if !errors.Is(err, refresh.ErrUnknownLocation) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestUninstalledIsNotRefreshed(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	if err := b.store.SetStatus(context.Background(), "loc1", store.StatusUninstalled, "uninstalled"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if !errors.Is(err, refresh.ErrNeedsReauth) || !strings.Contains(res.Message, "uninstalled") {
+		t.Fatalf("Refresh = %+v, %v; want a refusal saying it was uninstalled", res, err)
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d, want 0", n)
+	}
+}
+
+// An in-flight mark older than the grace window is dropped only while no
+// refresh holds the location's lock.
+func TestRecoverDropsStaleMarkOnlyWhenFree(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	r.Grace = time.Millisecond
+	ctx := context.Background()
+	old := float64(time.Now().Add(-time.Minute).UnixMilli())
+	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: old, Member: "loc1"})
+	b.redis.Set(ctx, "ghlsync:refresh:lock:loc1", "live-holder", time.Minute)
+	r.RecoverOnce(ctx)
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 1 {
+		t.Fatal("the mark of a location whose lock is held was dropped")
+	}
+	b.redis.Del(ctx, "ghlsync:refresh:lock:loc1")
+	r.RecoverOnce(ctx)
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 0 {
+		t.Fatal("a stale mark with a free lock was kept")
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d: a stale mark must not be retried", n)
+	}
+}

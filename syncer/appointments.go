@@ -1,0 +1,320 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// An appointment becomes a GHL calendar appointment of its patient's
+// contact. Idempotence:
+//
+//   - Once GHL has named the appointment, its id is recorded and the
+//     appointment is updated by id; one deleted in GHL (404) is booked
+//     again, the clinic system being the source of truth.
+//   - Before a create, the intent is written: CreatingAt and what the create
+//     carries (contact, calendar, start). The answer's id then replaces it.
+//     An intent found on a later attempt (the answer was lost to a timeout,
+//     a reset or a dead worker) means the create may have happened, so the
+//     contact's appointments are listed first, and one in that calendar at
+//     that start that no other appointment holds is taken as the one the
+//     create made. Only when there is none is it created again.
+//   - An appointment whose patient changed (patient_external_id, or the
+//     contact recorded for its patient) is moved: GHL does not change an
+//     appointment's contact, so the one booked for the old contact is
+//     deleted and the appointment booked again for the new one. First the
+//     intent of that create is written beside the old id, then the old
+//     appointment is deleted (404 counts as deleted), then the create
+//     proceeds as any other, its intent written with the id cleared. A
+//     crash before the id is cleared leaves the old id and an intent: no
+//     create was sent for it (creates follow only a write without the id),
+//     so the next attempt drops the intent, deletes again and creates
+//     (or, moved back meanwhile, updates by the old id, booking again on a
+//     404). A crash after it leaves an intent without id: a lost create, looked
+//     up as above. Neither leaves two appointments in GHL, and neither is
+//     taken for unchanged, since an intent makes a record changed.
+//
+// The residual risk is a create that GHL still works on, or does not list
+// yet, when the lookup runs: say a proxy cut the connection while GHL went
+// on. The lookup comes after the client gave up (a reset, or its 30 s
+// timeout) and a backoff of a second or more, or after a dead worker's lock
+// expired (15 s); GHL would have to finish the create later than that. Two
+// appointments of one patient in the same calendar at the same start are
+// told apart by the ids the state table holds, which no two appointments
+// may share.
+
+// appointmentMapping versions what an appointment's hash covers
+// (appointmentContent), as contactMapping does. appointment/1 left out the
+// patient; the change sends every appointment once more.
+const appointmentMapping = "appointment/2"
+
+// appointmentContent is what an appointment's hash covers: what is sent,
+// and the patient it is booked for, which appointmentFor leaves out (GHL
+// takes the contact on a create only). Every column of the row but
+// updated_at is in one or the other.
+type appointmentContent struct {
+	Appointment *ghl.Appointment
+	Patient     string
+}
+
+// appointmentStatuses maps the clinic's statuses to GHL's.
+var appointmentStatuses = map[string]string{
+	store.AppointmentBooked:    ghl.AppointmentStatusNew,
+	store.AppointmentConfirmed: ghl.AppointmentStatusConfirmed,
+	store.AppointmentCancelled: ghl.AppointmentStatusCancelled,
+	store.AppointmentAttended:  ghl.AppointmentStatusShowed,
+	store.AppointmentNoShow:    ghl.AppointmentStatusNoShow,
+}
+
+// appointmentFor maps an appointment to what is sent to GHL, less the
+// contact. The times are whole seconds in UTC, as sent.
+func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, error) {
+	status, ok := appointmentStatuses[strings.ToLower(strings.TrimSpace(a.Status))]
+	if !ok {
+		return nil, refusedf("status %q is not one of booked, confirmed, cancelled, attended, no_show", a.Status)
+	}
+	if strings.TrimSpace(a.CalendarID) == "" {
+		return nil, refusedf("calendar_id is empty")
+	}
+	if strings.TrimSpace(a.PatientExternalID) == "" {
+		return nil, refusedf("patient_external_id is empty")
+	}
+	start, err := store.ParseTime(a.StartsAt)
+	if err != nil {
+		return nil, refusedf("starts_at %q is not a time", a.StartsAt)
+	}
+	end, err := store.ParseTime(a.EndsAt)
+	if err != nil {
+		return nil, refusedf("ends_at %q is not a time", a.EndsAt)
+	}
+	start, end = start.Truncate(time.Second), end.Truncate(time.Second)
+	if !end.After(start) {
+		return nil, refusedf("ends_at %s is not after starts_at %s", end.Format(time.RFC3339), start.Format(time.RFC3339))
+	}
+	return &ghl.Appointment{
+		CalendarID:        strings.TrimSpace(a.CalendarID),
+		LocationID:        loc,
+		StartTime:         start,
+		EndTime:           end,
+		Title:             strings.TrimSpace(a.Title),
+		AppointmentStatus: status,
+		// The clinic has booked it: GHL's own availability rules must not
+		// refuse the copy.
+		IgnoreDateRange:          true,
+		IgnoreFreeSlotValidation: true,
+	}, nil
+}
+
+// rawAppointment is what identifies an appointment's content when it cannot
+// be mapped.
+func rawAppointment(a *store.AppointmentRow) any {
+	raw := *a
+	raw.Sync, raw.ContactID = store.AppointmentSync{}, ""
+	return raw
+}
+
+// appointmentPages reads the appointments of the run's location as items.
+func appointmentPages(r *run) pageFunc {
+	return func(ctx context.Context, after string, limit int) ([]item, error) {
+		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		items := make([]item, len(rows))
+		for i := range rows {
+			items[i] = r.planAppointment(&rows[i])
+		}
+		return items, nil
+	}
+}
+
+// planAppointment decides what to do with an appointment. A refusal is
+// remembered together with the patient's contact at the time, so that an
+// appointment refused for want of a contact is tried again once its
+// patient has one.
+func (r *run) planAppointment(a *store.AppointmentRow) item {
+	ga, err := appointmentFor(r.loc, a)
+	hash := ""
+	if err != nil {
+		hash = contentHash("appointment-row/1", rawAppointment(a))
+	} else {
+		hash = contentHash(appointmentMapping, appointmentContent{ga, a.PatientExternalID})
+	}
+	failKey := contentHash("refused/1", []string{hash, a.ContactID})
+	it := item{key: a.ExternalID}
+	switch {
+	case failKey == a.Sync.FailedHash:
+		it.known = "unchanged since it was refused: " + a.Sync.LastError
+		return it
+	case err == nil && hash == a.Sync.SentHash && a.Sync.EventID != "" && a.Sync.CreatingAt == nil &&
+		(a.ContactID == "" || a.ContactID == a.Sync.ContactID):
+		// Same content, same patient, and that patient's contact (when
+		// known) the one it is booked for; no move half done.
+		it.unchanged = true
+		return it
+	}
+	st := a.Sync
+	st.LocationID, st.ExternalID = r.loc, a.ExternalID
+	it.refuse = func(ctx context.Context, why string) error {
+		st.FailedHash, st.LastError, st.FailedAt = failKey, why, ptr(r.e.now().UTC())
+		return r.e.State.SaveAppointmentSync(ctx, &st)
+	}
+	if err != nil {
+		it.invalid = err.Error()
+	} else {
+		it.push = func(ctx context.Context) (outcome, error) { return r.pushAppointment(ctx, &st, a, *ga, hash) }
+	}
+	return it
+}
+
+// pushAppointment sends a changed appointment and records GHL's id: an
+// update by id, a move to another contact, or a create.
+func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a *store.AppointmentRow, ga ghl.Appointment, hash string) (outcome, error) {
+	contact := a.ContactID
+	if contact == "" {
+		var err error
+		if contact, err = r.patientContact(ctx, a.PatientExternalID); err != nil {
+			return 0, err
+		}
+	}
+	out := created
+	if st.EventID != "" {
+		// An intent beside a recorded id is a move's whose create was
+		// never sent: the move starts over.
+		out = updated
+		clearIntent(st)
+	} else if st.CreatingAt != nil {
+		id, err := r.findCreated(ctx, st)
+		if err != nil {
+			return 0, err
+		}
+		if id != "" {
+			r.e.log().Info("found the appointment an earlier, unanswered create made",
+				"location", r.loc, "appointment", st.ExternalID, "event", id)
+			sentHash := st.IntentHash
+			st.EventID, st.ContactID = id, st.IntentContactID
+			clearIntent(st)
+			if sentHash == hash && st.ContactID == contact {
+				return created, r.appointmentSent(ctx, st, hash)
+			}
+			// Booked with older content or for another contact: record
+			// the id, then update or move it below.
+			if err := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SaveAppointmentSync(ctx, st) }); err != nil {
+				return 0, err
+			}
+		}
+	}
+
+	if st.EventID != "" && st.ContactID == contact {
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+			_, resp, err := r.e.Calendars.UpdateAppointment(ctx, token, st.EventID, &ga)
+			return resp, err
+		})
+		switch {
+		case err == nil:
+			return out, r.appointmentSent(ctx, st, hash)
+		case !ghl.IsNotFound(err):
+			return 0, err
+		}
+		r.e.log().Warn("the appointment is gone from GHL; booking it again",
+			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID)
+		st.EventID, out = "", created
+	}
+
+	ga.ContactID = contact
+	setIntent(st, &ga, hash, r.e.now())
+	if st.EventID != "" {
+		// A move: the intent is written beside the old id before the
+		// old appointment is deleted; see the top of this file.
+		r.e.log().Info("the appointment's patient changed; booking it again for the new contact",
+			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID, "patient", a.PatientExternalID)
+		if err := r.e.State.SaveAppointmentSync(ctx, st); err != nil {
+			return 0, err
+		}
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+			return r.e.Calendars.DeleteEvent(ctx, token, st.EventID)
+		})
+		if err != nil && !ghl.IsNotFound(err) {
+			return 0, err
+		}
+		st.EventID, st.ContactID = "", ""
+	}
+	// The intent, without an id: from here on a lost answer is looked up.
+	if err := r.e.State.SaveAppointmentSync(ctx, st); err != nil {
+		return 0, err
+	}
+	var got *ghl.Appointment
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		got, resp, err = r.e.Calendars.CreateAppointment(ctx, token, &ga)
+		return resp, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	st.EventID, st.ContactID = got.ID, contact
+	clearIntent(st)
+	return out, r.appointmentSent(ctx, st, hash)
+}
+
+// setIntent records in st what a create of ga carries.
+func setIntent(st *store.AppointmentSync, ga *ghl.Appointment, hash string, now time.Time) {
+	st.CreatingAt, st.IntentContactID, st.IntentCalendarID = ptr(now.UTC()), ga.ContactID, ga.CalendarID
+	st.IntentStartsAt, st.IntentHash = ptr(ga.StartTime), hash
+}
+
+// findCreated looks for the appointment that the create recorded in st's
+// intent made: the intent's contact's appointment in that calendar at that
+// start, held by no other appointment. "" when there is none.
+func (r *run) findCreated(ctx context.Context, st *store.AppointmentSync) (string, error) {
+	if st.IntentContactID == "" || st.IntentStartsAt == nil {
+		return "", nil
+	}
+	var events []ghl.Appointment
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		events, resp, err = r.e.Contacts.Appointments(ctx, token, st.IntentContactID)
+		return resp, err
+	})
+	if ghl.IsNotFound(err) {
+		return "", nil // the contact is gone, and its appointments with it
+	}
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, e := range events {
+		if e.CalendarID == st.IntentCalendarID && e.StartTime.Equal(*st.IntentStartsAt) {
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	holders, err := r.e.State.EventHolders(ctx, r.loc, ids)
+	if err != nil {
+		return "", err
+	}
+	for _, id := range ids {
+		if holder, held := holders[id]; !held || holder == st.ExternalID {
+			return id, nil
+		}
+	}
+	return "", nil
+}
+
+func clearIntent(st *store.AppointmentSync) {
+	st.CreatingAt, st.IntentContactID, st.IntentCalendarID, st.IntentStartsAt, st.IntentHash = nil, "", "", nil, ""
+}
+
+// appointmentSent records that GHL accepted the content with hash.
+func (r *run) appointmentSent(ctx context.Context, st *store.AppointmentSync, hash string) error {
+	st.SentHash, st.SentAt = hash, ptr(r.e.now().UTC())
+	st.FailedHash, st.LastError, st.FailedAt = "", "", nil
+	if err := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SaveAppointmentSync(ctx, st) }); err != nil {
+		return fmt.Errorf("recording GHL appointment %s: %w", st.EventID, err)
+	}
+	return nil
+}

@@ -1,0 +1,446 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// item is one record of a page, with what the run does with it.
+type item struct {
+	key string
+	// unchanged: GHL holds this content already; nothing to do.
+	unchanged bool
+	// known is why the record is failed without a call: GHL refused this
+	// very content before (or it cannot be sent), as recorded then.
+	known string
+	// invalid is why the record cannot be sent at all (unreadable data),
+	// found now; refuse records it.
+	invalid string
+	// push sends the record to GHL.
+	push func(ctx context.Context) (outcome, error)
+	// refuse records that GHL refused the content, or that it cannot be
+	// sent, so that it is not sent again until it changes.
+	refuse func(ctx context.Context, reason string) error
+}
+
+type outcome int
+
+const (
+	created outcome = iota + 1
+	updated
+)
+
+// pageFunc reads the page of records after a cursor.
+type pageFunc func(ctx context.Context, after string, limit int) ([]item, error)
+
+// Errors of a record, as opposed to errors that stop the run.
+type (
+	// refusal: GHL refused the record, or it cannot be sent: it is
+	// reported and not sent again until it changes.
+	refusal struct{ reason string }
+	// unanswered: a GHL call got no answer (timeout, reset) or one that
+	// could not be read; the record is tried again, like after a 5xx.
+	unanswered struct{ err error }
+)
+
+func (e *refusal) Error() string    { return e.reason }
+func (e *unanswered) Error() string { return "GHL did not answer: " + e.err.Error() }
+func (e *unanswered) Unwrap() error { return e.err }
+
+func refusedf(format string, args ...any) error { return &refusal{fmt.Sprintf(format, args...)} }
+
+// classify sorts an error of a record: a refusal, a temporary failure
+// (retried), or neither, which stops the run (rate limit, the location's
+// token, the database, Redis, a lost lock, the task's deadline).
+func classify(ctx context.Context, err error) (refused, temporary bool) {
+	if ctx.Err() != nil {
+		return false, false
+	}
+	var rf *refusal
+	var un *unanswered
+	switch {
+	case errors.As(err, &rf), errors.Is(err, store.ErrDuplicateEvent):
+		return true, false
+	case ghl.IsRateLimited(err), ghl.IsAccessDenied(err):
+		// The location, not the record: GHL's limit, or a token refreshed
+		// and retried once already, or lacking access to the location.
+		return false, false
+	case ghl.IsAPIError(err):
+		return !ghl.Temporary(err), ghl.Temporary(err)
+	}
+	return false, errors.As(err, &un)
+}
+
+// reason words a record's error for the result and the state table.
+func reason(err error) string {
+	var er *ghl.ErrorResponse
+	if errors.As(err, &er) {
+		return "GHL refused it: " + er.Error()
+	}
+	return err.Error()
+}
+
+// Retries of a record whose GHL call went unanswered, within a run, and
+// how many records in a row may fail so before the run gives up on GHL.
+const (
+	recordAttempts   = 3
+	recordBackoff    = time.Second
+	maxUnansweredRow = 5
+)
+
+// run is one run of a location's sync task: at most one batch.
+type run struct {
+	e    *Engine
+	kind kind
+	loc  string
+	ghl  *session
+	// contacts serialises the contact creation of one patient among the
+	// appointments of a run, and remembers the result.
+	contacts contactCache
+
+	start time.Time
+
+	mu         sync.Mutex // guards n, unanswered, stopErr
+	n          tally
+	unanswered int
+	stopErr    error
+	stopped    chan struct{}
+}
+
+// tally counts what a run did with its records.
+type tally struct {
+	scanned, created, updated, unchanged, contactsCreated int
+	// failed lists up to MaxFailedListed of the failedCount failures.
+	failed      []FailedRecord
+	failedCount int
+}
+
+func newRun(e *Engine, k kind, loc string) *run {
+	return &run{
+		e: e, kind: k, loc: loc,
+		ghl: &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
+			Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}},
+		contacts: contactCache{ids: map[string]string{}, locks: map[string]*sync.Mutex{}},
+		start:    e.now(),
+		stopped:  make(chan struct{}),
+	}
+}
+
+// stop ends the run with err: nothing new is sent, calls in flight finish.
+func (r *run) stop(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopErr == nil {
+		r.stopErr = err
+		close(r.stopped)
+	}
+}
+
+func (r *run) stopping() bool {
+	select {
+	case <-r.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *run) stopCause() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopErr
+}
+
+// walk runs the batch: it reads pages after after, and sends the records
+// that changed, Concurrency at a time, until BatchSize were sent, Budget
+// has passed, the table ends (done) or the run stops. It returns the
+// external id of the last record covered: every record up to it was
+// looked at and, if sent, answered.
+func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor string, done bool) {
+	if err := r.ghl.load(ctx); err != nil {
+		r.stop(err)
+		return after, false
+	}
+	batch := orInt(r.e.BatchSize, 500)
+	pageSize := orInt(r.e.PageSize, 1000)
+	budget := r.e.Budget
+	if budget <= 0 {
+		budget = 3 * time.Minute
+	}
+	slots := make(chan struct{}, orInt(r.e.Concurrency, 8))
+	cursor, sent := after, 0
+	for {
+		items, err := page(ctx, cursor, pageSize)
+		if err != nil {
+			r.stop(err)
+			return cursor, false
+		}
+		var wg sync.WaitGroup
+		handOver := false
+		for _, it := range items {
+			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping()) {
+				handOver = true
+				break
+			}
+			cursor = it.key
+			r.mu.Lock()
+			r.n.scanned++
+			switch {
+			case it.unchanged:
+				r.n.unchanged++
+			case it.known != "":
+				r.failLocked(it.key, it.known)
+			}
+			r.mu.Unlock()
+			switch {
+			case it.invalid != "":
+				r.refuse(ctx, it, it.invalid)
+			case it.push != nil:
+				sent++
+				slots <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer func() { <-slots; wg.Done() }()
+					r.send(ctx, it)
+				}()
+			}
+		}
+		wg.Wait()
+		switch {
+		case handOver || r.stopping():
+			return cursor, false
+		case len(items) < pageSize:
+			return cursor, true
+		}
+	}
+}
+
+// send pushes one record, trying again a record whose call went unanswered.
+func (r *run) send(ctx context.Context, it item) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var out outcome
+		out, err = it.push(ctx)
+		if err == nil {
+			r.mu.Lock()
+			r.unanswered = 0
+			if out == created {
+				r.n.created++
+			} else {
+				r.n.updated++
+			}
+			r.mu.Unlock()
+			return
+		}
+		refused, temporary := classify(ctx, err)
+		switch {
+		case refused:
+			r.refuse(ctx, it, reason(err))
+			return
+		case !temporary:
+			r.stop(err)
+			return
+		case attempt == recordAttempts || r.stopping():
+			r.failUnanswered(it.key, err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.stop(context.Cause(ctx))
+			return
+		case <-clock.Or(r.e.Clock).After(recordBackoff << (attempt - 1)):
+		}
+	}
+}
+
+// refuse records a refused record; only a database failure stops the run.
+func (r *run) refuse(ctx context.Context, it item, why string) {
+	if err := it.refuse(ctx, why); err != nil {
+		r.stop(err)
+		return
+	}
+	r.mu.Lock()
+	r.failLocked(it.key, why)
+	r.mu.Unlock()
+}
+
+// failUnanswered reports a record GHL did not answer for; it is tried again
+// on the next pass. Enough of them in a row stop the run: GHL is down.
+func (r *run) failUnanswered(key string, err error) {
+	r.mu.Lock()
+	r.failLocked(key, err.Error()+" (tried again on the next sync)")
+	r.unanswered++
+	giveUp := r.unanswered >= maxUnansweredRow
+	r.mu.Unlock()
+	if giveUp {
+		r.stop(fmt.Errorf("GHL failed %d records in a row, the last one: %w", maxUnansweredRow, err))
+	}
+}
+
+func (r *run) failLocked(key, why string) {
+	r.n.failedCount++
+	if len(r.n.failed) < MaxFailedListed {
+		r.n.failed = append(r.n.failed, FailedRecord{ExternalID: key, Reason: why})
+	}
+}
+
+// contactCreated counts a contact an appointment sync made for its patient.
+func (r *run) contactCreated() {
+	r.mu.Lock()
+	r.n.contactsCreated++
+	r.mu.Unlock()
+	if r.e.Observe != nil {
+		r.e.Observe(patientsKind.record, "created", 1)
+	}
+}
+
+// tally returns the run's counts once its records are done, and reports
+// them to metrics.
+func (r *run) tally() tally {
+	r.mu.Lock()
+	n := r.n
+	r.mu.Unlock()
+	if r.e.Observe != nil {
+		for outcome, c := range map[string]int{"created": n.created, "updated": n.updated,
+			"unchanged": n.unchanged, "failed": n.failedCount} {
+			if c > 0 {
+				r.e.Observe(r.kind.record, outcome, c)
+			}
+		}
+	}
+	return n
+}
+
+// persist writes the state that records what GHL did. GHL has acted, so
+// the write is retried for a while, past the task's own cancellation: a
+// lost GHL id would make the next run look the record up, or for a
+// contact without email or phone, create it again.
+func (r *run) persist(ctx context.Context, write func(context.Context) error) error {
+	return store.Persist(ctx, r.e.Clock, time.Minute, func(err error) bool { return errors.Is(err, store.ErrDuplicateEvent) }, write)
+}
+
+// session makes a run's GHL calls for its location: each waits for the
+// location's rate limiter and tells it GHL's rate headers; a 401 renews
+// the token once, through the location's token source, and retries.
+type session struct {
+	e      *Engine
+	loc    string
+	tokens *refresh.Source
+}
+
+// load reads the location's current access token.
+func (s *session) load(ctx context.Context) error {
+	_, err := s.tokens.Token(ctx)
+	return err
+}
+
+// call makes one GHL call with the current token. fn returns GHL's
+// response, if any, and the call's error.
+func (s *session) call(ctx context.Context, fn func(ctx context.Context, token string) (*ghl.Response, error)) error {
+	for retried := false; ; retried = true {
+		token, err := s.tokens.Token(ctx)
+		if err != nil {
+			return err
+		}
+		grant, err := s.e.Limiter.Wait(ctx, s.loc)
+		if err != nil {
+			return err
+		}
+		resp, err := fn(ctx, token)
+		if resp != nil {
+			if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(resp.Rate)); err != nil {
+				s.e.log().Warn("rate limiter: could not record GHL's rate headers", "location", s.loc, "err", err)
+			}
+		}
+		var rl *ghl.RateLimitError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &rl):
+			return s.paused(ctx, rl)
+		case ghl.IsTokenRejected(err) && !retried:
+			if err := s.tokens.Rejected(ctx, token); err != nil {
+				return err
+			}
+			continue
+		case ghl.IsAPIError(err), ctx.Err() != nil:
+			return err
+		}
+		return &unanswered{err}
+	}
+}
+
+// rateOf hands GHL's rate headers to the limiter.
+func rateOf(r ghl.Rate) ratelimit.Rate {
+	return ratelimit.Rate{Max: r.Max, Remaining: r.Remaining, Interval: r.Interval}
+}
+
+// paused pauses the location for what a 429 asks, a day's end when the
+// daily quota is spent, and returns the 429 with the pause in force.
+func (s *session) paused(ctx context.Context, rl *ghl.RateLimitError) error {
+	d := rl.RetryAfter
+	if rl.Rate.DailyLimit > 0 && rl.Rate.DailyRemaining == 0 {
+		// GHL counts the daily quota per UTC day.
+		now := s.e.now().UTC()
+		d = max(d, now.Truncate(24*time.Hour).Add(24*time.Hour).Sub(now))
+	}
+	left, err := s.e.Limiter.Pause(context.WithoutCancel(ctx), s.loc, d)
+	if err != nil {
+		s.e.log().Warn("rate limiter: could not pause the location", "location", s.loc, "err", err)
+		left = d
+	}
+	s.e.log().Warn("GHL answered 429; the location is paused", "location", s.loc, "for", left)
+	out := *rl
+	out.RetryAfter = max(left, d)
+	return &out
+}
+
+// contactCache gives the appointments of a run one contact per patient: a
+// patient's first appointment creates the contact while the others wait.
+type contactCache struct {
+	mu    sync.Mutex
+	ids   map[string]string      // patient external id -> contact id
+	locks map[string]*sync.Mutex // patient external id -> its creation
+}
+
+// get returns the patient's contact, calling create (under the patient's
+// lock) when the run has none yet.
+func (c *contactCache) get(patient string, create func() (string, error)) (string, error) {
+	c.mu.Lock()
+	if id, ok := c.ids[patient]; ok {
+		c.mu.Unlock()
+		return id, nil
+	}
+	l := c.locks[patient]
+	if l == nil {
+		l = &sync.Mutex{}
+		c.locks[patient] = l
+	}
+	c.mu.Unlock()
+
+	l.Lock()
+	defer l.Unlock()
+	c.mu.Lock()
+	id, ok := c.ids[patient]
+	c.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := create()
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.ids[patient] = id
+	c.mu.Unlock()
+	return id, nil
+}

@@ -1,0 +1,399 @@
+// Package syncer is the sync engine: it pushes the clinic's source tables
+// (patients, appointments) into GHL, one location at a time. It knows
+// nothing of the queue; package tasks runs it as asynq tasks.
+//
+// A run of a location:
+//
+//   - takes the location's lock (Locks), so one sync of a location runs at
+//     a time across every worker;
+//   - walks the source table in external id order, a page at a time, and
+//     compares each record's content hash with the one GHL last accepted:
+//     unchanged records cost no GHL call (run.go);
+//   - pushes at most BatchSize records (or works for Budget), then hands the
+//     rest of the table to Request.Continue, which starts after the last
+//     record the run covered;
+//   - makes every GHL call through the location's shared rate limiter with
+//     a token from the location's refresh.Source, so a 401 refreshes the
+//     token once through the single-flight refresher.
+//
+// Idempotence rests on the state table recording GHL's id as soon as GHL
+// names it, and on what is recorded before a create whose answer may be
+// lost: see patients.go and appointments.go for each kind's protocol.
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
+)
+
+// Kinds of sync, as results, run logs and metrics name them.
+const (
+	KindPatients     = "patients"
+	KindAppointments = "appointments"
+)
+
+// Kinds lists every kind of sync.
+var Kinds = []string{KindPatients, KindAppointments}
+
+// Credentials reads the connected locations; *store.Store is one.
+type Credentials interface {
+	Credential(ctx context.Context, loc string) (*store.Credential, error)
+	Tokens(c *store.Credential) (store.Tokens, error)
+}
+
+// State reads the source tables and keeps ghlsync's sync state;
+// *store.Store is one. It must be safe for concurrent use.
+type State interface {
+	PatientPage(ctx context.Context, loc, after string, limit int) ([]store.PatientRow, error)
+	PatientByExternalID(ctx context.Context, loc, externalID string) (*store.PatientRow, error)
+	AppointmentPage(ctx context.Context, loc, after string, limit int) ([]store.AppointmentRow, error)
+	SavePatientSync(ctx context.Context, st *store.PatientSync) error
+	SaveAppointmentSync(ctx context.Context, st *store.AppointmentSync) error
+	EventHolders(ctx context.Context, loc string, eventIDs []string) (map[string]string, error)
+	StartSyncRun(ctx context.Context, r *store.SyncRun) error
+	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
+}
+
+// Contacts is the part of GHL's contacts API a sync uses;
+// *ghl.ContactsService is one.
+type Contacts interface {
+	Upsert(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, bool, *ghl.Response, error)
+	Update(ctx context.Context, accessToken, contactID string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
+	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Appointment, *ghl.Response, error)
+}
+
+// Calendars is the part of GHL's calendars API a sync uses;
+// *ghl.CalendarsService is one.
+type Calendars interface {
+	CreateAppointment(ctx context.Context, accessToken string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
+	UpdateAppointment(ctx context.Context, accessToken, eventID string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
+	DeleteEvent(ctx context.Context, accessToken, eventID string) (*ghl.Response, error)
+}
+
+// RateLimiter holds every GHL call of a location to GHL's limit, across
+// all workers; *ratelimit.Limiter is one.
+type RateLimiter interface {
+	Wait(ctx context.Context, loc string) (ratelimit.Grant, error)
+	Observe(ctx context.Context, loc string, g ratelimit.Grant, rate ratelimit.Rate) error
+	Pause(ctx context.Context, loc string, d time.Duration) (time.Duration, error)
+}
+
+// Engine runs syncs. The zero values of the tuning fields are the
+// defaults. It is safe for concurrent use.
+type Engine struct {
+	Credentials Credentials
+	State       State
+	// Refresher renews a location's token that GHL rejected, single flight.
+	Refresher refresh.Renewer
+	Contacts  Contacts
+	Calendars Calendars
+	Limiter   RateLimiter
+	Locks     *Locks
+	// Observe, when set, counts records by kind ("patient",
+	// "appointment") and outcome ("created", "updated", "unchanged",
+	// "failed"), for metrics.
+	Observe func(kind, outcome string, n int)
+	Log     *slog.Logger
+	Clock   clock.Clock
+
+	// BatchSize is the most records a run sends to GHL; 500.
+	BatchSize int
+	// PageSize is the number of rows read per query; 1000.
+	PageSize int
+	// Concurrency is the number of records a run sends at once; 8. The
+	// limiter, not this, sets the pace; it only has to cover GHL's latency.
+	Concurrency int
+	// Budget is how long a run sends records before it hands over to a
+	// follow-up; 3m.
+	Budget time.Duration
+}
+
+func (e *Engine) now() time.Time { return clock.Or(e.Clock).Now() }
+
+func (e *Engine) log() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.Default()
+}
+
+func orInt(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Outcomes of a sync run.
+const (
+	// OutcomeCompleted: the run reached the end of the table.
+	OutcomeCompleted = "completed"
+	// OutcomeContinued: a follow-up (Result.ContinuedBy) takes the rest.
+	OutcomeContinued = "continued"
+	// OutcomeNeedsReauth: GHL refused the location's refresh token for
+	// good; the sync stopped and is not retried.
+	OutcomeNeedsReauth = "needs_reauth"
+	// OutcomeInactive: GHL says the location is not active; the sync
+	// stopped and is not retried.
+	OutcomeInactive = "inactive"
+	// OutcomeRateLimited: GHL answered 429 anyway; the run is to be tried
+	// again after the interval GHL gave, not counted as a failure.
+	OutcomeRateLimited = "rate_limited"
+	// OutcomeError: the run stopped on an error and is retried.
+	OutcomeError = "error"
+)
+
+// ErrFinal marks an error that retrying cannot cure (the location needs
+// reconnecting, is not active, uninstalled, unknown or not a location).
+// Match it with errors.Is.
+var ErrFinal = errors.New("not retried")
+
+// Result is the result of a location's sync run. It covers the pass so
+// far: a pass that needs several runs (batches) hands its result on to
+// each follow-up, so the last run's result is the whole pass's.
+type Result struct {
+	Kind     string `json:"kind"`
+	Location string `json:"location"`
+	Outcome  string `json:"outcome"`
+	// Batch is the number of runs of the pass so far.
+	Batch int `json:"batch"`
+	// Scanned records, of which Created, Updated and Unchanged, and the
+	// failed ones, listed (up to MaxFailedListed) with why.
+	Scanned   int            `json:"scanned"`
+	Created   int            `json:"created"`
+	Updated   int            `json:"updated"`
+	Unchanged int            `json:"unchanged"`
+	Failed    []FailedRecord `json:"failed"`
+	// FailedCount counts every failed record, listed or not.
+	FailedCount int `json:"failed_count"`
+	// ContactsCreated counts the contacts an appointment sync created for
+	// patients that had none yet.
+	ContactsCreated int `json:"contacts_created,omitempty"`
+	// Cursor is the external id of the last record the pass covered.
+	Cursor      string `json:"cursor,omitempty"`
+	ContinuedBy string `json:"continued_by,omitempty"`
+	// StartedAt is when the pass's first run started; Duration runs
+	// from then to the end of this run.
+	StartedAt time.Time `json:"started_at"`
+	Duration  string    `json:"duration"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// add counts a run's tally into the pass's result.
+func (res *Result) add(n tally) {
+	res.Scanned += n.scanned
+	res.Created += n.created
+	res.Updated += n.updated
+	res.Unchanged += n.unchanged
+	res.ContactsCreated += n.contactsCreated
+	res.FailedCount += n.failedCount
+	for _, f := range n.failed {
+		if len(res.Failed) < MaxFailedListed {
+			res.Failed = append(res.Failed, f)
+		}
+	}
+}
+
+// FailedRecord is a record a sync could not push, and why.
+type FailedRecord struct {
+	ExternalID string `json:"external_id"`
+	Reason     string `json:"reason"`
+}
+
+// MaxFailedListed bounds the failed list of a result (a task's result is
+// stored in Redis); FailedCount still counts them all.
+const MaxFailedListed = 100
+
+// Request asks for one run of a location's sync.
+type Request struct {
+	Kind     string // KindPatients or KindAppointments
+	Location string
+	// After continues a pass: only records whose external id sorts after
+	// it are looked at.
+	After string
+	// Batch numbers the runs of a pass, from 1.
+	Batch int
+	// Pass is the result of the pass's earlier runs, carried on.
+	Pass *Result
+	// RunID names the run in the run log (the task id).
+	RunID string
+	// Continue hands the rest of the pass to a follow-up run that starts
+	// after pass.Cursor with pass as its Pass, and returns the follow-up's
+	// id. It is called only when the run stopped short of the table's end,
+	// before the run is recorded as ended.
+	Continue func(ctx context.Context, pass Result) (string, error)
+}
+
+// kind is what differs between the two syncs.
+type kind struct {
+	name   string // KindPatients, KindAppointments
+	record string // metric label: "patient", "appointment"
+	// pages returns the function that reads the next page of the run's
+	// table as items.
+	pages func(r *run) pageFunc
+}
+
+var (
+	patientsKind     = kind{KindPatients, "patient", patientPages}
+	appointmentsKind = kind{KindAppointments, "appointment", appointmentPages}
+)
+
+func kindOf(name string) (kind, bool) {
+	switch name {
+	case KindPatients:
+		return patientsKind, true
+	case KindAppointments:
+		return appointmentsKind, true
+	}
+	return kind{}, false
+}
+
+// NotSyncable says why a credential's location is not synced, "" when it
+// is.
+func NotSyncable(c *store.Credential) string {
+	if c.UserType == store.UserTypeCompany {
+		return "agency (Company) token: only locations are synced"
+	}
+	if p := c.Status.Problem(); p != "" {
+		return string(c.Status) + ": " + p
+	}
+	return ""
+}
+
+// statusError: the location's status forbids syncing it.
+type statusError struct {
+	status store.Status
+	reason string
+}
+
+func (e *statusError) Error() string { return e.reason }
+
+// checkSyncable returns a *statusError when c's location is not synced.
+func checkSyncable(c *store.Credential) error {
+	if reason := NotSyncable(c); reason != "" {
+		return &statusError{status: c.Status, reason: reason}
+	}
+	return nil
+}
+
+// Run runs one batch of a location's sync. The Result is meaningful also
+// with an error; an error that wraps ErrFinal is not worth retrying, and
+// one that wraps a *ghl.RateLimitError asks to wait what GHL said.
+func (e *Engine) Run(ctx context.Context, req Request) (Result, error) {
+	k, ok := kindOf(req.Kind)
+	if !ok {
+		return Result{}, fmt.Errorf("syncer: unknown kind %q: %w", req.Kind, ErrFinal)
+	}
+	loc := req.Location
+	res := Result{Kind: k.name, Location: loc, StartedAt: e.now().UTC()}
+	if req.Pass != nil {
+		res = *req.Pass
+	}
+	res.Batch, res.Cursor, res.ContinuedBy = max(req.Batch, 1), req.After, ""
+	res.Failed = append([]FailedRecord{}, res.Failed...)
+	finish := func(outcome, msg string) Result {
+		res.Outcome, res.Message = outcome, msg
+		res.Duration = e.now().Sub(res.StartedAt).Round(time.Millisecond).String()
+		return res
+	}
+
+	// Checked before waiting for the lock: a location that cannot be
+	// synced should not queue behind one that is.
+	c, err := e.Credentials.Credential(ctx, loc)
+	if errors.Is(err, store.ErrNotFound) {
+		return res, fmt.Errorf("%w: %w", refresh.ErrUnknownLocation, ErrFinal)
+	}
+	if err != nil {
+		return res, err
+	}
+	if err := checkSyncable(c); err != nil {
+		outcome, msg, err := stopOutcome(err)
+		return finish(outcome, msg), err
+	}
+
+	lk, err := e.Locks.Acquire(ctx, loc)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if err := lk.Release(ctx, nil); err != nil {
+			e.log().Warn("releasing the sync lock", "location", loc, "err", err)
+		}
+	}()
+	runCtx := lk.Context()
+
+	runLog := &store.SyncRun{Kind: k.name, LocationID: loc, TaskID: req.RunID, After: req.After, StartedAt: e.now().UTC()}
+	if err := e.State.StartSyncRun(ctx, runLog); err != nil {
+		return res, err
+	}
+	r := newRun(e, k, loc)
+	cursor, done := r.walk(runCtx, req.After, k.pages(r))
+	n := r.tally()
+	res.add(n)
+	res.Cursor = cursor
+	stopErr := r.stopCause()
+	if stopErr != nil && runCtx.Err() != nil && ctx.Err() == nil {
+		stopErr = context.Cause(runCtx) // the lock was lost
+	}
+
+	outcome, msg, retErr := OutcomeCompleted, "", error(nil)
+	switch {
+	case stopErr == nil && done:
+	case stopErr == nil:
+		outcome = OutcomeContinued
+		pass := res
+		pass.Outcome = OutcomeContinued
+		if res.ContinuedBy, retErr = req.Continue(context.WithoutCancel(ctx), pass); retErr != nil {
+			// The batch is done and recorded; its retry finds it unchanged
+			// and hands over again.
+			outcome, msg = OutcomeError, "could not enqueue the follow-up: "+retErr.Error()
+		}
+	default:
+		outcome, msg, retErr = stopOutcome(stopErr)
+	}
+
+	runLog.Cursor, runLog.Outcome, runLog.ContinuedBy, runLog.Error = cursor, outcome, res.ContinuedBy, msg
+	runLog.Scanned, runLog.Created, runLog.Updated, runLog.Unchanged, runLog.Failed = n.scanned, n.created, n.updated, n.unchanged, n.failedCount
+	if err := e.State.FinishSyncRun(context.WithoutCancel(ctx), runLog); err != nil {
+		e.log().Warn("could not record the end of a sync run", "location", loc, "kind", k.name, "err", err)
+	}
+	res = finish(outcome, msg)
+	e.log().Info("sync run ended", "kind", k.name, "location", loc, "batch", res.Batch, "outcome", outcome,
+		"scanned", n.scanned, "created", n.created, "updated", n.updated, "unchanged", n.unchanged,
+		"failed", n.failedCount, "pass_duration", res.Duration, "continued_by", res.ContinuedBy)
+	return res, retErr
+}
+
+// stopOutcome turns the error that stopped a run into the run's outcome,
+// message and the error Run returns.
+func stopOutcome(err error) (string, string, error) {
+	var rl *ghl.RateLimitError
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		// A company token is not a location: an error, not a state.
+		outcome := string(se.status)
+		if se.status == store.StatusActive {
+			outcome = OutcomeError
+		}
+		return outcome, se.reason, fmt.Errorf("%s: %w", se.reason, ErrFinal)
+	case errors.As(err, &rl):
+		return OutcomeRateLimited, fmt.Sprintf("GHL answered 429; the task runs again in %s", rl.RetryAfter), rl
+	case errors.Is(err, refresh.ErrNeedsReauth):
+		msg := "GHL refused the location's refresh token for good; connect it again at " + store.ConnectPath
+		return OutcomeNeedsReauth, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
+	case errors.Is(err, refresh.ErrInactive):
+		msg := "GHL says the location is not active; it is synced again once it is"
+		return OutcomeInactive, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
+	}
+	return OutcomeError, err.Error(), err
+}

@@ -1,0 +1,30 @@
+package tasks
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/ghl"
+)
+
+// RetryDelay is the workers' asynq RetryDelayFunc: a 429 waits what GHL
+// said; everything else backs off exponentially with full jitter, from 1 s
+// for token tasks (a retry must come inside GHL's grace window) and 10 s
+// for the rest, capped at 10 minutes.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if d := ghl.RetryAfter(err); d > 0 {
+		return d
+	}
+	base := 10 * time.Second
+	if t.Type() == TypeTokenRefresh {
+		base = time.Second
+	}
+	d := min(base<<min(n, 16), 10*time.Minute)
+	return d/2 + rand.N(d/2+1)
+}
+
+// IsFailure says which errors count as failures: a 429 is GHL asking us to
+// wait, not a failure.
+func IsFailure(err error) bool { return !ghl.IsRateLimited(err) }
