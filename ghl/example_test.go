@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
 )
 
 // Refresh spends a refresh token for a new token. Store the new
@@ -36,7 +37,7 @@ func ExampleOAuthService_Refresh() {
 		ClientSecret: "client-secret",
 		RedirectURI:  "https://app.example/api/auth/callback",
 		Timeout:      10 * time.Second,
-		Now:          func() time.Time { return time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) },
+		Clock:        clock.NewFake(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)),
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -29,6 +29,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/ghlsync/ghlsync/internal/clock"
 )
 
 const (
@@ -74,9 +76,9 @@ type Config struct {
 	// when zero.
 	Timeout time.Duration
 
-	// Now tells the time; time.Now when nil. Token expiry and Retry-After
-	// dates are computed with it.
-	Now func() time.Time
+	// Clock tells the time; the real clock when nil. Token expiry and
+	// Retry-After dates are computed with it.
+	Clock clock.Clock
 
 	// OnResponse, when set, is called once per HTTP request, after the
 	// response has been read, with a stable low-cardinality endpoint name,
@@ -127,7 +129,7 @@ type Client struct {
 	cfg     Config
 	baseURL string // without trailing slash
 	http    *http.Client
-	now     func() time.Time
+	clock   clock.Clock
 	timeout time.Duration
 }
 
@@ -142,12 +144,9 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("ghl: negative Timeout %s", cfg.Timeout)
 	}
-	c := &Client{cfg: cfg, baseURL: base, http: cfg.HTTPClient, now: cfg.Now, timeout: cfg.Timeout}
+	c := &Client{cfg: cfg, baseURL: base, http: cfg.HTTPClient, clock: clock.Or(cfg.Clock), timeout: cfg.Timeout}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
-	}
-	if c.now == nil {
-		c.now = time.Now
 	}
 	if c.http == nil {
 		// Every call goes to one host: keep as many idle connections to it
@@ -281,7 +280,7 @@ func (c *Client) roundTrip(ctx context.Context, r *request, v any) (*Response, e
 	}()
 	resp := newResponse(hr)
 
-	if err := checkResponse(hr, r.endpoint, c.now(), c.secrets(r)); err != nil {
+	if err := checkResponse(hr, r.endpoint, c.clock.Now(), c.secrets(r)); err != nil {
 		c.observe(r.endpoint, hr.StatusCode, start)
 		return resp, err
 	}

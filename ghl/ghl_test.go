@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -87,7 +88,7 @@ func setup(t *testing.T, opts ...func(*Config)) (*Client, *testBundle) {
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
 		RedirectURI:  testRedirectURI,
-		Now:          func() time.Time { return testNow },
+		Clock:        clock.NewFake(testNow),
 		OnResponse:   b.observe,
 	}
 	for _, opt := range opts {

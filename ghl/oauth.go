@@ -194,5 +194,5 @@ func (s *OAuthService) do(ctx context.Context, r *request) (*Token, *Response, e
 	if w.AccessToken == "" {
 		return nil, resp, r.errorf("response has no access_token")
 	}
-	return w.token(s.client.now()), resp, nil
+	return w.token(s.client.clock.Now()), resp, nil
 }

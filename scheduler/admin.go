@@ -10,23 +10,16 @@ import (
 	"time"
 
 	"github.com/ghlsync/ghlsync/store"
-	"github.com/ghlsync/ghlsync/tasks"
 )
 
-// Default is a schedule that `scheduler setup` creates.
+// Default is a schedule that Setup creates. The caller defines the
+// defaults (app.DefaultSchedules), since they name tasks and the scheduler
+// only enqueues what its rows name.
 type Default struct {
 	Name     string
 	TaskType string
 	Queue    string
 	Spec     Spec
-}
-
-// Defaults are the schedules of DESIGN.md. Token work has the critical
-// queue, whose worker slots sync work cannot take.
-var Defaults = []Default{
-	{Name: "token-refresh", TaskType: tasks.TypeTokenRefreshDue, Queue: tasks.QueueCritical, Spec: Spec{Every: 10 * time.Minute}},
-	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: Spec{Every: time.Hour}},
-	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: Spec{Every: time.Hour}},
 }
 
 // SetupResult says what Setup did to one default schedule.
@@ -39,16 +32,16 @@ type SetupResult struct {
 	Detail string
 }
 
-// Setup creates the default schedules that do not exist. Of one that does,
+// Setup creates the schedules of defaults that do not exist. Of one that does,
 // it brings the task type and queue (which the code defines) in line with
 // the defaults, and keeps what an operator may have chosen: the schedule,
 // the payload and whether it is enabled. With reset it restores those to
 // the defaults as well (enabled, empty payload). A second run changes
 // nothing, not even changed_at. A new interval schedule is due at once, so
 // the first scheduler to start refreshes tokens and syncs right away.
-func Setup(ctx context.Context, st *store.Store, now time.Time, reset bool) ([]SetupResult, error) {
+func Setup(ctx context.Context, st *store.Store, defaults []Default, now time.Time, reset bool) ([]SetupResult, error) {
 	var out []SetupResult
-	for _, d := range Defaults {
+	for _, d := range defaults {
 		p, err := d.Spec.plan()
 		if err != nil {
 			return out, fmt.Errorf("scheduler.Setup %s: %w", d.Name, err)

@@ -51,6 +51,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -78,8 +79,8 @@ const (
 
 // Options configure a Scheduler. The zero value is ready for production.
 type Options struct {
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
+	// Clock reads the time and waits; the real clock when nil.
+	Clock clock.Clock
 	// Logger receives the scheduler's logs; slog.Default() when nil.
 	Logger *slog.Logger
 	// Poll is the longest the loop sleeps between two reads of the
@@ -111,9 +112,7 @@ type Scheduler struct {
 // New returns a Scheduler that reads schedules from st and enqueues through
 // enq. It does nothing until Run or Tick.
 func New(st *store.Store, enq Enqueuer, opt Options) *Scheduler {
-	if opt.Now == nil {
-		opt.Now = time.Now
-	}
+	opt.Clock = clock.Or(opt.Clock)
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
@@ -126,7 +125,7 @@ func New(st *store.Store, enq Enqueuer, opt Options) *Scheduler {
 	if opt.MaxRetry <= 0 {
 		opt.MaxRetry = DefaultMaxRetry
 	}
-	return &Scheduler{store: st, enq: enq, opt: opt, log: opt.Logger.With("component", "scheduler"), started: time.Now()}
+	return &Scheduler{store: st, enq: enq, opt: opt, log: opt.Logger.With("component", "scheduler"), started: opt.Clock.Now()}
 }
 
 // TaskID is the asynq task id of a schedule's slot.
@@ -140,29 +139,26 @@ func TaskID(name string, slot time.Time) string {
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.log.Info("scheduler started", "poll", s.opt.Poll)
 	defer s.log.Info("scheduler stopped")
-	timer := time.NewTimer(0)
-	defer timer.Stop()
 	var lastErr string
 	var lastLogged time.Time
+	var wait time.Duration
 	for {
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, s.opt.Clock, wait) != nil {
 			return nil
-		case <-timer.C:
 		}
-		wait, err := s.Tick(ctx)
+		var err error
+		wait, err = s.Tick(ctx)
 		if err != nil && ctx.Err() == nil {
 			// A database or Redis outage fails every tick; say so when
 			// it starts, changes, or every half minute, not every second.
-			if msg := err.Error(); msg != lastErr || time.Since(lastLogged) > 30*time.Second {
+			if msg := err.Error(); msg != lastErr || clock.Since(s.opt.Clock, lastLogged) > 30*time.Second {
 				s.log.Error("scheduler tick failed; retrying", "err", err, "retry_in", wait)
-				lastErr, lastLogged = msg, time.Now()
+				lastErr, lastLogged = msg, s.opt.Clock.Now()
 			}
 		} else if err == nil && lastErr != "" {
 			s.log.Info("scheduler recovered")
 			lastErr = ""
 		}
-		timer.Reset(wait)
 	}
 }
 
@@ -180,7 +176,7 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 	// now is when the rows were read. Slots due by then are covered by
 	// this tick's run; one that falls due while the tick is busy is not
 	// skipped but left for the next tick.
-	now := s.opt.Now()
+	now := s.opt.Clock.Now()
 	earliest := now.Add(s.opt.Poll)
 	// errs are every failure; infra those of the database or Redis. A
 	// bad row (a cron expression written by SQL, say) is reported but
@@ -238,9 +234,9 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 	if infra {
 		return s.opt.Poll, errors.Join(errs...)
 	}
-	s.lastGood.Store(time.Now().UnixNano())
+	s.lastGood.Store(s.opt.Clock.Now().UnixNano())
 	// Measured from the end of the tick, which may have taken a while.
-	return min(max(earliest.Sub(s.opt.Now()), 0), s.opt.Poll), errors.Join(errs...)
+	return min(max(earliest.Sub(s.opt.Clock.Now()), 0), s.opt.Poll), errors.Join(errs...)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -277,7 +273,7 @@ func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
 	)
 	switch {
 	case err == nil:
-		lag := s.opt.Now().Sub(r.slot)
+		lag := s.opt.Clock.Now().Sub(r.slot)
 		s.opt.Metrics.enqueued(r.row.Name, lag)
 		s.log.Info("enqueued", "schedule", r.row.Name, "task", r.row.TaskType, "queue", r.row.Queue, "task_id", id, "slot", r.slot, "lag", lag)
 		return nil
@@ -317,7 +313,7 @@ func (s *Scheduler) Check(context.Context) error {
 	if s.lastGood.Load() == 0 {
 		last = s.started
 	}
-	if age := time.Since(last); age > limit {
+	if age := clock.Since(s.opt.Clock, last); age > limit {
 		return fmt.Errorf("no successful scheduler tick for %s", age.Round(time.Second))
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
@@ -123,6 +124,8 @@ func (b *bundle) pending(t *testing.T, queue string) []string {
 type enqueueLog struct {
 	mu      sync.Mutex
 	entries []enqueued
+	// clock stamps the entries; the real one when nil.
+	clock clock.Clock
 }
 
 type enqueued struct {
@@ -135,7 +138,7 @@ func (l *enqueueLog) wrap(e scheduler.Enqueuer) scheduler.Enqueuer {
 	return enqueuerFunc(func(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 		info, err := e.EnqueueContext(ctx, task, opts...)
 		if err == nil {
-			at := time.Now()
+			at := clock.Or(l.clock).Now()
 			l.mu.Lock()
 			l.entries = append(l.entries, enqueued{id: info.ID, slot: slotOf(info.ID), at: at})
 			l.mu.Unlock()
@@ -209,21 +212,27 @@ func requireEverySlotOnce(t *testing.T, entries []enqueued, step time.Duration) 
 }
 
 // Test 1: three replicas, one Redis, one database, a 1 s schedule, 20 s:
-// every slot is enqueued exactly once.
+// every slot is enqueued exactly once. The 20 s pass on a fake clock that
+// moves to the next wake-up whenever all three replicas sleep.
 func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.create(t, store.Schedule{Name: "tick", EverySeconds: 1, NextRunAt: ptr(time.Now())})
+	fake := clock.NewFake(time.Now())
+	b.log.clock = fake
+	b.create(t, store.Schedule{Name: "tick", EverySeconds: 1, NextRunAt: ptr(fake.Now())})
 	var metrics []*scheduler.Metrics
 	var stops []func()
 	for range 3 {
 		m := scheduler.NewMetrics(nil)
 		metrics = append(metrics, m)
-		stops = append(stops, start(t, b.replica(t, scheduler.Options{Metrics: m})))
+		stops = append(stops, start(t, b.replica(t, scheduler.Options{Metrics: m, Clock: fake})))
 	}
 
-	// 21 slots span 20 s of wall time: the scenario is about elapsed time.
-	testenv.Eventually(t, 40*time.Second, "21 slots", func() bool { return b.log.len() >= 21 })
+	// 21 slots span 20 s: the scenario is about elapsed time.
+	for b.log.len() < 21 {
+		fake.WaitForWaiters(3, t.Context().Done())
+		fake.AdvanceToNext()
+	}
 	// Each replica finishes the slot in hand when stopped, so afterwards
 	// the row has recorded exactly the slots that were enqueued.
 	for _, stop := range stops {
@@ -248,16 +257,22 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 func TestRestartsKeepCadence(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.create(t, store.Schedule{Name: "two", EverySeconds: 2, NextRunAt: ptr(time.Now())})
+	fake := clock.NewFake(time.Now())
+	b.log.clock = fake
+	b.create(t, store.Schedule{Name: "two", EverySeconds: 2, NextRunAt: ptr(fake.Now())})
 
-	// The restarts are the scenario: each scheduler lives 1.5 s of wall
-	// time, and the next one starts at once.
+	// The restarts are the scenario: each scheduler lives 1.5 s (of a fake
+	// clock that moves in 100 ms steps while it sleeps), and the next one
+	// starts at once.
 	for restarts := 0; b.log.len() < 6; restarts++ {
 		if restarts == 20 {
 			t.Fatalf("%d slots after 20 restarts, want 6", b.log.len())
 		}
-		stop := start(t, b.replica(t, scheduler.Options{}))
-		time.Sleep(1500 * time.Millisecond)
+		stop := start(t, b.replica(t, scheduler.Options{Clock: fake}))
+		for range 15 {
+			fake.WaitForWaiters(1, t.Context().Done())
+			fake.Advance(100 * time.Millisecond)
+		}
 		stop()
 	}
 

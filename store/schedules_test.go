@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/store/storetest"
 )
@@ -153,15 +154,12 @@ func TestUpdateSchedule(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	t0 := time.Date(2024, 11, 29, 4, 0, 0, 0, time.UTC)
-	clock := t0
-	var mu sync.Mutex
-	st, _ := storetest.Open(t, "", store.WithClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }))
+	clk := clock.NewFake(t0)
+	st, _ := storetest.Open(t, "", store.WithClock(clk))
 	_, err := st.CreateSchedule(ctx, scheduleRow("s", t0))
 	must(t, err)
 	before := getSchedule(t, st, "s")
-	mu.Lock()
-	clock = t0.Add(time.Hour)
-	mu.Unlock()
+	clk.Advance(time.Hour)
 
 	// ErrUnchanged writes nothing, not even changed_at, and is no error;
 	// the row is returned as it is even if change touched it.

@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
@@ -26,14 +27,16 @@ var ErrNotFound = errors.New("store: not found")
 type Store struct {
 	db     *gorm.DB
 	cipher *tokencrypt.Cipher
-	now    func() time.Time
+	clock  clock.Clock
 }
 
 // Option configures Open.
 type Option func(*Store)
 
 // WithClock injects the clock used for timestamps that ghlsync writes.
-func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+func WithClock(c clock.Clock) Option { return func(s *Store) { s.clock = c } }
+
+func (s *Store) now() time.Time { return clock.Or(s.clock).Now() }
 
 // Open connects to a postgres:// or sqlite:// database URL. It does not
 // migrate; call Migrate.
@@ -71,7 +74,7 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		sqlDB.Close()
 		return nil, fmt.Errorf("store.Open: %w", err)
 	}
-	s := &Store{db: db, cipher: cipher, now: time.Now}
+	s := &Store{db: db, cipher: cipher}
 	for _, o := range opts {
 		o(s)
 	}

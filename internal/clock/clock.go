@@ -18,9 +18,12 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 	// NewTicker is time.NewTicker on this clock.
 	NewTicker(d time.Duration) Ticker
+	// NewTimer is time.NewTimer on this clock. Stop a timer nobody will
+	// wait for: on a Fake, a pending timer counts as a waiter.
+	NewTimer(d time.Duration) Ticker
 }
 
-// Ticker is a *time.Ticker on a Clock.
+// Ticker is a *time.Ticker (or, from NewTimer, a *time.Timer) on a Clock.
 type Ticker interface {
 	C() <-chan time.Time
 	Stop()
@@ -46,11 +49,17 @@ type realClock struct{}
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 func (realClock) NewTicker(d time.Duration) Ticker       { return realTicker{time.NewTicker(d)} }
+func (realClock) NewTimer(d time.Duration) Ticker        { return realTimer{time.NewTimer(d)} }
 
 type realTicker struct{ t *time.Ticker }
 
 func (t realTicker) C() <-chan time.Time { return t.t.C }
 func (t realTicker) Stop()               { t.t.Stop() }
+
+type realTimer struct{ t *time.Timer }
+
+func (t realTimer) C() <-chan time.Time { return t.t.C }
+func (t realTimer) Stop()               { t.t.Stop() }
 
 // Fake is a Clock that moves only when told to (Advance, AdvanceToNext).
 // Its zero value is not usable; make one with NewFake.
@@ -80,16 +89,19 @@ func (f *Fake) Now() time.Time {
 
 // After returns a channel that receives the fake time once it has
 // advanced by d.
-func (f *Fake) After(d time.Duration) <-chan time.Time {
+func (f *Fake) After(d time.Duration) <-chan time.Time { return f.NewTimer(d).C() }
+
+// NewTimer returns a timer that fires once the fake time has advanced by d.
+func (f *Fake) NewTimer(d time.Duration) Ticker {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w := &waiter{at: f.now.Add(d), ch: make(chan time.Time, 1)}
 	if d <= 0 {
 		w.ch <- f.now
-		return w.ch
+	} else {
+		f.addLocked(w)
 	}
-	f.addLocked(w)
-	return w.ch
+	return &fakeTicker{f: f, w: w}
 }
 
 // NewTicker returns a ticker that ticks every d of fake time.
@@ -222,10 +234,12 @@ func (f *Fake) WaitForWaiters(n int, done <-chan struct{}) bool {
 
 // Sleep waits d on c, or until ctx is done, and then returns ctx's error.
 func Sleep(ctx context.Context, c Clock, d time.Duration) error {
+	t := Or(c).NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return context.Cause(ctx)
-	case <-Or(c).After(d):
+	case <-t.C():
 		return nil
 	}
 }

@@ -11,10 +11,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/internal/embedredis"
+	"github.com/ghlsync/ghlsync/internal/lease"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
@@ -74,8 +79,9 @@ func randomName(prefix string) string {
 // by a holder that died is kept: the keys it does not list are that
 // holder's test's leftovers, deleted before this test starts. So the
 // database holds nothing of other tests, but may hold keys that were there
-// before any test ran, which survive. RedisURL never flushes a database
-// and never touches a database outside the pool.
+// before any test ran, which survive. A cleanup that finds its baseline
+// gone or incomplete deletes nothing and fails the test. RedisURL never
+// flushes a database and never touches a database outside the pool.
 //
 // The returned URL is TEST_REDIS_URL with the leased database's number in
 // place of its own (path /N, and db=N if it had a db parameter); user,

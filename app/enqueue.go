@@ -1,0 +1,167 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// enqueueCommand is one kind of task `enqueue` puts into the queue.
+type enqueueCommand struct {
+	// timeout is how long --wait waits unless told otherwise.
+	timeout time.Duration
+	// one builds the task for a single location; all the fan-out task.
+	one func(loc string, now time.Time) (*asynq.Task, error)
+	all func() (*asynq.Task, error)
+}
+
+var enqueueCommands = map[string]enqueueCommand{
+	"refresh": {
+		timeout: 60 * time.Second,
+		one:     func(loc string, now time.Time) (*asynq.Task, error) { return tasks.NewRefreshTask(loc, true, now) },
+		all:     func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(true, true) },
+	},
+	"sync-patients": {
+		timeout: 10 * time.Minute,
+		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewPatientsSyncTask(loc) },
+		all:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
+	},
+	"sync-appointments": {
+		timeout: 10 * time.Minute,
+		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask(loc) },
+		all:     func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+	},
+}
+
+// EnqueueTimeout is how long `enqueue NAME --wait` waits by default; ok is
+// false when NAME is no enqueue command.
+func EnqueueTimeout(name string) (d time.Duration, ok bool) {
+	c, ok := enqueueCommands[name]
+	return c.timeout, ok
+}
+
+// EnqueueRequest is one `enqueue` command line.
+type EnqueueRequest struct {
+	// Command is refresh, sync-patients or sync-appointments.
+	Command string
+	// Location is the location to act on; "" means every connected one
+	// (through a fan-out task).
+	Location string
+	// Wait waits for the result and prints it as JSON.
+	Wait bool
+	// Timeout is how long Wait waits; 0 means the command's default.
+	Timeout time.Duration
+}
+
+// RunEnqueue enqueues the task of req now. Without req.Wait it prints the
+// task's id, queue and type as JSON on stdout. With it, it waits for the
+// task (for a fan-out, for every task it enqueued) and prints the result
+// as JSON on stdout, and retries on stderr as they happen; the task's
+// failure (or each failed child's, joined) is the error. Bad input is a
+// *UsageError, returned before anything is enqueued.
+func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, stdout, stderr io.Writer) error {
+	cmd, ok := enqueueCommands[req.Command]
+	if !ok {
+		return Usagef("unknown command %q", req.Command)
+	}
+	timeout := req.Timeout
+	if timeout == 0 {
+		timeout = cmd.timeout
+	}
+	if timeout < 0 {
+		return Usagef("--timeout must be positive")
+	}
+	var task *asynq.Task
+	var err error
+	if req.Location != "" {
+		task, err = cmd.one(req.Location, time.Now())
+	} else {
+		task, err = cmd.all()
+	}
+	if err != nil {
+		return Usage(err)
+	}
+
+	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	info, err := asynq.NewClientFromRedisClient(rc).EnqueueContext(ctx, task)
+	if err != nil {
+		return err
+	}
+	if !req.Wait {
+		fmt.Fprintf(stdout, "{\"task_id\":%q,\"queue\":%q,\"type\":%q}\n", info.ID, info.Queue, info.Type)
+		return nil
+	}
+
+	insp := asynq.NewInspectorFromRedisClient(rc)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	onRetry := func(i *asynq.TaskInfo) {
+		fmt.Fprintf(stderr, "enqueue: task %s failed (attempt %d of %d), will retry: %s\n", i.ID, i.Retried, i.MaxRetry, i.LastErr)
+	}
+	if req.Location != "" {
+		w := tasks.Wait(ctx, insp, info.Queue, info.ID, req.Location, onRetry)
+		printJSON(stdout, w.Result)
+		return waitFailure(w)
+	}
+	fan, err := tasks.WaitFanOut(ctx, insp, info.Queue, info.ID, onRetry)
+	if err != nil {
+		return err
+	}
+	if fan.FanOut.Err != nil {
+		printJSON(stdout, fan.FanOut.Result)
+		return waitFailure(fan.FanOut)
+	}
+	out := struct {
+		Results []json.RawMessage `json:"results"`
+		Skipped []tasks.Skipped   `json:"skipped,omitempty"`
+	}{Results: []json.RawMessage{}, Skipped: fan.Result.Skipped}
+	var errs []error
+	for _, c := range fan.Children {
+		if c.Result != nil {
+			out.Results = append(out.Results, c.Result)
+		}
+		errs = append(errs, waitFailure(c))
+	}
+	printJSON(stdout, out)
+	return errors.Join(errs...)
+}
+
+// waitFailure says which task failed and why, in terms of the enqueue
+// command line; nil when w succeeded.
+func waitFailure(w tasks.Waited) error {
+	if w.Err == nil {
+		return nil
+	}
+	what := "task " + w.TaskID
+	if w.LocationID != "" {
+		what += " (location " + w.LocationID + ")"
+	}
+	if errors.Is(w.Err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s failed: still not done after --timeout; it stays queued, see task %s in /monitoring", what, w.TaskID)
+	}
+	return fmt.Errorf("%s failed: %w", what, w.Err)
+}
+
+// printJSON prints v indented on w; nothing for nil or an empty result.
+func printJSON(w io.Writer, v any) {
+	if v == nil {
+		return
+	}
+	if raw, ok := v.(json.RawMessage); ok && raw == nil {
+		return
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(w, string(b))
+}

@@ -1,0 +1,194 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/metrics"
+	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/scheduler"
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/tasks"
+)
+
+// DefaultSchedules are the schedules of DESIGN.md, which `scheduler setup`
+// (and --standalone) create. They live here, not in scheduler, because
+// they name tasks, and scheduler enqueues whatever a row names without
+// knowing the tasks. Token work has the critical queue, whose worker slots
+// sync work cannot take.
+var DefaultSchedules = []scheduler.Default{
+	{Name: "token-refresh", TaskType: tasks.TypeTokenRefreshDue, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: 10 * time.Minute}},
+	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
+	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
+}
+
+// openSchedules opens and migrates the database of cfg for the scheduler
+// and its subcommands. Every subcommand migrates: `scheduler setup` must
+// work on a new database, and Migrate is idempotent and locked against
+// other processes. The scheduler reads no token, so the store has no
+// cipher.
+func openSchedules(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	st, err := store.Open(ctx, cfg.DatabaseURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// RunScheduler runs the scheduler loop, with /metrics, /healthz and
+// /readyz on cfg.MetricsAddr, until ctx is done.
+//
+// It does not use Open: that needs TOKEN_ENCRYPTION_KEY and builds a GHL
+// client, and the scheduler reads no token and calls no GHL. It takes
+// only what fits: ConnectRedis, and Deps.Ready over the store and Redis
+// it has.
+func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	// ConnectRedis does not tell a bad URL from a Redis that does not
+	// answer; only the first is bad configuration, found before the
+	// database is touched.
+	if _, err := asynq.ParseRedisURI(cfg.RedisURL); err != nil {
+		return &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
+	}
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The client shares rc, so /readyz pings the connections the loop
+	// enqueues on; closing rc closes them.
+	client := asynq.NewClientFromRedisClient(rc)
+	deps := &Deps{Store: st, Redis: rc}
+
+	// The scheduler updates none of the worker's and web's metrics, so its
+	// /metrics has only its own and the runtime's.
+	reg := metrics.NewRegistry()
+	sched := scheduler.New(st, client, scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)})
+
+	ready := func(ctx context.Context) error {
+		return errors.Join(deps.Ready(ctx), sched.Check(ctx))
+	}
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
+	if err != nil {
+		return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
+	}
+	if rows, err := st.EnabledSchedules(ctx); err == nil && len(rows) == 0 {
+		log.Warn("no enabled schedules: run `scheduler setup` to create the defaults")
+	}
+	log.Info("scheduler running", "config", cfg)
+	// Shutdown: the scheduler only produces, so nothing waits on it. The
+	// cancelled ctx stops the loop (which first enqueues and records the
+	// slot in hand) and the ops server; only then are Redis and the
+	// database closed (deferred), since the loop still uses them.
+	runErr := sched.Run(ctx)
+	if err := waitOps(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// SetupSchedules is `scheduler setup [--reset]`: it creates or updates
+// DefaultSchedules (see scheduler.Setup) and prints a line per schedule
+// on stdout saying what it did.
+func SetupSchedules(ctx context.Context, cfg *config.Config, reset bool, stdout io.Writer) error {
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	res, err := scheduler.Setup(ctx, st, DefaultSchedules, time.Now(), reset)
+	for _, r := range res {
+		if r.Detail != "" {
+			fmt.Fprintf(stdout, "%s: %s: %s\n", r.Name, r.Action, r.Detail)
+		} else {
+			fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Action)
+		}
+	}
+	return err
+}
+
+// ListSchedules is `scheduler list`: the schedules as a table on stdout.
+func ListSchedules(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return scheduler.List(ctx, st, stdout, time.Now())
+}
+
+// SetSchedule is `scheduler set NAME ...`: it gives the schedule name the
+// spec sp and says on stdout what changed and when it runs next. An
+// unknown name is a *UsageError, and changes nothing.
+func SetSchedule(ctx context.Context, cfg *config.Config, name string, sp scheduler.Spec, stdout io.Writer) error {
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	row, changed, err := scheduler.Set(ctx, st, name, sp, time.Now())
+	if err != nil {
+		return scheduleError(name, err)
+	}
+	reportSchedule(stdout, row, changed, scheduler.SpecOf(row).String())
+	return nil
+}
+
+// EnableSchedule is `scheduler enable NAME` (enabled true) and `scheduler
+// disable NAME`, saying on stdout what changed. An unknown name is a
+// *UsageError, and changes nothing.
+func EnableSchedule(ctx context.Context, cfg *config.Config, name string, enabled bool, stdout io.Writer) error {
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	row, changed, err := scheduler.SetEnabled(ctx, st, name, enabled)
+	if err != nil {
+		return scheduleError(name, err)
+	}
+	what := "disabled"
+	if enabled {
+		what = "enabled"
+	}
+	reportSchedule(stdout, row, changed, what)
+	return nil
+}
+
+// scheduleError turns the error of changing the schedule name into what
+// the command line says: an unknown name is bad input, with where to find
+// the right ones.
+func scheduleError(name string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return Usagef("no schedule named %q (scheduler list shows them; scheduler setup creates the defaults)", name)
+	}
+	return err
+}
+
+// reportSchedule prints what a change did to row: what it is now (what),
+// and when it runs next if it runs.
+func reportSchedule(w io.Writer, row *store.Schedule, changed bool, what string) {
+	switch {
+	case !changed:
+		fmt.Fprintf(w, "%s: unchanged (already %s)\n", row.Name, what)
+	case !row.Enabled || row.NextRunAt == nil:
+		fmt.Fprintf(w, "%s: %s\n", row.Name, what)
+	default:
+		fmt.Fprintf(w, "%s: %s; next run %s\n", row.Name, what, row.NextRunAt.UTC().Format(time.RFC3339))
+	}
+}
