@@ -55,7 +55,7 @@ func TestTokensStayAliveEndToEnd(t *testing.T) {
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- app.RunWorker(ctx, d, app.WorkerOptions{}) }()
 
-	if _, err := scheduler.Setup(ctx, d.Store, time.Now(), false); err != nil {
+	if _, err := scheduler.Setup(ctx, d.Store, app.DefaultSchedules, time.Now(), false); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := scheduler.Set(ctx, d.Store, "token-refresh", scheduler.Spec{Every: every}, time.Now()); err != nil {

@@ -132,6 +132,14 @@ func ListSchedules(ctx context.Context, cfg *config.Config, stdout io.Writer) er
 	return scheduler.List(ctx, st, stdout, time.Now())
 }
 
+// ParseScheduleSpec is scheduler.ParseSpec for the command line (`scheduler
+// set NAME --every D | --cron SPEC [--tz ZONE]`): its error is a
+// *UsageError.
+func ParseScheduleSpec(every, cron, tz string) (scheduler.Spec, error) {
+	sp, err := scheduler.ParseSpec(every, cron, tz)
+	return sp, Usage(err)
+}
+
 // SetSchedule is `scheduler set NAME ...`: it gives the schedule name the
 // spec sp and says on stdout what changed and when it runs next. An
 // unknown name is a *UsageError, and changes nothing.

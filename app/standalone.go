@@ -85,7 +85,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 			return err
 		}
 	}
-	if _, err := scheduler.Setup(ctx, d.Store, time.Now(), false); err != nil {
+	if _, err := scheduler.Setup(ctx, d.Store, DefaultSchedules, time.Now(), false); err != nil {
 		return err
 	}
 

@@ -35,7 +35,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	refresher := d.Refresher()
 	client := asynq.NewClient(d.RedisOpt)
 	defer client.Close()
-	mux := tasks.NewMux(&tasks.TokenHandlers{
+	mux, err := tasks.NewMux(&tasks.TokenHandlers{
 		Refresher: refresher,
 		Locations: d.Store,
 		Enqueuer:  client,
@@ -43,6 +43,9 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Clock:     d.Clock,
 		Log:       d.Log,
 	}, d.SyncHandlers(refresher, client))
+	if err != nil {
+		return err
+	}
 
 	newServer := func(concurrency int, queues map[string]int) *asynq.Server {
 		return asynq.NewServer(d.RedisOpt, asynq.Config{

@@ -138,6 +138,24 @@ const (
 
 func (r *Refresher) now() time.Time { return clock.Or(r.Clock).Now() }
 
+func (r *Refresher) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.Default()
+}
+
+// Validate reports a required field that is not set. Call it at start: a
+// Refresher that fails it would fail its first refresh.
+func (r *Refresher) Validate() error {
+	for name, missing := range map[string]bool{"Store": r.Store == nil, "GHL": r.GHL == nil, "Redis": r.Redis == nil, "Cipher": r.Cipher == nil} {
+		if missing {
+			return fmt.Errorf("refresh.Refresher: %s is required", name)
+		}
+	}
+	return nil
+}
+
 func (r *Refresher) lockTTL() time.Duration { return orDefault(r.LockTTL, 10*time.Second) }
 func (r *Refresher) grace() time.Duration   { return orDefault(r.Grace, 30*time.Second) }
 
@@ -297,12 +315,12 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	case err == nil:
 	case errors.Is(err, ghl.ErrInvalidGrant):
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
-		r.Log.Error("GHL refused the refresh token; the location must be connected again",
+		r.log().Error("GHL refused the refresh token; the location must be connected again",
 			"location", loc, "reconnect", store.ConnectPath)
 		return res, r.setStatus(ctx, lk, loc, store.StatusNeedsReauth, res.Message), res.err()
 	case errors.Is(err, ghl.ErrLocationInactive):
 		res.Outcome, res.Message = Inactive, ErrInactive.Error()
-		r.Log.Warn("GHL says the location is not active; will refresh again later", "location", loc)
+		r.log().Warn("GHL says the location is not active; will refresh again later", "location", loc)
 		return res, r.setStatus(ctx, lk, loc, store.StatusInactive, "GHL: location is not active"), res.err()
 	case ghl.Temporary(err):
 		// GHL may have rotated the token without us hearing the answer:
@@ -320,7 +338,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		return res, false, err
 	}
 	res.Outcome, res.ExpiresAt, res.ExpiresIn = Refreshed, next.ExpiresAt.UTC(), r.expiresIn(next.ExpiresAt)
-	r.Log.Info(fmt.Sprintf("GHL token refreshed for location %s; new token expires in %d seconds", loc, tok.ExpiresIn),
+	r.log().Info(fmt.Sprintf("GHL token refreshed for location %s; new token expires in %d seconds", loc, tok.ExpiresIn),
 		"location", loc, "expires_at", res.ExpiresAt)
 	return res, true, nil
 }
@@ -337,14 +355,14 @@ func (r *Refresher) save(ctx context.Context, lk *lock, loc string, t store.Toke
 	if err == nil {
 		return nil
 	}
-	r.Log.Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
+	r.log().Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
 	if err := r.savePending(ctx, loc, pending{Tokens: t, RefreshedAt: refreshedAt}); err != nil {
-		r.Log.Error("could not keep the new token in Redis either; retrying the database", "location", loc, "err", err)
+		r.log().Error("could not keep the new token in Redis either; retrying the database", "location", loc, "err", err)
 	}
 	if err := r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc); err != nil {
 		return fmt.Errorf("refresh %s: new token kept in Redis, not yet in the database: %w", loc, err)
 	}
-	r.Log.Info("the new token reached the database", "location", loc)
+	r.log().Info("the new token reached the database", "location", loc)
 	return nil
 }
 
@@ -353,7 +371,7 @@ func (r *Refresher) save(ctx context.Context, lk *lock, loc string, t store.Toke
 func (r *Refresher) setStatus(ctx context.Context, lk *lock, loc string, st store.Status, msg string) bool {
 	write := func(ctx context.Context) error { return r.Store.SetStatus(ctx, loc, st, msg) }
 	if err := r.retry(context.WithoutCancel(ctx), lk, time.Minute, write, "could not record the location's status; retrying", loc); err != nil {
-		r.Log.Error("could not record the location's status", "location", loc, "status", st, "err", err)
+		r.log().Error("could not record the location's status", "location", loc, "status", st, "err", err)
 		return false
 	}
 	return true
@@ -365,7 +383,7 @@ func (r *Refresher) retry(ctx context.Context, lk *lock, limit time.Duration, wr
 	attempt := 0
 	return store.Persist(ctx, r.Clock, limit, func(err error) bool {
 		if attempt++; attempt%10 == 0 {
-			r.Log.Warn(msg, "location", loc, "attempt", attempt, "err", err)
+			r.log().Warn(msg, "location", loc, "attempt", attempt, "err", err)
 		}
 		return errors.Is(err, store.ErrNotFound) || lk.lost()
 	}, write)
@@ -417,7 +435,7 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 	if p.Tokens.RefreshToken, err = r.Cipher.Open(sp.Refresh, loc+"/pending-refresh"); err != nil {
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
-	r.Log.Warn("storing a token that an earlier refresh received but did not store", "location", loc)
+	r.log().Warn("storing a token that an earlier refresh received but did not store", "location", loc)
 	if err := r.save(ctx, lk, loc, p.Tokens, p.RefreshedAt); err != nil {
 		return err
 	}
@@ -447,7 +465,7 @@ func (r *Refresher) RecoverOnce(ctx context.Context) {
 	zs, err := r.Redis.ZRangeWithScores(ctx, keyInFlight, 0, -1).Result()
 	if err != nil {
 		if ctx.Err() == nil {
-			r.Log.Warn("reading in-flight refreshes", "err", err)
+			r.log().Warn("reading in-flight refreshes", "err", err)
 		}
 		return
 	}
@@ -467,14 +485,14 @@ func (r *Refresher) RecoverOnce(ctx context.Context) {
 			if err := dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(z.Score)).Err(); err != nil {
 				continue
 			}
-			r.Log.Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
+			r.log().Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
 				"location", loc, "since", since)
 			continue
 		}
-		r.Log.Info("taking up an interrupted refresh", "location", loc, "since", since)
+		r.log().Info("taking up an interrupted refresh", "location", loc, "since", since)
 		res, err := r.Refresh(ctx, Request{LocationID: loc, RequestedAt: since, Force: true, NoWait: true})
 		if err != nil && !errors.Is(err, ErrBusy) {
-			r.Log.Warn("interrupted refresh taken up, still failing", "location", loc, "outcome", res.Outcome, "err", err)
+			r.log().Warn("interrupted refresh taken up, still failing", "location", loc, "outcome", res.Outcome, "err", err)
 		}
 	}
 }
@@ -499,7 +517,7 @@ return 0`)
 
 func (r *Refresher) leaseOptions(loc string) lease.Options {
 	return lease.Options{TTL: r.lockTTL(), Clock: r.Clock, OnLost: func(err error) {
-		r.Log.Error("refresh lock lost", "location", loc, "err", err)
+		r.log().Error("refresh lock lost", "location", loc, "err", err)
 	}}
 }
 
@@ -548,6 +566,6 @@ func (l *lock) release(settled bool) {
 		}
 	})
 	if err != nil {
-		l.r.Log.Warn("releasing the refresh lock", "location", l.loc, "err", err)
+		l.r.log().Warn("releasing the refresh lock", "location", l.loc, "err", err)
 	}
 }

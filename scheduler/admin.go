@@ -13,8 +13,8 @@ import (
 )
 
 // Default is a schedule that Setup creates. The caller defines the
-// defaults (app.DefaultSchedules), since they name tasks and the scheduler
-// only enqueues what its rows name.
+// defaults: they name tasks, and the scheduler enqueues what a row names
+// without knowing the tasks.
 type Default struct {
 	Name     string
 	TaskType string
@@ -32,12 +32,12 @@ type SetupResult struct {
 	Detail string
 }
 
-// Setup creates the schedules of defaults that do not exist. Of one that does,
-// it brings the task type and queue (which the code defines) in line with
-// the defaults, and keeps what an operator may have chosen: the schedule,
-// the payload and whether it is enabled. With reset it restores those to
-// the defaults as well (enabled, empty payload). A second run changes
-// nothing, not even changed_at. A new interval schedule is due at once, so
+// Setup creates the schedules of defaults that do not exist. Of one that
+// does, it brings the task type and queue (which the code defines) in line
+// with the defaults, and keeps what an operator may have chosen: the
+// schedule, the payload and whether it is enabled. With reset it restores
+// those to the defaults as well (enabled, empty payload). A second run
+// changes nothing, not even changed_at. A new interval schedule is due at once, so
 // the first scheduler to start refreshes tokens and syncs right away.
 func Setup(ctx context.Context, st *store.Store, defaults []Default, now time.Time, reset bool) ([]SetupResult, error) {
 	var out []SetupResult

@@ -7,27 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/syncer"
 )
 
-func redisClient(t *testing.T) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func TestRedisLocksLetOneRunAtATime(t *testing.T) {
 	t.Parallel()
 	const ttl = 300 * time.Millisecond
-	rc := redisClient(t)
+	rc := testenv.RedisClient(t)
 	// Another run tries for four TTLs: its last try comes after the wait
 	// ran out, long after an unrenewed lease would have expired.
 	locks := &syncer.Locks{Redis: rc, TTL: ttl, Wait: 4 * ttl}
@@ -69,7 +56,7 @@ func TestRedisLocksLetOneRunAtATime(t *testing.T) {
 // A run whose lock someone else took stops: its context ends, saying why.
 func TestRedisLocksCancelARunThatLostItsLock(t *testing.T) {
 	t.Parallel()
-	rc := redisClient(t)
+	rc := testenv.RedisClient(t)
 	locks := &syncer.Locks{Redis: rc, TTL: 300 * time.Millisecond}
 	lk, err := locks.Acquire(context.Background(), "loc1")
 	if err != nil {

@@ -117,6 +117,18 @@ type Engine struct {
 	Budget time.Duration
 }
 
+// Validate reports a required field that is not set. Call it at start.
+func (e *Engine) Validate() error {
+	for name, missing := range map[string]bool{"Credentials": e.Credentials == nil, "State": e.State == nil,
+		"Refresher": e.Refresher == nil, "Contacts": e.Contacts == nil, "Calendars": e.Calendars == nil,
+		"Limiter": e.Limiter == nil, "Locks": e.Locks == nil || e.Locks.Redis == nil} {
+		if missing {
+			return fmt.Errorf("syncer.Engine: %s is required", name)
+		}
+	}
+	return nil
+}
+
 func (e *Engine) now() time.Time { return clock.Or(e.Clock).Now() }
 
 func (e *Engine) log() *slog.Logger {

@@ -70,6 +70,19 @@ type SyncHandlers struct {
 	Enqueuer  Enqueuer
 }
 
+// Validate reports a required field that is not set. Call it at start.
+func (h *SyncHandlers) Validate() error {
+	if err := h.Engine.Validate(); err != nil {
+		return err
+	}
+	for name, missing := range map[string]bool{"Locations": h.Locations == nil, "Enqueuer": h.Enqueuer == nil} {
+		if missing {
+			return fmt.Errorf("tasks.SyncHandlers: %s is required", name)
+		}
+	}
+	return nil
+}
+
 // syncKinds maps a task type to the engine's kind.
 var syncKinds = map[string]string{
 	TypePatientsSync:     syncer.KindPatients,

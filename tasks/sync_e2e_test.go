@@ -39,25 +39,15 @@ func workerMain() int {
 	loader := config.NewLoader(fs, os.Getenv, "127.0.0.1:0")
 	concurrency := fs.Int("concurrency", 10, "sync tasks run at once")
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		return app.ExitConfig
+		return app.ExitUsage
 	}
 	loader.Require(config.VarClientID, config.VarClientSecret, config.VarEncryptionKey)
 	cfg, err := loader.Load()
 	if err != nil {
-		return app.ConfigFailure(os.Stderr, "worker", err)
+		return app.Exit(os.Stderr, "worker", err)
 	}
-	log := app.NewLogger(os.Stderr, cfg.LogLevel)
-	d, err := app.Open(ctx, cfg, log, true)
-	if err != nil {
-		log.Error("worker cannot start", "err", err)
-		return 1
-	}
-	defer d.Close()
-	if err := app.RunWorker(ctx, d, app.WorkerOptions{Concurrency: *concurrency}); err != nil {
-		log.Error("worker stopped", "err", err)
-		return 1
-	}
-	return 0
+	err = app.RunWorkerProcess(ctx, cfg, app.WorkerOptions{Concurrency: *concurrency}, app.NewLogger(os.Stderr, cfg.LogLevel))
+	return app.Exit(os.Stderr, "worker", err)
 }
 
 // arrivals records when each API request reached the fake GHL, by

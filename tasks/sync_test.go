@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
-	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
@@ -173,7 +172,7 @@ func finished(t testing.TB, insp *asynq.Inspector, id string, timeout time.Durat
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	info, err := app.WaitTask(ctx, insp, tasks.QueueDefault, id, nil)
+	info, err := tasks.WaitTask(ctx, insp, tasks.QueueDefault, id, nil)
 	if err != nil {
 		t.Fatalf("task %s: %v", id, err)
 	}

@@ -100,6 +100,21 @@ type TokenHandlers struct {
 	Log    *slog.Logger
 }
 
+// Validate reports a required field that is not set. Call it at start.
+func (h *TokenHandlers) Validate() error {
+	if r, ok := h.Refresher.(interface{ Validate() error }); ok {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+	}
+	for name, missing := range map[string]bool{"Refresher": h.Refresher == nil, "Locations": h.Locations == nil, "Enqueuer": h.Enqueuer == nil} {
+		if missing {
+			return fmt.Errorf("tasks.TokenHandlers: %s is required", name)
+		}
+	}
+	return nil
+}
+
 // HandleRefresh runs a TypeTokenRefresh task.
 func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error {
 	var p RefreshPayload

@@ -20,19 +20,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
-	"github.com/ghlsync/ghlsync/internal/metrics"
-	"github.com/ghlsync/ghlsync/internal/ops"
-	"github.com/ghlsync/ghlsync/scheduler"
-	"github.com/ghlsync/ghlsync/store"
 )
 
 func main() {
@@ -53,16 +45,6 @@ const usage = `usage:
 flags (anywhere on the line; each also read from its environment variable):
 `
 
-// exitUsage is the status of bad input or configuration: nothing changed.
-const exitUsage = 2
-
-// usageError is bad input, reported on one line with exit status 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
-
 // run is main without the process: it returns the exit status, so that tests
 // drive the real command line.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -76,105 +58,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
+		// Asked for: the usage on stdout, and success.
 		fmt.Fprint(stdout, usage)
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
-		return 0
+		return app.ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "scheduler: %v (see scheduler -h)\n", err)
-		return exitUsage
+		return app.Exit(stderr, "scheduler", app.Usagef("%v (see scheduler -h)", err))
 	}
 	cmd := "run"
 	if len(pos) > 0 {
 		cmd, pos = pos[0], pos[1:]
 	}
+	prog := "scheduler " + cmd
 	if err := checkArgs(cmd, pos, fs); err != nil {
-		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
-		return exitUsage
+		return app.Exit(stderr, prog, err)
 	}
-	// A bad spec is refused before anything is opened, let alone changed.
-	var spec scheduler.Spec
-	if cmd == "set" {
-		if spec, err = scheduler.ParseSpec(*every, *cronSpec, *tz); err != nil {
-			fmt.Fprintf(stderr, "scheduler set %s: %v\n", pos[0], err)
-			return exitUsage
+	// The subcommand is chosen, and a bad spec refused, before anything
+	// is opened, let alone changed.
+	var act func(*config.Config) error
+	switch cmd {
+	case "setup":
+		act = func(cfg *config.Config) error { return app.SetupSchedules(ctx, cfg, *reset, stdout) }
+	case "list":
+		act = func(cfg *config.Config) error { return app.ListSchedules(ctx, cfg, stdout) }
+	case "set":
+		spec, err := app.ParseScheduleSpec(*every, *cronSpec, *tz)
+		if err != nil {
+			return app.Exit(stderr, prog+" "+pos[0], err)
+		}
+		act = func(cfg *config.Config) error { return app.SetSchedule(ctx, cfg, pos[0], spec, stdout) }
+	case "enable", "disable":
+		act = func(cfg *config.Config) error { return app.EnableSchedule(ctx, cfg, pos[0], cmd == "enable", stdout) }
+	default:
+		act = func(cfg *config.Config) error {
+			return app.RunScheduler(ctx, cfg, app.NewLogger(stderr, cfg.LogLevel))
 		}
 	}
 	cfg, err := loader.Load()
 	if err != nil {
-		fmt.Fprintf(stderr, "scheduler: %v\n", err)
-		return exitUsage
+		return app.Exit(stderr, "scheduler", err)
 	}
-	log := app.NewLogger(stderr, cfg.LogLevel)
-
-	// Every subcommand migrates: `scheduler setup` must work on a new
-	// database, and Migrate is idempotent and locked against other
-	// processes.
-	st, err := store.Open(ctx, cfg.DatabaseURL, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "scheduler: %v\n", err)
-		return 1
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		fmt.Fprintf(stderr, "scheduler: %v\n", err)
-		return 1
-	}
-
-	now := time.Now()
-	switch cmd {
-	case "run":
-		err = serve(ctx, cfg, st, log)
-	case "setup":
-		var res []scheduler.SetupResult
-		res, err = scheduler.Setup(ctx, st, now, *reset)
-		for _, r := range res {
-			if r.Detail != "" {
-				fmt.Fprintf(stdout, "%s: %s: %s\n", r.Name, r.Action, r.Detail)
-			} else {
-				fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Action)
-			}
-		}
-	case "list":
-		err = scheduler.List(ctx, st, stdout, now)
-	case "set":
-		var row *store.Schedule
-		var changed bool
-		if row, changed, err = scheduler.Set(ctx, st, pos[0], spec, now); err == nil {
-			report(stdout, row, changed, scheduler.SpecOf(row).String())
-		}
-	case "enable", "disable":
-		var row *store.Schedule
-		var changed bool
-		if row, changed, err = scheduler.SetEnabled(ctx, st, pos[0], cmd == "enable"); err == nil {
-			report(stdout, row, changed, cmd+"d")
-		}
-	}
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, store.ErrNotFound) && len(pos) == 1:
-		fmt.Fprintf(stderr, "scheduler %s: no schedule named %q (scheduler list shows them; scheduler setup creates the defaults)\n", cmd, pos[0])
-		return exitUsage
-	case errors.As(err, new(*usageError)):
-		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
-		return exitUsage
-	default:
-		fmt.Fprintf(stderr, "scheduler %s: %v\n", cmd, err)
-		return 1
-	}
-}
-
-func report(w io.Writer, row *store.Schedule, changed bool, what string) {
-	switch {
-	case !changed:
-		fmt.Fprintf(w, "%s: unchanged (already %s)\n", row.Name, what)
-	case !row.Enabled || row.NextRunAt == nil:
-		fmt.Fprintf(w, "%s: %s\n", row.Name, what)
-	default:
-		fmt.Fprintf(w, "%s: %s; next run %s\n", row.Name, what, row.NextRunAt.UTC().Format(time.RFC3339))
-	}
+	return app.Exit(stderr, prog, act(cfg))
 }
 
 // checkArgs refuses positional arguments and flags that do not belong to
@@ -183,19 +109,19 @@ func checkArgs(cmd string, pos []string, fs *flag.FlagSet) error {
 	want := map[string]int{"run": 0, "setup": 0, "list": 0, "set": 1, "enable": 1, "disable": 1}
 	n, ok := want[cmd]
 	if !ok {
-		return usagef("unknown subcommand (one of setup, list, set, enable, disable; none runs the loop)")
+		return app.Usagef("unknown subcommand (one of setup, list, set, enable, disable; none runs the loop)")
 	}
 	if len(pos) != n {
 		if n == 1 {
-			return usagef("needs exactly one schedule NAME")
+			return app.Usagef("needs exactly one schedule NAME")
 		}
-		return usagef("takes no arguments, got %q", strings.Join(pos, " "))
+		return app.Usagef("takes no arguments, got %q", strings.Join(pos, " "))
 	}
 	own := map[string]string{"reset": "setup", "every": "set", "cron": "set", "tz": "set"}
 	var err error
 	fs.Visit(func(f *flag.Flag) {
 		if sub, ok := own[f.Name]; ok && sub != cmd && err == nil {
-			err = usagef("--%s belongs to scheduler %s", f.Name, sub)
+			err = app.Usagef("--%s belongs to scheduler %s", f.Name, sub)
 		}
 	})
 	return err
@@ -216,54 +142,4 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-}
-
-// serve runs the scheduler loop with /metrics, /healthz and /readyz until
-// ctx is done.
-//
-// It does not use app.Open: that needs TOKEN_ENCRYPTION_KEY and builds a GHL
-// client, and the scheduler reads no token and calls no GHL. It takes from
-// app only what fits: ConnectRedis, and Deps.Ready over the store
-// and Redis it has.
-func serve(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) error {
-	// ConnectRedis does not tell a bad URL from a Redis that does not
-	// answer; only the first is bad configuration (exit 2).
-	if _, err := asynq.ParseRedisURI(cfg.RedisURL); err != nil {
-		return &usageError{config.VarRedisURL + ": " + err.Error()}
-	}
-	_, rc, err := app.ConnectRedis(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	// The client shares rc, so /readyz pings the connections the loop
-	// enqueues on; closing rc closes them.
-	client := asynq.NewClientFromRedisClient(rc)
-	deps := &app.Deps{Store: st, Redis: rc}
-
-	// The scheduler updates none of the worker's and web's metrics, so its
-	// /metrics has only its own and the runtime's.
-	reg := metrics.NewRegistry()
-	sched := scheduler.New(st, client, scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)})
-
-	ready := func(ctx context.Context) error {
-		return errors.Join(deps.Ready(ctx), sched.Check(ctx))
-	}
-	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
-	if err != nil {
-		return &usageError{config.VarMetricsAddr + ": " + err.Error()}
-	}
-	if rows, err := st.EnabledSchedules(ctx); err == nil && len(rows) == 0 {
-		log.Warn("no enabled schedules: run `scheduler setup` to create the defaults")
-	}
-	log.Info("scheduler running", "config", cfg)
-	// Shutdown: the scheduler only produces, so nothing waits on it. The
-	// cancelled ctx stops the loop (which first enqueues and records the
-	// slot in hand) and the ops server; only then are Redis and the
-	// database closed (deferred), since the loop still uses them.
-	runErr := sched.Run(ctx)
-	if err := waitOps(); err != nil && runErr == nil {
-		runErr = err
-	}
-	return runErr
 }

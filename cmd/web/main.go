@@ -1,18 +1,19 @@
 // Command web serves ghlsync's HTTP side: the OAuth connect flow and its
 // callback, GHL's webhooks, the status page and its JSON at /api/locations,
 // asynqmon at /monitoring, and /metrics, /healthz and /readyz.
+//
+// Exit status 2 means bad configuration; 1 that it could not start or
+// stopped on an error.
 package main
 
 import (
 	"context"
 	"flag"
 	"io"
-	"net/http"
 	"os"
 
 	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
-	"github.com/ghlsync/ghlsync/internal/ops"
 )
 
 func main() {
@@ -22,32 +23,18 @@ func main() {
 	os.Exit(code)
 }
 
+// run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("web", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	loader := config.NewLoader(fs, getenv, "")
 	if err := fs.Parse(args); err != nil {
-		return app.ConfigFailure(stderr, "web", err)
+		return app.Exit(stderr, "web", app.Usage(err))
 	}
 	loader.Require(config.VarClientID, config.VarClientSecret, config.VarEncryptionKey)
 	cfg, err := loader.Load()
 	if err != nil {
-		return app.ConfigFailure(stderr, "web", err)
+		return app.Exit(stderr, "web", err)
 	}
-	d, code := app.OpenProcess(ctx, "web", cfg, stderr)
-	if d == nil {
-		return code
-	}
-	defer d.Close()
-	log := d.Log
-	wait, err := ops.Serve(ctx, cfg.WebAddr, app.WebHandler(d), log)
-	if err != nil {
-		log.Error("web cannot listen", "addr", cfg.WebAddr, "err", err)
-		return 1
-	}
-	if err := wait(); err != nil && err != http.ErrServerClosed {
-		log.Error("web stopped", "err", err)
-		return 1
-	}
-	return 0
+	return app.Exit(stderr, "web", app.RunWeb(ctx, cfg, app.NewLogger(stderr, cfg.LogLevel)))
 }

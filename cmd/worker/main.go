@@ -6,12 +6,14 @@
 // Redis and the configured database (an SQLite file by default); --sandbox
 // adds an in-process fake GHL with demo locations, patients and
 // appointments, so it works with no GHL app at all.
+//
+// Exit status 2 means bad input or configuration; 1 that it could not
+// start or stopped on an error.
 package main
 
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 
@@ -26,6 +28,8 @@ func main() {
 	os.Exit(code)
 }
 
+// run is main without the process: it returns the exit status, so that
+// tests drive the real command line.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -36,10 +40,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
 	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
 	if err := fs.Parse(args); err != nil {
-		return app.ConfigFailure(stderr, "worker", err)
+		return app.Exit(stderr, "worker", app.Usage(err))
 	}
 	if o.Concurrency <= 0 || o.TokenConcurrency <= 0 {
-		return app.ConfigFailure(stderr, "worker", fmt.Errorf("--concurrency and --token-concurrency must be positive"))
+		return app.Exit(stderr, "worker", app.Usagef("--concurrency and --token-concurrency must be positive"))
 	}
 	switch {
 	case *sandbox:
@@ -51,28 +55,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	cfg, err := loader.Load()
 	if err != nil {
-		return app.ConfigFailure(stderr, "worker", err)
+		return app.Exit(stderr, "worker", err)
 	}
 	if *standalone || *sandbox {
-		err := app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr)
-		if app.IsConfigError(err) {
-			return app.ConfigFailure(stderr, "worker", err)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "worker: %v\n", err)
-			return 1
-		}
-		return 0
+		return app.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr))
 	}
-	d, code := app.OpenProcess(ctx, "worker", cfg, stderr)
-	if d == nil {
-		return code
-	}
-	defer d.Close()
-	log := d.Log
-	if err := app.RunWorker(ctx, d, o); err != nil {
-		log.Error("worker stopped", "err", err)
-		return 1
-	}
-	return 0
+	return app.Exit(stderr, "worker", app.RunWorkerProcess(ctx, cfg, o, app.NewLogger(stderr, cfg.LogLevel)))
 }

@@ -12,22 +12,11 @@ import (
 	"github.com/ghlsync/ghlsync/internal/testenv"
 )
 
-func redisClient(t *testing.T) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := redis.NewClient(opt)
-	t.Cleanup(func() { rc.Close() })
-	return rc
-}
-
 // A kept lease outlives its TTL; taken by another, its holder is told and
 // its context ends.
 func TestKeep(t *testing.T) {
 	t.Parallel()
-	rc := redisClient(t)
+	rc := testenv.RedisClient(t)
 	ctx := context.Background()
 	const ttl = 300 * time.Millisecond
 	lost := make(chan error, 1)
@@ -68,7 +57,7 @@ func TestKeep(t *testing.T) {
 // transaction see the key's state; Release runs its own in the same round.
 func TestTryAcquireAndReleaseWith(t *testing.T) {
 	t.Parallel()
-	rc := redisClient(t)
+	rc := testenv.RedisClient(t)
 	ctx := context.Background()
 	opt := lease.Options{TTL: time.Second}
 	rc.Set(ctx, "side", "1", 0)

@@ -33,9 +33,14 @@ type Process struct {
 
 // StartProcess starts the test binary as the process name (see
 // RunProcess) with env on top of this process's environment. At cleanup a
-// still running process is killed.
+// still running process is killed. Under -short the test is skipped
+// here: process-level tests are the slow ones, and -short is for the
+// quick loop.
 func StartProcess(t testing.TB, name string, env map[string]string, args ...string) *Process {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("process-level test: skipped under -short")
+	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), processVar+"="+name)
 	for k, v := range env {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -48,12 +47,6 @@ func Cipher(t testing.TB, key string) *tokencrypt.Cipher {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func randomName(prefix string) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return prefix + hex.EncodeToString(b)
 }
 
 // RedisURL returns the URL of a Redis database for this test.
@@ -372,6 +365,19 @@ func releaseRedisDB(t testing.TB, c *redis.Client, l *lease.Lease, db int, prepa
 	if err := l.Release(ctx, nil); err != nil {
 		t.Errorf("testenv: Redis database %d of TEST_REDIS_URL: %v", db, err)
 	}
+}
+
+// RedisClient returns a client of a Redis of the test's own (RedisURL),
+// closed at cleanup.
+func RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // Getenv turns an environment map into a getenv function.
