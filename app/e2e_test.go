@@ -73,7 +73,7 @@ func TestTokensStayAliveEndToEnd(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			scheduler.New(d.Store, client, scheduler.Options{Logger: slog.New(slog.DiscardHandler)}).Run(sctx)
+			(&scheduler.Scheduler{Store: d.Store, Enqueuer: client, Options: scheduler.Options{Logger: slog.New(slog.DiscardHandler)}}).Run(sctx)
 		}()
 		return func() { scancel(); <-done }
 	}

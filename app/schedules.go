@@ -78,7 +78,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	// The scheduler updates none of the worker's and web's metrics, so its
 	// /metrics has only its own and the runtime's.
 	reg := metrics.NewRegistry()
-	sched := scheduler.New(st, client, scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)})
+	sched := &scheduler.Scheduler{Store: st, Enqueuer: client, Options: scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)}}
 
 	ready := func(ctx context.Context) error {
 		return errors.Join(deps.Ready(ctx), sched.Check(ctx))

@@ -115,9 +115,10 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 	defer stopSched()
 	schedDone := make(chan error, 1)
 	go func() {
-		schedDone <- scheduler.New(d.Store, client, scheduler.Options{
+		sched := &scheduler.Scheduler{Store: d.Store, Enqueuer: client, Options: scheduler.Options{
 			Logger: log, Metrics: scheduler.NewMetrics(d.Metrics.Registry),
-		}).Run(schedCtx)
+		}}
+		schedDone <- sched.Run(schedCtx)
 	}()
 
 	fmt.Fprintf(out, "\nghlsync standalone is running\n")

@@ -46,6 +46,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,36 +97,56 @@ type Options struct {
 	Metrics *Metrics
 }
 
-// Scheduler enqueues the due slots of the enabled schedules. Its methods are
-// safe for concurrent use, but one Run per Scheduler is enough: more
-// throughput comes from more replicas, which the protocol above keeps apart.
+// Scheduler enqueues the due slots of the enabled schedules. Set Store
+// and Enqueuer, and Options as needed; it does nothing until Run or Tick.
+// Its methods are safe for concurrent use, but one Run per Scheduler is
+// enough: more throughput comes from more replicas, which the protocol
+// above keeps apart.
 type Scheduler struct {
-	store *store.Store
-	enq   Enqueuer
-	opt   Options
-	log   *slog.Logger
+	// Store holds the schedules table; required.
+	Store *store.Store
+	// Enqueuer puts the slots' tasks into Redis; required.
+	Enqueuer Enqueuer
+	Options
+
+	once sync.Once
+	opt  Options // Options with the defaults filled in
+	log  *slog.Logger
 	// lastGood is the UnixNano of the end of the last tick without errors.
 	lastGood atomic.Int64
 	started  time.Time
 }
 
-// New returns a Scheduler that reads schedules from st and enqueues through
-// enq. It does nothing until Run or Tick.
-func New(st *store.Store, enq Enqueuer, opt Options) *Scheduler {
-	opt.Clock = clock.Or(opt.Clock)
-	if opt.Logger == nil {
-		opt.Logger = slog.Default()
+// Validate reports a required field that is not set. Run calls it.
+func (s *Scheduler) Validate() error {
+	switch {
+	case s.Store == nil:
+		return errors.New("scheduler.Scheduler: Store is required")
+	case s.Enqueuer == nil:
+		return errors.New("scheduler.Scheduler: Enqueuer is required")
 	}
-	if opt.Poll <= 0 {
-		opt.Poll = DefaultPoll
-	}
-	if opt.Retention <= 0 {
-		opt.Retention = DefaultRetention
-	}
-	if opt.MaxRetry <= 0 {
-		opt.MaxRetry = DefaultMaxRetry
-	}
-	return &Scheduler{store: st, enq: enq, opt: opt, log: opt.Logger.With("component", "scheduler"), started: opt.Clock.Now()}
+	return nil
+}
+
+// init fills in the defaults of Options, once.
+func (s *Scheduler) init() {
+	s.once.Do(func() {
+		opt := s.Options
+		opt.Clock = clock.Or(opt.Clock)
+		if opt.Logger == nil {
+			opt.Logger = slog.Default()
+		}
+		if opt.Poll <= 0 {
+			opt.Poll = DefaultPoll
+		}
+		if opt.Retention <= 0 {
+			opt.Retention = DefaultRetention
+		}
+		if opt.MaxRetry <= 0 {
+			opt.MaxRetry = DefaultMaxRetry
+		}
+		s.opt, s.log, s.started = opt, opt.Logger.With("component", "scheduler"), opt.Clock.Now()
+	})
 }
 
 // TaskID is the asynq task id of a schedule's slot.
@@ -137,6 +158,10 @@ func TaskID(name string, slot time.Time) string {
 // due but never longer than Options.Poll. It returns nil once ctx is done; a
 // slot it has begun to enqueue is first enqueued and recorded.
 func (s *Scheduler) Run(ctx context.Context) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	s.init()
 	s.log.Info("scheduler started", "poll", s.opt.Poll)
 	defer s.log.Info("scheduler stopped")
 	var lastErr string
@@ -168,7 +193,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // next slot, at most Options.Poll. The error joins every failure; a failed
 // slot stays due and is tried again next tick.
 func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
-	rows, err := s.store.EnabledSchedules(ctx)
+	s.init()
+	rows, err := s.Store.EnabledSchedules(ctx)
 	if err != nil {
 		s.opt.Metrics.error("load")
 		return s.opt.Poll, err
@@ -193,7 +219,7 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 			continue
 		}
 		if row.NextRunAt == nil {
-			if _, err := s.store.InitScheduleNext(ctx, row.Name, p.resume(row.LastRunAt, now)); err != nil {
+			if _, err := s.Store.InitScheduleNext(ctx, row.Name, p.resume(row.LastRunAt, now)); err != nil {
 				s.opt.Metrics.error("claim")
 				errs, infra = append(errs, err), true
 				continue
@@ -265,7 +291,7 @@ func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	id := TaskID(r.row.Name, r.slot)
-	_, err := s.enq.EnqueueContext(ctx, asynq.NewTask(r.row.TaskType, []byte(r.row.Payload)),
+	_, err := s.Enqueuer.EnqueueContext(ctx, asynq.NewTask(r.row.TaskType, []byte(r.row.Payload)),
 		asynq.TaskID(id),
 		asynq.Queue(r.row.Queue),
 		asynq.MaxRetry(s.opt.MaxRetry),
@@ -292,7 +318,7 @@ func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
 func (s *Scheduler) record(ctx context.Context, r slotRun) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
-	won, err := s.store.ClaimScheduleRun(ctx, r.row, r.ranAt, r.next)
+	won, err := s.Store.ClaimScheduleRun(ctx, r.row, r.ranAt, r.next)
 	if err != nil {
 		s.opt.Metrics.error("claim")
 		return fmt.Errorf("schedule %s: record slot %s: %w", r.row.Name, TaskID(r.row.Name, r.slot), err)
@@ -308,6 +334,7 @@ func (s *Scheduler) record(ctx context.Context, r slotRun) error {
 // been failing it). A bad schedule row does not count: neither waiting nor
 // restarting the process would mend it.
 func (s *Scheduler) Check(context.Context) error {
+	s.init()
 	limit := max(15*time.Second, 10*s.opt.Poll)
 	last := time.Unix(0, s.lastGood.Load())
 	if s.lastGood.Load() == 0 {

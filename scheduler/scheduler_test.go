@@ -57,7 +57,7 @@ func (b *bundle) replica(t *testing.T, opt scheduler.Options) *scheduler.Schedul
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	return scheduler.New(st, b.log.wrap(client), opt)
+	return &scheduler.Scheduler{Store: st, Enqueuer: b.log.wrap(client), Options: opt}
 }
 
 // start runs s until the returned stop is called (or the test ends).
@@ -367,9 +367,9 @@ func TestCrashBetweenEnqueueAndRecord(t *testing.T) {
 
 	// First, Redis is down: nothing is enqueued and nothing recorded.
 	down := errors.New("redis down")
-	failing := scheduler.New(b.st, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	failing := &scheduler.Scheduler{Store: b.st, Enqueuer: enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
 		return nil, down
-	}), scheduler.Options{Logger: slog.New(slog.DiscardHandler)})
+	}), Options: scheduler.Options{Logger: slog.New(slog.DiscardHandler)}}
 	_, err := failing.Tick(context.Background())
 	if !errors.Is(err, down) {
 		t.Fatalf("Tick with Redis down: %v", err)
@@ -382,12 +382,12 @@ func TestCrashBetweenEnqueueAndRecord(t *testing.T) {
 	client := asynq.NewClient(b.redis)
 	t.Cleanup(func() { client.Close() })
 	died := errors.New("process died")
-	dying := scheduler.New(b.st, enqueuerFunc(func(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	dying := &scheduler.Scheduler{Store: b.st, Enqueuer: enqueuerFunc(func(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 		if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {
 			return nil, err
 		}
 		return nil, died
-	}), scheduler.Options{Logger: slog.New(slog.DiscardHandler)})
+	}), Options: scheduler.Options{Logger: slog.New(slog.DiscardHandler)}}
 	_, err = dying.Tick(context.Background())
 	if !errors.Is(err, died) {
 		t.Fatalf("Tick of the dying scheduler: %v", err)
