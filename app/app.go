@@ -1,5 +1,7 @@
-// Package app wires ghlsync's parts together for the binaries: logger,
-// database, Redis, GHL client, metrics.
+// Package app wires ghlsync's parts together for every binary: the shared
+// parts of a process (Deps: logger, database, Redis, GHL client, metrics,
+// clock), RunWorker, RunWeb, RunScheduler, RunStandalone, the enqueue and
+// schedule commands, and the exit-status scheme. Nothing below imports it.
 package app
 
 import (

@@ -361,12 +361,11 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 				s.e.log().Warn("rate limiter: could not record GHL's rate headers", "location", s.loc, "err", err)
 			}
 		}
-		var rl *ghl.RateLimitError
 		switch {
 		case err == nil:
 			return nil
-		case errors.As(err, &rl):
-			return s.paused(ctx, rl)
+		case ghl.IsRateLimited(err):
+			return s.paused(ctx, err)
 		case ghl.IsTokenRejected(err) && !retried:
 			if err := s.tokens.Rejected(ctx, token); err != nil {
 				return err
@@ -386,7 +385,9 @@ func rateOf(r ghl.Rate) ratelimit.Rate {
 
 // paused pauses the location for what a 429 asks, a day's end when the
 // daily quota is spent, and returns the 429 with the pause in force.
-func (s *session) paused(ctx context.Context, rl *ghl.RateLimitError) error {
+func (s *session) paused(ctx context.Context, err error) error {
+	var rl *ghl.RateLimitError
+	errors.As(err, &rl)
 	d := rl.RetryAfter
 	if rl.Rate.DailyLimit > 0 && rl.Rate.DailyRemaining == 0 {
 		// GHL counts the daily quota per UTC day.

@@ -388,7 +388,6 @@ func (e *Engine) Run(ctx context.Context, req Request) (Result, error) {
 // stopOutcome turns the error that stopped a run into the run's outcome,
 // message and the error Run returns.
 func stopOutcome(err error) (string, string, error) {
-	var rl *ghl.RateLimitError
 	var se *statusError
 	switch {
 	case errors.As(err, &se):
@@ -398,8 +397,8 @@ func stopOutcome(err error) (string, string, error) {
 			outcome = OutcomeError
 		}
 		return outcome, se.reason, fmt.Errorf("%s: %w", se.reason, ErrFinal)
-	case errors.As(err, &rl):
-		return OutcomeRateLimited, fmt.Sprintf("GHL answered 429; the task runs again in %s", rl.RetryAfter), rl
+	case ghl.IsRateLimited(err):
+		return OutcomeRateLimited, fmt.Sprintf("GHL answered 429; the task runs again in %s", ghl.RetryAfter(err)), err
 	case errors.Is(err, refresh.ErrNeedsReauth):
 		msg := "GHL refused the location's refresh token for good; connect it again at " + store.ConnectPath
 		return OutcomeNeedsReauth, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
