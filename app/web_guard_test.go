@@ -1,7 +1,9 @@
 package app_test
 
 import (
+	"context"
 	"encoding/base64"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,7 +13,10 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/app"
+	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/testenv"
+	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -271,5 +276,49 @@ func TestWebHandlersSplitMetrics(t *testing.T) {
 		if rec := anyone.do(private, http.MethodGet, path, "10.0.0.5:9090", nil); rec.Code != http.StatusOK {
 			t.Errorf("METRICS_ADDR %s: %d %s", path, rec.Code, rec.Body)
 		}
+	}
+}
+
+// RunWeb with a METRICS_ADDR serves /metrics there, open, and not on
+// WEB_ADDR; it stops when its context ends.
+func TestRunWebMetricsAddr(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	webAddr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	cfg, err := config.NewLoader(flag.NewFlagSet("web", flag.ContinueOnError),
+		testenv.Getenv(stack.Env(config.VarWebAddr, webAddr, config.VarMetricsAddr, metricsAddr)), "").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.RunWeb(ctx, cfg, app.NewLogger(&testenv.Buffer{}, cfg.LogLevel)) }()
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testenv.Eventually(t, 10*time.Second, "METRICS_ADDR to serve /metrics", func() bool {
+		return status("http://"+metricsAddr+"/metrics") == http.StatusOK
+	})
+	for path, want := range map[string]int{"/metrics": http.StatusNotFound, "/readyz": http.StatusNotFound, "/healthz": http.StatusOK} {
+		if got := status("http://" + webAddr + path); got != want {
+			t.Errorf("WEB_ADDR %s: %d, want %d", path, got, want)
+		}
+	}
+	if got := status("http://" + metricsAddr + "/readyz"); got != http.StatusOK {
+		t.Errorf("METRICS_ADDR /readyz: %d", got)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("RunWeb: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("RunWeb did not stop after its context ended")
 	}
 }
