@@ -145,11 +145,11 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}
-.active{color:#1a7f37}.needs_reauth,.uninstalled{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
+.active{color:#1a7f37}.needs_reauth,.uninstalled,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
 small{color:#666}
 </style></head><body>
 <h1>ghlsync</h1>
-{{range .Paused}}<p class="needs_reauth">Queue {{.}} is paused: none of its tasks run until it is resumed in <a href="/monitoring">asynqmon</a>.</p>
+{{range .Paused}}<p class="paused">Queue {{.}} is paused: none of its tasks run until it is resumed in <a href="/monitoring">asynqmon</a>.</p>
 {{end}}<p>{{len .Locations}} connected · <a href="/monitoring">queues (asynqmon)</a> · <a href="/api/locations">JSON</a> · <a href="/api/auth/connect">connect a location</a></p>
 <table>
 <tr><th>Location</th><th>Status</th><th>Token expires</th><th>Last refresh</th>{{range .Kinds}}<th>Last {{.}} sync</th>{{end}}</tr>
