@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os/signal"
 	"syscall"
 
@@ -29,16 +31,26 @@ func RunWorkerProcess(ctx context.Context, cfg *config.Config, o WorkerOptions, 
 }
 
 // RunWeb is the web process: it opens what cfg names, logging to log, and
-// serves WebHandler on cfg.WebAddr until ctx is done.
+// serves WebHandler on cfg.WebAddr until ctx is done. With a METRICS_ADDR,
+// /metrics and /readyz are served there instead, without the admin guard
+// (WebHandlers).
 func RunWeb(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	d, err := Open(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	wait, err := ops.Serve(ctx, cfg.WebAddr, WebHandler(d), log)
+	h, waitOps := WebHandler(d), func() error { return nil }
+	if cfg.MetricsAddr != "" {
+		var private http.Handler
+		h, private = WebHandlers(d)
+		if waitOps, err = ops.Serve(ctx, cfg.MetricsAddr, private, log); err != nil {
+			return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
+		}
+	}
+	wait, err := ops.Serve(ctx, cfg.WebAddr, h, log)
 	if err != nil {
 		return fmt.Errorf("%s: %w", config.VarWebAddr, err)
 	}
-	return wait()
+	return errors.Join(wait(), waitOps())
 }

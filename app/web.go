@@ -1,16 +1,34 @@
 package app
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
 )
 
-// WebHandler is the whole web process: the web routes, the GHL webhooks,
-// asynqmon at /monitoring behind the admin guard, /metrics, /healthz and
-// /readyz.
-func WebHandler(d *Deps) http.Handler {
+// WebHandler is the whole web process on one address: the web routes, the
+// GHL webhooks, the status page and asynqmon at /monitoring behind the
+// admin guard, /metrics behind it too (it names every location),
+// /healthz and /readyz.
+func WebHandler(d *Deps) http.Handler { return webHandler(d, true) }
+
+// WebHandlers split the web process for a separate METRICS_ADDR: public
+// is WebHandler without /metrics and /readyz (it keeps /healthz), and
+// private serves /metrics, /healthz and /readyz with no admin guard, for
+// an address only the monitoring reaches.
+func WebHandlers(d *Deps) (public, private http.Handler) {
+	return webHandler(d, false), ops.Handler(d.Metrics.Registry, d.webReady)
+}
+
+func webHandler(d *Deps, withOps bool) http.Handler {
 	s := &web.Server{
 		OAuth:          d.GHL.OAuth,
 		Store:          d.Store,
@@ -29,12 +47,69 @@ func WebHandler(d *Deps) http.Handler {
 	if d.Config.WebhookKey == nil && d.Config.WebhookRSAKey == nil {
 		d.Log.Warn("GHL_WEBHOOK_PUBLIC_KEY is not set: /api/webhooks/ghl answers 503, so GHL's INSTALL and UNINSTALL webhooks are not acted on")
 	}
-	admin := web.Admin(d.Config.AdminUser, d.Config.AdminPassword, d.Log)
-	mux := ops.Handler(d.Metrics.Registry, d.Ready)
+	admin := (&web.Admin{
+		User:      d.Config.AdminUser,
+		Password:  d.Config.AdminPassword,
+		PublicURL: d.Config.WebPublicURL,
+		Log:       d.Log,
+		Clock:     d.Clock,
+	}).Guard()
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", ops.Healthz())
+	if withOps {
+		mux.Handle("GET /metrics", admin(ops.Metrics(d.Metrics.Registry)))
+		mux.Handle("GET /readyz", ops.Readyz(d.webReady))
+	}
 	mux.Handle(web.MonitoringPath+"/", admin(web.Monitoring(d.Redis)))
-	status := admin((&web.Status{Source: d.Store, Log: d.Log, Clock: d.Clock}).Handler())
+	status := admin((&web.Status{Source: d.Store, Log: d.Log, Clock: d.Clock, PausedQueues: d.pausedQueues}).Handler())
 	mux.Handle("GET /{$}", status)
 	mux.Handle("GET /api/locations", status)
 	mux.Handle("/", s.Handler())
-	return mux
+	// Every state-changing request, asynqmon's included, must come from
+	// ghlsync's own pages; GHL's webhook is authenticated by its signature.
+	return (&web.SameOrigin{PublicURL: d.Config.WebPublicURL, Exempt: []string{web.WebhookRoute}}).Wrap(mux)
+}
+
+// webReady is the web process's readiness: Redis and the database answer,
+// and no queue of ghlsync's is paused. A paused queue (asynqmon's pause
+// button) stops every task in it without an error anywhere else.
+func (d *Deps) webReady(ctx context.Context) error {
+	err := d.Ready(ctx)
+	if err != nil {
+		// Redis down says it all; the queues cannot be read then.
+		return err
+	}
+	paused, err := d.pausedQueues(ctx)
+	if err != nil {
+		return fmt.Errorf("queues: %w", err)
+	}
+	var errs []error
+	for _, q := range paused {
+		errs = append(errs, fmt.Errorf("queue %s is paused: none of its tasks run until it is resumed at %s", q, web.MonitoringPath))
+	}
+	return errors.Join(errs...)
+}
+
+// pausedQueues lists the queues ghlsync uses that are paused. A queue no
+// task was ever put in is unknown to asynq, so nothing can have paused it.
+func (d *Deps) pausedQueues(context.Context) ([]string, error) {
+	insp := asynq.NewInspectorFromRedisClient(d.Redis)
+	known, err := insp.Queues()
+	if err != nil {
+		return nil, err
+	}
+	var paused []string
+	for _, q := range []string{tasks.QueueCritical, tasks.QueueDefault} {
+		if !slices.Contains(known, q) {
+			continue
+		}
+		info, err := insp.GetQueueInfo(q)
+		if err != nil {
+			return nil, fmt.Errorf("queue %s: %w", q, err)
+		}
+		if info.Paused {
+			paused = append(paused, q)
+		}
+	}
+	return paused, nil
 }

@@ -26,7 +26,8 @@ import (
 func setupWeb(t *testing.T, extra ...string) (http.Handler, *app.Deps, *storetest.Stack, *testenv.Buffer) {
 	t.Helper()
 	stack := storetest.NewStack(t, ghltest.Options{})
-	cfg, err := config.NewLoader(flag.NewFlagSet("web", flag.ContinueOnError), testenv.Getenv(stack.Env(extra...)), "").Load()
+	cfg, err := config.NewLoader(flag.NewFlagSet("web", flag.ContinueOnError),
+		testenv.Getenv(stack.Env(append([]string{config.VarWebPublicURL, publicURL}, extra...)...)), "").Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +40,12 @@ func setupWeb(t *testing.T, extra ...string) (http.Handler, *app.Deps, *storetes
 	return app.WebHandler(d), d, stack, logs
 }
 
+// publicURL is WEB_PUBLIC_URL in these tests.
+const publicURL = "https://ghlsync.example"
+
+// request sends a request for publicURL+target from 192.0.2.1.
 func request(h http.Handler, method, target, body string, header map[string]string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	req := httptest.NewRequest(method, publicURL+target, strings.NewReader(body))
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
@@ -51,19 +56,26 @@ func request(h http.Handler, method, target, body string, header map[string]stri
 
 func TestWebHandlerAdminAndHealth(t *testing.T) {
 	t.Parallel()
-	h, d, _, logs := setupWeb(t, "WEB_ADMIN_USER", "ops", "WEB_ADMIN_PASSWORD", "s3cret")
+	h, d, stack, logs := setupWeb(t, "WEB_ADMIN_USER", "ops", "WEB_ADMIN_PASSWORD", "s3cret")
+	stack.Connect(t, "locA", time.Now().Add(time.Hour))
 	if !strings.Contains(logs.String(), "GHL_WEBHOOK_PUBLIC_KEY") {
 		t.Errorf("start-up does not say webhooks are not configured:\n%s", logs)
 	}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/readyz"} {
 		if rec := request(h, http.MethodGet, path, "", nil); rec.Code != http.StatusOK {
 			t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
 		}
 	}
-	if rec := request(h, http.MethodGet, "/monitoring/api/queues", "", nil); rec.Code != http.StatusUnauthorized {
-		t.Errorf("asynqmon without credentials: %d", rec.Code)
+	for _, path := range []string{"/monitoring/api/queues", "/metrics"} {
+		if rec := request(h, http.MethodGet, path, "", nil); rec.Code != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d", path, rec.Code)
+		}
 	}
 	auth := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:s3cret"))}
+	// /metrics names every location: it is an admin page here.
+	if rec := request(h, http.MethodGet, "/metrics", "", auth); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `location="locA"`) {
+		t.Errorf("/metrics with credentials: %d %.200s", rec.Code, rec.Body)
+	}
 	if rec := request(h, http.MethodGet, "/monitoring/api/queues", "", auth); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"queues"`) {
 		t.Errorf("asynqmon queue API: %d %s", rec.Code, rec.Body)
 	}

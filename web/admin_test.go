@@ -19,16 +19,31 @@ import (
 
 var secretPage = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "the admin page") })
 
+// publicURL is WEB_PUBLIC_URL in these tests.
+const publicURL = "https://ghlsync.example"
+
+func admin(user, password string, log *slog.Logger) func(http.Handler) http.Handler {
+	return (&web.Admin{User: user, Password: password, PublicURL: publicURL, Log: log}).Guard()
+}
+
 type adminReq struct {
+	method     string // GET when empty
 	remote     string
+	host       string // the public host when empty
 	user, pass string // basic auth when either is set
 	headers    map[string]string
 }
 
 func serve(h http.Handler, target string, a adminReq) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodGet, target, nil)
+	if a.method == "" {
+		a.method = http.MethodGet
+	}
+	req := httptest.NewRequest(a.method, publicURL+target, nil)
 	if a.remote != "" {
 		req.RemoteAddr = a.remote
+	}
+	if a.host != "" {
+		req.Host = a.host
 	}
 	if a.user != "" || a.pass != "" {
 		req.SetBasicAuth(a.user, a.pass)
@@ -43,7 +58,7 @@ func serve(h http.Handler, target string, a adminReq) *httptest.ResponseRecorder
 
 func TestAdminBasicAuth(t *testing.T) {
 	t.Parallel()
-	h := web.Admin("ops", "s3cret", slog.New(slog.DiscardHandler))(secretPage)
+	h := admin("ops", "s3cret", slog.New(slog.DiscardHandler))(secretPage)
 	for _, tc := range []struct {
 		name string
 		req  adminReq
@@ -72,7 +87,7 @@ func TestAdminBasicAuth(t *testing.T) {
 
 func TestAdminPasswordOnly(t *testing.T) {
 	t.Parallel()
-	h := web.Admin("", "s3cret", slog.New(slog.DiscardHandler))(secretPage)
+	h := admin("", "s3cret", slog.New(slog.DiscardHandler))(secretPage)
 	if rec := serve(h, "/", adminReq{remote: "203.0.113.9:4000", user: "anyone", pass: "s3cret"}); rec.Code != http.StatusOK {
 		t.Errorf("any user with the password: %d", rec.Code)
 	}
@@ -84,7 +99,7 @@ func TestAdminPasswordOnly(t *testing.T) {
 func TestAdminWithoutPasswordIsLoopbackOnly(t *testing.T) {
 	t.Parallel()
 	logs := &testenv.Buffer{}
-	h := web.Admin("", "", slog.New(slog.NewTextHandler(logs, nil)))(secretPage)
+	h := admin("", "", slog.New(slog.NewTextHandler(logs, nil)))(secretPage)
 	if !strings.Contains(logs.String(), "WEB_ADMIN_PASSWORD") || !strings.Contains(logs.String(), "loopback") {
 		t.Errorf("start-up does not say the admin pages are loopback only:\n%s", logs)
 	}
@@ -126,7 +141,7 @@ func TestMonitoringQueueAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(web.MonitoringPath+"/", web.Admin("ops", "s3cret", slog.New(slog.DiscardHandler))(web.Monitoring(stack.Redis(t))))
+	mux.Handle(web.MonitoringPath+"/", admin("ops", "s3cret", slog.New(slog.DiscardHandler))(web.Monitoring(stack.Redis(t))))
 
 	if rec := serve(mux, "/monitoring/api/queues", adminReq{remote: "127.0.0.1:4000"}); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("queue API without credentials: %d", rec.Code)

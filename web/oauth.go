@@ -46,6 +46,10 @@ type Server struct {
 	StateTTL time.Duration
 	// Webhooks configures GHL's app webhooks (INSTALL, UNINSTALL).
 	Webhooks Webhooks
+	// ConnectLimit is how many connects one client address may start per
+	// minute, and as many callbacks it may make; beyond, 429. Each connect
+	// stores a state in Redis, each callback may cost a GHL call. Default 20.
+	ConnectLimit int
 }
 
 const keyState = "ghlsync:oauth:state:"
@@ -53,10 +57,27 @@ const keyState = "ghlsync:oauth:state:"
 // Handler returns the routes of the server.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/auth/connect", s.connect)
-	mux.HandleFunc("GET /api/auth/callback", s.callback)
-	mux.HandleFunc("POST /api/webhooks/ghl", s.webhook)
+	mux.Handle("GET /api/auth/connect", s.perClient(s.connect))
+	mux.Handle("GET /api/auth/callback", s.perClient(s.callback))
+	mux.HandleFunc(WebhookRoute, s.webhook)
 	return mux
+}
+
+// perClient limits h to ConnectLimit requests per minute per client
+// address.
+func (s *Server) perClient(h http.HandlerFunc) http.Handler {
+	limit := s.ConnectLimit
+	if limit <= 0 {
+		limit = 20
+	}
+	t := newThrottle(limit, time.Minute, nil)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait, ok := t.take(clientAddress(r)); !ok {
+			tooMany(w, wait, "too many connection attempts from your address")
+			return
+		}
+		h(w, r)
+	})
 }
 
 // connect sends the user to GHL's consent page with a new single-use state.

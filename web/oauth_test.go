@@ -183,3 +183,50 @@ func TestCallbackRefusesExpiredState(t *testing.T) {
 		t.Fatalf("%d credentials stored", n)
 	}
 }
+
+// An anonymous client cannot fill Redis with OAuth states or spend GHL
+// calls on callbacks: 20 connects and 20 callbacks a minute per client
+// address, then 429 with Retry-After. Other clients go on.
+func TestConnectAndCallbackAreRateLimited(t *testing.T) {
+	t.Parallel()
+	h, stack := setup(t)
+	from := func(method, target, remote string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, target, nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	attacker := "203.0.113.9:4000"
+	for i := range 200 {
+		rec := from(http.MethodGet, "/api/auth/connect", attacker)
+		want := http.StatusFound
+		if i >= 20 {
+			want = http.StatusTooManyRequests
+		}
+		if rec.Code != want {
+			t.Fatalf("connect %d: status %d, want %d", i+1, rec.Code, want)
+		}
+		if want == http.StatusTooManyRequests {
+			if ra := rec.Header().Get("Retry-After"); ra == "" || ra == "0" {
+				t.Fatalf("connect %d: Retry-After %q", i+1, ra)
+			}
+		}
+	}
+	keys, err := stack.Redis(t).Keys(context.Background(), "ghlsync:oauth:state:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 20 {
+		t.Errorf("200 connects from one client stored %d states, want 20", len(keys))
+	}
+	for i := range 21 {
+		rec := from(http.MethodGet, "/api/auth/callback?state=nope&code=x", attacker)
+		if want := map[bool]int{true: http.StatusBadRequest, false: http.StatusTooManyRequests}[i < 20]; rec.Code != want {
+			t.Fatalf("callback %d: status %d, want %d", i+1, rec.Code, want)
+		}
+	}
+	if rec := from(http.MethodGet, "/api/auth/connect", "198.51.100.7:5000"); rec.Code != http.StatusFound {
+		t.Errorf("another client's connect: %d", rec.Code)
+	}
+}

@@ -25,6 +25,9 @@ type Status struct {
 	Source StatusSource
 	Log    *slog.Logger
 	Clock  clock.Clock
+	// PausedQueues, when set, lists the task queues that are paused
+	// (asynqmon's pause button): nothing in them runs, so the page says so.
+	PausedQueues func(context.Context) ([]string, error)
 }
 
 // LocationStatus is one connected location (or agency) as the status page
@@ -142,11 +145,12 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}
-.active{color:#1a7f37}.needs_reauth,.uninstalled{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
+.active{color:#1a7f37}.needs_reauth,.uninstalled,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
 small{color:#666}
 </style></head><body>
 <h1>ghlsync</h1>
-<p>{{len .Locations}} connected · <a href="/monitoring">queues (asynqmon)</a> · <a href="/api/locations">JSON</a> · <a href="/api/auth/connect">connect a location</a></p>
+{{range .Paused}}<p class="paused">Queue {{.}} is paused: none of its tasks run until it is resumed in <a href="/monitoring">asynqmon</a>.</p>
+{{end}}<p>{{len .Locations}} connected · <a href="/monitoring">queues (asynqmon)</a> · <a href="/api/locations">JSON</a> · <a href="/api/auth/connect">connect a location</a></p>
 <table>
 <tr><th>Location</th><th>Status</th><th>Token expires</th><th>Last refresh</th>{{range .Kinds}}<th>Last {{.}} sync</th>{{end}}</tr>
 {{range $l := .Locations}}<tr>
@@ -167,12 +171,19 @@ func (s *Status) page(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot read the locations now", http.StatusServiceUnavailable)
 		return
 	}
+	var paused []string
+	if s.PausedQueues != nil {
+		if paused, err = s.PausedQueues(r.Context()); err != nil {
+			s.Log.Warn("status: reading the queues", "err", err)
+		}
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, struct {
 		Locations []LocationStatus
 		Kinds     []string
 		Now       time.Time
-	}{locs, syncer.Kinds, clock.Or(s.Clock).Now()}); err != nil {
+		Paused    []string
+	}{locs, syncer.Kinds, clock.Or(s.Clock).Now(), paused}); err != nil {
 		s.Log.Warn("status: rendering", "err", err)
 	}
 }

@@ -56,6 +56,11 @@ type Config struct {
 	// WebhookRSAKey verifies the legacy x-wh-signature; nil when not
 	// configured.
 	WebhookRSAKey *rsa.PublicKey
+	// WebPublicURL is the origin browsers reach the web process at, such
+	// as https://ghlsync.example.com: the admin pages answer only to this
+	// Host (and loopback names), and a state-changing request must come
+	// from it. Load fills in GHL_REDIRECT_URI's origin when it is unset.
+	WebPublicURL string
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole.
@@ -67,6 +72,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("ghl_client_id", c.GHLClientID),
 		slog.Duration("refresh_window", c.RefreshWindow),
 		slog.String("web_addr", c.WebAddr),
+		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
@@ -122,6 +128,7 @@ const (
 	VarOldKeys        = "TOKEN_ENCRYPTION_OLD_KEYS"
 	VarRefreshWindow  = "REFRESH_WINDOW"
 	VarWebAddr        = "WEB_ADDR"
+	VarWebPublicURL   = "WEB_PUBLIC_URL"
 	VarMetricsAddr    = "METRICS_ADDR"
 	VarAdminUser      = "WEB_ADMIN_USER"
 	VarAdminPassword  = "WEB_ADMIN_PASSWORD"
@@ -155,6 +162,7 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string)
 	add(VarOldKeys, "", "comma separated base64 keys that still decrypt")
 	add(VarRefreshWindow, "4h", "refresh a token that expires within this window")
 	add(VarWebAddr, ":8080", "web listen address")
+	add(VarWebPublicURL, "", "origin the web process is reached at, such as https://ghlsync.example.com (default: GHL_REDIRECT_URI's)")
 	add(VarMetricsAddr, metricsAddr, "/metrics and /healthz listen address")
 	add(VarAdminUser, "", "basic auth user of the status page and asynqmon")
 	add(VarAdminPassword, "", "basic auth password of the status page and asynqmon")
@@ -227,10 +235,14 @@ func (l *Loader) Load() (*Config, error) {
 	if err := checkURL(VarRedisURL, c.RedisURL, "redis", "rediss", "redis-sentinel"); err != nil {
 		return nil, err
 	}
+	var err error
 	for _, u := range []struct{ env, v string }{{VarRedirectURI, c.GHLRedirectURI}, {VarAPIURL, c.GHLAPIURL}, {VarMarketplaceURL, c.GHLMarketplace}} {
 		if err := checkURL(u.env, u.v, "http", "https"); err != nil {
 			return nil, err
 		}
+	}
+	if c.WebPublicURL, err = publicOrigin(l.value(VarWebPublicURL), c.GHLRedirectURI); err != nil {
+		return nil, err
 	}
 	if len(c.GHLScopes) == 0 {
 		return nil, &Error{VarScopes, "is empty"}
@@ -279,6 +291,45 @@ func checkURL(env, v string, schemes ...string) error {
 		}
 	}
 	return &Error{env, fmt.Sprintf("scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))}
+}
+
+// publicOrigin is WEB_PUBLIC_URL as an origin (scheme://host[:port], the
+// port left out when it is the scheme's default), or redirectURI's origin
+// when v is empty. A path, query or user would mean a setup ghlsync does
+// not serve (it answers at the root of its host), so they are refused.
+func publicOrigin(v, redirectURI string) (string, error) {
+	env := VarWebPublicURL
+	if v == "" {
+		env, v = VarRedirectURI, redirectURI
+	} else {
+		if err := checkURL(env, v, "http", "https"); err != nil {
+			return "", err
+		}
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return "", &Error{env, "is not a URL"}
+	}
+	if env == VarWebPublicURL && (u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "") {
+		return "", &Error{env, "must be an origin only, such as https://ghlsync.example.com (no path, query or user)"}
+	}
+	return Origin(u), nil
+}
+
+// Origin is u's origin as WEB_PUBLIC_URL is kept: scheme://host[:port] in
+// lower case, without the scheme's default port.
+func Origin(u *url.URL) string {
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return strings.ToLower(u.Scheme) + "://" + host
 }
 
 // Cipher builds the token cipher from TOKEN_ENCRYPTION_KEY and the old keys.

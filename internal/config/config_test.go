@@ -53,6 +53,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{VarClientID: "id", VarOldKeys: "nope"}, VarOldKeys},
 		{map[string]string{VarClientID: "id", VarAPIURL: "ftp://x"}, VarAPIURL},
 		{map[string]string{VarClientID: "id", VarLogLevel: "loud"}, VarLogLevel},
+		{map[string]string{VarClientID: "id", VarWebPublicURL: "ghlsync.example.com"}, VarWebPublicURL},
+		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ghlsync.example.com/admin"}, VarWebPublicURL},
+		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ops:pw@ghlsync.example.com"}, VarWebPublicURL},
 	} {
 		_, err := load(t, tc.env)
 		var ce *Error
@@ -77,6 +80,29 @@ func TestStringMasksSecrets(t *testing.T) {
 	for _, secret := range []string{"the-client-secret", "the-admin-password", "the-db-password", c.EncryptionKey} {
 		if strings.Contains(s, secret) {
 			t.Errorf("Config.String() shows a secret: %s", s)
+		}
+	}
+}
+
+// WEB_PUBLIC_URL is kept as an origin; unset, it is GHL_REDIRECT_URI's.
+func TestWebPublicURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "http://localhost:8080"},
+		{map[string]string{VarRedirectURI: "https://Sync.Example.com:443/api/auth/callback"}, "https://sync.example.com"},
+		{map[string]string{VarRedirectURI: "https://a.example/api/auth/callback", VarWebPublicURL: "https://admin.example:8443/"}, "https://admin.example:8443"},
+		{map[string]string{VarWebPublicURL: "http://[::1]:8080"}, "http://[::1]:8080"},
+	} {
+		tc.env[VarClientID] = "id"
+		c, err := load(t, tc.env)
+		if err != nil {
+			t.Fatalf("env %v: %v", tc.env, err)
+		}
+		if c.WebPublicURL != tc.want {
+			t.Errorf("env %v: WebPublicURL %q, want %q", tc.env, c.WebPublicURL, tc.want)
 		}
 	}
 }

@@ -15,17 +15,31 @@ import (
 )
 
 // Handler returns a mux with /metrics (from reg), /healthz and /readyz.
-// /healthz answers 200 while the process serves at all: a failing database
-// or Redis is no reason to restart the process. /readyz runs check, when
-// not nil: nil is 200, an error 503 with the error, which names what does
-// not answer.
 func Handler(reg *prometheus.Registry, check func(context.Context) error) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /metrics", Metrics(reg))
+	mux.Handle("GET /healthz", Healthz())
+	mux.Handle("GET /readyz", Readyz(check))
+	return mux
+}
+
+// Metrics serves reg for Prometheus.
+func Metrics(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Healthz answers 200 while the process serves at all: a failing database
+// or Redis is no reason to restart the process.
+func Healthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+}
+
+// Readyz runs check, when not nil: nil is 200, an error 503 with the
+// error, which names what does not answer or does not run.
+func Readyz(check func(context.Context) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if check != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 			defer cancel()
@@ -36,7 +50,6 @@ func Handler(reg *prometheus.Registry, check func(context.Context) error) *http.
 		}
 		w.Write([]byte("ok\n"))
 	})
-	return mux
 }
 
 // Serve listens on addr and serves h until ctx is done, then shuts down
