@@ -200,18 +200,18 @@ type refusingStore struct {
 
 var errRefused = errors.New("test: the database refuses writes")
 
-func (s refusingStore) SaveRefreshed(ctx context.Context, loc string, t store.Tokens, at time.Time) error {
+func (s refusingStore) SaveRefreshed(ctx context.Context, loc string, spent int64, t store.Tokens, at time.Time) error {
 	if s.down.Load() {
 		return errRefused
 	}
-	return s.Store.SaveRefreshed(ctx, loc, t, at)
+	return s.Store.SaveRefreshed(ctx, loc, spent, t, at)
 }
 
-func (s refusingStore) SetStatus(ctx context.Context, loc string, st store.Status, msg string) error {
+func (s refusingStore) SetRefreshStatus(ctx context.Context, loc string, spent int64, st store.Status, msg string) error {
 	if s.down.Load() {
 		return errRefused
 	}
-	return s.Store.SetStatus(ctx, loc, st, msg)
+	return s.Store.SetRefreshStatus(ctx, loc, spent, st, msg)
 }
 
 // failWrites makes every write of r's store fail while on is set.
