@@ -344,9 +344,9 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
-	if lk.lost() {
-		// Another worker may hold the lock now: spending the token here
-		// could race with it.
+	if !lk.mayCall() {
+		// Another worker may hold the lock now, or be taking it over:
+		// spending the token here could race with it.
 		return res, false, fmt.Errorf("refresh %s: lost the lock before calling GHL", loc)
 	}
 	spent := c.TokenVersion
@@ -720,12 +720,15 @@ func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
 	return &lock{r: r, loc: loc, lease: l, beating: beating}, pending.Val() == 1, nil
 }
 
-// lost reports whether the lock can no longer be vouched for: the lease
-// was lost, or it names this worker and the worker's heartbeat has not
-// been confirmed for half its TTL, so that another worker may be taking
-// it over.
-func (l *lock) lost() bool {
-	return l.lease.Lost() || (l.beating && !l.r.hb.fresh(l.r.now(), l.r.heartbeatTTL()/2))
+func (l *lock) lost() bool { return l.lease.Lost() }
+
+// mayCall reports whether the lock can be vouched for enough to spend the
+// refresh token under it: the lease holds and, when it names this worker,
+// the worker's heartbeat was confirmed within half its TTL, before another
+// worker could take the lock over. (Once GHL has answered, writing goes on
+// regardless: the compare-and-set keeps a late write harmless.)
+func (l *lock) mayCall() bool {
+	return !l.lease.Lost() && (!l.beating || l.r.hb.fresh(l.r.now(), l.r.heartbeatTTL()/2))
 }
 
 // release drops the lock; settled also ends the location's in-flight mark

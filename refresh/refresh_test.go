@@ -619,3 +619,50 @@ func TestHeartbeatNamesLocks(t *testing.T) {
 // markNow is the score of an in-flight mark made now, rounded up to the
 // millisecond as a worker's is.
 func markNow() float64 { return float64(time.Now().Add(time.Millisecond).UnixMilli()) }
+
+// blockingTokens holds the refresher just before it spends the token
+// (reading the tokens is its last step before the call).
+type blockingTokens struct {
+	refresh.Credentials
+	entered, release chan struct{}
+}
+
+func (s blockingTokens) Tokens(c *store.Credential) (store.Tokens, error) {
+	close(s.entered)
+	<-s.release
+	return s.Credentials.Tokens(c)
+}
+
+// A worker whose heartbeat stopped being confirmed (Redis unreachable, the
+// process stalled) for half its TTL spends no refresh token under a lock
+// that names it: another worker may be taking that lock over.
+func TestStalledHeartbeatSpendsNoToken(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	fake := clock.NewFake(time.Now())
+	r.Clock = fake
+	bt := blockingTokens{Credentials: b.store, entered: make(chan struct{}), release: make(chan struct{})}
+	r.Store = bt
+	ctx := context.Background()
+	stop, err := r.Heartbeat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done <- err
+	}()
+	<-bt.entered
+	// The heartbeat stops beating, and 2 s (more than half its 3 s TTL)
+	// pass without a confirmed renewal.
+	stop()
+	fake.Advance(2 * time.Second)
+	close(bt.release)
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "lost the lock before calling GHL") {
+		t.Fatalf("Refresh = %v; want it to refuse to call GHL", err)
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d, want 0", n)
+	}
+}
