@@ -666,3 +666,40 @@ func TestStalledHeartbeatSpendsNoToken(t *testing.T) {
 		t.Fatalf("token calls = %d, want 0", n)
 	}
 }
+
+// A refresh whose lock was taken over while GHL held its call, and whose
+// answer still lands first, leaves the in-flight mark of the refresh that
+// took over: only the lock's holder may end it.
+func TestLostHolderLeavesNewHoldersMark(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	ctx := context.Background()
+	gate1, gate2 := newGatedGHL(r.GHL), newGatedGHL(r.GHL)
+	first := &refresh.Refresher{Store: r.Store, GHL: gate1, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
+	second := &refresh.Refresher{Store: r.Store, GHL: gate2, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
+	done1, done2 := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := first.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done1 <- err
+	}()
+	<-gate1.entered
+	b.redis.Del(ctx, "ghlsync:refresh:lock:loc1")
+	go func() {
+		_, err := second.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done2 <- err
+	}()
+	<-gate2.entered
+	mark := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Val()
+	close(gate1.release)
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Result(); err != nil || got != mark {
+		t.Fatalf("the in-flight mark of the refresh that took over is %v, %v; want it kept (%v)", got, err, mark)
+	}
+	close(gate2.release)
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}
