@@ -371,7 +371,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		res.Outcome, res.Message = Inactive, ErrInactive.Error()
 		landed, stale := r.setStatus(ctx, lk, loc, spent, store.StatusInactive, "GHL: location is not active")
 		if stale {
-			return r.discarded(ctx, loc, spent, "GHL answered an older refresh token with 'location not active'; a newer stored token stands")
+			return r.discarded(ctx, loc, spent, "GHL answered an older refresh token with 'location not active'; a refresh of the newer stored token will tell")
 		}
 		r.log().Warn("GHL says the location is not active; will refresh again later", "location", loc)
 		return res, landed, res.err()
@@ -388,7 +388,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
 	if err := r.save(ctx, lk, loc, spent, next, answeredAt); errors.Is(err, store.ErrStale) {
-		return r.discarded(ctx, loc, spent, "GHL answered after a newer token was stored (this worker lost its lock while waiting); discarding the older rotation")
+		return r.discarded(ctx, loc, spent, "GHL answered after a newer token was stored (this worker lost its lock while waiting, or its own write landed unseen); not storing the answer")
 	} else if err != nil {
 		return res, false, err
 	}
