@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
@@ -18,7 +19,8 @@ import (
 type enqueueCommand struct {
 	// timeout is how long --wait waits unless told otherwise.
 	timeout time.Duration
-	// one builds the task for a single location; all the fan-out task.
+	// one builds the task for a single location, asked for at now (on
+	// the shared clock); all the fan-out task.
 	one func(loc string, now time.Time) (*asynq.Task, error)
 	all func() (*asynq.Task, error)
 }
@@ -79,22 +81,26 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 	if timeout < 0 {
 		return Usagef("--timeout must be positive")
 	}
+	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
 	var task *asynq.Task
-	var err error
 	if req.Location != "" {
-		task, err = cmd.one(req.Location, time.Now())
+		// The request's time is Redis's, the clock the workers compare it
+		// with: this machine's may be off.
+		var now time.Time
+		if now, err = refresh.SharedTime(ctx, rc); err != nil {
+			return err
+		}
+		task, err = cmd.one(req.Location, now)
 	} else {
 		task, err = cmd.all()
 	}
 	if err != nil {
 		return Usage(err)
 	}
-
-	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
 	info, err := asynq.NewClientFromRedisClient(rc).EnqueueContext(ctx, task)
 	if err != nil {
 		return err

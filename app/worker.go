@@ -39,6 +39,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Refresher: refresher,
 		Locations: d.Store,
 		Enqueuer:  client,
+		Redis:     d.Redis,
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
@@ -60,6 +61,15 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			LogLevel:          asynq.WarnLevel,
 		})
 	}
+	// The heartbeat beats before the first refresh can take a lock, and
+	// stops after the last one ended (below), so that every lock this
+	// worker holds names a live worker, and a dead one's are taken over
+	// at once.
+	stopHeartbeat, err := refresher.Heartbeat(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopHeartbeat()
 	// Token work has servers slots of its own: however long the syncs,
 	// a refresh never waits for a free worker.
 	tokenSrv := newServer(o.TokenConcurrency, map[string]int{tasks.QueueCritical: 1})
@@ -93,11 +103,13 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	d.Log.Info("worker shutting down")
 	// Producers stop before consumers: first the recovery loop (it starts
 	// refreshes), then the servers stop fetching and finish what they run,
-	// and the metrics endpoint goes last so the shutdown can be watched.
+	// then the heartbeat (no refresh of this worker runs any more), and
+	// the metrics endpoint goes last so the shutdown can be watched.
 	stopRecover()
 	<-recovered
 	syncSrv.Shutdown()
 	tokenSrv.Shutdown()
+	stopHeartbeat()
 	stopOps()
 	return waitOps()
 }

@@ -6,18 +6,27 @@
 //
 //  1. A Redis lock (SET NX with a short TTL that the holder keeps renewing)
 //     lets one refresh run at a time across all workers. A request counts as
-//     done when a refresh completed after it was made, so a burst of requests
-//     costs one GHL call.
+//     done when a refresh completed after it was made, both times read from
+//     Redis's clock (SharedTime), so a burst of requests costs one GHL call
+//     however wrong the clocks of the processes that asked are.
 //  2. Before calling GHL the holder adds the location to an in-flight set.
-//     If the holder dies during the call its lock expires within LockTTL and
-//     any worker's Recover loop retries with the same refresh token, inside
-//     GHL's 30 s grace window, so a token that GHL rotated but whose answer
-//     was lost is received again.
+//     If the holder dies during the call, any worker's Recover loop retries
+//     with the same refresh token, inside GHL's 30 s grace window, so a token
+//     that GHL rotated but whose answer was lost is received again. A lock
+//     names its holder's worker, and a worker keeps a heartbeat key alive
+//     (Heartbeat): Recover takes over the lock of a worker whose heartbeat
+//     has gone at once, rather than wait for the lock to expire, and a
+//     starting worker does so before anything else.
 //  3. Once GHL has answered, the new tokens are written to the database,
 //     retried until the write lands. If the first write fails they are also
 //     sealed into Redis (the pending slot), so that a worker that dies while
 //     the database is down leaves them for the next holder of the lock. (A
 //     worker that dies before its first write is covered by step 2.)
+//  4. Every write of what GHL answered is a compare-and-set on the token
+//     version that was spent (store.SaveRefreshed): a holder that lost its
+//     lock while GHL was slow (Redis emptied, the process frozen) and hears
+//     back after others refreshed again brings an older rotation, which is
+//     discarded, never stored over the newer one.
 package refresh
 
 import (
@@ -26,6 +35,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -69,9 +80,14 @@ var (
 // Request asks for a location's token to be refreshed.
 type Request struct {
 	LocationID string
-	// RequestedAt is when the refresh was asked for: a refresh completed
-	// at or after it satisfies the request.
+	// RequestedAt is when the refresh was asked for, on the shared clock
+	// (SharedTime): a refresh completed at or after it satisfies the
+	// request. Zero is now.
 	RequestedAt time.Time
+	// NewerThan, when positive, is the token version (store.Credential's
+	// TokenVersion) the asker holds: any stored token of a later version
+	// satisfies the request, whatever the times, so no clock is involved.
+	NewerThan int64
 	// Force refreshes even when the token does not expire within Window.
 	Force bool
 	// NoWait fails with ErrBusy instead of waiting for another refresh.
@@ -91,8 +107,11 @@ type Result struct {
 type Credentials interface {
 	Credential(ctx context.Context, loc string) (*store.Credential, error)
 	Tokens(c *store.Credential) (store.Tokens, error)
-	SaveRefreshed(ctx context.Context, loc string, t store.Tokens, refreshedAt time.Time) error
-	SetStatus(ctx context.Context, loc string, st store.Status, lastError string) error
+	// SaveRefreshed and SetRefreshStatus are compare-and-sets on the
+	// token version spent, failing with store.ErrStale when the row holds
+	// a newer token.
+	SaveRefreshed(ctx context.Context, loc string, spent int64, t store.Tokens, refreshedAt time.Time) error
+	SetRefreshStatus(ctx context.Context, loc string, spent int64, st store.Status, lastError string) error
 }
 
 // TokenSource spends a refresh token at GHL. *ghl.OAuthService is one.
@@ -122,15 +141,23 @@ type Refresher struct {
 	// while the lock is held; the token stays in the pending slot after.
 	// Default 10m.
 	SaveFor time.Duration
+	// HeartbeatTTL is how long a worker's heartbeat (see Heartbeat)
+	// outlives its last renewal, renewed every HeartbeatTTL/3: a worker
+	// silent for longer counts as dead and its in-flight refreshes are
+	// taken over. Default 3s.
+	HeartbeatTTL time.Duration
 	// Observe, when set, is told every outcome (for metrics).
 	Observe func(Outcome)
 	Clock   clock.Clock
+
+	hb heartbeat
 }
 
 const (
 	keyLock     = "ghlsync:refresh:lock:"
 	keyPending  = "ghlsync:refresh:pending:"
 	keyInFlight = "ghlsync:refresh:inflight"
+	keyWorker   = "ghlsync:refresh:worker:"
 	// pendingTTL keeps an unwritten token far longer than any database
 	// outage; the refresh token it holds lives a year.
 	pendingTTL = 30 * 24 * time.Hour
@@ -156,8 +183,9 @@ func (r *Refresher) Validate() error {
 	return nil
 }
 
-func (r *Refresher) lockTTL() time.Duration { return orDefault(r.LockTTL, 10*time.Second) }
-func (r *Refresher) grace() time.Duration   { return orDefault(r.Grace, 30*time.Second) }
+func (r *Refresher) lockTTL() time.Duration      { return orDefault(r.LockTTL, 10*time.Second) }
+func (r *Refresher) grace() time.Duration        { return orDefault(r.Grace, 30*time.Second) }
+func (r *Refresher) heartbeatTTL() time.Duration { return orDefault(r.HeartbeatTTL, 3*time.Second) }
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {
@@ -179,7 +207,11 @@ func (r *Refresher) Refresh(ctx context.Context, req Request) (Result, error) {
 func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 	loc := req.LocationID
 	if req.RequestedAt.IsZero() {
-		req.RequestedAt = r.now()
+		now, err := SharedTime(ctx, r.Redis)
+		if err != nil {
+			return Result{LocationID: loc}, fmt.Errorf("refresh %s: %w", loc, err)
+		}
+		req.RequestedAt = now
 	}
 	lk, hasPending, err := r.tryLock(ctx, loc)
 	if err != nil {
@@ -259,7 +291,10 @@ func (r *Refresher) satisfied(c *store.Credential, req Request) (Result, bool) {
 		// be refused.
 		res.Outcome, res.Message = NeedsReauth, "location "+c.LocationID+": "+store.StatusUninstalled.Problem()
 		return res, true
-	case c.Status == store.StatusActive && c.RefreshedAt != nil && !c.RefreshedAt.Before(req.RequestedAt):
+	case c.Status == store.StatusActive && req.NewerThan > 0 && c.TokenVersion > req.NewerThan:
+		res.Outcome = Fresh
+		return res, true
+	case c.Status == store.StatusActive && req.NewerThan <= 0 && c.RefreshedAt != nil && !c.RefreshedAt.Before(req.RequestedAt):
 		res.Outcome = Fresh
 		return res, true
 	case c.Status == store.StatusActive && !req.Force && c.ExpiresAt.After(r.now().Add(r.Window)):
@@ -297,31 +332,49 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
 	}
-	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: float64(r.now().UnixMilli()), Member: loc}).Err(); err != nil {
+	// The mark is on the shared clock: whichever worker takes it up
+	// measures GHL's grace window from it.
+	markedAt, err := SharedTime(ctx, r.Redis)
+	if err != nil {
+		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
+	}
+	// Rounded up to the millisecond: a mark that read earlier than the
+	// refresh stored just before it would count as answered by that one.
+	score := float64((markedAt.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
-	if lk.lost() {
-		// Another worker may hold the lock now: spending the token here
-		// could race with it.
+	if !lk.mayCall() {
+		// Another worker may hold the lock now, or be taking it over:
+		// spending the token here could race with it.
 		return res, false, fmt.Errorf("refresh %s: lost the lock before calling GHL", loc)
 	}
+	spent := c.TokenVersion
 	// The call is not cancelled with the task: abandoning it half way
 	// could spend the token without receiving its successor.
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
 	tok, _, err := r.GHL.Refresh(callCtx, toks.RefreshToken, c.UserType)
 	cancel()
-	answeredAt := r.now()
+	answeredAt := r.answeredAt(ctx, loc)
 	switch {
 	case err == nil:
 	case errors.Is(err, ghl.ErrInvalidGrant):
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
+		landed, stale := r.setStatus(ctx, lk, loc, spent, store.StatusNeedsReauth, res.Message)
+		if stale {
+			return r.discarded(ctx, loc, spent, "GHL refused a refresh token that a newer stored token had already replaced; the newer one stands")
+		}
 		r.log().Error("GHL refused the refresh token; the location must be connected again",
 			"location", loc, "reconnect", store.ConnectPath)
-		return res, r.setStatus(ctx, lk, loc, store.StatusNeedsReauth, res.Message), res.err()
+		return res, landed, res.err()
 	case errors.Is(err, ghl.ErrLocationInactive):
 		res.Outcome, res.Message = Inactive, ErrInactive.Error()
+		landed, stale := r.setStatus(ctx, lk, loc, spent, store.StatusInactive, "GHL: location is not active")
+		if stale {
+			return r.discarded(ctx, loc, spent, "GHL answered an older refresh token with 'location not active'; a refresh of the newer stored token will tell")
+		}
 		r.log().Warn("GHL says the location is not active; will refresh again later", "location", loc)
-		return res, r.setStatus(ctx, lk, loc, store.StatusInactive, "GHL: location is not active"), res.err()
+		return res, landed, res.err()
 	case ghl.Temporary(err):
 		// GHL may have rotated the token without us hearing the answer:
 		// the location stays in flight so that a retry with the same
@@ -334,7 +387,9 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	}
 
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
-	if err := r.save(ctx, lk, loc, next, answeredAt); err != nil {
+	if err := r.save(ctx, lk, loc, spent, next, answeredAt); errors.Is(err, store.ErrStale) {
+		return r.discarded(ctx, loc, spent, "GHL answered after a newer token was stored (this worker lost its lock while waiting, or its own write landed unseen); not storing the answer")
+	} else if err != nil {
 		return res, false, err
 	}
 	res.Outcome, res.ExpiresAt, res.ExpiresIn = Refreshed, next.ExpiresAt.UTC(), r.expiresIn(next.ExpiresAt)
@@ -343,38 +398,81 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	return res, true, nil
 }
 
-// save writes a refreshed token to the database. If the write fails, the
-// token is first sealed into the pending slot, then the write is retried
-// with backoff until it lands or SaveFor passes.
-func (r *Refresher) save(ctx context.Context, lk *lock, loc string, t store.Tokens, refreshedAt time.Time) error {
+// answeredAt is when GHL answered, on the shared clock. The answer must
+// be stored whatever Redis does, so when Redis cannot tell the time this
+// worker's clock stands in.
+func (r *Refresher) answeredAt(ctx context.Context, loc string) time.Time {
+	at, err := SharedTime(context.WithoutCancel(ctx), r.Redis)
+	if err != nil {
+		r.log().Warn("Redis cannot tell the time; recording the refresh on this worker's clock", "location", loc, "err", err)
+		return r.now()
+	}
+	return at
+}
+
+// discarded ends a refresh whose answer lost the compare-and-set: the
+// database holds a newer token than the one it spent, and that one
+// answers the request. The in-flight mark and the pending slot stay as
+// they are, for whoever refreshed since.
+func (r *Refresher) discarded(ctx context.Context, loc string, spent int64, msg string) (Result, bool, error) {
+	r.log().Warn(msg, "location", loc, "spent_version", spent)
+	c, err := r.credential(ctx, loc)
+	if err != nil {
+		return Result{LocationID: loc}, false, err
+	}
+	res := Result{LocationID: loc, Outcome: Fresh, ExpiresAt: c.ExpiresAt.UTC(), ExpiresIn: r.expiresIn(c.ExpiresAt)}
+	switch c.Status {
+	case store.StatusNeedsReauth:
+		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
+	case store.StatusUninstalled:
+		res.Outcome, res.Message = NeedsReauth, "location "+loc+": "+store.StatusUninstalled.Problem()
+	}
+	return res, false, res.err()
+}
+
+// save writes a refreshed token to the database, as a compare-and-set on
+// the version spent. If the write fails, the token is first sealed into
+// the pending slot, then the write is retried with backoff until it lands
+// or SaveFor passes. An error wrapping store.ErrStale says the answer is
+// an older rotation than the stored token and was not stored.
+func (r *Refresher) save(ctx context.Context, lk *lock, loc string, spent int64, t store.Tokens, refreshedAt time.Time) error {
 	ctx = context.WithoutCancel(ctx)
-	write := func(ctx context.Context) error { return r.Store.SaveRefreshed(ctx, loc, t, refreshedAt) }
+	write := func(ctx context.Context) error { return r.Store.SaveRefreshed(ctx, loc, spent, t, refreshedAt) }
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := write(wctx)
 	cancel()
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, store.ErrStale) {
+		return err
 	}
 	r.log().Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
-	if err := r.savePending(ctx, loc, pending{Tokens: t, RefreshedAt: refreshedAt}); err != nil {
+	if err := r.savePending(ctx, loc, pending{Tokens: t, RefreshedAt: refreshedAt, Spent: spent}); err != nil {
 		r.log().Error("could not keep the new token in Redis either; retrying the database", "location", loc, "err", err)
 	}
-	if err := r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc); err != nil {
+	err = r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc)
+	if errors.Is(err, store.ErrStale) {
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("refresh %s: new token kept in Redis, not yet in the database: %w", loc, err)
 	}
 	r.log().Info("the new token reached the database", "location", loc)
 	return nil
 }
 
-// setStatus records a final GHL answer as the location's status, and
-// reports whether it landed.
-func (r *Refresher) setStatus(ctx context.Context, lk *lock, loc string, st store.Status, msg string) bool {
-	write := func(ctx context.Context) error { return r.Store.SetStatus(ctx, loc, st, msg) }
-	if err := r.retry(context.WithoutCancel(ctx), lk, time.Minute, write, "could not record the location's status; retrying", loc); err != nil {
-		r.log().Error("could not record the location's status", "location", loc, "status", st, "err", err)
-		return false
+// setStatus records a final GHL answer about the token of version spent
+// as the location's status. landed says it was recorded; stale that the
+// database holds a newer token, which the answer says nothing about.
+func (r *Refresher) setStatus(ctx context.Context, lk *lock, loc string, spent int64, st store.Status, msg string) (landed, stale bool) {
+	write := func(ctx context.Context) error { return r.Store.SetRefreshStatus(ctx, loc, spent, st, msg) }
+	err := r.retry(context.WithoutCancel(ctx), lk, time.Minute, write, "could not record the location's status; retrying", loc)
+	if errors.Is(err, store.ErrStale) {
+		return false, true
 	}
-	return true
+	if err != nil {
+		r.log().Error("could not record the location's status", "location", loc, "status", st, "err", err)
+		return false, false
+	}
+	return true, false
 }
 
 // retry runs write until it succeeds, the lock is lost or limit passes.
@@ -385,13 +483,16 @@ func (r *Refresher) retry(ctx context.Context, lk *lock, limit time.Duration, wr
 		if attempt++; attempt%10 == 0 {
 			r.log().Warn(msg, "location", loc, "attempt", attempt, "err", err)
 		}
-		return errors.Is(err, store.ErrNotFound) || lk.lost()
+		return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrStale) || lk.lost()
 	}, write)
 }
 
 type pending struct {
 	Tokens      store.Tokens
 	RefreshedAt time.Time
+	// Spent is the token version the refresh spent: storing the pending
+	// token is the same compare-and-set as storing it at once.
+	Spent int64
 }
 
 type sealedPending struct {
@@ -399,6 +500,9 @@ type sealedPending struct {
 	Refresh     string    `json:"refresh"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	RefreshedAt time.Time `json:"refreshed_at"`
+	// Spent is absent (0) in slots written before token versions, which
+	// matches the version every row had then.
+	Spent int64 `json:"spent_version"`
 }
 
 func (r *Refresher) savePending(ctx context.Context, loc string, p pending) error {
@@ -410,7 +514,7 @@ func (r *Refresher) savePending(ctx context.Context, loc string, p pending) erro
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(sealedPending{Access: a, Refresh: rt, ExpiresAt: p.Tokens.ExpiresAt, RefreshedAt: p.RefreshedAt})
+	b, _ := json.Marshal(sealedPending{Access: a, Refresh: rt, ExpiresAt: p.Tokens.ExpiresAt, RefreshedAt: p.RefreshedAt, Spent: p.Spent})
 	return r.Redis.Set(context.WithoutCancel(ctx), keyPending+loc, b, pendingTTL).Err()
 }
 
@@ -428,7 +532,7 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
 	var p pending
-	p.Tokens.ExpiresAt, p.RefreshedAt = sp.ExpiresAt, sp.RefreshedAt
+	p.Tokens.ExpiresAt, p.RefreshedAt, p.Spent = sp.ExpiresAt, sp.RefreshedAt, sp.Spent
 	if p.Tokens.AccessToken, err = r.Cipher.Open(sp.Access, loc+"/pending-access"); err != nil {
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
@@ -436,66 +540,126 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
 	r.log().Warn("storing a token that an earlier refresh received but did not store", "location", loc)
-	if err := r.save(ctx, lk, loc, p.Tokens, p.RefreshedAt); err != nil {
+	err = r.save(ctx, lk, loc, p.Spent, p.Tokens, p.RefreshedAt)
+	if errors.Is(err, store.ErrStale) {
+		// The database moved past the token that refresh spent (its own
+		// write landed after all, or a newer refresh did): the pending
+		// token is the older rotation.
+		r.log().Warn("discarding a pending token older than the stored one", "location", loc, "spent_version", p.Spent)
+	} else if err != nil {
 		return err
 	}
 	lk.dropPending = true
 	return nil
 }
 
-// Recover takes up refreshes whose worker died: every interval it looks at
-// the in-flight set, and for each location whose lock has expired it stores
-// a pending token or, inside the grace window, retries the refresh with the
-// same refresh token. It returns when ctx is done.
+// Recover takes up refreshes whose worker died: at once, then every
+// interval, it looks at the in-flight set, and for each location whose
+// lock has expired, or whose lock holder's heartbeat has gone, it stores a
+// pending token or, inside the grace window, retries the refresh with the
+// same refresh token. It returns when ctx is done. Run Heartbeat beside it,
+// so that the locks this worker takes can be taken over if it dies.
 func (r *Refresher) Recover(ctx context.Context, interval time.Duration) {
 	t := clock.Or(r.Clock).NewTicker(interval)
 	defer t.Stop()
 	for {
+		// The first pass runs at start: a worker started again after a
+		// crash has only what is left of GHL's grace window to retry what
+		// it left in flight.
+		r.RecoverOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C():
 		}
-		r.RecoverOnce(ctx)
 	}
 }
+
+// recoverParallel bounds the refreshes one Recover pass takes up at once:
+// each must reach GHL inside the grace window, so they are not queued
+// behind one another.
+const recoverParallel = 20
 
 // RecoverOnce is one pass of Recover.
 func (r *Refresher) RecoverOnce(ctx context.Context) {
 	zs, err := r.Redis.ZRangeWithScores(ctx, keyInFlight, 0, -1).Result()
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log().Warn("reading in-flight refreshes", "err", err)
-		}
-		return
-	}
-	for _, z := range zs {
-		loc, _ := z.Member.(string)
-		since := time.UnixMilli(int64(z.Score))
-		if n, err := r.Redis.Exists(ctx, keyLock+loc).Result(); err != nil || n > 0 {
-			continue // its holder is alive (or Redis is failing)
-		}
-		hasPending, _ := r.Redis.Exists(ctx, keyPending+loc).Result()
-		if hasPending == 0 && r.now().Sub(since) > r.grace() {
-			// Too late to be served by the grace window; a retry would
-			// only spend the token's last chance. The next scheduled
-			// refresh says whether the location needs reconnecting. The
-			// mark goes only if no refresh took the lock and marked it
-			// anew meanwhile.
-			if err := dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(z.Score)).Err(); err != nil {
-				continue
+	if err == nil && len(zs) > 0 {
+		var now time.Time
+		if now, err = SharedTime(ctx, r.Redis); err == nil {
+			sem := make(chan struct{}, recoverParallel)
+			var wg sync.WaitGroup
+			for _, z := range zs {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					r.recoverOne(ctx, z, now)
+				})
 			}
-			r.log().Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
-				"location", loc, "since", since)
-			continue
+			wg.Wait()
 		}
-		r.log().Info("taking up an interrupted refresh", "location", loc, "since", since)
-		res, err := r.Refresh(ctx, Request{LocationID: loc, RequestedAt: since, Force: true, NoWait: true})
-		if err != nil && !errors.Is(err, ErrBusy) {
-			r.log().Warn("interrupted refresh taken up, still failing", "location", loc, "outcome", res.Outcome, "err", err)
-		}
+	}
+	if err != nil && ctx.Err() == nil {
+		r.log().Warn("reading in-flight refreshes", "err", err)
 	}
 }
+
+// recoverOne takes up one in-flight mark, read at now (shared clock).
+func (r *Refresher) recoverOne(ctx context.Context, z redis.Z, now time.Time) {
+	loc, _ := z.Member.(string)
+	since := time.UnixMilli(int64(z.Score))
+	if !r.lockFree(ctx, loc) {
+		return // its holder is alive (or Redis is failing)
+	}
+	hasPending, _ := r.Redis.Exists(ctx, keyPending+loc).Result()
+	if hasPending == 0 && now.Sub(since) > r.grace() {
+		// Too late to be served by the grace window; a retry would
+		// only spend the token's last chance. The next scheduled
+		// refresh says whether the location needs reconnecting. The
+		// mark goes only if no refresh took the lock and marked it
+		// anew meanwhile.
+		if err := dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(z.Score)).Err(); err != nil {
+			return
+		}
+		r.log().Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
+			"location", loc, "since", since)
+		return
+	}
+	r.log().Info("taking up an interrupted refresh", "location", loc, "since", since)
+	res, err := r.Refresh(ctx, Request{LocationID: loc, RequestedAt: since, Force: true, NoWait: true})
+	if err != nil && !errors.Is(err, ErrBusy) {
+		r.log().Warn("interrupted refresh taken up, still failing", "location", loc, "outcome", res.Outcome, "err", err)
+	}
+}
+
+// lockFree reports whether loc's lock is free, freeing it first when its
+// holder is a worker whose heartbeat has gone: that worker is dead (or
+// has been silent too long to vouch for its lock, so it will not start a
+// GHL call under it), and waiting for the lock to expire would spend the
+// grace window.
+func (r *Refresher) lockFree(ctx context.Context, loc string) bool {
+	owner, err := r.Redis.Get(ctx, keyLock+loc).Result()
+	if errors.Is(err, redis.Nil) {
+		return true
+	}
+	worker, ok := ownerWorker(owner)
+	if err != nil || !ok {
+		return false // a holder without a heartbeat: only expiry frees it
+	}
+	n, err := takeOverScript.Run(ctx, r.Redis, []string{keyLock + loc, keyWorker + worker}, owner).Int()
+	if err != nil || n == 0 {
+		return false
+	}
+	r.log().Warn("the worker holding a refresh lock has no heartbeat; taking its refresh over", "location", loc, "worker", worker)
+	return true
+}
+
+// takeOverScript deletes a lock only while it is still the owner's that
+// was read and that owner's worker has no heartbeat.
+var takeOverScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] and redis.call("EXISTS", KEYS[2]) == 0 then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`)
 
 // lock is a held refresh lock of one location: a lease, renewed until
 // released.
@@ -503,6 +667,9 @@ type lock struct {
 	r     *Refresher
 	loc   string
 	lease *lease.Lease
+	// beating: the lock names this worker, so it counts as held only
+	// while the worker's heartbeat is confirmed.
+	beating bool
 	// dropPending: the pending slot was written to the database.
 	dropPending bool
 }
@@ -515,10 +682,11 @@ if redis.call("EXISTS", KEYS[1]) == 0 and tonumber(redis.call("ZSCORE", KEYS[2],
 end
 return 0`)
 
-func (r *Refresher) leaseOptions(loc string) lease.Options {
-	return lease.Options{TTL: r.lockTTL(), Clock: r.Clock, OnLost: func(err error) {
+func (r *Refresher) leaseOptions(loc string) (lease.Options, bool) {
+	prefix, beating := r.hb.ownerPrefix()
+	return lease.Options{TTL: r.lockTTL(), Clock: r.Clock, OwnerPrefix: prefix, OnLost: func(err error) {
 		r.log().Error("refresh lock lost", "location", loc, "err", err)
-	}}
+	}}, beating
 }
 
 // tryLock takes the location's lock if it is free; lk is nil when another
@@ -526,7 +694,8 @@ func (r *Refresher) leaseOptions(loc string) lease.Options {
 // was taken (read in the same transaction).
 func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPending bool, err error) {
 	var pending *redis.IntCmd
-	l, err := lease.TryAcquire(ctx, r.Redis, keyLock+loc, r.leaseOptions(loc), func(p redis.Pipeliner) {
+	o, beating := r.leaseOptions(loc)
+	l, err := lease.TryAcquire(ctx, r.Redis, keyLock+loc, o, func(p redis.Pipeliner) {
 		pending = p.Exists(ctx, keyPending+loc)
 	})
 	if err != nil {
@@ -535,37 +704,69 @@ func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPendi
 	if l == nil {
 		return nil, false, nil
 	}
-	return &lock{r: r, loc: loc, lease: l}, pending.Val() == 1, nil
+	return &lock{r: r, loc: loc, lease: l, beating: beating}, pending.Val() == 1, nil
 }
 
 // lock waits for the location's lock until ctx is done.
 func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
 	var pending *redis.IntCmd
-	l, err := lease.Acquire(ctx, r.Redis, keyLock+loc, r.leaseOptions(loc), 0, func(p redis.Pipeliner) {
+	o, beating := r.leaseOptions(loc)
+	l, err := lease.Acquire(ctx, r.Redis, keyLock+loc, o, 0, func(p redis.Pipeliner) {
 		pending = p.Exists(ctx, keyPending+loc)
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("refresh %s: %w", loc, err)
 	}
-	return &lock{r: r, loc: loc, lease: l}, pending.Val() == 1, nil
+	return &lock{r: r, loc: loc, lease: l, beating: beating}, pending.Val() == 1, nil
 }
 
 func (l *lock) lost() bool { return l.lease.Lost() }
 
+// mayCall reports whether the lock can be vouched for enough to spend the
+// refresh token under it: the lease holds and, when it names this worker,
+// the worker's heartbeat was confirmed within half its TTL, before another
+// worker could take the lock over. (Once GHL has answered, writing goes on
+// regardless: the compare-and-set keeps a late write harmless.)
+func (l *lock) mayCall() bool {
+	return !l.lease.Lost() && (!l.beating || l.r.hb.fresh(l.r.now(), l.r.heartbeatTTL()/2))
+}
+
 // release drops the lock; settled also ends the location's in-flight mark
-// and its pending slot (the database holds what GHL answered), in the
-// same transaction.
+// and its pending slot (the database holds what GHL answered). Those go
+// only while the lock is still this holder's: a holder that lost it must
+// not end the mark of the refresh that took over.
 func (l *lock) release(settled bool) {
 	ctx := context.Background()
-	err := l.lease.Release(ctx, func(p redis.Pipeliner) {
-		if settled {
-			p.ZRem(ctx, keyInFlight, l.loc)
+	if settled || l.dropPending {
+		err := settleScript.Run(ctx, l.r.Redis, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc},
+			l.lease.Owner(), l.loc, settled).Err()
+		if err != nil {
+			l.r.log().Warn("clearing a settled refresh's marks", "location", l.loc, "err", err)
 		}
-		if settled || l.dropPending {
-			p.Del(ctx, keyPending+l.loc)
-		}
-	})
-	if err != nil {
+	}
+	if err := l.lease.Release(ctx, nil); err != nil {
 		l.r.log().Warn("releasing the refresh lock", "location", l.loc, "err", err)
 	}
 }
+
+// settleScript ends the in-flight mark (ARGV[3] true) and the pending
+// slot of a location while its lock (KEYS[1]) is ARGV[1]'s.
+var settleScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == "1" then redis.call("ZREM", KEYS[2], ARGV[2]) end
+redis.call("DEL", KEYS[3])
+return 1`)
+
+// ownerWorker returns the worker a lock's owner token names, if any.
+func ownerWorker(owner string) (string, bool) {
+	rest, ok := strings.CutPrefix(owner, ownerPrefix)
+	if !ok {
+		return "", false
+	}
+	worker, _, ok := strings.Cut(rest, ".")
+	return worker, ok && worker != ""
+}
+
+// ownerPrefix starts the owner token of a lock taken by a worker that
+// keeps a heartbeat: "w:<worker>.<random>".
+const ownerPrefix = "w:"

@@ -31,7 +31,13 @@ type bundle struct {
 
 func setup(t testing.TB, locations ...string) (*refresh.Refresher, *bundle) {
 	t.Helper()
-	stack := storetest.NewStack(t, ghltest.Options{})
+	return setupOn(t, storetest.NewStack(t, ghltest.Options{}), locations...)
+}
+
+// setupOn is setup on a stack of the test's own (a fake GHL configured
+// otherwise).
+func setupOn(t testing.TB, stack *storetest.Stack, locations ...string) (*refresh.Refresher, *bundle) {
+	t.Helper()
 	rc := stack.Redis(t)
 	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
 	if err != nil {
@@ -200,18 +206,18 @@ type refusingStore struct {
 
 var errRefused = errors.New("test: the database refuses writes")
 
-func (s refusingStore) SaveRefreshed(ctx context.Context, loc string, t store.Tokens, at time.Time) error {
+func (s refusingStore) SaveRefreshed(ctx context.Context, loc string, spent int64, t store.Tokens, at time.Time) error {
 	if s.down.Load() {
 		return errRefused
 	}
-	return s.Store.SaveRefreshed(ctx, loc, t, at)
+	return s.Store.SaveRefreshed(ctx, loc, spent, t, at)
 }
 
-func (s refusingStore) SetStatus(ctx context.Context, loc string, st store.Status, msg string) error {
+func (s refusingStore) SetRefreshStatus(ctx context.Context, loc string, spent int64, st store.Status, msg string) error {
 	if s.down.Load() {
 		return errRefused
 	}
-	return s.Store.SetStatus(ctx, loc, st, msg)
+	return s.Store.SetRefreshStatus(ctx, loc, spent, st, msg)
 }
 
 // failWrites makes every write of r's store fail while on is set.
@@ -282,7 +288,7 @@ func TestRecoverInterruptedRefresh(t *testing.T) {
 	c, _ := b.store.Credential(ctx, "loc1")
 	toks, _ := b.store.Tokens(c)
 	b.redis.Set(ctx, "ghlsync:refresh:lock:loc1", "dead-worker", r.LockTTL)
-	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: float64(time.Now().UnixMilli()), Member: "loc1"})
+	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: markNow(), Member: "loc1"})
 	client, _ := ghl.NewClient(ghl.Config{BaseURL: b.fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
 	if _, _, err := client.OAuth.Refresh(ctx, toks.RefreshToken, "Location"); err != nil {
 		t.Fatal(err)
@@ -380,4 +386,320 @@ func TestRecoverDropsStaleMarkOnlyWhenFree(t *testing.T) {
 	if n := b.fake.TokenCalls("loc1"); n != 0 {
 		t.Fatalf("token calls = %d: a stale mark must not be retried", n)
 	}
+}
+
+// gatedGHL holds the first refresh call before it reaches GHL until
+// release is closed, as a slow GHL or a frozen worker would.
+type gatedGHL struct {
+	refresh.TokenSource
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func newGatedGHL(inner refresh.TokenSource) *gatedGHL {
+	return &gatedGHL{TokenSource: inner, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gatedGHL) Refresh(ctx context.Context, rt, userType string) (*ghl.Token, *ghl.Response, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		close(g.entered)
+		<-g.release
+	}
+	return g.TokenSource.Refresh(ctx, rt, userType)
+}
+
+// staleWriter starts a refresh of loc1 by a second refresher whose GHL
+// call is held, takes its lock away (as an emptied Redis would) while the
+// call waits, and refreshes twice with r meanwhile. It returns the held
+// refresh's outcome channel and the gate that lets its call through.
+func staleWriter(t *testing.T, r *refresh.Refresher, b *bundle) (*gatedGHL, <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	gate := newGatedGHL(r.GHL)
+	late := &refresh.Refresher{Store: r.Store, GHL: gate, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
+	done := make(chan error, 1)
+	go func() {
+		res, err := late.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		if err == nil && res.Outcome != refresh.Fresh {
+			err = errors.New("the late refresh's outcome is " + string(res.Outcome) + ", want fresh: the newer token answers it")
+		}
+		done <- err
+	}()
+	select {
+	case <-gate.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held refresh never called GHL")
+	}
+	if err := b.redis.Del(ctx, "ghlsync:refresh:lock:loc1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		res, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		if err != nil || res.Outcome != refresh.Refreshed {
+			t.Fatalf("newer refresh: %+v, %v", res, err)
+		}
+	}
+	return gate, done
+}
+
+// A refresh whose lock was lost while GHL held its call, answered after
+// two newer refreshes were stored: its answer (the rotation the first of
+// them also received, by GHL's grace) is discarded with a WARN, and the
+// newest token stays stored.
+func TestLateAnswerNeverOverwritesNewerToken(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	gate, done := staleWriter(t, r, b)
+	newest, _ := b.StoredTokens(t, "loc1")
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.fake.GraceReuses("loc1"); n != 1 {
+		t.Fatalf("grace reuses = %d, want 1: the late call must have been answered with an older rotation", n)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	if got, _ := b.StoredTokens(t, "loc1"); got.RefreshToken != newest.RefreshToken {
+		t.Fatal("the stored refresh token changed after the late answer")
+	}
+	if !strings.Contains(b.logs.String(), "level=WARN msg=\"GHL answered after a newer token was stored") {
+		t.Fatalf("no WARN line about the discarded answer:\n%s", b.logs)
+	}
+	// The stored token still works.
+	if _, err := r.Refresh(context.Background(), refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}
+
+// The same, answered after GHL's grace window: GHL refuses the spent token,
+// and that refusal does not mark a location needs_reauth whose stored
+// token is newer.
+func TestLateRefusalOfSpentTokenIsDiscarded(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{Grace: time.Nanosecond})
+	r, b := setupOn(t, stack, "loc1")
+	gate, done := staleWriter(t, r, b)
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.fake.InvalidGrants("loc1"); n != 1 {
+		t.Fatalf("invalid grants = %d, want 1: the late call must have been refused", n)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	if !strings.Contains(b.logs.String(), "level=WARN msg=\"GHL refused a refresh token that a newer stored token had already replaced") {
+		t.Fatalf("no WARN line about the discarded refusal:\n%s", b.logs)
+	}
+}
+
+// A pending token (a refresh whose database write failed, kept in Redis)
+// that is older than the stored one, because the database moved on
+// meanwhile, is dropped, not stored over the newer token.
+func TestStalePendingTokenIsDropped(t *testing.T) {
+	t.Parallel()
+	// No grace: storing the older token would leave a spent one.
+	r, b := setupOn(t, storetest.NewStack(t, ghltest.Options{Grace: time.Nanosecond}), "loc1")
+	ctx := context.Background()
+	var down atomic.Bool
+	failWrites(r, b.store, &down)
+	b.fake.SetOnTokenIssued(func(string) { down.Store(true) })
+	r.SaveFor = 200 * time.Millisecond
+	if _, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true}); err == nil {
+		t.Fatal("Refresh succeeded while the database refused writes")
+	}
+	b.fake.SetOnTokenIssued(nil)
+	down.Store(false)
+	if b.redis.Exists(ctx, "ghlsync:refresh:pending:loc1").Val() != 1 {
+		t.Fatal("no pending token")
+	}
+	// Meanwhile the pending token was spent elsewhere and its successor
+	// stored (as a connection, a newer token version).
+	client, _ := ghl.NewClient(ghl.Config{BaseURL: b.fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
+	next, _, err := client.OAuth.Refresh(ctx, b.fake.CurrentRefreshToken("loc1"), "Location")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.Connect(ctx, store.Connection{LocationID: "loc1", CompanyID: "comp1", UserType: store.UserTypeLocation,
+		Tokens: store.Tokens{AccessToken: next.AccessToken, RefreshToken: next.RefreshToken, ExpiresAt: next.Expiry}}); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+	if err != nil || res.Outcome != refresh.Refreshed {
+		t.Fatalf("Refresh = %+v, %v; want refreshed with the stored token", res, err)
+	}
+	b.requireStoredCurrent(t, "loc1")
+	if n := b.redis.Exists(ctx, "ghlsync:refresh:pending:loc1").Val(); n != 0 {
+		t.Fatal("the stale pending token was kept")
+	}
+	if n := b.fake.InvalidGrants("loc1"); n != 0 {
+		t.Fatalf("invalid grants = %d: a spent token was presented", n)
+	}
+	if !strings.Contains(b.logs.String(), "level=WARN msg=\"discarding a pending token older than the stored one") {
+		t.Fatalf("no WARN line about the discarded pending token:\n%s", b.logs)
+	}
+}
+
+// A worker died after GHL rotated the token, holding a lock that names it
+// and would live a minute more: its heartbeat has gone, so the recovery
+// pass takes the lock over at once and retries inside the grace window. A
+// lock whose worker still beats is left alone.
+func TestRecoverTakesOverDeadWorkersLock(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1", "loc2")
+	ctx := context.Background()
+	for _, loc := range []string{"loc1", "loc2"} {
+		c, _ := b.store.Credential(ctx, loc)
+		toks, _ := b.store.Tokens(c)
+		b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: markNow(), Member: loc})
+		client, _ := ghl.NewClient(ghl.Config{BaseURL: b.fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
+		if _, _, err := client.OAuth.Refresh(ctx, toks.RefreshToken, "Location"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.redis.Set(ctx, "ghlsync:refresh:lock:loc1", "w:dead0001.abcdef", time.Minute)
+	b.redis.Set(ctx, "ghlsync:refresh:lock:loc2", "w:alive002.abcdef", time.Minute)
+	b.redis.Set(ctx, "ghlsync:refresh:worker:alive002", "host=x pid=1", time.Minute)
+
+	r.RecoverOnce(ctx)
+	b.requireStoredCurrent(t, "loc1")
+	if n := b.fake.GraceReuses("loc1"); n != 1 {
+		t.Fatalf("grace reuses of the dead worker's location = %d, want 1", n)
+	}
+	if calls := b.fake.TokenCalls("loc2"); calls != 1 {
+		t.Fatalf("token calls of the live worker's location = %d, want 1 (its own)", calls)
+	}
+	if b.redis.Get(ctx, "ghlsync:refresh:lock:loc2").Val() != "w:alive002.abcdef" {
+		t.Fatal("the live worker's lock was taken")
+	}
+	if !strings.Contains(b.logs.String(), "taking its refresh over") {
+		t.Fatalf("no line about the take-over:\n%s", b.logs)
+	}
+}
+
+// While Heartbeat runs, the locks a refresher takes name its worker and
+// its key lives; stop deletes the key.
+func TestHeartbeatNamesLocks(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	ctx := context.Background()
+	r.GHL = newGatedGHL(r.GHL)
+	gate := r.GHL.(*gatedGHL)
+	stop, err := r.Heartbeat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done <- err
+	}()
+	<-gate.entered
+	owner := b.redis.Get(ctx, "ghlsync:refresh:lock:loc1").Val()
+	worker, _, ok := strings.Cut(strings.TrimPrefix(owner, "w:"), ".")
+	if !strings.HasPrefix(owner, "w:") || !ok {
+		t.Fatalf("lock owner %q names no worker", owner)
+	}
+	if n := b.redis.Exists(ctx, "ghlsync:refresh:worker:"+worker).Val(); n != 1 {
+		t.Fatal("the worker's heartbeat key is missing")
+	}
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if n := b.redis.Exists(ctx, "ghlsync:refresh:worker:"+worker).Val(); n != 0 {
+		t.Fatal("the heartbeat key outlived stop")
+	}
+}
+
+// markNow is the score of an in-flight mark made now, rounded up to the
+// millisecond as a worker's is.
+func markNow() float64 { return float64(time.Now().Add(time.Millisecond).UnixMilli()) }
+
+// blockingTokens holds the refresher just before it spends the token
+// (reading the tokens is its last step before the call).
+type blockingTokens struct {
+	refresh.Credentials
+	entered, release chan struct{}
+}
+
+func (s blockingTokens) Tokens(c *store.Credential) (store.Tokens, error) {
+	close(s.entered)
+	<-s.release
+	return s.Credentials.Tokens(c)
+}
+
+// A worker whose heartbeat stopped being confirmed (Redis unreachable, the
+// process stalled) for half its TTL spends no refresh token under a lock
+// that names it: another worker may be taking that lock over.
+func TestStalledHeartbeatSpendsNoToken(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	fake := clock.NewFake(time.Now())
+	r.Clock = fake
+	bt := blockingTokens{Credentials: b.store, entered: make(chan struct{}), release: make(chan struct{})}
+	r.Store = bt
+	ctx := context.Background()
+	stop, err := r.Heartbeat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done <- err
+	}()
+	<-bt.entered
+	// The heartbeat stops beating, and 2 s (more than half its 3 s TTL)
+	// pass without a confirmed renewal.
+	stop()
+	fake.Advance(2 * time.Second)
+	close(bt.release)
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "lost the lock before calling GHL") {
+		t.Fatalf("Refresh = %v; want it to refuse to call GHL", err)
+	}
+	if n := b.fake.TokenCalls("loc1"); n != 0 {
+		t.Fatalf("token calls = %d, want 0", n)
+	}
+}
+
+// A refresh whose lock was taken over while GHL held its call, and whose
+// answer still lands first, leaves the in-flight mark of the refresh that
+// took over: only the lock's holder may end it.
+func TestLostHolderLeavesNewHoldersMark(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	ctx := context.Background()
+	gate1, gate2 := newGatedGHL(r.GHL), newGatedGHL(r.GHL)
+	first := &refresh.Refresher{Store: r.Store, GHL: gate1, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
+	second := &refresh.Refresher{Store: r.Store, GHL: gate2, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
+	done1, done2 := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := first.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done1 <- err
+	}()
+	<-gate1.entered
+	b.redis.Del(ctx, "ghlsync:refresh:lock:loc1")
+	go func() {
+		_, err := second.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done2 <- err
+	}()
+	<-gate2.entered
+	mark := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Val()
+	close(gate1.release)
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Result(); err != nil || got != mark {
+		t.Fatalf("the in-flight mark of the refresh that took over is %v, %v; want it kept (%v)", got, err, mark)
+	}
+	close(gate2.release)
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	b.requireStoredCurrent(t, "loc1")
 }

@@ -39,9 +39,10 @@ type Source struct {
 	Early time.Duration
 	Clock clock.Clock
 
-	mu     sync.Mutex // guards token and readAt; held during a renewal
-	token  string
-	readAt time.Time
+	mu      sync.Mutex // guards token, readAt and version; held during a renewal
+	token   string
+	readAt  time.Time
+	version int64 // the stored token version token came with
 }
 
 // Token returns the current access token, reading it on first use.
@@ -78,11 +79,15 @@ func (s *Source) Rejected(ctx context.Context, token string) error {
 	return s.renewLocked(ctx)
 }
 
-// renewLocked asks the Renewer for a token newer than the one read at
-// readAt (if another worker refreshed since, that one is fine: single
-// flight), then reads it.
+// renewLocked asks the Renewer for a token newer than the one read (if
+// another worker refreshed since, that one is fine: single flight), then
+// reads it. "Newer" is by token version, not by this worker's clock, which
+// may disagree with the time a refresh was recorded at.
 func (s *Source) renewLocked(ctx context.Context) error {
-	if _, err := s.Renewer.Refresh(ctx, Request{LocationID: s.Location, RequestedAt: s.readAt, Force: true}); err != nil {
+	// A row from before token versions (0) asks by time instead: a zero
+	// RequestedAt is now on the shared clock.
+	req := Request{LocationID: s.Location, NewerThan: s.version, Force: true}
+	if _, err := s.Renewer.Refresh(ctx, req); err != nil {
 		return err
 	}
 	_, err := s.read(ctx)
@@ -104,6 +109,6 @@ func (s *Source) read(ctx context.Context) (*store.Credential, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.token, s.readAt = toks.AccessToken, clock.Or(s.Clock).Now()
+	s.token, s.readAt, s.version = toks.AccessToken, clock.Or(s.Clock).Now(), c.TokenVersion
 	return c, nil
 }

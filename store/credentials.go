@@ -61,19 +61,25 @@ const (
 // with the company id in LocationID) and its OAuth tokens, sealed with
 // AES-256-GCM. The token columns never hold plain text.
 type Credential struct {
-	LocationID      string    `gorm:"primaryKey;size:64"`
-	CompanyID       string    `gorm:"size:64;index"`
-	UserType        string    `gorm:"size:16;not null;default:Location"`
-	Scopes          string    `gorm:"type:text"`
-	AccessTokenEnc  string    `gorm:"type:text;not null" json:"-"`
-	RefreshTokenEnc string    `gorm:"type:text;not null" json:"-"`
-	KeyID           string    `gorm:"size:16"`
-	ExpiresAt       time.Time `gorm:"index"`
-	RefreshedAt     *time.Time
-	Status          Status `gorm:"size:16;not null;default:active;index"`
-	LastError       string `gorm:"type:text"`
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	LocationID      string `gorm:"primaryKey;size:64"`
+	CompanyID       string `gorm:"size:64;index"`
+	UserType        string `gorm:"size:16;not null;default:Location"`
+	Scopes          string `gorm:"type:text"`
+	AccessTokenEnc  string `gorm:"type:text;not null" json:"-"`
+	RefreshTokenEnc string `gorm:"type:text;not null" json:"-"`
+	KeyID           string `gorm:"size:16"`
+	// TokenVersion counts the token pairs the row has held: Connect and
+	// every refresh raise it. A refresh's write is a compare-and-set on the
+	// version of the refresh token it spent, so that a late answer (its
+	// worker lost the lock while GHL was slow) never overwrites a newer
+	// rotation. Rows from before the column start at 0.
+	TokenVersion int64     `gorm:"not null;default:0"`
+	ExpiresAt    time.Time `gorm:"index"`
+	RefreshedAt  *time.Time
+	Status       Status `gorm:"size:16;not null;default:active;index"`
+	LastError    string `gorm:"type:text"`
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 // TableName pins the table name.
@@ -149,12 +155,20 @@ func (s *Store) Connect(ctx context.Context, c Connection) error {
 		LocationID: c.LocationID, CompanyID: c.CompanyID, UserType: c.UserType, Scopes: c.Scopes,
 		AccessTokenEnc: access, RefreshTokenEnc: refresh, KeyID: s.cipher.KeyID(),
 		ExpiresAt: c.Tokens.ExpiresAt.UTC(), RefreshedAt: &now, Status: StatusActive,
-		CreatedAt: now, UpdatedAt: now,
+		TokenVersion: 1, CreatedAt: now, UpdatedAt: now,
 	}
+	// A new connection is a new token pair: its version moves on, so a
+	// refresh of the old pair still in flight cannot overwrite it.
+	updates := clause.AssignmentColumns([]string{"company_id", "user_type", "scopes", "access_token_enc",
+		"refresh_token_enc", "key_id", "expires_at", "refreshed_at", "status", "last_error", "updated_at"})
+	updates = append(updates, clause.Assignment{
+		Column: clause.Column{Name: "token_version"},
+		// Qualified: PostgreSQL calls a bare column of an upsert ambiguous.
+		Value: gorm.Expr("credentials.token_version + 1"),
+	})
 	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns: []clause.Column{{Name: "location_id"}},
-		DoUpdates: clause.AssignmentColumns([]string{"company_id", "user_type", "scopes", "access_token_enc",
-			"refresh_token_enc", "key_id", "expires_at", "refreshed_at", "status", "last_error", "updated_at"}),
+		Columns:   []clause.Column{{Name: "location_id"}},
+		DoUpdates: updates,
 	}).Create(&row).Error
 	if err != nil {
 		return fmt.Errorf("store.Connect %s: %w", c.LocationID, err)
@@ -175,32 +189,79 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 	return &c, nil
 }
 
+// ErrStale says a write about a refresh token lost its compare-and-set:
+// the row holds a newer token pair than the one that refresh spent (another
+// worker refreshed meanwhile, or the location was connected again), so
+// what it brings is the older rotation and must not be stored.
+var ErrStale = errors.New("store: the stored token is newer than the one this refresh spent")
+
 // SaveRefreshed stores the tokens of a completed refresh: the location is
-// active again and its last error is cleared.
-func (s *Store) SaveRefreshed(ctx context.Context, loc string, t Tokens, refreshedAt time.Time) error {
+// active again, its last error is cleared and its token version moves on.
+// It is a compare-and-set: spent is the TokenVersion of the credential
+// whose refresh token was exchanged for t, and when the row has moved past
+// it the write is refused with ErrStale. An uninstalled location is
+// ErrNotFound.
+func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time) error {
 	access, refresh, err := s.seal(loc, t)
 	if err != nil {
 		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, err)
 	}
 	// An uninstall that landed meanwhile wins: the app is gone from the
 	// location, whatever the refresh brought back.
-	res := s.db.WithContext(ctx).Model(&Credential{}).Where("location_id = ? AND status <> ?", loc, StatusUninstalled).Updates(map[string]any{
-		"access_token_enc":  access,
-		"refresh_token_enc": refresh,
-		"key_id":            s.cipher.KeyID(),
-		"expires_at":        t.ExpiresAt.UTC(),
-		"refreshed_at":      refreshedAt.UTC(),
-		"status":            StatusActive,
-		"last_error":        "",
-		"updated_at":        s.now().UTC(),
-	})
+	res := s.db.WithContext(ctx).Model(&Credential{}).
+		Where("location_id = ? AND status <> ? AND token_version = ?", loc, StatusUninstalled, spent).
+		Updates(map[string]any{
+			"access_token_enc":  access,
+			"refresh_token_enc": refresh,
+			"key_id":            s.cipher.KeyID(),
+			"expires_at":        t.ExpiresAt.UTC(),
+			"refreshed_at":      refreshedAt.UTC(),
+			"status":            StatusActive,
+			"last_error":        "",
+			"token_version":     spent + 1,
+			"updated_at":        s.now().UTC(),
+		})
 	if res.Error != nil {
 		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, ErrNotFound)
+		return s.whyUnchanged(ctx, "store.SaveRefreshed", loc, spent)
 	}
 	return nil
+}
+
+// SetRefreshStatus records what GHL answered a refresh that spent the
+// token of version spent (needs_reauth, inactive), under the same
+// compare-and-set as SaveRefreshed: a refusal of an older token says
+// nothing about the newer one the row holds (ErrStale). Uninstalled stays.
+func (s *Store) SetRefreshStatus(ctx context.Context, loc string, spent int64, st Status, lastError string) error {
+	res := s.db.WithContext(ctx).Model(&Credential{}).
+		Where("location_id = ? AND status <> ? AND token_version = ?", loc, StatusUninstalled, spent).
+		Updates(map[string]any{"status": st, "last_error": lastError, "updated_at": s.now().UTC()})
+	if res.Error != nil {
+		return fmt.Errorf("store.SetRefreshStatus %s: %w", loc, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return s.whyUnchanged(ctx, "store.SetRefreshStatus", loc, spent)
+	}
+	return nil
+}
+
+// whyUnchanged tells why a compare-and-set on a location's token version
+// changed no row: ErrStale when the row moved past spent, else ErrNotFound
+// (no such location, or uninstalled).
+func (s *Store) whyUnchanged(ctx context.Context, op, loc string, spent int64) error {
+	var c Credential
+	err := s.db.WithContext(ctx).Select("token_version", "status").Where("location_id = ?", loc).Take(&c).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return fmt.Errorf("%s %s: %w", op, loc, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("%s %s: %w", op, loc, err)
+	case c.Status != StatusUninstalled && c.TokenVersion != spent:
+		return fmt.Errorf("%s %s: %w (stored version %d, spent %d)", op, loc, ErrStale, c.TokenVersion, spent)
+	}
+	return fmt.Errorf("%s %s: %w", op, loc, ErrNotFound)
 }
 
 // SetStatus records a location's status and why.

@@ -2,11 +2,13 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/store/storetest"
 )
@@ -117,11 +119,14 @@ func TestUninstallWinsOverLateRefresh(t *testing.T) {
 	connect(t, st, "locA", "comp1", store.UserTypeLocation, exp)
 	must(t, st.SetStatus(ctx, "locA", store.StatusUninstalled, "uninstalled"))
 
-	if err := st.SaveRefreshed(ctx, "locA", store.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", ExpiresAt: exp}, time.Now()); err == nil {
-		t.Error("SaveRefreshed revived an uninstalled location")
+	if err := st.SaveRefreshed(ctx, "locA", 1, store.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", ExpiresAt: exp}, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SaveRefreshed of an uninstalled location: %v, want ErrNotFound", err)
 	}
 	if err := st.SetStatus(ctx, "locA", store.StatusNeedsReauth, "refused"); err == nil {
 		t.Error("SetStatus(needs_reauth) overwrote uninstalled")
+	}
+	if err := st.SetRefreshStatus(ctx, "locA", 1, store.StatusNeedsReauth, "refused"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetRefreshStatus(needs_reauth) of an uninstalled location: %v, want ErrNotFound", err)
 	}
 	if got := statuses(t, st)["locA"]; got != store.StatusUninstalled {
 		t.Fatalf("status %s, want uninstalled", got)
@@ -130,4 +135,100 @@ func TestUninstallWinsOverLateRefresh(t *testing.T) {
 	if got := statuses(t, st)["locA"]; got != store.StatusActive {
 		t.Fatalf("status after connecting again %s, want active", got)
 	}
+}
+
+// A refresh's write is a compare-and-set on the token version it spent: a
+// second answer for the same spent token (a worker that lost its lock and
+// heard back late) is refused as stale and changes nothing, and so is a
+// refusal of it; a new connection moves the version on too.
+func TestSaveRefreshedIsCompareAndSet(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.Open(t, "")
+	ctx := context.Background()
+	exp := time.Now().Add(24 * time.Hour)
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, time.Now().Add(time.Hour))
+	c, err := st.Credential(ctx, "locA")
+	must(t, err)
+	if c.TokenVersion != 1 {
+		t.Fatalf("version after Connect = %d, want 1", c.TokenVersion)
+	}
+	newer := store.Tokens{AccessToken: "at-2", RefreshToken: "rt-2", ExpiresAt: exp}
+	must(t, st.SaveRefreshed(ctx, "locA", 1, newer, time.Now()))
+
+	late := store.Tokens{AccessToken: "at-late", RefreshToken: "rt-late", ExpiresAt: exp}
+	if err := st.SaveRefreshed(ctx, "locA", 1, late, time.Now()); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("second SaveRefreshed of version 1: %v, want ErrStale", err)
+	}
+	if err := st.SetRefreshStatus(ctx, "locA", 1, store.StatusNeedsReauth, "refused"); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("SetRefreshStatus of version 1: %v, want ErrStale", err)
+	}
+	c, err = st.Credential(ctx, "locA")
+	must(t, err)
+	toks, err := st.Tokens(c)
+	must(t, err)
+	if toks.RefreshToken != "rt-2" || c.Status != store.StatusActive || c.TokenVersion != 2 {
+		t.Fatalf("stored %s, status %s, version %d; want rt-2, active, 2", toks.RefreshToken, c.Status, c.TokenVersion)
+	}
+
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, exp)
+	if err := st.SaveRefreshed(ctx, "locA", 2, late, time.Now()); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("SaveRefreshed of the pair a new connection replaced: %v, want ErrStale", err)
+	}
+	if err := st.SaveRefreshed(ctx, "nope", 1, late, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("SaveRefreshed of an unknown location: %v, want ErrNotFound", err)
+	}
+	must(t, st.SetRefreshStatus(ctx, "locA", 3, store.StatusInactive, "GHL: location is not active"))
+	if got := statuses(t, st)["locA"]; got != store.StatusInactive {
+		t.Fatalf("status %s after a current refusal, want inactive", got)
+	}
+}
+
+// credentialBeforeVersions is the credentials table as it was before
+// token versions.
+type credentialBeforeVersions struct {
+	LocationID      string    `gorm:"primaryKey;size:64"`
+	CompanyID       string    `gorm:"size:64;index"`
+	UserType        string    `gorm:"size:16;not null;default:Location"`
+	Scopes          string    `gorm:"type:text"`
+	AccessTokenEnc  string    `gorm:"type:text;not null"`
+	RefreshTokenEnc string    `gorm:"type:text;not null"`
+	KeyID           string    `gorm:"size:16"`
+	ExpiresAt       time.Time `gorm:"index"`
+	RefreshedAt     *time.Time
+	Status          string `gorm:"size:16;not null;default:active;index"`
+	LastError       string `gorm:"type:text"`
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+func (credentialBeforeVersions) TableName() string { return "credentials" }
+
+// Migrating a database whose credentials predate token versions gives
+// every existing row version 0, and the compare-and-set works on it.
+func TestMigrateAddsTokenVersion(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.DatabaseURL(t)
+	db := storetest.DB(t, dbURL)
+	must(t, db.AutoMigrate(&credentialBeforeVersions{}))
+	now := time.Now().UTC()
+	must(t, db.Create(&credentialBeforeVersions{LocationID: "locOld", UserType: "Location", AccessTokenEnc: "sealed-a",
+		RefreshTokenEnc: "sealed-r", ExpiresAt: now.Add(time.Hour), RefreshedAt: &now, Status: "active", CreatedAt: now, UpdatedAt: now}).Error)
+
+	key := testenv.NewKey(t)
+	st, err := store.Open(context.Background(), dbURL, testenv.Cipher(t, key))
+	must(t, err)
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	must(t, st.Migrate(ctx))
+	c, err := st.Credential(ctx, "locOld")
+	must(t, err)
+	if c.TokenVersion != 0 {
+		t.Fatalf("version of a row from before the migration = %d, want 0", c.TokenVersion)
+	}
+	toks := store.Tokens{AccessToken: "at-2", RefreshToken: "rt-2", ExpiresAt: now.Add(24 * time.Hour)}
+	must(t, st.SaveRefreshed(ctx, "locOld", 0, toks, now))
+	if err := st.SaveRefreshed(ctx, "locOld", 0, toks, now); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("a second write of version 0: %v, want ErrStale", err)
+	}
+	must(t, st.Migrate(ctx)) // idempotent
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/refresh"
@@ -22,10 +23,14 @@ type RefreshPayload struct {
 	Force bool `json:"force,omitempty"`
 	// RequestedAt: a refresh of the location completed at or after this
 	// time satisfies the task, so a burst of requests costs one GHL call.
+	// It is on the shared clock (refresh.SharedTime), as is a refresh's
+	// completion: an enqueuer's own clock may be minutes off.
 	RequestedAt time.Time `json:"requested_at"`
 }
 
-// NewRefreshTask returns a task that refreshes loc's token.
+// NewRefreshTask returns a task that refreshes loc's token, requested at
+// requestedAt, a time read from refresh.SharedTime (not the caller's
+// clock).
 func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task, error) {
 	if loc == "" {
 		return nil, errors.New("tasks.NewRefreshTask: empty location id")
@@ -94,10 +99,15 @@ type TokenHandlers struct {
 	Refresher refresh.Renewer
 	Locations RefreshLocations
 	Enqueuer  Enqueuer
+	// Redis tells the time the refreshes a fan-out enqueues are requested
+	// at (refresh.SharedTime): the clock every process shares.
+	Redis redis.UniversalClient
 	// Window: refresh-due picks tokens that expire within it.
 	Window time.Duration
-	Clock  clock.Clock
-	Log    *slog.Logger
+	// Clock is this process's clock: it picks the tokens due, never the
+	// time a refresh is requested at.
+	Clock clock.Clock
+	Log   *slog.Logger
 }
 
 // Validate reports a required field that is not set. Call it at start.
@@ -107,7 +117,7 @@ func (h *TokenHandlers) Validate() error {
 			return err
 		}
 	}
-	for name, missing := range map[string]bool{"Refresher": h.Refresher == nil, "Locations": h.Locations == nil, "Enqueuer": h.Enqueuer == nil} {
+	for name, missing := range map[string]bool{"Refresher": h.Refresher == nil, "Locations": h.Locations == nil, "Enqueuer": h.Enqueuer == nil, "Redis": h.Redis == nil} {
 		if missing {
 			return fmt.Errorf("tasks.TokenHandlers: %s is required", name)
 		}
@@ -159,12 +169,16 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 	if err != nil {
 		return err
 	}
+	requestedAt, err := refresh.SharedTime(ctx, h.Redis)
+	if err != nil {
+		return fmt.Errorf("%s: %w", TypeTokenRefreshDue, err)
+	}
 	res := FanOutResult{Enqueued: make([]Child, 0, len(locs))}
 	// Children's ids derive from this task's, so a retry of it does not
 	// enqueue them again.
 	parent, _ := asynq.GetTaskID(ctx)
 	for _, loc := range locs {
-		task, err := NewRefreshTask(loc, p.Force, now)
+		task, err := NewRefreshTask(loc, p.Force, requestedAt)
 		if err != nil {
 			return err
 		}

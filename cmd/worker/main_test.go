@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,6 +180,122 @@ func TestCrashAfterGHLRotated(t *testing.T) {
 	}
 	if g, inv := b.Fake.GraceReuses("loc1"), b.Fake.InvalidGrants("loc1"); g != 1 || inv != 0 {
 		t.Fatalf("grace reuses %d, invalid grants %d; want 1 and 0", g, inv)
+	}
+}
+
+// A worker's refresh lock is lost (Redis forgets it, as a restart without
+// persistence would) while GHL holds its call; two newer refreshes run and
+// are stored; then GHL answers the held call, with the older rotation (its
+// grace window gives the spent token's successor). That late answer is
+// discarded: the newest token stays stored and the location active.
+func TestLateAnswerAfterLostLock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.Connect(t, "loc1", time.Now().Add(time.Hour))
+	b.Fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Location: "loc1", Latency: 10 * time.Second, Times: 1})
+	w := b.startWorker(t)
+	b.enqueueRefresh(t, "loc1")
+	testenv.Eventually(t, 30*time.Second, "the first refresh call to wait at GHL", func() bool {
+		return b.Fake.Requests("/oauth/token", "loc1") == 1
+	})
+	if err := b.Redis(t).Del(context.Background(), "ghlsync:refresh:lock:loc1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		b.enqueueRefresh(t, "loc1")
+		testenv.Eventually(t, 8*time.Second, fmt.Sprintf("newer refresh %d to be stored", i), func() bool {
+			return b.Fake.Rotations("loc1") == i && b.completed(t) == i && b.HoldsCurrent(t, "loc1")
+		})
+	}
+	newest, _ := b.StoredTokens(t, "loc1")
+	testenv.Eventually(t, 30*time.Second, "the late answer to be handled", func() bool { return b.completed(t) == 3 })
+	if n := b.Fake.GraceReuses("loc1"); n != 1 {
+		t.Fatalf("grace reuses = %d, want 1: the late call must have got the older rotation", n)
+	}
+	if !b.HoldsCurrent(t, "loc1") {
+		t.Fatal("after the late answer the database does not hold the current token of an active location")
+	}
+	if got, _ := b.StoredTokens(t, "loc1"); got.RefreshToken != newest.RefreshToken {
+		t.Fatal("the late answer replaced the newest stored token")
+	}
+	if !strings.Contains(w.Output.String(), "level=WARN msg=\"GHL answered after a newer token was stored") {
+		t.Fatalf("no WARN line about the discarded answer:\n%s", w.Output)
+	}
+	// The newest token works.
+	b.enqueueRefresh(t, "loc1")
+	testenv.Eventually(t, 30*time.Second, "a refresh with the stored token", func() bool {
+		return b.completed(t) == 4 && b.Fake.Rotations("loc1") == 3 && b.HoldsCurrent(t, "loc1")
+	})
+	if n := b.Fake.InvalidGrants("loc1"); n != 0 {
+		t.Fatalf("invalid grants = %d", n)
+	}
+}
+
+// The only worker is killed while eight refreshes wait for GHL's answers
+// (GHL has rotated each token), and is started again 20 s later, while GHL
+// takes 2 s per token call (as under load). Each location's refresh is
+// retried with the spent refresh token inside GHL's 30 s grace window,
+// counted from its rotation, and ends active: the returning worker takes
+// up everything in flight at start and side by side (one after another,
+// eight 2 s calls would end outside the window).
+func TestOnlyWorkerBackAfter20s(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	locs := []string{"loc1", "loc2", "loc3", "loc4", "loc5", "loc6", "loc7", "loc8"}
+	for _, loc := range locs {
+		b.Connect(t, loc, time.Now().Add(time.Hour))
+	}
+	// The first call of each location is acted on and its answer never
+	// arrives; every later token call takes 2 s.
+	b.Fake.InjectFault(ghltest.Fault{Path: "/oauth/token", LatencyAfter: time.Minute, Times: len(locs)})
+	b.Fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: 2 * time.Second})
+	var mu sync.Mutex
+	rotatedAt := map[string]time.Time{}
+	b.Fake.SetOnTokenIssued(func(loc string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := rotatedAt[loc]; !ok {
+			rotatedAt[loc] = time.Now()
+		}
+	})
+	w1 := b.startWorker(t)
+	for _, loc := range locs {
+		b.enqueueRefresh(t, loc)
+	}
+	testenv.Eventually(t, 30*time.Second, "GHL to rotate every token", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(rotatedAt) == len(locs)
+	})
+	w1.Kill()
+	killed := time.Now()
+	for _, loc := range locs {
+		if b.HoldsCurrent(t, loc) {
+			t.Fatalf("%s holds its rotated token before the restart: the test did not interrupt the refresh\n%s", loc, w1.Output)
+		}
+	}
+	// The worker stays away for 20 s: the outage being simulated.
+	time.Sleep(20*time.Second - time.Since(killed))
+	restarted := time.Now()
+	b.startWorker(t)
+	testenv.Eventually(t, 15*time.Second, "every location to hold a valid token again", func() bool {
+		for _, loc := range locs {
+			if !b.HoldsCurrent(t, loc) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every location recovered %.1f s after the restart", time.Since(restarted).Seconds())
+	mu.Lock()
+	defer mu.Unlock()
+	for _, loc := range locs {
+		if g, inv := b.Fake.GraceReuses(loc), b.Fake.InvalidGrants(loc); g != 1 || inv != 0 {
+			t.Errorf("%s: grace reuses %d, invalid grants %d; want 1 and 0", loc, g, inv)
+		}
+		if d := time.Since(rotatedAt[loc]); d > 30*time.Second {
+			t.Errorf("%s: recovered %s after its rotation, outside GHL's grace", loc, d)
+		}
 	}
 }
 

@@ -44,7 +44,11 @@ type Options struct {
 	// OnLost, when set, is told once, from the keeper, that the lease was
 	// lost.
 	OnLost func(error)
-	Clock  clock.Clock
+	// OwnerPrefix starts the owner token, so that others can tell who
+	// holds the key (the refresh lock names its worker, whose heartbeat
+	// says whether it lives); the rest stays random.
+	OwnerPrefix string
+	Clock       clock.Clock
 }
 
 // Lease is a held key. Its methods are safe for concurrent use.
@@ -77,7 +81,7 @@ func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Opt
 	if o.TTL <= 0 {
 		return nil, errors.New("lease: Options.TTL must be positive")
 	}
-	owner := newOwner()
+	owner := o.OwnerPrefix + newOwner()
 	var set *redis.BoolCmd
 	_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		set = p.SetNX(ctx, key, owner, o.TTL)
@@ -127,6 +131,9 @@ func Acquire(ctx context.Context, rc redis.UniversalClient, key string, o Option
 // Context is cancelled, with a cause wrapping ErrLost, as soon as the
 // lease cannot be vouched for, and when it is released.
 func (l *Lease) Context() context.Context { return l.ctx }
+
+// Owner is the owner token the key holds while this lease has it.
+func (l *Lease) Owner() string { return l.owner }
 
 // Lost reports whether the lease was lost, even after the context's
 // parent ended.
