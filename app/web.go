@@ -32,7 +32,7 @@ func WebHandler(d *Deps) http.Handler {
 	admin := web.Admin(d.Config.AdminUser, d.Config.AdminPassword, d.Log)
 	mux := ops.Handler(d.Metrics.Registry, d.Ready)
 	mux.Handle(web.MonitoringPath+"/", admin(web.Monitoring(d.Redis)))
-	status := admin((&web.Status{Source: d.Store, Log: d.Log, Clock: d.Clock}).Handler())
+	status := admin((&web.Status{Source: d.Store, Keys: d.Cipher, Log: d.Log, Clock: d.Clock}).Handler())
 	mux.Handle("GET /{$}", status)
 	mux.Handle("GET /api/locations", status)
 	mux.Handle("/", s.Handler())

@@ -21,6 +21,15 @@ type WorkerOptions struct {
 	RecoverEvery time.Duration
 }
 
+// WorkerShutdownTimeout is how long a stopping worker waits for its tasks
+// to finish before it puts them back in the queue: longer than a token
+// call may take (refresh.Refresher's CallTimeout, 20 s), so a refresh is
+// never abandoned while GHL may answer. A sync hands over within a
+// record's round trip (see syncer.Engine.ShuttingDown). A supervisor
+// must allow more before it kills the worker: docker-compose.yml's
+// stop_grace_period is 30 s.
+const WorkerShutdownTimeout = 25 * time.Second
+
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if o.Concurrency <= 0 {
@@ -35,6 +44,10 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	refresher := d.Refresher()
 	client := asynq.NewClient(d.RedisOpt)
 	defer client.Close()
+	// Closed at shutdown: running syncs hand the rest of their pass over.
+	shuttingDown := make(chan struct{})
+	syncHandlers := d.SyncHandlers(refresher, client)
+	syncHandlers.ShuttingDown = shuttingDown
 	mux, err := tasks.NewMux(&tasks.TokenHandlers{
 		Refresher: refresher,
 		Locations: d.Store,
@@ -42,7 +55,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
-	}, d.SyncHandlers(refresher, client))
+	}, syncHandlers)
 	if err != nil {
 		return err
 	}
@@ -53,7 +66,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			Queues:          queues,
 			RetryDelayFunc:  tasks.RetryDelay,
 			IsFailure:       tasks.IsFailure,
-			ShutdownTimeout: 30 * time.Second,
+			ShutdownTimeout: WorkerShutdownTimeout,
 			// An idle worker looks for new tasks this often (asynq waits 1 s).
 			TaskCheckInterval: 100 * time.Millisecond,
 			Logger:            AsynqLogger{d.Log},
@@ -94,8 +107,13 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	// Producers stop before consumers: first the recovery loop (it starts
 	// refreshes), then the servers stop fetching and finish what they run,
 	// and the metrics endpoint goes last so the shutdown can be watched.
+	// The sync server stops fetching before the syncs are told to hand
+	// over, so that no follow-up is taken up here only to be handed over
+	// again.
 	stopRecover()
 	<-recovered
+	syncSrv.Stop()
+	close(shuttingDown)
 	syncSrv.Shutdown()
 	tokenSrv.Shutdown()
 	stopOps()

@@ -124,7 +124,10 @@ type Refresher struct {
 	SaveFor time.Duration
 	// Observe, when set, is told every outcome (for metrics).
 	Observe func(Outcome)
-	Clock   clock.Clock
+	// ObserveFailure, when set, is told the reason (FailureReason) of
+	// every refresh that failed (for metrics).
+	ObserveFailure func(reason string)
+	Clock          clock.Clock
 }
 
 const (
@@ -172,6 +175,9 @@ func (r *Refresher) Refresh(ctx context.Context, req Request) (Result, error) {
 	res, err := r.refresh(ctx, req)
 	if r.Observe != nil && res.Outcome != "" {
 		r.Observe(res.Outcome)
+	}
+	if err != nil {
+		r.failed(req.LocationID, err)
 	}
 	return res, err
 }
@@ -295,7 +301,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	res = Result{LocationID: loc}
 	toks, err := r.Store.Tokens(c)
 	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
+		return res, false, r.unreadable(ctx, lk, c, err)
 	}
 	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: float64(r.now().UnixMilli()), Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)

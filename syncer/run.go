@@ -187,7 +187,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		var wg sync.WaitGroup
 		handOver := false
 		for _, it := range items {
-			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping()) {
+			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown()) {
 				handOver = true
 				break
 			}
@@ -216,7 +216,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		}
 		wg.Wait()
 		switch {
-		case handOver || r.stopping():
+		case handOver || r.stopping() || r.e.shuttingDown():
 			return cursor, false
 		case len(items) < pageSize:
 			return cursor, true
@@ -249,13 +249,17 @@ func (r *run) send(ctx context.Context, it item) {
 		case !temporary:
 			r.stop(err)
 			return
-		case attempt == recordAttempts || r.stopping():
+		case attempt == recordAttempts || r.stopping() || r.e.shuttingDown():
 			r.failUnanswered(it.key, err)
 			return
 		}
 		select {
 		case <-ctx.Done():
 			r.stop(context.Cause(ctx))
+			return
+		case <-r.e.ShuttingDown:
+			// Not worth holding the shutdown for: the next pass sends it.
+			r.failUnanswered(it.key, err)
 			return
 		case <-clock.Or(r.e.Clock).After(recordBackoff << (attempt - 1)):
 		}
