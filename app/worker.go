@@ -19,6 +19,9 @@ type WorkerOptions struct {
 	TokenConcurrency int
 	// RecoverEvery is how often interrupted refreshes are looked for.
 	RecoverEvery time.Duration
+	// SyncRecoverEvery is how often sync passes whose task is gone from
+	// the queue are looked for (tasks.SyncRecovery); 30s.
+	SyncRecoverEvery time.Duration
 }
 
 // WorkerShutdownTimeout is how long a stopping worker waits for its tasks
@@ -57,6 +60,12 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Log:       d.Log,
 	}, syncHandlers)
 	if err != nil {
+		return err
+	}
+
+	syncRecovery := &tasks.SyncRecovery{Runs: d.Store, Enqueuer: client, Locks: syncHandlers.Locks, Redis: d.Redis,
+		Every: o.SyncRecoverEvery, Log: d.Log, Clock: d.Clock}
+	if err := syncRecovery.Validate(); err != nil {
 		return err
 	}
 
@@ -100,18 +109,24 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(recovered)
 		refresher.Recover(recoverCtx, o.RecoverEvery)
 	}()
+	syncRecovered := make(chan struct{})
+	go func() {
+		defer close(syncRecovered)
+		syncRecovery.Run(recoverCtx)
+	}()
 	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency)
 
 	<-ctx.Done()
 	d.Log.Info("worker shutting down")
-	// Producers stop before consumers: first the recovery loop (it starts
-	// refreshes), then the servers stop fetching and finish what they run,
-	// and the metrics endpoint goes last so the shutdown can be watched.
-	// The sync server stops fetching before the syncs are told to hand
-	// over, so that no follow-up is taken up here only to be handed over
-	// again.
+	// Producers stop before consumers: first the recovery loops (they
+	// start refreshes and enqueue syncs), then the servers stop fetching
+	// and finish what they run, and the metrics endpoint goes last so the
+	// shutdown can be watched. The sync server stops fetching before the
+	// syncs are told to hand over, so that no follow-up is taken up here
+	// only to be handed over again.
 	stopRecover()
 	<-recovered
+	<-syncRecovered
 	syncSrv.Stop()
 	close(shuttingDown)
 	syncSrv.Shutdown()

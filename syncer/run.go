@@ -106,6 +106,9 @@ type run struct {
 	// contacts serialises the contact creation of one patient among the
 	// appointments of a run, and remembers the result.
 	contacts contactCache
+	// claims serialises the upserts of patients GHL would match to one
+	// contact (patients.go).
+	claims keyLocks
 
 	start time.Time
 

@@ -59,6 +59,9 @@ type State interface {
 	SavePatientSync(ctx context.Context, st *store.PatientSync) error
 	SaveAppointmentSync(ctx context.Context, st *store.AppointmentSync) error
 	EventHolders(ctx context.Context, loc string, eventIDs []string) (map[string]string, error)
+	// ContactHolders lists the patients of loc but except that hold the
+	// GHL contact contactID and are still in the patients table.
+	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
 }
