@@ -465,3 +465,24 @@ func (e *Engine) shuttingDown() bool {
 		return false
 	}
 }
+
+// untilShutdown returns ctx, also ended (with errShuttingDown as its
+// cause) when the process begins to shut down, and its release.
+func (e *Engine) untilShutdown(ctx context.Context) (context.Context, func()) {
+	if e.ShuttingDown == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancelCause(ctx)
+	released := make(chan struct{})
+	go func() {
+		select {
+		case <-e.ShuttingDown:
+			cancel(errShuttingDown)
+		case <-released:
+		}
+	}()
+	return c, func() {
+		close(released)
+		cancel(nil)
+	}
+}

@@ -236,3 +236,49 @@ func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 		t.Errorf("loc3, whose run holds the lock, was synced: %d contacts", n)
 	}
 }
+
+// Issue 14, item 6, in process: a run told the worker is shutting down
+// takes no new record, lets the calls it made finish, and hands the rest
+// over; the follow-up covers every record the run left, so each patient
+// ends with one contact.
+func TestSyncHandsOverAtShutdown(t *testing.T) {
+	t.Parallel()
+	const n = 60
+	shuttingDown := make(chan struct{})
+	var once sync.Once
+	e := newSyncEnv(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *storetest.Stack) {
+		h.Limiter = &hookLimiter{RateLimiter: h.Limiter, onWait: func(n int64) {
+			if n == 15 {
+				once.Do(func() { close(shuttingDown) })
+			}
+		}}
+	}, "loc1")
+	e.seed(t, "loc1", n, 0)
+	ctx := context.Background()
+
+	stopping := *e.h
+	stopping.ShuttingDown = shuttingDown
+	var handed *syncer.Result
+	res, err := stopping.Run(ctx, syncer.Request{Kind: syncer.KindPatients, Location: "loc1", RunID: "run-1",
+		Continue: func(_ context.Context, pass syncer.Result) (string, error) { handed = &pass; return "run-2", nil }})
+	if err != nil || res.Outcome != syncer.OutcomeContinued || handed == nil || res.ContinuedBy != "run-2" {
+		t.Fatalf("run at shutdown: %+v, %v; want it handed over", res, err)
+	}
+	if res.Created >= n || res.Created == 0 || res.FailedCount != 0 {
+		t.Errorf("run at shutdown: %+v; want some patients created, none failed", res)
+	}
+	createdAtShutdown := e.Fake.Stats().ContactCreates["loc1"]
+	if createdAtShutdown != res.Created {
+		t.Errorf("GHL created %d contacts, the run counted %d: a call was left unaccounted", createdAtShutdown, res.Created)
+	}
+
+	res, err = e.h.Run(ctx, syncer.Request{Kind: syncer.KindPatients, Location: "loc1", RunID: "run-2",
+		After: handed.Cursor, Batch: 2, Pass: handed})
+	if err != nil || res.Outcome != syncer.OutcomeCompleted || res.Created != n || res.FailedCount != 0 {
+		t.Errorf("follow-up: %+v, %v; want the pass completed with %d created", res, err, n)
+	}
+	e.checkContacts(t, "loc1", n)
+	if got := e.Fake.Stats().ContactCreates["loc1"]; got != n {
+		t.Errorf("%d contacts created, want %d", got, n)
+	}
+}
