@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -166,9 +167,10 @@ func TestSyncReportsPatientsGHLWouldMergeAsAConflict(t *testing.T) {
 // once. A run whose lock is held, and a task still queued, are left alone.
 func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *storetest.Stack) { h.BatchSize = 10 }, "loc1", "loc2", "loc3")
+	locs := []string{"loc1", "loc2", "loc3", "loc4", "loc5"}
+	e := setupSync(t, ghltest.Options{}, func(h *tasks.SyncHandlers, _ *storetest.Stack) { h.BatchSize = 10 }, locs...)
 	ctx := context.Background()
-	for _, loc := range []string{"loc1", "loc2", "loc3"} {
+	for _, loc := range locs {
 		e.seed(t, loc, 30, 0)
 	}
 	rec := &tasks.SyncRecovery{Runs: e.Store, Enqueuer: e.client, Locks: e.h.Locks, Redis: e.Redis(t), Log: e.h.Log}
@@ -184,6 +186,32 @@ func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 	}
 	// loc2: a run whose worker died with its task, its lock expired.
 	if err := e.Store.StartSyncRun(ctx, &store.SyncRun{Kind: syncer.KindPatients, LocationID: "loc2", TaskID: "dead-loc2"}); err != nil {
+		t.Fatal(err)
+	}
+	// loc4: a run that lost its lock with Redis ended in error, and asynq
+	// could not put its task back for a retry.
+	lost := &store.SyncRun{Kind: syncer.KindPatients, LocationID: "loc4", TaskID: "failed-loc4"}
+	if err := e.Store.StartSyncRun(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	lost.Outcome, lost.Error = syncer.OutcomeError, "sync lock lost"
+	if err := e.Store.FinishSyncRun(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	// loc5: a run that ended in error whose retry is in the queue.
+	retried, err := tasks.NewPatientsSyncTask("loc5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.Enqueue(retried, asynq.TaskID("retry-loc5"), asynq.ProcessIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	waiting := &store.SyncRun{Kind: syncer.KindPatients, LocationID: "loc5", TaskID: "retry-loc5"}
+	if err := e.Store.StartSyncRun(ctx, waiting); err != nil {
+		t.Fatal(err)
+	}
+	waiting.Outcome = syncer.OutcomeError
+	if err := e.Store.FinishSyncRun(ctx, waiting); err != nil {
 		t.Fatal(err)
 	}
 	// loc3: a run that is still running: it holds the lock.
@@ -203,6 +231,7 @@ func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 	want := map[string]tasks.Recovered{
 		"loc1": {Kind: syncer.KindPatients, LocationID: "loc1", TaskID: "lost-next-loc1", After: "p-0009"},
 		"loc2": {Kind: syncer.KindPatients, LocationID: "loc2", TaskID: "dead-loc2", After: ""},
+		"loc4": {Kind: syncer.KindPatients, LocationID: "loc4", TaskID: "failed-loc4", After: ""},
 	}
 	if len(got) != len(want) {
 		t.Errorf("recovered %+v, want %+v", got, want)
@@ -226,14 +255,20 @@ func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 	if info.State != asynq.TaskStateCompleted || res.Outcome != syncer.OutcomeCompleted || res.Created != 30 {
 		t.Errorf("loc2's pass: %s, %+v", info.State, res)
 	}
-	for _, loc := range []string{"loc1", "loc2"} {
+	res, info = pass(t, e.insp, "failed-loc4")
+	if info.State != asynq.TaskStateCompleted || res.Outcome != syncer.OutcomeCompleted || res.Created != 30 {
+		t.Errorf("loc4's pass: %s, %+v", info.State, res)
+	}
+	for _, loc := range []string{"loc1", "loc2", "loc4"} {
 		e.checkContacts(t, loc, 30)
 		if n := e.Fake.Stats().ContactCreates[loc]; n != 30 {
 			t.Errorf("%s: %d contacts created, want 30", loc, n)
 		}
 	}
-	if n := len(e.Fake.Contacts("loc3")); n != 0 {
-		t.Errorf("loc3, whose run holds the lock, was synced: %d contacts", n)
+	for _, loc := range []string{"loc3", "loc5"} {
+		if n := len(e.Fake.Contacts(loc)); n != 0 {
+			t.Errorf("%s, whose run holds the lock or whose retry is queued, was synced: %d contacts", loc, n)
+		}
 	}
 }
 

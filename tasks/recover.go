@@ -32,7 +32,10 @@ type SyncRuns interface {
 // location's latest run that
 //
 //   - is still "running" while nobody holds the location's sync lock (its
-//     worker died, or lost the lock with Redis), or
+//     worker died), or
+//   - ended "error" or "rate_limited", to be retried by asynq (a run whose
+//     lock went with Redis ends so, and asynq cannot retry a task Redis
+//     lost), or
 //   - ended "continued" but its follow-up never started,
 //
 // and SyncRecovery enqueues that task again under the same task id: asynq
@@ -125,13 +128,15 @@ func (s *SyncRecovery) RecoverOnce(ctx context.Context) ([]Recovered, error) {
 		var taskID, after string
 		var runsBefore *store.SyncRun // the last run the pass had before the task
 		switch {
-		case r.Outcome == "running" && r.TaskID != "":
-			held, err := s.Locks.Held(ctx, r.LocationID)
-			if err != nil {
-				return out, err
-			}
-			if held {
-				continue // it runs, or another run of the location does
+		case r.TaskID != "" && (r.Outcome == "running" || r.Outcome == syncer.OutcomeError || r.Outcome == syncer.OutcomeRateLimited):
+			if r.Outcome == "running" {
+				held, err := s.Locks.Held(ctx, r.LocationID)
+				if err != nil {
+					return out, err
+				}
+				if held {
+					continue // it runs, or another run of the location does
+				}
 			}
 			taskID, after = r.TaskID, r.After
 			if prev, err := s.Runs.SyncRunContinuedBy(ctx, r.LocationID, r.Kind, r.TaskID); err == nil {

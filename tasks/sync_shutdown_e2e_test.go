@@ -80,3 +80,58 @@ func TestSyncSurvivesSIGTERMMidSync(t *testing.T) {
 	}
 	noFailures(t, e.insp)
 }
+
+// Issue 14, item 9, with worker processes: a worker is killed mid-sync and
+// Redis loses asynq's keys (restarted without persistence), so the sync's
+// task is gone. Another worker finds the unfinished run in the run log and
+// enqueues its task again within a minute; the pass completes with every
+// patient's contact created once.
+func TestSyncResumesAfterRedisLosesTheQueue(t *testing.T) {
+	t.Parallel()
+	const n = 150
+	e, _ := setupProcesses(t, ghltest.Options{EnforceRateLimit: true}, n, 0, "loc1")
+	first := startWorker(t, e, 10)
+	task, _ := tasks.NewPatientsSyncTask("loc1")
+	info, err := e.client.Enqueue(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, "the sync to be under way", func() bool {
+		return e.Fake.Stats().ContactCreates["loc1"] >= 30
+	})
+	first.Kill()
+	lostAt := time.Now()
+	rc := e.Redis(t)
+	ctx := context.Background()
+	keys, err := rc.Keys(ctx, "asynq:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("asynq keys: %v, %v", keys, err)
+	}
+	if err := rc.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.insp.GetTaskInfo(tasks.QueueDefault, info.ID); err == nil {
+		t.Fatal("the sync task is still in Redis")
+	}
+	if e.Fake.Stats().ContactCreates["loc1"] >= n {
+		t.Fatal("the sync was over before the kill")
+	}
+
+	second := startWorker(t, e, 10)
+	testenv.Eventually(t, time.Minute, "the lost task to be enqueued again", func() bool {
+		_, err := e.insp.GetTaskInfo(tasks.QueueDefault, info.ID)
+		return err == nil
+	})
+	t.Logf("the sync was taken up %s after Redis lost it", time.Since(lostAt).Round(time.Second))
+	res, last := pass(t, e.insp, info.ID)
+	if last.State != asynq.TaskStateCompleted || res.Outcome != syncer.OutcomeCompleted || res.FailedCount != 0 {
+		t.Errorf("the pass after the loss: %s, %+v", last.State, res)
+	}
+	if !strings.Contains(second.Output.String(), "took up an interrupted sync pass") {
+		t.Errorf("the worker did not say it took the pass up:\n%s", second.Output)
+	}
+	e.checkContacts(t, "loc1", n)
+	if got := e.Fake.Stats().ContactCreates["loc1"]; got != n {
+		t.Errorf("%d contacts created, want %d", got, n)
+	}
+}
