@@ -140,6 +140,9 @@ func (d *Deps) Refresher() *refresh.Refresher {
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()
 		},
+		ObserveFailure: func(reason string) {
+			d.Metrics.RefreshFailures.WithLabelValues(reason).Inc()
+		},
 	}
 }
 

@@ -21,6 +21,9 @@ func (d *Deps) SyncHandlers(refresher refresh.Renewer, enq tasks.Enqueuer) *task
 			Observe: func(kind, outcome string, n int) {
 				d.Metrics.SyncRecords.WithLabelValues(kind, outcome).Add(float64(n))
 			},
+			ObserveRun: func(kind, outcome string) {
+				d.Metrics.SyncRuns.WithLabelValues(kind, outcome).Inc()
+			},
 			Log:   d.Log,
 			Clock: d.Clock,
 		},

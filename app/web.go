@@ -61,7 +61,7 @@ func webHandler(d *Deps, withOps bool) http.Handler {
 		mux.Handle("GET /readyz", ops.Readyz(d.webReady))
 	}
 	mux.Handle(web.MonitoringPath+"/", admin(web.Monitoring(d.Redis)))
-	status := admin((&web.Status{Source: d.Store, Log: d.Log, Clock: d.Clock, PausedQueues: d.pausedQueues}).Handler())
+	status := admin((&web.Status{Source: d.Store, Keys: d.Cipher, Log: d.Log, Clock: d.Clock, PausedQueues: d.pausedQueues}).Handler())
 	mux.Handle("GET /{$}", status)
 	mux.Handle("GET /api/locations", status)
 	mux.Handle("/", s.Handler())

@@ -19,7 +19,19 @@ type WorkerOptions struct {
 	TokenConcurrency int
 	// RecoverEvery is how often interrupted refreshes are looked for.
 	RecoverEvery time.Duration
+	// SyncRecoverEvery is how often sync passes whose task is gone from
+	// the queue are looked for (tasks.SyncRecovery); 30s.
+	SyncRecoverEvery time.Duration
 }
+
+// WorkerShutdownTimeout is how long a stopping worker waits for its tasks
+// to finish before it puts them back in the queue: longer than a token
+// call may take (refresh.Refresher's CallTimeout, 20 s), so a refresh is
+// never abandoned while GHL may answer. A sync hands over within a
+// record's round trip (see syncer.Engine.ShuttingDown). A supervisor
+// must allow more before it kills the worker: docker-compose.yml's
+// stop_grace_period is 30 s.
+const WorkerShutdownTimeout = 25 * time.Second
 
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
@@ -35,6 +47,10 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	refresher := d.Refresher()
 	client := asynq.NewClient(d.RedisOpt)
 	defer client.Close()
+	// Closed at shutdown: running syncs hand the rest of their pass over.
+	shuttingDown := make(chan struct{})
+	syncHandlers := d.SyncHandlers(refresher, client)
+	syncHandlers.ShuttingDown = shuttingDown
 	mux, err := tasks.NewMux(&tasks.TokenHandlers{
 		Refresher: refresher,
 		Locations: d.Store,
@@ -43,8 +59,14 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
-	}, d.SyncHandlers(refresher, client))
+	}, syncHandlers)
 	if err != nil {
+		return err
+	}
+
+	syncRecovery := &tasks.SyncRecovery{Runs: d.Store, Enqueuer: client, Locks: syncHandlers.Locks, Redis: d.Redis,
+		Every: o.SyncRecoverEvery, Log: d.Log, Clock: d.Clock}
+	if err := syncRecovery.Validate(); err != nil {
 		return err
 	}
 
@@ -54,7 +76,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			Queues:          queues,
 			RetryDelayFunc:  tasks.RetryDelay,
 			IsFailure:       tasks.IsFailure,
-			ShutdownTimeout: 30 * time.Second,
+			ShutdownTimeout: WorkerShutdownTimeout,
 			// An idle worker looks for new tasks this often (asynq waits 1 s).
 			TaskCheckInterval: 100 * time.Millisecond,
 			Logger:            AsynqLogger{d.Log},
@@ -97,16 +119,27 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(recovered)
 		refresher.Recover(recoverCtx, o.RecoverEvery)
 	}()
+	syncRecovered := make(chan struct{})
+	go func() {
+		defer close(syncRecovered)
+		syncRecovery.Run(recoverCtx)
+	}()
 	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency)
 
 	<-ctx.Done()
 	d.Log.Info("worker shutting down")
-	// Producers stop before consumers: first the recovery loop (it starts
-	// refreshes), then the servers stop fetching and finish what they run,
-	// then the heartbeat (no refresh of this worker runs any more), and
-	// the metrics endpoint goes last so the shutdown can be watched.
+	// Producers stop before consumers: first the recovery loops (they
+	// start refreshes and enqueue syncs), then the servers stop fetching
+	// and finish what they run, then the heartbeat (no refresh of this
+	// worker runs any more), and the metrics endpoint goes last so the
+	// shutdown can be watched. The sync server stops fetching before the
+	// syncs are told to hand over, so that no follow-up is taken up here
+	// only to be handed over again.
 	stopRecover()
 	<-recovered
+	<-syncRecovered
+	syncSrv.Stop()
+	close(shuttingDown)
 	syncSrv.Shutdown()
 	tokenSrv.Shutdown()
 	stopHeartbeat()

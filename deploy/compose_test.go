@@ -10,11 +10,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/internal/config"
 )
 
@@ -174,5 +176,22 @@ func TestEnvExampleIsValidConfig(t *testing.T) {
 	l.Require(config.VarClientID, config.VarClientSecret, config.VarEncryptionKey)
 	if _, err := l.Load(); err != nil {
 		t.Errorf("the compose environment is not a valid configuration: %v", err)
+	}
+}
+
+// `docker compose stop` gives the worker longer than it takes to shut
+// down (then it kills it), and Redis keeps asynq's queue on disk.
+func TestComposeStopsGracefullyAndKeepsTheQueue(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	w := p.Services["worker"]
+	if w.StopGracePeriod == nil {
+		t.Errorf("worker: no stop_grace_period (docker's default of 10 s is shorter than the worker's shutdown timeout, %s)", app.WorkerShutdownTimeout)
+	} else if grace := time.Duration(*w.StopGracePeriod); grace < app.WorkerShutdownTimeout+5*time.Second {
+		t.Errorf("worker: stop_grace_period %s, want at least the shutdown timeout %s and 5 s to exit", grace, app.WorkerShutdownTimeout)
+	}
+	cmd := strings.Join(p.Services["redis"].Command, " ")
+	if !strings.Contains(cmd, "--appendonly yes") || !strings.Contains(cmd, "--appendfsync everysec") {
+		t.Errorf("redis runs %q: want --appendonly yes --appendfsync everysec, since the queue is the only copy of pending tasks", cmd)
 	}
 }

@@ -148,7 +148,10 @@ type Refresher struct {
 	HeartbeatTTL time.Duration
 	// Observe, when set, is told every outcome (for metrics).
 	Observe func(Outcome)
-	Clock   clock.Clock
+	// ObserveFailure, when set, is told the reason (FailureReason) of
+	// every refresh that failed (for metrics).
+	ObserveFailure func(reason string)
+	Clock          clock.Clock
 
 	hb heartbeat
 }
@@ -200,6 +203,9 @@ func (r *Refresher) Refresh(ctx context.Context, req Request) (Result, error) {
 	res, err := r.refresh(ctx, req)
 	if r.Observe != nil && res.Outcome != "" {
 		r.Observe(res.Outcome)
+	}
+	if err != nil {
+		r.failed(req.LocationID, err)
 	}
 	return res, err
 }
@@ -330,7 +336,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	res = Result{LocationID: loc}
 	toks, err := r.Store.Tokens(c)
 	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
+		return res, false, r.unreadable(ctx, lk, c, err)
 	}
 	// The mark is on the shared clock: whichever worker takes it up
 	// measures GHL's grace window from it.

@@ -81,7 +81,7 @@ type SyncRun struct {
 	// After is the cursor the run started from; Cursor the one it reached.
 	After      string    `gorm:"size:128;not null;default:''"`
 	Cursor     string    `gorm:"size:128;not null;default:''"`
-	StartedAt  time.Time `gorm:"not null;index:sync_runs_location,priority:3"`
+	StartedAt  time.Time `gorm:"not null;index:sync_runs_location,priority:3;index"`
 	FinishedAt *time.Time
 	// Outcome is "running" until the run ends.
 	Outcome     string `gorm:"size:32;not null;default:running"`
@@ -161,6 +161,21 @@ func (s *Store) EventHolders(ctx context.Context, loc string, eventIDs []string)
 	return out, nil
 }
 
+// ContactHolders returns the external ids of the patients of loc, other
+// than except, whose sync state holds the GHL contact contactID, of those
+// still in the patients table, in order.
+func (s *Store) ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error) {
+	var ids []string
+	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id FROM sync_patients s
+		JOIN patients p ON p.location_id = s.location_id AND p.external_id = s.external_id
+		WHERE s.location_id = ? AND s.contact_id = ? AND s.external_id <> ?
+		ORDER BY s.external_id`, loc, contactID, except).Scan(&ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.ContactHolders %s %s: %w", loc, contactID, err)
+	}
+	return ids, nil
+}
+
 // StartSyncRun inserts r (its ID is set) with outcome "running".
 func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 	r.Outcome = "running"
@@ -186,6 +201,49 @@ func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 		return fmt.Errorf("store.FinishSyncRun %s: %w", r.LocationID, err)
 	}
 	return nil
+}
+
+// LatestSyncRuns returns the latest run of each location and kind among
+// the runs started at or after since.
+func (s *Store) LatestSyncRuns(ctx context.Context, since time.Time) ([]SyncRun, error) {
+	var runs []SyncRun
+	latest := s.db.Model(&SyncRun{}).Select("MAX(id)").Where("started_at >= ?", since.UTC()).Group("location_id, kind")
+	if err := s.db.WithContext(ctx).Where("id IN (?)", latest).Order("location_id, kind").Find(&runs).Error; err != nil {
+		return nil, fmt.Errorf("store.LatestSyncRuns: %w", err)
+	}
+	return runs, nil
+}
+
+// SyncRunsOfTasks returns, of the given task ids, those that some recorded
+// run ran as.
+func (s *Store) SyncRunsOfTasks(ctx context.Context, taskIDs []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(taskIDs))
+	if len(taskIDs) == 0 {
+		return out, nil
+	}
+	var ids []string
+	if err := s.db.WithContext(ctx).Model(&SyncRun{}).Distinct("task_id").Where("task_id IN ?", taskIDs).Pluck("task_id", &ids).Error; err != nil {
+		return nil, fmt.Errorf("store.SyncRunsOfTasks: %w", err)
+	}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// SyncRunContinuedBy returns the latest run of loc and kind that handed
+// its pass over to the task taskID, or an error wrapping ErrNotFound.
+func (s *Store) SyncRunContinuedBy(ctx context.Context, loc, kind, taskID string) (*SyncRun, error) {
+	var r SyncRun
+	err := s.db.WithContext(ctx).Where("location_id = ? AND kind = ? AND continued_by = ?", loc, kind, taskID).
+		Order("id DESC").Take(&r).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("store.SyncRunContinuedBy %s %s: %w", loc, taskID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store.SyncRunContinuedBy %s %s: %w", loc, taskID, err)
+	}
+	return &r, nil
 }
 
 // SyncRuns returns the latest runs of loc (of kind, or any when kind is

@@ -54,3 +54,12 @@ func (l *Locks) Acquire(ctx context.Context, loc string) (*lease.Lease, error) {
 	}
 	return lk, nil
 }
+
+// Held reports whether some run holds loc's lock.
+func (l *Locks) Held(ctx context.Context, loc string) (bool, error) {
+	n, err := l.Redis.Exists(ctx, syncLockKey(loc)).Result()
+	if err != nil {
+		return false, fmt.Errorf("sync lock %s: %w", loc, err)
+	}
+	return n > 0, nil
+}

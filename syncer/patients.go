@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/store"
@@ -154,6 +157,9 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, c *ghl.Con
 			return 0, err
 		}
 	}
+	// Patients GHL would match to one contact upsert one at a time, so the
+	// second finds the first's contact recorded.
+	defer r.claims.lock(matchKeys(c))()
 	var got *ghl.Contact
 	var isNew bool
 	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
@@ -163,11 +169,108 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, c *ghl.Con
 	if err != nil {
 		return 0, err
 	}
+	if err := r.checkMerged(ctx, st.ExternalID, got.ID); err != nil {
+		return 0, err
+	}
 	out := updated
 	if isNew {
 		out = created
 	}
 	return out, r.patientSent(ctx, st, got.ID, hash)
+}
+
+// checkMerged fails the upsert of patient with a refusal when GHL answered
+// with a contact recorded for another patient of the location: GHL matched
+// the two by email (case-insensitively) or phone and merged them. GHL's
+// contact now holds this patient's fields, so the other patient is failed
+// too, and sent again on the next sync (by its contact id), which puts its
+// own fields back; this one is not sent again until it changes.
+func (r *run) checkMerged(ctx context.Context, patient, contact string) error {
+	holders, err := r.e.State.ContactHolders(ctx, r.loc, contact, patient)
+	if err != nil || len(holders) == 0 {
+		return err
+	}
+	other := holders[0]
+	r.e.log().Warn("GHL merged two patients into one contact: they share an email or a phone",
+		"location", r.loc, "patient", patient, "other_patient", other, "contact", contact)
+	why := fmt.Sprintf("conflict: GHL merged patient %s into contact %s of patient %s, as they share an email "+
+		"(case-insensitively) or a phone; %s's fields are sent again on the next sync; give the two different "+
+		"emails and phones (or remove the duplicate) in the clinic system", patient, contact, other, other)
+	if err := r.failHolder(ctx, other, why); err != nil {
+		return err
+	}
+	return refusedf("%s", why)
+}
+
+// failHolder records the conflict why on the patient other, whose contact
+// GHL overwrote: it is reported failed, and sent again on the next sync.
+func (r *run) failHolder(ctx context.Context, other, why string) error {
+	p, err := r.e.State.PatientByExternalID(ctx, r.loc, other)
+	if err != nil {
+		return err
+	}
+	st := p.Sync
+	st.LocationID, st.ExternalID = r.loc, other
+	st.SentHash, st.LastError, st.FailedAt = "", why, ptr(r.e.now().UTC())
+	if err := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SavePatientSync(ctx, &st) }); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.failLocked(other, why)
+	r.mu.Unlock()
+	return nil
+}
+
+// matchKeys are what GHL matches a contact by: its email, case-folded, and
+// its phone's digits.
+func matchKeys(c *ghl.Contact) []string {
+	var keys []string
+	if e := strings.ToLower(c.Email); e != "" {
+		keys = append(keys, "email:"+e)
+	}
+	digits := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, c.Phone)
+	if digits != "" {
+		keys = append(keys, "phone:"+digits)
+	}
+	return keys
+}
+
+// keyLocks serialises the work of a run on equal keys.
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// lock takes the locks of keys, in order so that two callers cannot
+// deadlock, and returns their release.
+func (k *keyLocks) lock(keys []string) (unlock func()) {
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	held := make([]*sync.Mutex, 0, len(keys))
+	for _, key := range slices.Compact(keys) {
+		k.mu.Lock()
+		if k.locks == nil {
+			k.locks = map[string]*sync.Mutex{}
+		}
+		l := k.locks[key]
+		if l == nil {
+			l = &sync.Mutex{}
+			k.locks[key] = l
+		}
+		k.mu.Unlock()
+		l.Lock()
+		held = append(held, l)
+	}
+	return func() {
+		for _, l := range held {
+			l.Unlock()
+		}
+	}
 }
 
 // patientSent records that GHL accepted the content with hash for contact.

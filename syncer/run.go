@@ -106,14 +106,20 @@ type run struct {
 	// contacts serialises the contact creation of one patient among the
 	// appointments of a run, and remembers the result.
 	contacts contactCache
+	// claims serialises the upserts of patients GHL would match to one
+	// contact (patients.go).
+	claims keyLocks
 
 	start time.Time
 
-	mu         sync.Mutex // guards n, unanswered, stopErr
+	mu         sync.Mutex // guards n, unanswered, stopErr, abandoned
 	n          tally
 	unanswered int
 	stopErr    error
 	stopped    chan struct{}
+	// abandoned is the index, in the page being sent, of the first record
+	// left unsent at shutdown; -1 when none.
+	abandoned int
 }
 
 // tally counts what a run did with its records.
@@ -129,9 +135,10 @@ func newRun(e *Engine, k kind, loc string) *run {
 		e: e, kind: k, loc: loc,
 		ghl: &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
 			Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}},
-		contacts: contactCache{ids: map[string]string{}, locks: map[string]*sync.Mutex{}},
-		start:    e.now(),
-		stopped:  make(chan struct{}),
+		contacts:  contactCache{ids: map[string]string{}, locks: map[string]*sync.Mutex{}},
+		start:     e.now(),
+		stopped:   make(chan struct{}),
+		abandoned: -1,
 	}
 }
 
@@ -186,8 +193,9 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		}
 		var wg sync.WaitGroup
 		handOver := false
-		for _, it := range items {
-			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping()) {
+		pageStart := cursor
+		for i, it := range items {
+			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown()) {
 				handOver = true
 				break
 			}
@@ -210,13 +218,22 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 				wg.Add(1)
 				go func() {
 					defer func() { <-slots; wg.Done() }()
-					r.send(ctx, it)
+					r.send(ctx, i, it)
 				}()
 			}
 		}
 		wg.Wait()
+		if first := r.firstAbandoned(); first >= 0 {
+			// The follow-up starts at the first record left unsent; those
+			// after it that were sent are unchanged to it.
+			cursor = pageStart
+			if first > 0 {
+				cursor = items[first-1].key
+			}
+			return cursor, false
+		}
 		switch {
-		case handOver || r.stopping():
+		case handOver || r.stopping() || r.e.shuttingDown():
 			return cursor, false
 		case len(items) < pageSize:
 			return cursor, true
@@ -224,12 +241,17 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 	}
 }
 
-// send pushes one record, trying again a record whose call went unanswered.
-func (r *run) send(ctx context.Context, it item) {
+// send pushes the record at index i of its page, trying again a record
+// whose call went unanswered.
+func (r *run) send(ctx context.Context, i int, it item) {
 	var err error
 	for attempt := 1; ; attempt++ {
 		var out outcome
 		out, err = it.push(ctx)
+		if errors.Is(err, errShuttingDown) {
+			r.abandon(i)
+			return
+		}
 		if err == nil {
 			r.mu.Lock()
 			r.unanswered = 0
@@ -252,14 +274,42 @@ func (r *run) send(ctx context.Context, it item) {
 		case attempt == recordAttempts || r.stopping():
 			r.failUnanswered(it.key, err)
 			return
+		case r.e.shuttingDown():
+			r.abandon(i)
+			return
 		}
 		select {
 		case <-ctx.Done():
 			r.stop(context.Cause(ctx))
 			return
+		case <-r.e.ShuttingDown:
+			// Not worth holding the shutdown for: the follow-up sends it.
+			r.abandon(i)
+			return
 		case <-clock.Or(r.e.Clock).After(recordBackoff << (attempt - 1)):
 		}
 	}
+}
+
+// errShuttingDown: a record's call was not made because the process is
+// shutting down; the record is left to the follow-up.
+var errShuttingDown = errors.New("syncer: shutting down")
+
+// abandon leaves the record at index i of the page to the follow-up: it
+// is not counted, and the run's cursor stops before it.
+func (r *run) abandon(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n.scanned--
+	if r.abandoned < 0 || i < r.abandoned {
+		r.abandoned = i
+	}
+}
+
+func (r *run) firstAbandoned() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.abandoned
 }
 
 // refuse records a refused record; only a database failure stops the run.
@@ -351,8 +401,19 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 		if err != nil {
 			return err
 		}
-		grant, err := s.e.Limiter.Wait(ctx, s.loc)
-		if err != nil {
+		// Waiting for GHL's quota ends at shutdown; a call already made
+		// is answered.
+		if s.e.shuttingDown() {
+			return errShuttingDown
+		}
+		waitCtx, done := s.e.untilShutdown(ctx)
+		grant, err := s.e.Limiter.Wait(waitCtx, s.loc)
+		shutdown := errors.Is(context.Cause(waitCtx), errShuttingDown)
+		done()
+		switch {
+		case err != nil && shutdown && ctx.Err() == nil:
+			return errShuttingDown
+		case err != nil:
 			return err
 		}
 		resp, err := fn(ctx, token)

@@ -59,6 +59,9 @@ type State interface {
 	SavePatientSync(ctx context.Context, st *store.PatientSync) error
 	SaveAppointmentSync(ctx context.Context, st *store.AppointmentSync) error
 	EventHolders(ctx context.Context, loc string, eventIDs []string) (map[string]string, error)
+	// ContactHolders lists the patients of loc but except that hold the
+	// GHL contact contactID and are still in the patients table.
+	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
 }
@@ -102,8 +105,17 @@ type Engine struct {
 	// "appointment") and outcome ("created", "updated", "unchanged",
 	// "failed"), for metrics.
 	Observe func(kind, outcome string, n int)
-	Log     *slog.Logger
-	Clock   clock.Clock
+	// ObserveRun, when set, counts ended runs by kind (KindPatients,
+	// KindAppointments) and outcome (an Outcome constant), for metrics.
+	ObserveRun func(kind, outcome string)
+	// ShuttingDown, when set, is closed when the process begins to shut
+	// down. A run then takes no new record, lets the calls in flight
+	// finish and hands the rest of its pass to a follow-up, as when its
+	// Budget runs out, so a worker leaves within seconds and nothing waits
+	// for a task lease to expire.
+	ShuttingDown <-chan struct{}
+	Log          *slog.Logger
+	Clock        clock.Clock
 
 	// BatchSize is the most records a run sends to GHL; 500.
 	BatchSize int
@@ -300,13 +312,31 @@ func checkSyncable(c *store.Credential) error {
 // Run runs one batch of a location's sync. The Result is meaningful also
 // with an error; an error that wraps ErrFinal is not worth retrying, and
 // one that wraps a *ghl.RateLimitError asks to wait what GHL said.
-func (e *Engine) Run(ctx context.Context, req Request) (Result, error) {
+func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	k, ok := kindOf(req.Kind)
 	if !ok {
 		return Result{}, fmt.Errorf("syncer: unknown kind %q: %w", req.Kind, ErrFinal)
 	}
+	logged := false
+	defer func() {
+		if logged {
+			return
+		}
+		// The run ended before it could walk the table (the location
+		// cannot be synced, the database, the lock): say so, as the end
+		// of a walk is said.
+		outcome := res.Outcome
+		if outcome == "" {
+			outcome = OutcomeError
+		}
+		if err != nil {
+			e.log().Warn("sync run failed", "kind", k.name, "location", req.Location, "batch", max(req.Batch, 1),
+				"outcome", outcome, "reason", err.Error())
+		}
+		e.observeRun(k.name, outcome)
+	}()
 	loc := req.Location
-	res := Result{Kind: k.name, Location: loc, StartedAt: e.now().UTC()}
+	res = Result{Kind: k.name, Location: loc, StartedAt: e.now().UTC()}
 	if req.Pass != nil {
 		res = *req.Pass
 	}
@@ -379,10 +409,26 @@ func (e *Engine) Run(ctx context.Context, req Request) (Result, error) {
 		e.log().Warn("could not record the end of a sync run", "location", loc, "kind", k.name, "err", err)
 	}
 	res = finish(outcome, msg)
-	e.log().Info("sync run ended", "kind", k.name, "location", loc, "batch", res.Batch, "outcome", outcome,
+	attrs := []any{"kind", k.name, "location", loc, "batch", res.Batch, "outcome", outcome,
 		"scanned", n.scanned, "created", n.created, "updated", n.updated, "unchanged", n.unchanged,
-		"failed", n.failedCount, "pass_duration", res.Duration, "continued_by", res.ContinuedBy)
+		"failed", n.failedCount, "pass_duration", res.Duration, "continued_by", res.ContinuedBy}
+	switch outcome {
+	case OutcomeCompleted, OutcomeContinued:
+		e.log().Info("sync run ended", attrs...)
+	case OutcomeError:
+		e.log().Error("sync run failed", append(attrs, "reason", msg)...)
+	default:
+		e.log().Warn("sync run stopped", append(attrs, "reason", msg)...)
+	}
+	logged = true
+	e.observeRun(k.name, outcome)
 	return res, retErr
+}
+
+func (e *Engine) observeRun(kind, outcome string) {
+	if e.ObserveRun != nil {
+		e.ObserveRun(kind, outcome)
+	}
 }
 
 // stopOutcome turns the error that stopped a run into the run's outcome,
@@ -407,4 +453,35 @@ func stopOutcome(err error) (string, string, error) {
 		return OutcomeInactive, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
 	}
 	return OutcomeError, err.Error(), err
+}
+
+// shuttingDown reports whether the process is shutting down.
+func (e *Engine) shuttingDown() bool {
+	select {
+	case <-e.ShuttingDown: // a nil channel never is
+		return true
+	default:
+		return false
+	}
+}
+
+// untilShutdown returns ctx, also ended (with errShuttingDown as its
+// cause) when the process begins to shut down, and its release.
+func (e *Engine) untilShutdown(ctx context.Context) (context.Context, func()) {
+	if e.ShuttingDown == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancelCause(ctx)
+	released := make(chan struct{})
+	go func() {
+		select {
+		case <-e.ShuttingDown:
+			cancel(errShuttingDown)
+		case <-released:
+		}
+	}()
+	return c, func() {
+		close(released)
+		cancel(nil)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,9 @@ type arrivals struct {
 	mu      sync.Mutex
 	byToken map[string]string
 	times   map[string][]time.Time
+	// inFlight counts API requests being served; abandoned those whose
+	// client went away before the answer.
+	inFlight, abandoned atomic.Int64
 }
 
 func (a *arrivals) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +80,15 @@ func (a *arrivals) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a.times[loc] = append(a.times[loc], now)
 		a.mu.Unlock()
+		a.inFlight.Add(1)
+		defer func() {
+			// The answer is flushed once the handler returns: a request
+			// whose context ended by now lost its client mid-call.
+			if r.Context().Err() != nil {
+				a.abandoned.Add(1)
+			}
+			a.inFlight.Add(-1)
+		}()
 	}
 	a.fake.Handler().ServeHTTP(w, r)
 }

@@ -19,10 +19,19 @@ type StatusSource interface {
 	SyncRuns(ctx context.Context, loc, kind string, limit int) ([]store.SyncRun, error)
 }
 
+// Keys tells which encryption keys the process holds; *tokencrypt.Cipher
+// is one.
+type Keys interface {
+	HasKey(id string) bool
+}
+
 // Status serves the status page at / and the same as JSON at
-// /api/locations.
+// /api/locations. Keys, when set, marks the locations whose tokens are
+// sealed with a key the process does not have: they can be neither
+// refreshed nor synced until the key is given back, whatever their status.
 type Status struct {
 	Source StatusSource
+	Keys   Keys
 	Log    *slog.Logger
 	Clock  clock.Clock
 	// PausedQueues, when set, lists the task queues that are paused
@@ -31,7 +40,8 @@ type Status struct {
 }
 
 // LocationStatus is one connected location (or agency) as the status page
-// shows it. It carries no token.
+// shows it. It carries no token. KeyMissing: its tokens are sealed with an
+// encryption key that is not configured; KeyProblem says what to do.
 type LocationStatus struct {
 	LocationID       string                 `json:"location_id"`
 	CompanyID        string                 `json:"company_id,omitempty"`
@@ -41,6 +51,8 @@ type LocationStatus struct {
 	ExpiresInSeconds int64                  `json:"expires_in_seconds"`
 	LastRefreshAt    *time.Time             `json:"last_refresh_at"`
 	LastError        string                 `json:"last_error,omitempty"`
+	KeyMissing       bool                   `json:"key_missing,omitempty"`
+	KeyProblem       string                 `json:"key_problem,omitempty"`
 	ReconnectURL     string                 `json:"reconnect_url,omitempty"`
 	Syncs            map[string]*SyncStatus `json:"syncs"`
 }
@@ -85,6 +97,11 @@ func (s *Status) Locations(ctx context.Context) ([]LocationStatus, error) {
 			LastRefreshAt:    c.RefreshedAt,
 			LastError:        c.LastError,
 			Syncs:            map[string]*SyncStatus{},
+		}
+		if s.Keys != nil && c.KeyID != "" && !s.Keys.HasKey(c.KeyID) {
+			ls.KeyMissing = true
+			ls.KeyProblem = "its tokens are sealed with encryption key " + c.KeyID + ", which is not configured: " +
+				"add that key to TOKEN_ENCRYPTION_OLD_KEYS and restart; the token itself is fine, do not reconnect"
 		}
 		if c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled {
 			ls.ReconnectURL = store.ConnectPath
@@ -145,7 +162,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}
-.active{color:#1a7f37}.needs_reauth,.uninstalled,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
+.active{color:#1a7f37}.needs_reauth,.uninstalled,.key_missing,.failed,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
 small{color:#666}
 </style></head><body>
 <h1>ghlsync</h1>
@@ -155,10 +172,10 @@ small{color:#666}
 <tr><th>Location</th><th>Status</th><th>Token expires</th><th>Last refresh</th>{{range .Kinds}}<th>Last {{.}} sync</th>{{end}}</tr>
 {{range $l := .Locations}}<tr>
 <td>{{$l.LocationID}}{{if eq $l.UserType "Company"}} <small>(agency)</small>{{end}}</td>
-<td class="{{$l.Status}}">{{$l.Status}}{{with $l.ReconnectURL}} · <a href="{{.}}">Reconnect</a>{{end}}{{with $l.LastError}}<br><small>{{.}}</small>{{end}}</td>
+<td class="{{$l.Status}}">{{$l.Status}}{{with $l.ReconnectURL}} · <a href="{{.}}">Reconnect</a>{{end}}{{if $l.KeyMissing}} · <span class="key_missing">key missing</span><br><small>{{$l.KeyProblem}}</small>{{end}}{{with $l.LastError}}<br><small>{{.}}</small>{{end}}</td>
 <td>{{in $l.ExpiresInSeconds}}</td>
 <td>{{ago $.Now $l.LastRefreshAt}}</td>
-{{range $k := $.Kinds}}<td>{{with index $l.Syncs $k}}{{.Outcome}}, {{if .FinishedAt}}finished {{ago $.Now .FinishedAt}}{{else}}started {{since $.Now .StartedAt}}{{end}}<br><small>{{.Scanned}} scanned, {{.Created}} created, {{.Updated}} updated, {{.Unchanged}} unchanged, {{.Failed}} failed</small>{{with .Error}}<br><small>{{.}}</small>{{end}}{{else}}{{if ne $l.UserType "Company"}}never{{end}}{{end}}</td>{{end}}
+{{range $k := $.Kinds}}<td>{{with index $l.Syncs $k}}<span{{if .Error}} class="failed"{{end}}>{{.Outcome}}</span>, {{if .FinishedAt}}finished {{ago $.Now .FinishedAt}}{{else}}started {{since $.Now .StartedAt}}{{end}}<br><small>{{.Scanned}} scanned, {{.Created}} created, {{.Updated}} updated, {{.Unchanged}} unchanged, {{.Failed}} failed</small>{{with .Error}}<br><small>{{.}}</small>{{end}}{{else}}{{if ne $l.UserType "Company"}}never{{end}}{{end}}</td>{{end}}
 </tr>{{end}}
 </table>
 </body></html>

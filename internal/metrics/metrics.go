@@ -20,6 +20,10 @@ type Metrics struct {
 	GHLLatency  *prometheus.HistogramVec
 	SyncRecords *prometheus.CounterVec
 	RateLimited *prometheus.CounterVec
+	// RefreshFailures counts failed refreshes by reason; SyncRuns counts
+	// ended sync runs by kind and outcome.
+	RefreshFailures *prometheus.CounterVec
+	SyncRuns        *prometheus.CounterVec
 }
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -56,8 +60,16 @@ func New() *Metrics {
 			Name: "ghlsync_ghl_rate_limited_total",
 			Help: "HTTP 429 answers from GHL, by endpoint.",
 		}, []string{"endpoint"}),
+		RefreshFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_token_refresh_failures_total",
+			Help: "Failed token refreshes, by reason (key_missing, token_unreadable, needs_reauth, inactive, unknown_location, rate_limited, ghl_unavailable, ghl_refused, cancelled, other).",
+		}, []string{"reason"}),
+		SyncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_sync_runs_total",
+			Help: "Ended sync runs, by kind (patients, appointments) and outcome (completed, continued, needs_reauth, inactive, uninstalled, rate_limited, error).",
+		}, []string{"kind", "outcome"}),
 	}
-	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited)
+	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited, m.RefreshFailures, m.SyncRuns)
 	return m
 }
 

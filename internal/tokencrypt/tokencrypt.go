@@ -107,3 +107,10 @@ func (c *Cipher) Open(ciphertext, aad string) (string, error) {
 	}
 	return string(pt), nil
 }
+
+// HasKey reports whether the key with this id (a ciphertext's, as the
+// credentials table records it) is one the Cipher opens with.
+func (c *Cipher) HasKey(id string) bool {
+	_, ok := c.aeads[id]
+	return ok
+}
