@@ -14,6 +14,7 @@ import (
 	"github.com/glebarez/sqlite"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
@@ -169,6 +170,39 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if err := conn.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)
 		}
-		return nil
+		return widenPrimaryKeys(conn)
 	})
+}
+
+// widenPrimaryKeys widens primary-key columns that an older release made
+// narrower than their model says (ids of 64 characters before MaxIDLen),
+// which AutoMigrate leaves alone. Only PostgreSQL needs it: SQLite does not
+// enforce a column's size.
+func widenPrimaryKeys(db *gorm.DB) error {
+	for _, m := range models {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(m); err != nil {
+			return fmt.Errorf("store.Migrate: %w", err)
+		}
+		cols, err := db.Migrator().ColumnTypes(m)
+		if err != nil {
+			return fmt.Errorf("store.Migrate: columns of %s: %w", stmt.Schema.Table, err)
+		}
+		for _, f := range stmt.Schema.PrimaryFields {
+			if f.Size <= 0 {
+				continue
+			}
+			for _, c := range cols {
+				if n, ok := c.Length(); ok && c.Name() == f.DBName && n > 0 && n < int64(f.Size) {
+					// GORM's AlterColumn would also re-declare the key.
+					err := db.Exec(fmt.Sprintf("ALTER TABLE ? ALTER COLUMN ? TYPE varchar(%d)", f.Size),
+						clause.Table{Name: stmt.Schema.Table}, clause.Column{Name: f.DBName}).Error
+					if err != nil {
+						return fmt.Errorf("store.Migrate: widening %s.%s: %w", stmt.Schema.Table, f.DBName, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
