@@ -18,6 +18,8 @@ func WebHandler(d *Deps) http.Handler {
 		MarketplaceURL: d.Config.GHLMarketplace,
 		Scopes:         d.Config.GHLScopes,
 		Log:            d.Log,
+		Cipher:         d.Cipher,
+		Clock:          d.Clock,
 		Webhooks: web.Webhooks{
 			Store:  d.Store,
 			Key:    d.Config.WebhookKey,

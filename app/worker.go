@@ -8,6 +8,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/ops"
 	"github.com/ghlsync/ghlsync/tasks"
+	"github.com/ghlsync/ghlsync/web"
 )
 
 // WorkerOptions size a worker.
@@ -87,6 +88,14 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(recovered)
 		refresher.Recover(recoverCtx, o.RecoverEvery)
 	}()
+	// Connections whose tokens the web callback kept in Redis while the
+	// database was down are written here once it is back.
+	pending := &web.PendingConnections{Store: d.Store, Redis: d.Redis, Cipher: d.Cipher, Log: d.Log, Clock: d.Clock}
+	completed := make(chan struct{})
+	go func() {
+		defer close(completed)
+		pending.Run(recoverCtx, 5*time.Second)
+	}()
 	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency)
 
 	<-ctx.Done()
@@ -96,6 +105,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	// and the metrics endpoint goes last so the shutdown can be watched.
 	stopRecover()
 	<-recovered
+	<-completed
 	syncSrv.Shutdown()
 	tokenSrv.Shutdown()
 	stopOps()
