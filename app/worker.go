@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/ops"
 	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
@@ -79,7 +81,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if err != nil {
 		tokenSrv.Shutdown()
 		syncSrv.Shutdown()
-		return err
+		return fmt.Errorf("%s: %w", config.VarMetricsAddr, err)
 	}
 
 	recoverCtx, stopRecover := context.WithCancel(ctx)

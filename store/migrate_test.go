@@ -86,3 +86,14 @@ func TestConnectRefusesTooLongID(t *testing.T) {
 		t.Fatalf("%d credentials stored", len(cs))
 	}
 }
+
+// An SQLite file in a directory that does not exist: Open says so, where
+// SQLite itself says "out of memory (14)".
+func TestOpenMissingSQLiteDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir() + "/no/such"
+	_, err := store.Open(context.Background(), "sqlite://"+dir+"/ghlsync.db", nil)
+	if !errors.Is(err, store.ErrNoDirectory) || !strings.Contains(err.Error(), dir+" of the SQLite file does not exist") {
+		t.Fatalf("Open: %v", err)
+	}
+}

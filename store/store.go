@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,6 +25,10 @@ import (
 
 // ErrNotFound is returned when a row does not exist.
 var ErrNotFound = errors.New("store: not found")
+
+// ErrNoDirectory is returned by Open for an SQLite file whose directory
+// does not exist: a configuration mistake.
+var ErrNoDirectory = errors.New("create it, or point DATABASE_URL elsewhere")
 
 // Store is the database of ghlsync. It is safe for concurrent use.
 type Store struct {
@@ -101,6 +107,12 @@ func dialectorFor(databaseURL string) (gorm.Dialector, bool, error) {
 		}
 		if path == "" {
 			return nil, false, errors.New("store.Open: sqlite:// needs a file path")
+		}
+		// SQLite reports a missing directory as "out of memory (14)".
+		if dir := filepath.Dir(path); dir != "" && !strings.HasPrefix(path, ":memory:") {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return nil, false, fmt.Errorf("store.Open: the directory %s of the SQLite file does not exist: %w", dir, ErrNoDirectory)
+			}
 		}
 		q, err := url.ParseQuery(query)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -547,4 +548,54 @@ func procMemory(t *testing.T, p *testenv.Process) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// Start-up failures that are the configuration's: one line that names the
+// variable, exit status 2 for a value that can never work, 1 for one that
+// may (a port taken now).
+func TestStartFailuresNameTheVariable(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	for _, tc := range []struct {
+		name, key, value, want string
+		code                   int
+	}{
+		{"window too short", "REFRESH_WINDOW", "1ns", "REFRESH_WINDOW", 2},
+		{"window longer than a token lives", "REFRESH_WINDOW", "9999h", "REFRESH_WINDOW", 2},
+		{"metrics address without a port", "METRICS_ADDR", "localhost", "METRICS_ADDR", 2},
+		{"metrics port out of range", "METRICS_ADDR", ":70000", "METRICS_ADDR", 2},
+		{"metrics port taken", "METRICS_ADDR", taken.Addr().String(), "METRICS_ADDR", 1},
+		{"SQLite directory missing", "DATABASE_URL", "sqlite://" + filepath.Join(t.TempDir(), "no", "such", "dir", "x.db"), "does not exist", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(context.Background(), nil, testenv.Getenv(stack.Env(tc.key, tc.value)), &stderr)
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if code != tc.code || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || !strings.Contains(lines[0], tc.key) {
+				t.Fatalf("exit %d, stderr %q; want %d and one line naming %s (%s)", code, stderr.String(), tc.code, tc.key, tc.want)
+			}
+		})
+	}
+}
+
+// A Redis that does not answer: the one line that says so, not go-redis's
+// pool lines before it.
+func TestUnreachableRedisIsOneLine(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	p := testenv.StartProcess(t, "worker", stack.Env("REDIS_URL", "redis://127.0.0.1:1/0"))
+	select {
+	case <-p.Done():
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not give up on an unreachable Redis")
+	}
+	out := strings.TrimSpace(p.Output.String())
+	if lines := strings.Split(out, "\n"); len(lines) != 1 || !strings.Contains(out, "does not answer") {
+		t.Fatalf("output:\n%s\nwant one line saying Redis does not answer", out)
+	}
 }
