@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
 )
 
 // RefreshPayload asks for one location's token to be refreshed. It carries
@@ -29,6 +33,9 @@ type RefreshPayload struct {
 func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task, error) {
 	if loc == "" {
 		return nil, errors.New("tasks.NewRefreshTask: empty location id")
+	}
+	if err := checkLocationID(loc); err != nil {
+		return nil, fmt.Errorf("tasks.NewRefreshTask: %w", err)
 	}
 	b, err := json.Marshal(RefreshPayload{LocationID: loc, Force: force, RequestedAt: requestedAt.UTC()})
 	if err != nil {
@@ -121,6 +128,9 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.LocationID == "" {
 		return fmt.Errorf("%s: bad payload (want {\"location_id\":…}): %w", TypeTokenRefresh, asynq.SkipRetry)
 	}
+	if err := checkLocationID(p.LocationID); err != nil {
+		return fmt.Errorf("%s: bad payload: %w: %w", TypeTokenRefresh, err, asynq.SkipRetry)
+	}
 	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force})
 	if res.Outcome != "" {
 		writeResult(t, res)
@@ -197,4 +207,23 @@ func writeResult(t *asynq.Task, v any) {
 	if w := t.ResultWriter(); w != nil {
 		w.Write(b)
 	}
+}
+
+// checkLocationID refuses a location id that no location can have: one
+// with a control character (a NUL, a newline), invalid UTF-8 or more bytes
+// than the columns hold. Retrying such a task could never succeed.
+func checkLocationID(loc string) error {
+	if len(loc) > store.MaxIDLen {
+		return fmt.Errorf("location id of %d bytes (at most %d)", len(loc), store.MaxIDLen)
+	}
+	// A payload decoded from invalid UTF-8 carries U+FFFD in its place.
+	if !utf8.ValidString(loc) || strings.ContainsRune(loc, utf8.RuneError) {
+		return fmt.Errorf("location id %q is not UTF-8", loc)
+	}
+	for _, r := range loc {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("location id %q holds the control character %U", loc, r)
+		}
+	}
+	return nil
 }
