@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -598,4 +599,72 @@ func TestUnreachableRedisIsOneLine(t *testing.T) {
 	if lines := strings.Split(out, "\n"); len(lines) != 1 || !strings.Contains(out, "does not answer") {
 		t.Fatalf("output:\n%s\nwant one line saying Redis does not answer", out)
 	}
+}
+
+// No binary's log holds a password from any URL it was given: the worker
+// (and worker --standalone) at debug level, through a refresh, its
+// shutdown, and the start-up failures that quote a URL.
+func TestNoPasswordInLogs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	env, secrets := b.SecretEnv(t)
+	b.Connect(t, "loc1", time.Now().Add(time.Hour))
+	outputs := map[string]string{}
+
+	w := testenv.StartProcess(t, "worker", env)
+	opt, err := asynq.ParseRedisURI(env["REDIS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	task, err := tasks.NewRefreshTask("loc1", true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the refresh through the worker", func() bool {
+		return b.Fake.Rotations("loc1") == 1 && b.HoldsCurrent(t, "loc1")
+	})
+	if code := w.Stop(15 * time.Second); code != 0 {
+		t.Fatalf("worker exit status %d", code)
+	}
+	outputs["worker log"] = w.Output.String()
+	if !strings.Contains(outputs["worker log"], "level=DEBUG") && !strings.Contains(outputs["worker log"], "GHL token refreshed") {
+		t.Fatalf("the worker log shows no work:\n%s", outputs["worker log"])
+	}
+
+	dir := t.TempDir()
+	standaloneEnv := maps.Clone(env)
+	standaloneEnv["DATABASE_URL"] = "sqlite://" + filepath.Join(dir, "ghlsync.db") + "?password=" + secrets["database password"]
+	standaloneEnv["WEB_ADDR"] = testenv.FreeAddr(t)
+	sa := testenv.StartProcess(t, "worker", standaloneEnv, "--standalone")
+	testenv.Eventually(t, 30*time.Second, "the standalone start-up lines", func() bool {
+		return strings.Contains(sa.Output.String(), "  database:")
+	})
+	if code := sa.Stop(15 * time.Second); code != 0 {
+		t.Fatalf("standalone exit status %d", code)
+	}
+	outputs["standalone log"] = sa.Output.String()
+
+	// Start-up failures whose errors quote a URL.
+	secrets["unreachable database password"] = "pg-unreachable-pw-7a1"
+	secrets["unreachable redis password"] = "redis-unreachable-pw-7a2"
+	secrets["GHL API password"] = "ghl-api-pw-7a3"
+	for name, kv := range map[string][2]string{
+		"unreachable PostgreSQL":       {"DATABASE_URL", "postgres://ghl:pg-unreachable-pw-7a1@127.0.0.1:1/ghlsync?connect_timeout=2"},
+		"unreachable Redis":            {"REDIS_URL", "redis://:redis-unreachable-pw-7a2@127.0.0.1:1/0"},
+		"GHL API URL with credentials": {"GHL_API_URL", "http://proxy:ghl-api-pw-7a3@" + strings.TrimPrefix(b.Fake.URL, "http://")},
+	} {
+		e := maps.Clone(env)
+		e[kv[0]] = kv[1]
+		var stderr bytes.Buffer
+		if code := run(context.Background(), nil, testenv.Getenv(e), &stderr); code == 0 {
+			t.Errorf("%s: exit 0", name)
+		}
+		outputs[name+" output"] = stderr.String()
+	}
+	storetest.RequireNoSecret(t, secrets, outputs)
 }
