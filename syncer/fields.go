@@ -5,9 +5,12 @@ import (
 	"unicode/utf8"
 )
 
-// Field limits of what is sent to GHL. GHL's OpenAPI files declare no
-// maxLength for these fields, and GHL answers an oversized or garbled
-// value with a 422 at best (at worst stores it), so ghlsync refuses such a
+// Field limits of what is sent to GHL. GHL's OpenAPI files
+// (GoHighLevel/highlevel-api-docs, apps/contacts.json and
+// apps/calendars.json) declare no maxLength for these fields (the only
+// ones there are 50 for the contact ids of a bulk request and 5,000 for a
+// note's body), so what GHL does with an oversized or garbled value is
+// unknown: a 422 at best, at worst a stored copy. ghlsync refuses such a
 // record itself, saying which column and why, and goes on with the
 // others. The limits are generous for real data: RFC 5321's 254 for an
 // email, E.164's 15 digits with room for spacing and an extension for a
