@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -65,6 +68,25 @@ const MaxIDLen = 255
 
 // ErrTooLong is returned for an id longer than MaxIDLen.
 var ErrTooLong = errors.New("longer than the columns hold")
+
+// CheckID refuses an id that no GHL object has and no column should hold:
+// longer than MaxIDLen (ErrTooLong), not UTF-8 (or holding U+FFFD, what a
+// JSON decoder leaves of invalid UTF-8), or holding a control character
+// such as a NUL. The error quotes the id safely.
+func CheckID(id string) error {
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%d bytes long, at most %d: %w", len(id), MaxIDLen, ErrTooLong)
+	}
+	if !utf8.ValidString(id) || strings.ContainsRune(id, utf8.RuneError) {
+		return fmt.Errorf("%q is not UTF-8", id)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%q holds the control character %U", id, r)
+		}
+	}
+	return nil
+}
 
 // Credential is one connected GHL location (or agency: UserType Company,
 // with the company id in LocationID) and its OAuth tokens, sealed with

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
@@ -209,21 +206,11 @@ func writeResult(t *asynq.Task, v any) {
 	}
 }
 
-// checkLocationID refuses a location id that no location can have: one
-// with a control character (a NUL, a newline), invalid UTF-8 or more bytes
-// than the columns hold. Retrying such a task could never succeed.
+// checkLocationID refuses a location id that no location can have (see
+// store.CheckID): retrying such a task could never succeed.
 func checkLocationID(loc string) error {
-	if len(loc) > store.MaxIDLen {
-		return fmt.Errorf("location id of %d bytes (at most %d)", len(loc), store.MaxIDLen)
-	}
-	// A payload decoded from invalid UTF-8 carries U+FFFD in its place.
-	if !utf8.ValidString(loc) || strings.ContainsRune(loc, utf8.RuneError) {
-		return fmt.Errorf("location id %q is not UTF-8", loc)
-	}
-	for _, r := range loc {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("location id %q holds the control character %U", loc, r)
-		}
+	if err := store.CheckID(loc); err != nil {
+		return fmt.Errorf("location id %w", err)
 	}
 	return nil
 }

@@ -14,8 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -197,17 +195,11 @@ type badIDError struct{ what, why string }
 
 func (e *badIDError) Error() string { return "GHL's token names a " + e.what + " that " + e.why }
 
-// checkID refuses an id that no column holds, before anything is written:
-// a database would refuse or cut it, and control characters have no place
-// in an id.
+// checkID refuses an id that no column holds (see store.CheckID), before
+// anything is written: a database would refuse or cut it.
 func checkID(what, id string) error {
-	if len(id) > store.MaxIDLen {
-		return &badIDError{what, fmt.Sprintf("is %d bytes long; ghlsync stores ids of up to %d", len(id), store.MaxIDLen)}
-	}
-	for _, r := range id {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return &badIDError{what, fmt.Sprintf("holds the character %q", r)}
-		}
+	if err := store.CheckID(id); err != nil {
+		return &badIDError{what, "is " + err.Error()}
 	}
 	return nil
 }

@@ -182,7 +182,7 @@ func TestCallbackRefusesTooLongLocationID(t *testing.T) {
 	d.Fake.AddLocation(long, "comp1")
 	state := startConnect(t, d.h, "")
 	rec := callback(t, d.h, d.Fake.AuthorizeCode("Location", long), state)
-	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), fmt.Sprintf("up to %d", store.MaxIDLen)) {
+	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), fmt.Sprintf("at most %d", store.MaxIDLen)) {
 		t.Fatalf("callback: %d %s", rec.Code, rec.Body)
 	}
 	if n := len(credentials(t, d.Store)); n != 0 || len(d.keptIDs(t)) != 0 {
