@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,10 +25,30 @@ import (
 	"github.com/ghlsync/ghlsync/store"
 )
 
-// NewLogger returns the process logger: text lines on w at level.
+// NewLogger returns the process logger: text lines on w at level. It
+// also becomes the logger of go-redis's own messages, at debug level.
 func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	l := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	redis.SetLogger(redisLog{l})
+	return l
 }
+
+// redisLog takes go-redis's own messages, which otherwise go to stderr
+// unformatted: a Redis that does not answer printed a pool line per
+// connection attempt before the one line that says so (ConnectRedis's
+// error). They are debug detail; every failure that matters reaches its
+// caller as an error.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l := r.l
+	if l == nil {
+		l = slog.Default()
+	}
+	l.DebugContext(ctx, config.RedactText(fmt.Sprintf(format, v...)), "component", "go-redis")
+}
+
+func init() { redis.SetLogger(redisLog{}) }
 
 // Deps are the shared parts of a process. Close releases them.
 type Deps struct {
@@ -64,7 +83,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 		}
 		if d.Store, err = store.Open(ctx, cfg.DatabaseURL, d.Cipher); err != nil {
 			d.Close()
-			return nil, fmt.Errorf("%s: %w", config.VarDatabaseURL, err)
+			return nil, databaseError(err)
 		}
 		if err := d.Store.Migrate(ctx); err != nil {
 			d.Close()
@@ -84,6 +103,15 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 		return nil, fmt.Errorf("%s: %w", config.VarAPIURL, err)
 	}
 	return d, nil
+}
+
+// databaseError names DATABASE_URL in an error of store.Open; a missing
+// SQLite directory is bad configuration (exit status 2).
+func databaseError(err error) error {
+	if errors.Is(err, store.ErrNoDirectory) {
+		return &config.Error{Var: config.VarDatabaseURL, Msg: err.Error()}
+	}
+	return fmt.Errorf("%s: %w", config.VarDatabaseURL, err)
 }
 
 // tokenStates lists every location's token for the expiry metrics.
@@ -113,18 +141,9 @@ func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, red
 	defer cancel()
 	if err := rc.Ping(pctx).Err(); err != nil {
 		rc.Close()
-		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", redactRedis(redisURL), err)
+		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", config.Redact(redisURL), err)
 	}
 	return opt, rc, nil
-}
-
-func redactRedis(u string) string {
-	if i := strings.Index(u, "@"); i >= 0 {
-		if j := strings.Index(u, "://"); j >= 0 && j < i {
-			return u[:j+3] + "…" + u[i:]
-		}
-	}
-	return u
 }
 
 // Refresher builds the token refresher on d.

@@ -69,7 +69,9 @@ func Exit(stderr io.Writer, prog string, err error) int {
 			errs = j.Unwrap()
 		}
 		for _, e := range errs {
-			fmt.Fprintf(stderr, "%s: %v\n", prog, e)
+			// Errors from drivers and clients may quote a configured
+			// URL; none leaves with its credentials.
+			fmt.Fprintf(stderr, "%s: %s\n", prog, config.RedactText(e.Error()))
 		}
 	}
 	return ExitStatus(err)

@@ -37,7 +37,7 @@ var DefaultSchedules = []scheduler.Default{
 func openSchedules(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	st, err := store.Open(ctx, cfg.DatabaseURL, nil)
 	if err != nil {
-		return nil, err
+		return nil, databaseError(err)
 	}
 	if err := st.Migrate(ctx); err != nil {
 		st.Close()

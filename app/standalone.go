@@ -125,8 +125,10 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 	fmt.Fprintf(out, "  status page:  %s/\n", webURL)
 	fmt.Fprintf(out, "  queues:       %s/monitoring\n", webURL)
 	fmt.Fprintf(out, "  connect:      %s/api/auth/connect\n", webURL)
-	fmt.Fprintf(out, "  for enqueue:  REDIS_URL=%s\n", cfg.RedisURL)
-	fmt.Fprintf(out, "  database:     %s\n", cfg.DatabaseURL)
+	// The embedded Redis has no password, so its URL is shown whole for
+	// use; the database's may carry one.
+	fmt.Fprintf(out, "  for enqueue:  REDIS_URL=%s\n", config.Redact(cfg.RedisURL))
+	fmt.Fprintf(out, "  database:     %s\n", config.Redact(cfg.DatabaseURL))
 	if sb != nil {
 		fmt.Fprintf(out, "  sandbox:      fake GHL at %s with %d demo locations\n", sb.URL, len(sandbox.Locations))
 	}

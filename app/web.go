@@ -36,6 +36,8 @@ func webHandler(d *Deps, withOps bool) http.Handler {
 		MarketplaceURL: d.Config.GHLMarketplace,
 		Scopes:         d.Config.GHLScopes,
 		Log:            d.Log,
+		Cipher:         d.Cipher,
+		Clock:          d.Clock,
 		Webhooks: web.Webhooks{
 			Store:  d.Store,
 			Key:    d.Config.WebhookKey,

@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/ops"
 	"github.com/ghlsync/ghlsync/tasks"
+	"github.com/ghlsync/ghlsync/web"
 )
 
 // WorkerOptions size a worker.
@@ -110,7 +113,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if err != nil {
 		tokenSrv.Shutdown()
 		syncSrv.Shutdown()
-		return err
+		return fmt.Errorf("%s: %w", config.VarMetricsAddr, err)
 	}
 
 	recoverCtx, stopRecover := context.WithCancel(ctx)
@@ -123,6 +126,14 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	go func() {
 		defer close(syncRecovered)
 		syncRecovery.Run(recoverCtx)
+	}()
+	// Connections whose tokens the web callback kept in Redis while the
+	// database was down are written here once it is back.
+	pending := &web.PendingConnections{Store: d.Store, Redis: d.Redis, Cipher: d.Cipher, Log: d.Log, Clock: d.Clock}
+	completed := make(chan struct{})
+	go func() {
+		defer close(completed)
+		pending.Run(recoverCtx, 5*time.Second)
 	}()
 	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency)
 
@@ -138,6 +149,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	stopRecover()
 	<-recovered
 	<-syncRecovered
+	<-completed
 	syncSrv.Stop()
 	close(shuttingDown)
 	syncSrv.Shutdown()

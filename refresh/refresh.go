@@ -166,6 +166,12 @@ const (
 	pendingTTL = 30 * 24 * time.Hour
 )
 
+// LockKey is the Redis key of loc's refresh lock. Whoever writes a
+// location's tokens outside a refresh (a connection the web callback kept
+// while the database was down) holds it meanwhile, so that no refresh of
+// the earlier tokens runs and writes over them.
+func LockKey(loc string) string { return keyLock + loc }
+
 func (r *Refresher) now() time.Time { return clock.Or(r.Clock).Now() }
 
 func (r *Refresher) log() *slog.Logger {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -57,12 +60,40 @@ const (
 	UserTypeCompany  = "Company"
 )
 
+// MaxIDLen is the longest GHL id (location, company, contact, event,
+// calendar) that ghlsync's columns hold. GHL's ids are 20 or so
+// characters; the columns leave room for far more, and a longer id is
+// refused with ErrTooLong rather than cut or lost.
+const MaxIDLen = 255
+
+// ErrTooLong is returned for an id longer than MaxIDLen.
+var ErrTooLong = errors.New("longer than the columns hold")
+
+// CheckID refuses an id that no GHL object has and no column should hold:
+// longer than MaxIDLen (ErrTooLong), not UTF-8 (or holding U+FFFD, what a
+// JSON decoder leaves of invalid UTF-8), or holding a control character
+// such as a NUL. The error quotes the id safely.
+func CheckID(id string) error {
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%d bytes long, at most %d: %w", len(id), MaxIDLen, ErrTooLong)
+	}
+	if !utf8.ValidString(id) || strings.ContainsRune(id, utf8.RuneError) {
+		return fmt.Errorf("%q is not UTF-8", id)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%q holds the control character %U", id, r)
+		}
+	}
+	return nil
+}
+
 // Credential is one connected GHL location (or agency: UserType Company,
 // with the company id in LocationID) and its OAuth tokens, sealed with
 // AES-256-GCM. The token columns never hold plain text.
 type Credential struct {
-	LocationID      string `gorm:"primaryKey;size:64"`
-	CompanyID       string `gorm:"size:64;index"`
+	LocationID      string `gorm:"primaryKey;size:255"`
+	CompanyID       string `gorm:"size:255;index"`
 	UserType        string `gorm:"size:16;not null;default:Location"`
 	Scopes          string `gorm:"type:text"`
 	AccessTokenEnc  string `gorm:"type:text;not null" json:"-"`
@@ -143,6 +174,11 @@ func (s *Store) Tokens(c *Credential) (Tokens, error) {
 // Connect stores (or replaces) the tokens of a newly connected location and
 // makes it active.
 func (s *Store) Connect(ctx context.Context, c Connection) error {
+	for what, id := range map[string]string{"location id": c.LocationID, "company id": c.CompanyID} {
+		if len(id) > MaxIDLen {
+			return fmt.Errorf("store.Connect: a %s of %d bytes (at most %d): %w", what, len(id), MaxIDLen, ErrTooLong)
+		}
+	}
 	access, refresh, err := s.seal(c.LocationID, c.Tokens)
 	if err != nil {
 		return fmt.Errorf("store.Connect %s: %w", c.LocationID, err)

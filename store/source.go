@@ -20,7 +20,7 @@ import (
 // model; syncs read patients as PatientRow.
 type Patient struct {
 	ID          int64      `gorm:"primaryKey;autoIncrement"`
-	LocationID  string     `gorm:"size:64;not null;uniqueIndex:patients_location_external,priority:1"`
+	LocationID  string     `gorm:"size:255;not null;uniqueIndex:patients_location_external,priority:1"`
 	ExternalID  string     `gorm:"size:128;not null;uniqueIndex:patients_location_external,priority:2"`
 	FirstName   string     `gorm:"size:255;not null;default:''"`
 	LastName    string     `gorm:"size:255;not null;default:''"`
@@ -52,10 +52,10 @@ const (
 // rather than lost. The migration's model; syncs read AppointmentRow.
 type Appointment struct {
 	ID                int64     `gorm:"primaryKey;autoIncrement"`
-	LocationID        string    `gorm:"size:64;not null;uniqueIndex:appointments_location_external,priority:1"`
+	LocationID        string    `gorm:"size:255;not null;uniqueIndex:appointments_location_external,priority:1"`
 	ExternalID        string    `gorm:"size:128;not null;uniqueIndex:appointments_location_external,priority:2"`
 	PatientExternalID string    `gorm:"size:128;not null"`
-	CalendarID        string    `gorm:"size:64;not null"`
+	CalendarID        string    `gorm:"size:255;not null"`
 	StartsAt          time.Time `gorm:"not null"`
 	EndsAt            time.Time `gorm:"not null"`
 	Title             string    `gorm:"size:255;not null;default:''"`

@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/glebarez/sqlite"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
@@ -22,6 +25,10 @@ import (
 
 // ErrNotFound is returned when a row does not exist.
 var ErrNotFound = errors.New("store: not found")
+
+// ErrNoDirectory is returned by Open for an SQLite file whose directory
+// does not exist: a configuration mistake.
+var ErrNoDirectory = errors.New("create it, or point DATABASE_URL elsewhere")
 
 // Store is the database of ghlsync. It is safe for concurrent use.
 type Store struct {
@@ -101,6 +108,12 @@ func dialectorFor(databaseURL string) (gorm.Dialector, bool, error) {
 		if path == "" {
 			return nil, false, errors.New("store.Open: sqlite:// needs a file path")
 		}
+		// SQLite reports a missing directory as "out of memory (14)".
+		if dir := filepath.Dir(path); dir != "" && !strings.HasPrefix(path, ":memory:") {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return nil, false, fmt.Errorf("store.Open: the directory %s of the SQLite file does not exist: %w", dir, ErrNoDirectory)
+			}
+		}
 		q, err := url.ParseQuery(query)
 		if err != nil {
 			return nil, false, fmt.Errorf("store.Open: %w", err)
@@ -169,6 +182,39 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if err := conn.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)
 		}
-		return nil
+		return widenPrimaryKeys(conn)
 	})
+}
+
+// widenPrimaryKeys widens primary-key columns that an older release made
+// narrower than their model says (ids of 64 characters before MaxIDLen),
+// which AutoMigrate leaves alone. Only PostgreSQL needs it: SQLite does not
+// enforce a column's size.
+func widenPrimaryKeys(db *gorm.DB) error {
+	for _, m := range models {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(m); err != nil {
+			return fmt.Errorf("store.Migrate: %w", err)
+		}
+		cols, err := db.Migrator().ColumnTypes(m)
+		if err != nil {
+			return fmt.Errorf("store.Migrate: columns of %s: %w", stmt.Schema.Table, err)
+		}
+		for _, f := range stmt.Schema.PrimaryFields {
+			if f.Size <= 0 {
+				continue
+			}
+			for _, c := range cols {
+				if n, ok := c.Length(); ok && c.Name() == f.DBName && n > 0 && n < int64(f.Size) {
+					// GORM's AlterColumn would also re-declare the key.
+					err := db.Exec(fmt.Sprintf("ALTER TABLE ? ALTER COLUMN ? TYPE varchar(%d)", f.Size),
+						clause.Table{Name: stmt.Schema.Table}, clause.Column{Name: f.DBName}).Error
+					if err != nil {
+						return fmt.Errorf("store.Migrate: widening %s.%s: %w", stmt.Schema.Table, f.DBName, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
 }

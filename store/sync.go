@@ -18,10 +18,10 @@ import (
 
 // PatientSync is what ghlsync knows of one patient's contact in GHL.
 type PatientSync struct {
-	LocationID string `gorm:"primaryKey;size:64"`
+	LocationID string `gorm:"primaryKey;size:255"`
 	ExternalID string `gorm:"primaryKey;size:128"`
 	// ContactID is the GHL contact, recorded as soon as GHL names it.
-	ContactID string `gorm:"size:64;not null;default:''"`
+	ContactID string `gorm:"size:255;not null;default:''"`
 	// SentHash is the hash of the content GHL last accepted; a patient
 	// whose content hashes the same is unchanged and costs no call.
 	SentHash string `gorm:"size:64;not null;default:''"`
@@ -43,13 +43,13 @@ func (PatientSync) TableName() string { return "sync_patients" }
 
 // AppointmentSync is what ghlsync knows of one appointment in GHL.
 type AppointmentSync struct {
-	LocationID string `gorm:"primaryKey;size:64"`
+	LocationID string `gorm:"primaryKey;size:255"`
 	ExternalID string `gorm:"primaryKey;size:128"`
 	// EventID is the GHL appointment, recorded as soon as GHL names it. No
 	// two appointments of a location may hold the same one.
-	EventID string `gorm:"size:64;not null;default:'';uniqueIndex:sync_appointments_event,where:event_id <> ''"`
+	EventID string `gorm:"size:255;not null;default:'';uniqueIndex:sync_appointments_event,where:event_id <> ''"`
 	// ContactID is the contact the appointment was booked for.
-	ContactID string `gorm:"size:64;not null;default:''"`
+	ContactID string `gorm:"size:255;not null;default:''"`
 	SentHash  string `gorm:"size:64;not null;default:''"`
 	SentAt    *time.Time
 	// CreatingAt marks a create in flight, as for PatientSync. The Intent
@@ -57,8 +57,8 @@ type AppointmentSync struct {
 	// contact's appointment on that calendar at that time is the one it
 	// made.
 	CreatingAt       *time.Time
-	IntentContactID  string `gorm:"size:64;not null;default:''"`
-	IntentCalendarID string `gorm:"size:64;not null;default:''"`
+	IntentContactID  string `gorm:"size:255;not null;default:''"`
+	IntentCalendarID string `gorm:"size:255;not null;default:''"`
 	IntentStartsAt   *time.Time
 	IntentHash       string `gorm:"size:64;not null;default:''"`
 	FailedHash       string `gorm:"size:64;not null;default:''"`
@@ -76,7 +76,7 @@ func (AppointmentSync) TableName() string { return "sync_appointments" }
 type SyncRun struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement"`
 	Kind       string `gorm:"size:16;not null;index:sync_runs_location,priority:2"`
-	LocationID string `gorm:"size:64;not null;index:sync_runs_location,priority:1"`
+	LocationID string `gorm:"size:255;not null;index:sync_runs_location,priority:1"`
 	TaskID     string `gorm:"size:160;not null;default:'';index"`
 	// After is the cursor the run started from; Cursor the one it reached.
 	After      string    `gorm:"size:128;not null;default:''"`

@@ -83,6 +83,12 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 	if strings.TrimSpace(a.PatientExternalID) == "" {
 		return nil, refusedf("patient_external_id is empty")
 	}
+	if err := checkFields(
+		field{"calendar_id", strings.TrimSpace(a.CalendarID), maxID},
+		field{"title", strings.TrimSpace(a.Title), maxTitle},
+	); err != nil {
+		return nil, err
+	}
 	start, err := store.ParseTime(a.StartsAt)
 	if err != nil {
 		return nil, refusedf("starts_at %q is not a time", a.StartsAt)

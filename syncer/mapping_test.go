@@ -153,6 +153,73 @@ func TestContactFor(t *testing.T) {
 			row:         dob(" unknown "),
 			wantRefusal: []string{"date_of_birth", `" unknown "`, "YYYY-MM-DD"},
 		},
+
+		// What GHL should never get: control characters, invalid UTF-8,
+		// values beyond any real one. The reason names the column and why,
+		// not the value.
+		{
+			name:        "NUL in a name refused",
+			row:         store.PatientRow{ExternalID: "p1", FirstName: "Ada\x00Lovelace"},
+			wantRefusal: []string{"first_name", "control character U+0000", "byte 3"},
+		},
+		{
+			name:        "newline inside an email refused",
+			row:         store.PatientRow{ExternalID: "p1", FirstName: "Ada", Email: "ada@example.com\nbcc: x@y.z"},
+			wantRefusal: []string{"email", "U+000A"},
+		},
+		{
+			name:        "escape sequence in a city refused",
+			row:         store.PatientRow{ExternalID: "p1", FirstName: "Ada", City: "London\x1b[2J"},
+			wantRefusal: []string{"city", "U+001B"},
+		},
+		{
+			name:        "invalid UTF-8 in a last name refused",
+			row:         store.PatientRow{ExternalID: "p1", LastName: "Lovel\xe9ce"},
+			wantRefusal: []string{"last_name", "not valid UTF-8"},
+		},
+		{
+			name:        "1 MB first name refused",
+			row:         store.PatientRow{ExternalID: "p1", FirstName: strings.Repeat("a", 1<<20)},
+			wantRefusal: []string{"first_name", "1048576 characters", "at most 255"},
+		},
+		{
+			name:        "email over 254 refused",
+			row:         store.PatientRow{ExternalID: "p1", Email: strings.Repeat("a", 243) + "@example.com"},
+			wantRefusal: []string{"email", "255 characters", "at most 254"},
+		},
+		{
+			name:        "phone over 64 refused",
+			row:         store.PatientRow{ExternalID: "p1", Phone: strings.Repeat("1", 65)},
+			wantRefusal: []string{"phone", "at most 64"},
+		},
+		{
+			name:        "address over 1000 refused",
+			row:         store.PatientRow{ExternalID: "p1", Address1: strings.Repeat("x", 1001)},
+			wantRefusal: []string{"address1", "at most 1000"},
+		},
+		{
+			name:        "postal code over 32 refused",
+			row:         store.PatientRow{ExternalID: "p1", PostalCode: strings.Repeat("9", 33)},
+			wantRefusal: []string{"postal_code", "at most 32"},
+		},
+		{
+			name:        "country over 64 refused",
+			row:         store.PatientRow{ExternalID: "p1", Country: strings.Repeat("G", 65)},
+			wantRefusal: []string{"country", "at most 64"},
+		},
+		{
+			// The limit counts characters, not bytes, and is checked after
+			// trimming.
+			name: "name of 255 characters in 510 bytes, padded, accepted",
+			row:  store.PatientRow{ExternalID: "p1", FirstName: "  " + strings.Repeat("é", 255) + "  "},
+			want: &ghl.Contact{LocationID: testLoc, FirstName: strings.Repeat("é", 255)},
+		},
+		{
+			// Tabs and newlines around a value are trimmed, not refused.
+			name: "surrounding tabs and newlines trimmed, not refused",
+			row:  store.PatientRow{ExternalID: "p1", FirstName: "\tAda\r\n"},
+			want: contact(""),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -391,6 +458,36 @@ func TestAppointmentFor(t *testing.T) {
 			name:        "reversed window reported in UTC",
 			row:         row(times("2024-05-01T12:30:00+02:00", "2024-05-01T12:00:00+02:00")),
 			wantRefusal: []string{"ends_at 2024-05-01T10:00:00Z is not after starts_at 2024-05-01T10:30:00Z"},
+		},
+		{
+			name:        "NUL in the title refused",
+			row:         row(func(a *store.AppointmentRow) { a.Title = "Check\x00up" }),
+			wantRefusal: []string{"title", "U+0000"},
+		},
+		{
+			name:        "1 MB title refused",
+			row:         row(func(a *store.AppointmentRow) { a.Title = strings.Repeat("t", 1<<20) }),
+			wantRefusal: []string{"title", "1048576 characters", "at most 255"},
+		},
+		{
+			name:        "invalid UTF-8 in the title refused",
+			row:         row(func(a *store.AppointmentRow) { a.Title = "R\xe9sum\xe9" }),
+			wantRefusal: []string{"title", "not valid UTF-8"},
+		},
+		{
+			name:        "control character in the calendar id refused",
+			row:         row(func(a *store.AppointmentRow) { a.CalendarID = "cal\x01" }),
+			wantRefusal: []string{"calendar_id", "U+0001"},
+		},
+		{
+			name:        "calendar id over 255 refused",
+			row:         row(func(a *store.AppointmentRow) { a.CalendarID = strings.Repeat("c", 256) }),
+			wantRefusal: []string{"calendar_id", "at most 255"},
+		},
+		{
+			name: "title of 255 characters accepted",
+			row:  row(func(a *store.AppointmentRow) { a.Title = strings.Repeat("t", 255) }),
+			want: want(func(g *ghl.Appointment) { g.Title = strings.Repeat("t", 255) }),
 		},
 		{
 			// The status is checked first: its reason is the one given.

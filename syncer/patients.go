@@ -62,6 +62,18 @@ func contactFor(loc string, p *store.PatientRow) (*ghl.Contact, error) {
 		PostalCode: strings.TrimSpace(p.PostalCode),
 		Country:    strings.TrimSpace(p.Country),
 	}
+	if err := checkFields(
+		field{"first_name", c.FirstName, maxName},
+		field{"last_name", c.LastName, maxName},
+		field{"email", c.Email, maxEmail},
+		field{"phone", c.Phone, maxPhone},
+		field{"address1", c.Address1, maxAddress},
+		field{"city", c.City, maxCity},
+		field{"postal_code", c.PostalCode, maxPostalCode},
+		field{"country", c.Country, maxCountry},
+	); err != nil {
+		return nil, err
+	}
 	if strings.TrimSpace(p.DateOfBirth) != "" {
 		dob, err := store.ParseTime(p.DateOfBirth)
 		if err != nil {

@@ -47,6 +47,11 @@ func NewAppointmentsSyncTask(loc string) (*asynq.Task, error) {
 }
 
 func newSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
+	if p.LocationID != "" {
+		if err := checkLocationID(p.LocationID); err != nil {
+			return nil, fmt.Errorf("tasks: %s task: %w", taskType, err)
+		}
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -108,6 +113,9 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 	}
 	if p.LocationID == "" {
 		return h.fanOut(ctx, t)
+	}
+	if err := checkLocationID(p.LocationID); err != nil {
+		return fmt.Errorf("%s: bad payload: %w: %w", t.Type(), err, asynq.SkipRetry)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	res, err := h.Run(ctx, syncer.Request{

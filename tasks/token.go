@@ -13,6 +13,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
 )
 
 // RefreshPayload asks for one location's token to be refreshed. It carries
@@ -34,6 +35,9 @@ type RefreshPayload struct {
 func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task, error) {
 	if loc == "" {
 		return nil, errors.New("tasks.NewRefreshTask: empty location id")
+	}
+	if err := checkLocationID(loc); err != nil {
+		return nil, fmt.Errorf("tasks.NewRefreshTask: %w", err)
 	}
 	b, err := json.Marshal(RefreshPayload{LocationID: loc, Force: force, RequestedAt: requestedAt.UTC()})
 	if err != nil {
@@ -131,6 +135,9 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.LocationID == "" {
 		return fmt.Errorf("%s: bad payload (want {\"location_id\":…}): %w", TypeTokenRefresh, asynq.SkipRetry)
 	}
+	if err := checkLocationID(p.LocationID); err != nil {
+		return fmt.Errorf("%s: bad payload: %w: %w", TypeTokenRefresh, err, asynq.SkipRetry)
+	}
 	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force})
 	if res.Outcome != "" {
 		writeResult(t, res)
@@ -211,4 +218,13 @@ func writeResult(t *asynq.Task, v any) {
 	if w := t.ResultWriter(); w != nil {
 		w.Write(b)
 	}
+}
+
+// checkLocationID refuses a location id that no location can have (see
+// store.CheckID): retrying such a task could never succeed.
+func checkLocationID(loc string) error {
+	if err := store.CheckID(loc); err != nil {
+		return fmt.Errorf("location id %w", err)
+	}
+	return nil
 }

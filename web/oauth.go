@@ -18,6 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -31,6 +33,9 @@ type OAuth interface {
 // Connector stores connected locations; *store.Store is one.
 type Connector interface {
 	Connect(ctx context.Context, c store.Connection) error
+	// Credential tells a kept connection that the database already holds
+	// (or holds a newer one of) from one still to write.
+	Credential(ctx context.Context, loc string) (*store.Credential, error)
 }
 
 // Server is the web side of ghlsync. Its fields are set once, before
@@ -50,6 +55,14 @@ type Server struct {
 	// minute, and as many callbacks it may make; beyond, 429. Each connect
 	// stores a state in Redis, each callback may cost a GHL call. Default 20.
 	ConnectLimit int
+	// Cipher seals the tokens of a connection kept in Redis while the
+	// database does not take them (see PendingConnections).
+	Cipher *tokencrypt.Cipher
+	// SaveFor bounds how long the callback retries the database write of
+	// a new connection before it answers that the connection completes by
+	// itself. Default 15s.
+	SaveFor time.Duration
+	Clock   clock.Clock
 }
 
 const keyState = "ghlsync:oauth:state:"
@@ -108,18 +121,31 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 }
 
 var connectedPage = template.Must(template.New("connected").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>ghlsync: connected</title></head>
-<body><h1>Connected to GoHighLevel</h1>
+<html><head><meta charset="utf-8"><title>ghlsync: {{if .Pending}}connecting{{else}}connected{{end}}</title></head>
+<body><h1>{{if .Pending}}Connection accepted by GoHighLevel{{else}}Connected to GoHighLevel{{end}}</h1>
 {{if .Company}}<p>Agency {{.Company}} installed the app.</p>{{end}}
-<p>These locations are connected; their tokens are now kept alive:</p>
-<ul>{{range .Locations}}<li>{{.}}</li>{{end}}</ul>
+{{with .Locations}}<p>These locations are connected; their tokens are now kept alive:</p>
+<ul>{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{with .Pending}}<p>GoHighLevel accepted these, but the database does not answer now. Their tokens are kept,
+and the connection completes by itself once the database is back: there is no need to connect again.</p>
+<ul>{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{with .Failed}}<p>These approved locations could not be connected; connect them again:</p>
 <ul>{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
 <p><a href="/">Status</a></p></body></html>
 `))
 
+// connectedPageData is what connectedPage shows.
+type connectedPageData struct {
+	Company                    string
+	Locations, Pending, Failed []string
+}
+
 // callback takes GHL's answer to the consent: it checks the state, trades
-// the code for tokens and stores them.
+// the code for tokens and stores them. The code is single use, so once GHL
+// has answered the tokens must not be lost: they are kept in Redis before
+// the database write, which is retried for SaveFor; a database that still
+// refuses gets a 503 saying the connection completes by itself (the
+// worker's PendingConnections.Run writes what was kept).
 func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state, code := q.Get("state"), q.Get("code")
@@ -147,52 +173,153 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "GHL did not accept the authorization: start again at /api/auth/connect", http.StatusBadGateway)
 		return
 	}
-	page := struct {
-		Company           string
-		Locations, Failed []string
-	}{}
+	// From here GHL has spent the code: what it answered is kept even if
+	// the browser goes away.
+	ctx := context.WithoutCancel(r.Context())
+	sv := &saver{s: s}
+	page := connectedPageData{}
+	var kept bool
 	if tok.UserType == store.UserTypeCompany {
 		page.Company = tok.CompanyID
-		page.Locations, page.Failed, err = s.connectCompany(r.Context(), tok)
+		page.Locations, page.Pending, page.Failed, err = s.connectCompany(ctx, sv, tok)
+		kept = len(page.Pending) > 0
 	} else {
-		err = s.store(r.Context(), tok, tok.LocationID)
-		page.Locations = []string{tok.LocationID}
+		kept, err = sv.save(ctx, tok, tok.LocationID)
+		switch {
+		case kept:
+			page.Pending = []string{tok.LocationID}
+		case err == nil:
+			page.Locations = []string{tok.LocationID}
+		}
 	}
-	if err != nil {
+	var bad *badIDError
+	switch {
+	case errors.As(err, &bad):
+		s.Log.Error("GHL's token cannot be stored", "err", err)
+		http.Error(w, "could not store the connection: "+err.Error(), http.StatusBadGateway)
+		return
+	case err != nil && !kept:
 		s.Log.Error("storing connected tokens", "err", err)
-		http.Error(w, "could not store the connection: start again at /api/auth/connect", http.StatusInternalServerError)
+		http.Error(w, "could not store the connection: start again at /api/auth/connect", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if kept {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
 	connectedPage.Execute(w, page)
 }
 
-func (s *Server) store(ctx context.Context, tok *ghl.Token, id string) error {
-	if id == "" {
-		return errors.New("GHL's token names no location or company")
+// badIDError is an id in GHL's answer that ghlsync cannot store.
+type badIDError struct{ what, why string }
+
+func (e *badIDError) Error() string { return "GHL's token names a " + e.what + " that " + e.why }
+
+// checkID refuses an id that no column holds (see store.CheckID), before
+// anything is written: a database would refuse or cut it.
+func checkID(what, id string) error {
+	if err := store.CheckID(id); err != nil {
+		return &badIDError{what, "is " + err.Error()}
 	}
-	err := s.Store.Connect(ctx, store.Connection{
+	return nil
+}
+
+// saver stores the connections of one callback. Once one write has
+// outlasted SaveFor, the database is taken to be down for the rest of the
+// request: the others are tried once and kept, so the answer is not
+// delayed by SaveFor per location.
+type saver struct {
+	s      *Server
+	dbDown bool
+}
+
+// save stores tok as the connection id. kept says that the database did
+// not take it but Redis holds it for PendingConnections; err is then the
+// database's error.
+func (sv *saver) save(ctx context.Context, tok *ghl.Token, id string) (kept bool, err error) {
+	s := sv.s
+	if id == "" {
+		return false, errors.New("GHL's token names no location or company")
+	}
+	if err := checkID("location or company id", id); err != nil {
+		return false, err
+	}
+	if err := checkID("company id", tok.CompanyID); err != nil {
+		return false, err
+	}
+	c := store.Connection{
 		LocationID: id,
 		CompanyID:  tok.CompanyID,
 		UserType:   tok.UserType,
 		Scopes:     tok.Scope,
 		Tokens:     store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry},
-	})
-	if err == nil {
-		s.Log.Info("GHL connected", "id", id, "user_type", tok.UserType, "expires_at", tok.Expiry)
 	}
-	return err
+	p := s.pending()
+	raw, kerr := p.keep(ctx, c)
+	if kerr != nil {
+		s.Log.Warn("could not keep GHL's tokens in Redis before the database write", "id", id, "err", kerr)
+	}
+	limit := s.SaveFor
+	if limit <= 0 {
+		limit = 15 * time.Second
+	}
+	if sv.dbDown {
+		limit = 0
+	}
+	attempt := 0
+	err = store.Persist(ctx, s.Clock, limit, func(err error) bool {
+		if attempt++; attempt%10 == 0 {
+			s.Log.Warn("the database refuses a new connection; retrying", "id", id, "attempt", attempt, "err", err)
+		}
+		return errors.Is(err, store.ErrTooLong)
+	}, func(ctx context.Context) error { return s.Store.Connect(ctx, c) })
+	if errors.Is(err, store.ErrTooLong) {
+		// No later write can land it; checkID should have caught it.
+		if kerr == nil {
+			p.drop(ctx, id, raw)
+		}
+		return false, &badIDError{"location or company id", fmt.Sprintf("is longer than the %d bytes ghlsync stores", store.MaxIDLen)}
+	}
+	if err != nil {
+		sv.dbDown = true
+		if kerr != nil {
+			return false, err
+		}
+		s.Log.Error("the database refuses a new connection; its tokens are kept in Redis and stored once it is back",
+			"id", id, "user_type", tok.UserType, "err", err)
+		return true, err
+	}
+	if kerr == nil {
+		if err := p.drop(ctx, id, raw); err != nil {
+			s.Log.Warn("the connection is stored; its copy in Redis is left for the worker to drop", "id", id, "err", err)
+		}
+	}
+	s.Log.Info("GHL connected", "id", id, "user_type", tok.UserType, "expires_at", tok.Expiry)
+	return false, nil
+}
+
+// pending is the Server's PendingConnections.
+func (s *Server) pending() *PendingConnections {
+	return &PendingConnections{Store: s.Store, Redis: s.Redis, Cipher: s.Cipher, Log: s.Log, Clock: s.Clock}
 }
 
 // connectCompany stores the agency token (ghlsync keeps it alive to mint
 // tokens for locations installed later) and a location token for each
-// approved location.
-func (s *Server) connectCompany(ctx context.Context, tok *ghl.Token) (connected, failed []string, err error) {
-	if err := s.store(ctx, tok, tok.CompanyID); err != nil {
-		return nil, nil, err
+// approved location. The agency's own token is needed: a failure to store
+// or keep it is err. kept lists the locations (and the agency) whose
+// tokens wait in Redis for the database.
+func (s *Server) connectCompany(ctx context.Context, sv *saver, tok *ghl.Token) (connected, kept, failed []string, err error) {
+	agencyKept, err := sv.save(ctx, tok, tok.CompanyID)
+	if err != nil && !agencyKept {
+		return nil, nil, nil, err
+	}
+	if agencyKept {
+		kept = append(kept, tok.CompanyID+" (agency)")
 	}
 	for _, loc := range tok.ApprovedLocations {
 		lt, _, err := s.OAuth.LocationToken(ctx, tok.AccessToken, tok.CompanyID, loc)
+		locKept := false
 		if err == nil {
 			if lt.LocationID == "" {
 				lt.LocationID = loc
@@ -200,14 +327,27 @@ func (s *Server) connectCompany(ctx context.Context, tok *ghl.Token) (connected,
 			if lt.UserType == "" {
 				lt.UserType = store.UserTypeLocation
 			}
-			err = s.store(ctx, lt, loc)
+			locKept, err = sv.save(ctx, lt, loc)
 		}
-		if err != nil {
+		switch {
+		case locKept:
+			kept = append(kept, loc)
+		case err != nil:
 			s.Log.Warn("could not connect an approved location", "location", loc, "company", tok.CompanyID, "err", err)
 			failed = append(failed, fmt.Sprintf("%s (%v)", loc, err))
-			continue
+		default:
+			connected = append(connected, loc)
 		}
-		connected = append(connected, loc)
 	}
-	return connected, failed, nil
+	return connected, kept, failed, nil
+}
+
+// store stores tok as the connection id, for the install webhook: tokens
+// kept for the worker to store count as stored.
+func (s *Server) store(ctx context.Context, tok *ghl.Token, id string) error {
+	kept, err := (&saver{s: s}).save(ctx, tok, id)
+	if kept {
+		return nil
+	}
+	return err
 }

@@ -20,6 +20,14 @@ import (
 
 func setup(t *testing.T) (http.Handler, *storetest.Stack) {
 	t.Helper()
+	s, stack := newServer(t)
+	return s.Handler(), stack
+}
+
+// newServer returns the web server of a new stack, for tests that change
+// its parts before taking its Handler.
+func newServer(t *testing.T) (*web.Server, *storetest.Stack) {
+	t.Helper()
 	stack := storetest.NewStack(t, ghltest.Options{})
 	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID,
 		ClientSecret: storetest.ClientSecret, RedirectURI: "http://localhost:8080/api/auth/callback"})
@@ -34,8 +42,9 @@ func setup(t *testing.T) (http.Handler, *storetest.Stack) {
 		Scopes:         []string{"contacts.write", "calendars.write"},
 		Log:            slog.New(slog.DiscardHandler),
 		StateTTL:       time.Minute,
+		Cipher:         testenv.Cipher(t, stack.Key),
 	}
-	return s.Handler(), stack
+	return s, stack
 }
 
 func get(t *testing.T, h http.Handler, target string) *httptest.ResponseRecorder {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -153,4 +154,36 @@ func TestRefreshWaitInactive(t *testing.T) {
 	if n := stack.Fake.TokenCalls("loc1"); n != 1 {
 		t.Fatalf("token calls = %d, want 1", n)
 	}
+}
+
+// No binary's log holds a password from any URL it was given: enqueue at
+// debug level, enqueuing, waiting in vain, and failing to reach Redis.
+func TestNoPasswordInLogs(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	env, secrets := stack.SecretEnv(t, "GHL_API_URL", "https://proxy:ghl-api-pw-3e1@ghl.example")
+	secrets["GHL API password"] = "ghl-api-pw-3e1"
+	outputs := map[string]string{}
+	for name, args := range map[string][]string{
+		"enqueue":          {"refresh", "--location", "loc1"},
+		"enqueue all":      {"sync-patients"},
+		"wait in vain":     {"refresh", "--location", "loc1", "--wait", "--timeout", "300ms"},
+		"bad location id":  {"refresh", "--location", "loc\x00"},
+		"unknown argument": {"refresh", "extra"},
+	} {
+		code, stdout, stderr := enqueue(t, env, args...)
+		if name == "enqueue" && code != 0 {
+			t.Fatalf("enqueue: exit %d: %s", code, stderr)
+		}
+		outputs[name+" output"] = stdout + stderr
+	}
+	bad := maps.Clone(env)
+	bad["REDIS_URL"] = "redis://:redis-unreachable-pw-3e2@127.0.0.1:1/0"
+	secrets["unreachable redis password"] = "redis-unreachable-pw-3e2"
+	code, stdout, stderr := enqueue(t, bad, "refresh")
+	if code != 1 || !strings.Contains(stderr, "does not answer") {
+		t.Fatalf("unreachable Redis: exit %d, %q", code, stderr)
+	}
+	outputs["unreachable Redis output"] = stdout + stderr
+	storetest.RequireNoSecret(t, secrets, outputs)
 }

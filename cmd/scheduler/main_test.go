@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/store/storetest"
@@ -343,4 +345,50 @@ func TestChangesReachRunningScheduler(t *testing.T) {
 		t.Fatalf("enable: exit %d: %s", code, stderr)
 	}
 	testenv.Eventually(t, 5*time.Second, "token-refresh enabled again", func() bool { return refreshes() > before })
+}
+
+// No binary's log holds a password from any URL it was given: the
+// scheduler loop at debug level, which logs its configuration, and its
+// subcommands, with GHL_API_URL carrying a password too.
+func TestNoPasswordInLogs(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	env, secrets := stack.SecretEnv(t, "GHL_API_URL", "https://proxy:ghl-api-pw-5c1@ghl.example")
+	secrets["GHL API password"] = "ghl-api-pw-5c1"
+	outputs := map[string]string{}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testenv.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, nil, &stdout, &stderr, testenv.Getenv(env)) }()
+	testenv.Eventually(t, 30*time.Second, "the scheduler to log its configuration", func() bool {
+		return strings.Contains(stderr.String(), "scheduler running")
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("scheduler exit %d:\n%s", code, stderr.String())
+	}
+	log := stderr.String()
+	if !strings.Contains(log, "ghl.example") || !strings.Contains(log, "xxxxx") {
+		t.Fatalf("the configuration logged is not the one given, redacted:\n%s", log)
+	}
+	outputs["scheduler log"] = log + stdout.String()
+
+	for _, args := range [][]string{{"setup"}, {"list"}} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut, testenv.Getenv(env)); code != 0 {
+			t.Fatalf("scheduler %s: exit %d: %s", args[0], code, errOut.String())
+		}
+		outputs["scheduler "+args[0]+" output"] = out.String() + errOut.String()
+	}
+	bad := maps.Clone(env)
+	bad["REDIS_URL"] = "redis://:redis-unreachable-pw-5c2@127.0.0.1:1/0"
+	secrets["unreachable redis password"] = "redis-unreachable-pw-5c2"
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), nil, &out, &errOut, testenv.Getenv(bad)); code == 0 {
+		t.Fatal("an unreachable Redis: exit 0")
+	}
+	outputs["scheduler failing start"] = out.String() + errOut.String()
+	storetest.RequireNoSecret(t, secrets, outputs)
 }

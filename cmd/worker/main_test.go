@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -664,4 +666,122 @@ func procMemory(t *testing.T, p *testenv.Process) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// Start-up failures that are the configuration's: one line that names the
+// variable, exit status 2 for a value that can never work, 1 for one that
+// may (a port taken now).
+func TestStartFailuresNameTheVariable(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	for _, tc := range []struct {
+		name, key, value, want string
+		code                   int
+	}{
+		{"window too short", "REFRESH_WINDOW", "1ns", "REFRESH_WINDOW", 2},
+		{"window longer than a token lives", "REFRESH_WINDOW", "9999h", "REFRESH_WINDOW", 2},
+		{"metrics address without a port", "METRICS_ADDR", "localhost", "METRICS_ADDR", 2},
+		{"metrics port out of range", "METRICS_ADDR", ":70000", "METRICS_ADDR", 2},
+		{"metrics port taken", "METRICS_ADDR", taken.Addr().String(), "METRICS_ADDR", 1},
+		{"SQLite directory missing", "DATABASE_URL", "sqlite://" + filepath.Join(t.TempDir(), "no", "such", "dir", "x.db"), "does not exist", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(context.Background(), nil, testenv.Getenv(stack.Env(tc.key, tc.value)), &stderr)
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if code != tc.code || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || !strings.Contains(lines[0], tc.key) {
+				t.Fatalf("exit %d, stderr %q; want %d and one line naming %s (%s)", code, stderr.String(), tc.code, tc.key, tc.want)
+			}
+		})
+	}
+}
+
+// A Redis that does not answer: the one line that says so, not go-redis's
+// pool lines before it.
+func TestUnreachableRedisIsOneLine(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	p := testenv.StartProcess(t, "worker", stack.Env("REDIS_URL", "redis://127.0.0.1:1/0"))
+	select {
+	case <-p.Done():
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not give up on an unreachable Redis")
+	}
+	out := strings.TrimSpace(p.Output.String())
+	if lines := strings.Split(out, "\n"); len(lines) != 1 || !strings.Contains(out, "does not answer") {
+		t.Fatalf("output:\n%s\nwant one line saying Redis does not answer", out)
+	}
+}
+
+// No binary's log holds a password from any URL it was given: the worker
+// (and worker --standalone) at debug level, through a refresh, its
+// shutdown, and the start-up failures that quote a URL.
+func TestNoPasswordInLogs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	env, secrets := b.SecretEnv(t)
+	b.Connect(t, "loc1", time.Now().Add(time.Hour))
+	outputs := map[string]string{}
+
+	w := testenv.StartProcess(t, "worker", env)
+	opt, err := asynq.ParseRedisURI(env["REDIS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	task, err := tasks.NewRefreshTask("loc1", true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the refresh through the worker", func() bool {
+		return b.Fake.Rotations("loc1") == 1 && b.HoldsCurrent(t, "loc1")
+	})
+	if code := w.Stop(15 * time.Second); code != 0 {
+		t.Fatalf("worker exit status %d", code)
+	}
+	outputs["worker log"] = w.Output.String()
+	if !strings.Contains(outputs["worker log"], "level=DEBUG") && !strings.Contains(outputs["worker log"], "GHL token refreshed") {
+		t.Fatalf("the worker log shows no work:\n%s", outputs["worker log"])
+	}
+
+	dir := t.TempDir()
+	standaloneEnv := maps.Clone(env)
+	standaloneEnv["DATABASE_URL"] = "sqlite://" + filepath.Join(dir, "ghlsync.db") + "?password=" + secrets["database password"]
+	standaloneEnv["WEB_ADDR"] = testenv.FreeAddr(t)
+	sa := testenv.StartProcess(t, "worker", standaloneEnv, "--standalone")
+	testenv.Eventually(t, 30*time.Second, "the standalone start-up lines", func() bool {
+		return strings.Contains(sa.Output.String(), "  database:")
+	})
+	if code := sa.Stop(15 * time.Second); code != 0 {
+		t.Fatalf("standalone exit status %d", code)
+	}
+	outputs["standalone log"] = sa.Output.String()
+
+	// Start-up failures whose errors quote a URL.
+	secrets["unreachable database password"] = "pg-unreachable-pw-7a1"
+	secrets["unreachable redis password"] = "redis-unreachable-pw-7a2"
+	secrets["GHL API password"] = "ghl-api-pw-7a3"
+	for name, kv := range map[string][2]string{
+		"unreachable PostgreSQL":       {"DATABASE_URL", "postgres://ghl:pg-unreachable-pw-7a1@127.0.0.1:1/ghlsync?connect_timeout=2"},
+		"unreachable Redis":            {"REDIS_URL", "redis://:redis-unreachable-pw-7a2@127.0.0.1:1/0"},
+		"GHL API URL with credentials": {"GHL_API_URL", "http://proxy:ghl-api-pw-7a3@" + strings.TrimPrefix(b.Fake.URL, "http://")},
+	} {
+		e := maps.Clone(env)
+		e[kv[0]] = kv[1]
+		var stderr bytes.Buffer
+		if code := run(context.Background(), nil, testenv.Getenv(e), &stderr); code == 0 {
+			t.Errorf("%s: exit 0", name)
+		}
+		outputs[name+" output"] = stderr.String()
+	}
+	storetest.RequireNoSecret(t, secrets, outputs)
 }

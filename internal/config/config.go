@@ -14,9 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,12 +65,15 @@ type Config struct {
 	WebPublicURL string
 }
 
-// LogValue keeps secrets out of logs when a Config is logged whole.
+// LogValue keeps secrets out of logs when a Config is logged whole: every
+// URL is redacted (see Redact), and no secret is listed.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("database", redactURL(c.DatabaseURL)),
-		slog.String("redis", redactURL(c.RedisURL)),
-		slog.String("ghl_api_url", c.GHLAPIURL),
+		slog.String("database", Redact(c.DatabaseURL)),
+		slog.String("redis", Redact(c.RedisURL)),
+		slog.String("ghl_api_url", Redact(c.GHLAPIURL)),
+		slog.String("ghl_marketplace_url", Redact(c.GHLMarketplace)),
+		slog.String("ghl_redirect_uri", Redact(c.GHLRedirectURI)),
 		slog.String("ghl_client_id", c.GHLClientID),
 		slog.Duration("refresh_window", c.RefreshWindow),
 		slog.String("web_addr", c.WebAddr),
@@ -79,17 +84,6 @@ func (c Config) LogValue() slog.Value {
 
 // String masks every secret.
 func (c Config) String() string { return c.LogValue().String() }
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
 
 // Error is a configuration error: one variable and what is wrong with it.
 type Error struct {
@@ -251,7 +245,19 @@ func (l *Loader) Load() (*Config, error) {
 	if err != nil || d <= 0 {
 		return nil, &Error{VarRefreshWindow, fmt.Sprintf("%q is not a positive duration such as 4h or 30m", l.value(VarRefreshWindow))}
 	}
+	// Below a minute every scheduled pass would find nothing due until the
+	// token had all but expired; at GHL's token life (24 h) or more every
+	// token is always due, and each pass spends a refresh for nothing.
+	if d < MinRefreshWindow || d >= MaxRefreshWindow {
+		return nil, &Error{VarRefreshWindow, fmt.Sprintf("%s is out of range: at least %s and less than GHL's token life of %s (default 4h)",
+			d, MinRefreshWindow, MaxRefreshWindow)}
+	}
 	c.RefreshWindow = d
+	for _, a := range []struct{ env, v string }{{VarWebAddr, c.WebAddr}, {VarMetricsAddr, c.MetricsAddr}} {
+		if err := checkAddr(a.env, a.v); err != nil {
+			return nil, err
+		}
+	}
 	if c.EncryptionKey != "" {
 		if _, err := tokencrypt.ParseKey(c.EncryptionKey); err != nil {
 			return nil, &Error{VarEncryptionKey, err.Error()}
@@ -272,6 +278,31 @@ func (l *Loader) Load() (*Config, error) {
 		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}
 	}
 	return c, nil
+}
+
+// Bounds of REFRESH_WINDOW.
+const (
+	MinRefreshWindow = time.Minute
+	MaxRefreshWindow = 24 * time.Hour
+)
+
+// checkAddr checks a listen address: host:port, the host optional, the
+// port a number (0 for any free one). "" serves nothing.
+func checkAddr(env, v string) error {
+	if v == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return &Error{env, fmt.Sprintf("%q is not a listen address such as :8080 or 127.0.0.1:8080", v)}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return &Error{env, fmt.Sprintf("%q: port %q is not a number from 0 to 65535", v, port)}
+	}
+	if strings.ContainsAny(host, " /\\\t\n") {
+		return &Error{env, fmt.Sprintf("%q: host %q is not a host name or IP address", v, host)}
+	}
+	return nil
 }
 
 func checkURL(env, v string, schemes ...string) error {

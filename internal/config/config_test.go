@@ -106,3 +106,95 @@ func TestWebPublicURL(t *testing.T) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, secret, keep string }{
+		{"postgres://ghl:pg-secret-1@db:5432/ghlsync?sslmode=require", "pg-secret-1", "postgres://ghl:xxxxx@db:5432/ghlsync?sslmode=require"},
+		{"postgres://ghl@db/ghlsync?password=pg-secret-2&sslmode=disable", "pg-secret-2", "password=xxxxx&sslmode=disable"},
+		{"postgres://db/ghlsync?sslpassword=pg-secret-3&sslkey=/k.pem", "pg-secret-3", "sslkey=/k.pem"},
+		{"postgresql://db/x?PassWord=pg-secret-4", "pg-secret-4", "postgresql://db/x"},
+		{"host=db user=ghl password=pg-secret-5 dbname=x", "pg-secret-5", "host=db user=ghl password=xxxxx dbname=x"},
+		{"host=db password='pg secret 6' dbname=x", "pg secret 6", "dbname=x"},
+		{"sqlite:///var/lib/ghlsync.db?password=sq-secret-7", "sq-secret-7", "sqlite:///var/lib/ghlsync.db?password=xxxxx"},
+		{"redis://:rd-secret-8@cache:6379/0", "rd-secret-8", "redis://:xxxxx@cache:6379/0"},
+		{"redis://rd-secret-9@cache:6379/0", "rd-secret-9", "@cache:6379/0"},
+		{"rediss://default:rd-secret-10@cache:6380/1", "rd-secret-10", "rediss://default:xxxxx@cache:6380/1"},
+		{"redis-sentinel://:rd-secret-11@s1:26379,s2:26379?master=m&password=rd-secret-11b", "rd-secret-11", "master=m"},
+		{"redis-sentinel://s1:26379?master=m&sentinel_password=rd-secret-12", "rd-secret-12", "master=m"},
+		{"https://user:api-secret-13@ghl.example/x", "api-secret-13", "https://user:xxxxx@ghl.example/x"},
+		{"https://ghl.example/?token=api-secret-14&a=1", "api-secret-14", "a=1"},
+		{"postgres://u:bad%zz-secret-15@db/x", "secret-15", "postgres://"},
+	} {
+		got := Redact(tc.in)
+		if strings.Contains(got, tc.secret) || !strings.Contains(got, tc.keep) {
+			t.Errorf("Redact(%q) = %q; want no %q and %q kept", tc.in, got, tc.secret, tc.keep)
+		}
+	}
+	if got := Redact("https://services.leadconnectorhq.com"); got != "https://services.leadconnectorhq.com" {
+		t.Errorf("a URL without credentials changed: %q", got)
+	}
+	msg := `store.Open: cannot parse "postgres://u:txt-secret-1@db/x": dial redis://:txt-secret-2@c:1/0 failed; password=txt-secret-3`
+	if got := RedactText(msg); strings.Contains(got, "txt-secret") || !strings.Contains(got, "store.Open: cannot parse") {
+		t.Errorf("RedactText() = %q", got)
+	}
+}
+
+func TestStringRedactsEveryURL(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{
+		VarClientID:       "id",
+		VarDatabaseURL:    "postgres://u@db/ghlsync?password=the-db-password",
+		VarRedisURL:       "redis://:the-redis-password@cache:6379/0",
+		VarAPIURL:         "https://proxy:the-api-password@ghl.example",
+		VarMarketplaceURL: "https://m:the-marketplace-password@market.example",
+		VarRedirectURI:    "https://r:the-redirect-password@app.example/api/auth/callback",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.String()
+	for _, secret := range []string{"the-db-password", "the-redis-password", "the-api-password", "the-marketplace-password", "the-redirect-password"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("Config.String() shows %s: %s", secret, s)
+		}
+	}
+	if !strings.Contains(s, "ghl.example") || !strings.Contains(s, "cache:6379") {
+		t.Errorf("Config.String() hides where it connects: %s", s)
+	}
+}
+
+func TestRefreshWindowBounds(t *testing.T) {
+	t.Parallel()
+	for v, ok := range map[string]bool{"1ns": false, "59s": false, "1m": true, "4h": true, "23h59m": true, "24h": false, "9999h": false} {
+		c, err := load(t, map[string]string{VarClientID: "id", VarRefreshWindow: v})
+		var ce *Error
+		switch {
+		case ok && err != nil:
+			t.Errorf("REFRESH_WINDOW=%s refused: %v", v, err)
+		case ok && c.RefreshWindow.String() == "":
+			t.Errorf("REFRESH_WINDOW=%s not set", v)
+		case !ok && (!errors.As(err, &ce) || ce.Var != VarRefreshWindow || !strings.Contains(err.Error(), "at least 1m0s and less than")):
+			t.Errorf("REFRESH_WINDOW=%s: %v, want a refusal naming the bounds", v, err)
+		}
+	}
+}
+
+func TestListenAddresses(t *testing.T) {
+	t.Parallel()
+	for _, env := range []string{VarWebAddr, VarMetricsAddr} {
+		for v, ok := range map[string]bool{
+			":8080": true, "127.0.0.1:0": true, "[::1]:9091": true, "localhost:9092": true,
+			"8080": false, "localhost": false, ":http-alt": false, ":99999": false, "a b:80": false, "::1:80": false,
+		} {
+			_, err := load(t, map[string]string{VarClientID: "id", env: v})
+			var ce *Error
+			if ok != (err == nil) || (!ok && (!errors.As(err, &ce) || ce.Var != env)) {
+				t.Errorf("%s=%q: %v (want accepted %t, else an error naming %s)", env, v, err, ok, env)
+			}
+		}
+	}
+	if c, err := load(t, map[string]string{VarClientID: "id", VarMetricsAddr: ""}); err != nil || c.MetricsAddr != ":9091" {
+		t.Errorf("an unset METRICS_ADDR: %v, %+v", err, c)
+	}
+}

@@ -2,12 +2,17 @@ package storetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
+	"github.com/ghlsync/ghlsync/internal/embedredis"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/store"
 )
@@ -107,4 +112,76 @@ func (s *Stack) Redis(t testing.TB) redis.UniversalClient {
 	c := redis.NewClient(opt)
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// SecretEnv is Env for a test of what a process prints: every URL it is
+// given carries a password of its own (Redis through an embedded Redis
+// that requires it, the database as a password= or sslpassword= parameter
+// the driver ignores, the marketplace and redirect URLs as userinfo), and
+// so do the admin password, the client secret and the token key. secrets
+// names each, for a test to grep the output for. GHL_API_URL stays the
+// fake's: ghl.NewClient refuses one with credentials (a test may set one
+// for a process that builds no client).
+func (s *Stack) SecretEnv(t testing.TB, extra ...string) (env map[string]string, secrets map[string]string) {
+	t.Helper()
+	secret := func(what string) string {
+		b := make([]byte, 6)
+		rand.Read(b)
+		return what + "-pw-" + hex.EncodeToString(b)
+	}
+	secrets = map[string]string{
+		"redis password":       secret("redis"),
+		"database password":    secret("database"),
+		"marketplace password": secret("marketplace"),
+		"redirect password":    secret("redirect"),
+		"admin password":       secret("admin"),
+		"client secret":        ClientSecret,
+		"token key":            s.Key,
+	}
+	srv, err := embedredis.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	srv.RequireAuth(secrets["redis password"])
+	dbURL, param := s.DatabaseURL, "password"
+	if !strings.HasPrefix(dbURL, "sqlite://") {
+		// PostgreSQL's password= would replace the real one; sslpassword
+		// is read only with an sslkey.
+		param = "sslpassword"
+	}
+	sep := "?"
+	if strings.Contains(dbURL, "?") {
+		sep = "&"
+	}
+	fake, err := url.Parse(s.Fake.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = s.Env(append([]string{
+		"LOG_LEVEL", "debug",
+		"REDIS_URL", "redis://:" + secrets["redis password"] + "@" + srv.Addr() + "/0",
+		"DATABASE_URL", dbURL + sep + param + "=" + secrets["database password"],
+		"GHL_MARKETPLACE_URL", "http://market:" + secrets["marketplace password"] + "@" + fake.Host,
+		"GHL_REDIRECT_URI", "http://app:" + secrets["redirect password"] + "@localhost:8080/api/auth/callback",
+		"WEB_ADMIN_USER", "admin",
+		"WEB_ADMIN_PASSWORD", secrets["admin password"],
+	}, extra...)...)
+	return env, secrets
+}
+
+// RequireNoSecret fails t for every secret (see SecretEnv) that appears in
+// one of outputs, named by where they come from.
+func RequireNoSecret(t testing.TB, secrets map[string]string, outputs map[string]string) {
+	t.Helper()
+	for where, out := range outputs {
+		for what, secret := range secrets {
+			if secret == "" {
+				t.Fatalf("the %s is empty", what)
+			}
+			if strings.Contains(out, secret) {
+				t.Errorf("the %s appears in the %s:\n%s", what, where, out)
+			}
+		}
+	}
 }
