@@ -183,35 +183,15 @@ func TestSaveRefreshedIsCompareAndSet(t *testing.T) {
 	}
 }
 
-// credentialBeforeVersions is the credentials table as it was before
-// token versions.
-type credentialBeforeVersions struct {
-	LocationID      string    `gorm:"primaryKey;size:64"`
-	CompanyID       string    `gorm:"size:64;index"`
-	UserType        string    `gorm:"size:16;not null;default:Location"`
-	Scopes          string    `gorm:"type:text"`
-	AccessTokenEnc  string    `gorm:"type:text;not null"`
-	RefreshTokenEnc string    `gorm:"type:text;not null"`
-	KeyID           string    `gorm:"size:16"`
-	ExpiresAt       time.Time `gorm:"index"`
-	RefreshedAt     *time.Time
-	Status          string `gorm:"size:16;not null;default:active;index"`
-	LastError       string `gorm:"type:text"`
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
-}
-
-func (credentialBeforeVersions) TableName() string { return "credentials" }
-
 // Migrating a database whose credentials predate token versions gives
 // every existing row version 0, and the compare-and-set works on it.
 func TestMigrateAddsTokenVersion(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.DatabaseURL(t)
 	db := storetest.DB(t, dbURL)
-	must(t, db.AutoMigrate(&credentialBeforeVersions{}))
+	must(t, db.AutoMigrate(&credentialBefore{}))
 	now := time.Now().UTC()
-	must(t, db.Create(&credentialBeforeVersions{LocationID: "locOld", UserType: "Location", AccessTokenEnc: "sealed-a",
+	must(t, db.Create(&credentialBefore{LocationID: "locOld", UserType: "Location", AccessTokenEnc: "sealed-a",
 		RefreshTokenEnc: "sealed-r", ExpiresAt: now.Add(time.Hour), RefreshedAt: &now, Status: "active", CreatedAt: now, UpdatedAt: now}).Error)
 
 	key := testenv.NewKey(t)

@@ -12,20 +12,17 @@ import (
 	"github.com/ghlsync/ghlsync/store/storetest"
 )
 
-// oldCredential is the credentials table with the 64-character id columns
-// of older releases (and token_version, whose own migration from before
-// it TestMigrateAddsTokenVersion covers), so that the store can write its
-// row before migrating.
-type oldCredential struct {
-	LocationID      string `gorm:"primaryKey;size:64"`
-	CompanyID       string `gorm:"size:64;index"`
-	UserType        string `gorm:"size:16;not null;default:Location"`
-	Scopes          string `gorm:"type:text"`
-	AccessTokenEnc  string `gorm:"type:text;not null"`
-	RefreshTokenEnc string `gorm:"type:text;not null"`
-	KeyID           string `gorm:"size:16"`
-	TokenVersion    int64  `gorm:"not null;default:0"`
-	ExpiresAt       time.Time
+// credentialBefore is the credentials table as the release before token
+// versions and 255-byte ids created it.
+type credentialBefore struct {
+	LocationID      string    `gorm:"primaryKey;size:64"`
+	CompanyID       string    `gorm:"size:64;index"`
+	UserType        string    `gorm:"size:16;not null;default:Location"`
+	Scopes          string    `gorm:"type:text"`
+	AccessTokenEnc  string    `gorm:"type:text;not null"`
+	RefreshTokenEnc string    `gorm:"type:text;not null"`
+	KeyID           string    `gorm:"size:16"`
+	ExpiresAt       time.Time `gorm:"index"`
 	RefreshedAt     *time.Time
 	Status          string `gorm:"size:16;not null;default:active;index"`
 	LastError       string `gorm:"type:text"`
@@ -33,7 +30,7 @@ type oldCredential struct {
 	UpdatedAt       time.Time
 }
 
-func (oldCredential) TableName() string { return "credentials" }
+func (credentialBefore) TableName() string { return "credentials" }
 
 // A database made by an older release, with 64-character id columns,
 // migrates to columns that hold a 255-byte location and company id, and
@@ -42,29 +39,29 @@ func TestMigrateWidensIDColumns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dbURL := storetest.DatabaseURL(t)
-	if err := storetest.DB(t, dbURL).AutoMigrate(&oldCredential{}); err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.DB(t, dbURL)
+	must(t, db.AutoMigrate(&credentialBefore{}))
+	now := time.Now().UTC()
+	must(t, db.Create(&credentialBefore{LocationID: "old-loc", CompanyID: "comp1", UserType: "Location", AccessTokenEnc: "sealed-a",
+		RefreshTokenEnc: "sealed-r", ExpiresAt: now.Add(time.Hour), RefreshedAt: &now, Status: "active", CreatedAt: now, UpdatedAt: now}).Error)
 	st, err := store.Open(ctx, dbURL, testenv.Cipher(t, testenv.NewKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	exp := time.Now().Add(time.Hour)
-	connect(t, st, "old-loc", "comp1", store.UserTypeLocation, exp)
 	must(t, st.Migrate(ctx))
+	if c, err := st.Credential(ctx, "old-loc"); err != nil || c.RefreshTokenEnc != "sealed-r" || c.CompanyID != "comp1" {
+		t.Fatalf("the row from before the migration: %+v, %v", c, err)
+	}
+	exp := now.Add(time.Hour)
 
 	long := strings.Repeat("L", store.MaxIDLen)
 	company := strings.Repeat("C", store.MaxIDLen)
 	connect(t, st, long, company, store.UserTypeLocation, exp)
-	for _, loc := range []string{"old-loc", long} {
-		c, err := st.Credential(ctx, loc)
-		must(t, err)
-		toks, err := st.Tokens(c)
-		must(t, err)
-		if toks.RefreshToken != "rt-"+loc {
-			t.Errorf("%.10s…: refresh token %q", loc, toks.RefreshToken)
-		}
+	c, err := st.Credential(ctx, long)
+	must(t, err)
+	if toks, err := st.Tokens(c); err != nil || toks.RefreshToken != "rt-"+long {
+		t.Errorf("the long location's refresh token: %v", err)
 	}
 	if c, _ := st.Credential(ctx, long); c == nil || c.CompanyID != company {
 		t.Fatalf("the long company id was not kept whole")

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -558,13 +559,11 @@ func TestClassify(t *testing.T) {
 		{name: "409: GHL refused the record", err: status(409), refused: true},
 		{name: "422: GHL refused the record", err: status(422), refused: true},
 		{name: "wrapped 422: GHL refused the record", err: wrap(status(422)), refused: true},
-		// Current behaviour, questionable: "location is not active" is the
-		// location's state, yet a 4xx carrying it is refused as if the
-		// record were at fault.
+		// "Location is not active" is the location's state, not the
+		// record's: the run stops (as inactive) and no record is refused.
 		{
-			name:    "400 location inactive: refused as the record's",
-			err:     &ghl.ErrorResponse{StatusCode: 400, Message: "Location is not active", Err: ghl.ErrLocationInactive},
-			refused: true,
+			name: "400 location inactive: stops the run, the record is not refused",
+			err:  &ghl.ErrorResponse{StatusCode: 400, Message: "Location is not active", Err: ghl.ErrLocationInactive},
 		},
 
 		// Temporary: the record is tried again.
@@ -822,4 +821,41 @@ func TestContentHash(t *testing.T) {
 		}()
 		contentHash(contactMapping, make(chan int))
 	})
+}
+
+// TestStopOutcome: the error that stopped a run decides its outcome, and
+// whether the run is worth retrying (ErrFinal) or waits what GHL asked.
+func TestStopOutcome(t *testing.T) {
+	t.Parallel()
+	db := errors.New("database is down")
+	tests := []struct {
+		name      string
+		err       error
+		outcome   string
+		final     bool
+		rateLimit bool
+	}{
+		{name: "status needs_reauth", err: &statusError{status: store.StatusNeedsReauth, reason: "needs_reauth: …"}, outcome: OutcomeNeedsReauth, final: true},
+		{name: "agency token: an error, not a state", err: &statusError{status: store.StatusActive, reason: "agency"}, outcome: OutcomeError, final: true},
+		{name: "429 waits", err: fmt.Errorf("call: %w", &ghl.RateLimitError{RetryAfter: 7 * time.Second}), outcome: OutcomeRateLimited, rateLimit: true},
+		{name: "refresh refused for good", err: fmt.Errorf("x: %w", refresh.ErrNeedsReauth), outcome: OutcomeNeedsReauth, final: true},
+		{name: "refresh says inactive", err: fmt.Errorf("x: %w", refresh.ErrInactive), outcome: OutcomeInactive, final: true},
+		{name: "an API call says inactive", err: &ghl.ErrorResponse{StatusCode: 400, Message: "Location is not active", Err: ghl.ErrLocationInactive}, outcome: OutcomeInactive, final: true},
+		{name: "anything else is retried", err: db, outcome: OutcomeError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			outcome, msg, err := stopOutcome(tc.err)
+			if outcome != tc.outcome || msg == "" {
+				t.Errorf("outcome %q (message %q), want %q", outcome, msg, tc.outcome)
+			}
+			if got := errors.Is(err, ErrFinal); got != tc.final {
+				t.Errorf("final = %t, want %t (err %v)", got, tc.final, err)
+			}
+			if got := ghl.IsRateLimited(err); got != tc.rateLimit {
+				t.Errorf("rate limited = %t, want %t", got, tc.rateLimit)
+			}
+		})
+	}
 }

@@ -70,9 +70,10 @@ func classify(ctx context.Context, err error) (refused, temporary bool) {
 	switch {
 	case errors.As(err, &rf), errors.Is(err, store.ErrDuplicateEvent):
 		return true, false
-	case ghl.IsRateLimited(err), ghl.IsAccessDenied(err):
-		// The location, not the record: GHL's limit, or a token refreshed
-		// and retried once already, or lacking access to the location.
+	case ghl.IsRateLimited(err), ghl.IsAccessDenied(err), errors.Is(err, ghl.ErrLocationInactive):
+		// The location, not the record: GHL's limit, a token refreshed and
+		// retried once already or lacking access, or a location GHL says is
+		// not active.
 		return false, false
 	case ghl.IsAPIError(err):
 		return !ghl.Temporary(err), ghl.Temporary(err)

@@ -448,7 +448,7 @@ func stopOutcome(err error) (string, string, error) {
 	case errors.Is(err, refresh.ErrNeedsReauth):
 		msg := "GHL refused the location's refresh token for good; connect it again at " + store.ConnectPath
 		return OutcomeNeedsReauth, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
-	case errors.Is(err, refresh.ErrInactive):
+	case errors.Is(err, refresh.ErrInactive), errors.Is(err, ghl.ErrLocationInactive):
 		msg := "GHL says the location is not active; it is synced again once it is"
 		return OutcomeInactive, msg, fmt.Errorf("%s: %w", msg, ErrFinal)
 	}
