@@ -518,11 +518,7 @@ type sealedPending struct {
 }
 
 func (r *Refresher) savePending(ctx context.Context, loc string, p pending) error {
-	a, err := r.Cipher.Seal(p.Tokens.AccessToken, loc+"/pending-access")
-	if err != nil {
-		return err
-	}
-	rt, err := r.Cipher.Seal(p.Tokens.RefreshToken, loc+"/pending-refresh")
+	a, rt, err := store.SealTokens(r.Cipher, loc, "pending-", p.Tokens)
 	if err != nil {
 		return err
 	}
@@ -543,14 +539,11 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
-	var p pending
-	p.Tokens.ExpiresAt, p.RefreshedAt, p.Spent = sp.ExpiresAt, sp.RefreshedAt, sp.Spent
-	if p.Tokens.AccessToken, err = r.Cipher.Open(sp.Access, loc+"/pending-access"); err != nil {
+	p := pending{RefreshedAt: sp.RefreshedAt, Spent: sp.Spent}
+	if p.Tokens, err = store.OpenTokens(r.Cipher, loc, "pending-", sp.Access, sp.Refresh); err != nil {
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
 	}
-	if p.Tokens.RefreshToken, err = r.Cipher.Open(sp.Refresh, loc+"/pending-refresh"); err != nil {
-		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
-	}
+	p.Tokens.ExpiresAt = sp.ExpiresAt
 	r.log().Warn("storing a token that an earlier refresh received but did not store", "location", loc)
 	err = r.save(ctx, lk, loc, p.Spent, p.Tokens, p.RefreshedAt)
 	if errors.Is(err, store.ErrStale) {

@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -146,13 +147,35 @@ func (s *Store) seal(loc string, t Tokens) (access, refresh string, err error) {
 	if s.cipher == nil {
 		return "", "", errors.New("store: no token cipher configured")
 	}
-	if access, err = s.cipher.Seal(t.AccessToken, loc+"/access"); err != nil {
+	return SealTokens(s.cipher, loc, "", t)
+}
+
+// SealTokens seals t's access and refresh tokens with c, each bound to loc
+// and to purpose ("" for the credentials table's columns; "pending-" and
+// "pending-connect-" for the copies kept in Redis), so that a sealed token
+// opens only as what it was sealed for.
+func SealTokens(c *tokencrypt.Cipher, loc, purpose string, t Tokens) (access, refresh string, err error) {
+	if access, err = c.Seal(t.AccessToken, loc+"/"+purpose+"access"); err != nil {
 		return "", "", err
 	}
-	if refresh, err = s.cipher.Seal(t.RefreshToken, loc+"/refresh"); err != nil {
+	if refresh, err = c.Seal(t.RefreshToken, loc+"/"+purpose+"refresh"); err != nil {
 		return "", "", err
 	}
 	return access, refresh, nil
+}
+
+// OpenTokens opens what SealTokens sealed for loc and purpose; ExpiresAt is
+// left to the caller.
+func OpenTokens(c *tokencrypt.Cipher, loc, purpose, access, refresh string) (Tokens, error) {
+	a, err := c.Open(access, loc+"/"+purpose+"access")
+	if err != nil {
+		return Tokens{}, fmt.Errorf("access token: %w", err)
+	}
+	r, err := c.Open(refresh, loc+"/"+purpose+"refresh")
+	if err != nil {
+		return Tokens{}, fmt.Errorf("refresh token: %w", err)
+	}
+	return Tokens{AccessToken: a, RefreshToken: r}, nil
 }
 
 // Tokens decrypts the tokens of c.
@@ -160,15 +183,12 @@ func (s *Store) Tokens(c *Credential) (Tokens, error) {
 	if s.cipher == nil {
 		return Tokens{}, errors.New("store: no token cipher configured")
 	}
-	a, err := s.cipher.Open(c.AccessTokenEnc, c.LocationID+"/access")
+	t, err := OpenTokens(s.cipher, c.LocationID, "", c.AccessTokenEnc, c.RefreshTokenEnc)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("store.Tokens %s: access token: %w", c.LocationID, err)
+		return Tokens{}, fmt.Errorf("store.Tokens %s: %w", c.LocationID, err)
 	}
-	r, err := s.cipher.Open(c.RefreshTokenEnc, c.LocationID+"/refresh")
-	if err != nil {
-		return Tokens{}, fmt.Errorf("store.Tokens %s: refresh token: %w", c.LocationID, err)
-	}
-	return Tokens{AccessToken: a, RefreshToken: r, ExpiresAt: c.ExpiresAt}, nil
+	t.ExpiresAt = c.ExpiresAt
+	return t, nil
 }
 
 // Connect stores (or replaces) the tokens of a newly connected location and

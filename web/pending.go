@@ -37,6 +37,8 @@ type PendingConnections struct {
 const (
 	keyPendingConnect  = "ghlsync:oauth:pending:"
 	keyPendingConnects = "ghlsync:oauth:pending"
+	// pendingConnectPurpose binds the kept tokens' ciphertexts to this use.
+	pendingConnectPurpose = "pending-connect-"
 	// pendingConnectTTL outlasts any database outage; the refresh token
 	// kept lives a year.
 	pendingConnectTTL = 30 * 24 * time.Hour
@@ -78,11 +80,7 @@ func (p *PendingConnections) keep(ctx context.Context, c store.Connection) (stri
 		return "", errors.New("web: no token cipher to keep the connection with")
 	}
 	loc := c.LocationID
-	access, err := p.Cipher.Seal(c.Tokens.AccessToken, loc+"/pending-connect-access")
-	if err != nil {
-		return "", err
-	}
-	refresh, err := p.Cipher.Seal(c.Tokens.RefreshToken, loc+"/pending-connect-refresh")
+	access, refresh, err := store.SealTokens(p.Cipher, loc, pendingConnectPurpose, c.Tokens)
 	if err != nil {
 		return "", err
 	}
@@ -129,15 +127,12 @@ func (p *PendingConnections) open(raw string) (store.Connection, time.Time, erro
 	if err := json.Unmarshal([]byte(raw), &sc); err != nil {
 		return store.Connection{}, time.Time{}, err
 	}
-	c := store.Connection{LocationID: sc.LocationID, CompanyID: sc.CompanyID, UserType: sc.UserType, Scopes: sc.Scopes}
-	c.Tokens.ExpiresAt = sc.ExpiresAt
-	var err error
-	if c.Tokens.AccessToken, err = p.Cipher.Open(sc.Access, sc.LocationID+"/pending-connect-access"); err != nil {
+	toks, err := store.OpenTokens(p.Cipher, sc.LocationID, pendingConnectPurpose, sc.Access, sc.Refresh)
+	if err != nil {
 		return store.Connection{}, time.Time{}, err
 	}
-	if c.Tokens.RefreshToken, err = p.Cipher.Open(sc.Refresh, sc.LocationID+"/pending-connect-refresh"); err != nil {
-		return store.Connection{}, time.Time{}, err
-	}
+	toks.ExpiresAt = sc.ExpiresAt
+	c := store.Connection{LocationID: sc.LocationID, CompanyID: sc.CompanyID, UserType: sc.UserType, Scopes: sc.Scopes, Tokens: toks}
 	return c, sc.AnsweredAt, nil
 }
 
