@@ -83,7 +83,7 @@ type SyncRun struct {
 	Cursor     string    `gorm:"size:128;not null;default:''"`
 	StartedAt  time.Time `gorm:"not null;index:sync_runs_location,priority:3;index"`
 	FinishedAt *time.Time
-	// Outcome is "running" until the run ends.
+	// Outcome is SyncRunning until the run ends.
 	Outcome     string `gorm:"size:32;not null;default:running"`
 	Scanned     int    `gorm:"not null;default:0"`
 	Created     int    `gorm:"not null;default:0"`
@@ -176,9 +176,13 @@ func (s *Store) ContactHolders(ctx context.Context, loc, contactID, except strin
 	return ids, nil
 }
 
-// StartSyncRun inserts r (its ID is set) with outcome "running".
+// SyncRunning is the outcome of a sync run that has not ended (or whose
+// worker died before it could record the end).
+const SyncRunning = "running"
+
+// StartSyncRun inserts r (its ID is set) with outcome SyncRunning.
 func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
-	r.Outcome = "running"
+	r.Outcome = SyncRunning
 	if r.StartedAt.IsZero() {
 		r.StartedAt = s.now().UTC()
 	}

@@ -31,7 +31,7 @@ type SyncRuns interface {
 // The run log in the database says which passes were interrupted: a
 // location's latest run that
 //
-//   - is still "running" while nobody holds the location's sync lock (its
+//   - is still running (store.SyncRunning) while nobody holds the location's sync lock (its
 //     worker died), or
 //   - ended "error" or "rate_limited", to be retried by asynq (a run whose
 //     lock went with Redis ends so, and asynq cannot retry a task Redis
@@ -128,8 +128,8 @@ func (s *SyncRecovery) RecoverOnce(ctx context.Context) ([]Recovered, error) {
 		var taskID, after string
 		var runsBefore *store.SyncRun // the last run the pass had before the task
 		switch {
-		case r.TaskID != "" && (r.Outcome == "running" || r.Outcome == syncer.OutcomeError || r.Outcome == syncer.OutcomeRateLimited):
-			if r.Outcome == "running" {
+		case r.TaskID != "" && (r.Outcome == store.SyncRunning || r.Outcome == syncer.OutcomeError || r.Outcome == syncer.OutcomeRateLimited):
+			if r.Outcome == store.SyncRunning {
 				held, err := s.Locks.Held(ctx, r.LocationID)
 				if err != nil {
 					return out, err
@@ -159,12 +159,6 @@ func (s *SyncRecovery) RecoverOnce(ctx context.Context) ([]Recovered, error) {
 		}
 	}
 	return out, errors.Join(errs...)
-}
-
-// syncTaskTypes maps the engine's kinds to task types.
-var syncTaskTypes = map[string]string{
-	syncer.KindPatients:     TypePatientsSync,
-	syncer.KindAppointments: TypeAppointmentsSync,
 }
 
 // enqueue enqueues the task taskID of r's pass, starting after after, with

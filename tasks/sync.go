@@ -88,11 +88,20 @@ func (h *SyncHandlers) Validate() error {
 	return nil
 }
 
-// syncKinds maps a task type to the engine's kind.
-var syncKinds = map[string]string{
-	TypePatientsSync:     syncer.KindPatients,
-	TypeAppointmentsSync: syncer.KindAppointments,
+// syncTaskTypes names the task type of each of the engine's kinds.
+var syncTaskTypes = map[string]string{
+	syncer.KindPatients:     TypePatientsSync,
+	syncer.KindAppointments: TypeAppointmentsSync,
 }
+
+// syncKinds maps a task type back to the engine's kind.
+var syncKinds = func() map[string]string {
+	m := make(map[string]string, len(syncTaskTypes))
+	for kind, taskType := range syncTaskTypes {
+		m[taskType] = kind
+	}
+	return m
+}()
 
 // HandlePatientsSync runs a TypePatientsSync task.
 func (h *SyncHandlers) HandlePatientsSync(ctx context.Context, t *asynq.Task) error {
