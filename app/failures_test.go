@@ -5,20 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ghlsync/ghlsync/app"
-	"github.com/ghlsync/ghlsync/ghl/ghltest"
-	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
-	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/web"
 )
 
@@ -30,21 +25,10 @@ import (
 // revoked and its token is not spent.
 func TestMissingKeyShowsWithinOneRefresh(t *testing.T) {
 	t.Parallel()
-	stack := storetest.NewStack(t, ghltest.Options{})
+	// The web process's key is a new one: it cannot open the row sealed
+	// with the stack's.
+	h, d, stack, logs := setupWeb(t, "TOKEN_ENCRYPTION_KEY", testenv.NewKey(t), "WEB_ADMIN_USER", "ops", "WEB_ADMIN_PASSWORD", "s3cret")
 	stack.Connect(t, "loc1", time.Now().Add(time.Hour)) // sealed with stack.Key
-	cfg, err := config.NewLoader(flag.NewFlagSet("worker", flag.ContinueOnError),
-		testenv.Getenv(stack.Env("TOKEN_ENCRYPTION_KEY", testenv.NewKey(t), config.VarWebPublicURL, publicURL,
-			"WEB_ADMIN_USER", "ops", "WEB_ADMIN_PASSWORD", "s3cret")), "").Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.Buffer{}
-	d, err := app.Open(context.Background(), cfg, app.NewLogger(logs, cfg.LogLevel), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	h := app.WebHandler(d)
 	auth := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:s3cret"))}
 
 	res, err := d.Refresher().Refresh(context.Background(), refresh.Request{LocationID: "loc1", Force: true})
