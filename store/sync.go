@@ -18,10 +18,11 @@ import (
 
 // PatientSync is what ghlsync knows of one patient's contact in GHL.
 type PatientSync struct {
-	LocationID string `gorm:"primaryKey;size:255"`
+	LocationID string `gorm:"primaryKey;size:255;index:sync_patients_contact,priority:1"`
 	ExternalID string `gorm:"primaryKey;size:128"`
-	// ContactID is the GHL contact, recorded as soon as GHL names it.
-	ContactID string `gorm:"size:255;not null;default:''"`
+	// ContactID is the GHL contact, recorded as soon as GHL names it. The
+	// index serves ContactHolders, asked after every upsert.
+	ContactID string `gorm:"size:255;not null;default:'';index:sync_patients_contact,priority:2"`
 	// SentHash is the hash of the content GHL last accepted; a patient
 	// whose content hashes the same is unchanged and costs no call.
 	SentHash string `gorm:"size:64;not null;default:''"`
