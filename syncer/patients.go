@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/store"
@@ -250,39 +248,6 @@ func matchKeys(c *ghl.Contact) []string {
 		keys = append(keys, "phone:"+digits)
 	}
 	return keys
-}
-
-// keyLocks serialises the work of a run on equal keys.
-type keyLocks struct {
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-}
-
-// lock takes the locks of keys, in order so that two callers cannot
-// deadlock, and returns their release.
-func (k *keyLocks) lock(keys []string) (unlock func()) {
-	keys = slices.Clone(keys)
-	slices.Sort(keys)
-	held := make([]*sync.Mutex, 0, len(keys))
-	for _, key := range slices.Compact(keys) {
-		k.mu.Lock()
-		if k.locks == nil {
-			k.locks = map[string]*sync.Mutex{}
-		}
-		l := k.locks[key]
-		if l == nil {
-			l = &sync.Mutex{}
-			k.locks[key] = l
-		}
-		k.mu.Unlock()
-		l.Lock()
-		held = append(held, l)
-	}
-	return func() {
-		for _, l := range held {
-			l.Unlock()
-		}
-	}
 }
 
 // patientSent records that GHL accepted the content with hash for contact.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -136,7 +137,7 @@ func newRun(e *Engine, k kind, loc string) *run {
 		e: e, kind: k, loc: loc,
 		ghl: &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
 			Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}},
-		contacts:  contactCache{ids: map[string]string{}, locks: map[string]*sync.Mutex{}},
+		contacts:  contactCache{ids: map[string]string{}},
 		start:     e.now(),
 		stopped:   make(chan struct{}),
 		abandoned: -1,
@@ -471,29 +472,22 @@ func (s *session) paused(ctx context.Context, err error) error {
 // patient's first appointment creates the contact while the others wait.
 type contactCache struct {
 	mu    sync.Mutex
-	ids   map[string]string      // patient external id -> contact id
-	locks map[string]*sync.Mutex // patient external id -> its creation
+	ids   map[string]string // patient external id -> contact id
+	locks keyLocks          // by patient external id: its creation
 }
 
 // get returns the patient's contact, calling create (under the patient's
 // lock) when the run has none yet.
 func (c *contactCache) get(patient string, create func() (string, error)) (string, error) {
 	c.mu.Lock()
-	if id, ok := c.ids[patient]; ok {
-		c.mu.Unlock()
+	id, ok := c.ids[patient]
+	c.mu.Unlock()
+	if ok {
 		return id, nil
 	}
-	l := c.locks[patient]
-	if l == nil {
-		l = &sync.Mutex{}
-		c.locks[patient] = l
-	}
-	c.mu.Unlock()
-
-	l.Lock()
-	defer l.Unlock()
+	defer c.locks.lock([]string{patient})()
 	c.mu.Lock()
-	id, ok := c.ids[patient]
+	id, ok = c.ids[patient]
 	c.mu.Unlock()
 	if ok {
 		return id, nil
@@ -506,4 +500,37 @@ func (c *contactCache) get(patient string, create func() (string, error)) (strin
 	c.ids[patient] = id
 	c.mu.Unlock()
 	return id, nil
+}
+
+// keyLocks serialises the work of a run on equal keys.
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// lock takes the locks of keys, in order so that two callers cannot
+// deadlock, and returns their release.
+func (k *keyLocks) lock(keys []string) (unlock func()) {
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	held := make([]*sync.Mutex, 0, len(keys))
+	for _, key := range slices.Compact(keys) {
+		k.mu.Lock()
+		if k.locks == nil {
+			k.locks = map[string]*sync.Mutex{}
+		}
+		l := k.locks[key]
+		if l == nil {
+			l = &sync.Mutex{}
+			k.locks[key] = l
+		}
+		k.mu.Unlock()
+		l.Lock()
+		held = append(held, l)
+	}
+	return func() {
+		for _, l := range held {
+			l.Unlock()
+		}
+	}
 }
