@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -148,15 +149,23 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	// worker runs any more), and the metrics endpoint goes last so the
 	// shutdown can be watched. The sync server stops fetching before the
 	// syncs are told to hand over, so that no follow-up is taken up here
-	// only to be handed over again.
+	// only to be handed over again. Both servers stop fetching at once and
+	// shut down side by side: each waits up to the shutdown timeout for
+	// what it runs, so one after the other they could take twice that,
+	// past a supervisor's grace period (sized for one, see
+	// WorkerShutdownTimeout), and the token server would go on taking new
+	// refreshes while the syncs wound down.
 	stopRecover()
 	<-recovered
 	<-syncRecovered
 	<-completed
 	syncSrv.Stop()
+	tokenSrv.Stop()
 	close(shuttingDown)
-	syncSrv.Shutdown()
-	tokenSrv.Shutdown()
+	var servers sync.WaitGroup
+	servers.Go(syncSrv.Shutdown)
+	servers.Go(tokenSrv.Shutdown)
+	servers.Wait()
 	stopHeartbeat()
 	stopOps()
 	return waitOps()
