@@ -76,29 +76,38 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	deps := &Deps{Store: st, Redis: rc}
 
 	// The scheduler updates none of the worker's and web's metrics, so its
-	// /metrics has only its own and the runtime's.
+	// /metrics has only its own, the runtime's and, on the one scheduler
+	// holding their lease, the queues'.
 	reg := metrics.NewRegistry()
 	sched := &scheduler.Scheduler{Store: st, Enqueuer: client, Options: scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)}}
 
 	ready := func(ctx context.Context) error {
 		return errors.Join(deps.Ready(ctx), sched.Check(ctx))
 	}
+	// The ops server and the queue metrics' lease end with the loop, also
+	// when it stops on an error of its own.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
 	if err != nil {
 		return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
 	}
+	waitQueueMetrics := exportQueueMetrics(ctx, rc, reg, log)
 	if rows, err := st.EnabledSchedules(ctx); err == nil && len(rows) == 0 {
 		log.Warn("no enabled schedules: run `scheduler setup` to create the defaults")
 	}
 	log.Info("scheduler running", "config", cfg)
 	// Shutdown: the scheduler only produces, so nothing waits on it. The
 	// cancelled ctx stops the loop (which first enqueues and records the
-	// slot in hand) and the ops server; only then are Redis and the
-	// database closed (deferred), since the loop still uses them.
+	// slot in hand), the ops server and the queue metrics' lease (released,
+	// so another scheduler reports them at once); only then are Redis and
+	// the database closed (deferred), since they still use them.
 	runErr := sched.Run(ctx)
+	stop()
 	if err := waitOps(); err != nil && runErr == nil {
 		runErr = err
 	}
+	waitQueueMetrics()
 	return runErr
 }
 

@@ -120,6 +120,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 		}}
 		schedDone <- sched.Run(schedCtx)
 	}()
+	waitQueueMetrics := exportQueueMetrics(schedCtx, d.Redis, d.Metrics.Registry, log)
 
 	fmt.Fprintf(out, "\nghlsync standalone is running\n")
 	fmt.Fprintf(out, "  status page:  %s/\n", webURL)
@@ -148,6 +149,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 	// deferred closes then save the sandbox and close the stores.
 	stopSched()
 	<-schedDone
+	waitQueueMetrics()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	web.Shutdown(sctx)
 	cancel()

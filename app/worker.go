@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -28,13 +29,15 @@ type WorkerOptions struct {
 }
 
 // WorkerShutdownTimeout is how long a stopping worker waits for its tasks
-// to finish before it puts them back in the queue: longer than a token
-// call may take (refresh.Refresher's CallTimeout, 20 s), so a refresh is
-// never abandoned while GHL may answer. A sync hands over within a
-// record's round trip (see syncer.Engine.ShuttingDown). A supervisor
-// must allow more before it kills the worker: docker-compose.yml's
-// stop_grace_period is 30 s.
-const WorkerShutdownTimeout = 25 * time.Second
+// to finish before it puts them back in the queue, unless
+// WORKER_SHUTDOWN_TIMEOUT says longer: longer than a token call may take
+// (refresh.Refresher's CallTimeout, 20 s), so a refresh is never
+// abandoned while GHL may answer. A sync hands over within a record's
+// round trip (see syncer.Engine.ShuttingDown). A supervisor must allow
+// more before it kills the worker: docker-compose.yml's
+// stop_grace_period is 30 s, and the Helm chart derives
+// WORKER_SHUTDOWN_TIMEOUT from terminationGracePeriodSeconds.
+const WorkerShutdownTimeout = config.DefaultWorkerShutdownTimeout
 
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
@@ -47,6 +50,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = time.Second
 	}
+	shutdownTimeout := max(d.Config.WorkerShutdownTimeout, WorkerShutdownTimeout)
 	refresher := d.Refresher()
 	client := asynq.NewClient(d.RedisOpt)
 	defer client.Close()
@@ -79,7 +83,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			Queues:          queues,
 			RetryDelayFunc:  tasks.RetryDelay,
 			IsFailure:       tasks.IsFailure,
-			ShutdownTimeout: WorkerShutdownTimeout,
+			ShutdownTimeout: shutdownTimeout,
 			// An idle worker looks for new tasks this often (asynq waits 1 s).
 			TaskCheckInterval: 100 * time.Millisecond,
 			Logger:            AsynqLogger{d.Log},
@@ -135,7 +139,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(completed)
 		pending.Run(recoverCtx, 5*time.Second)
 	}()
-	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency)
+	d.Log.Info("worker started", "concurrency", o.Concurrency, "token_concurrency", o.TokenConcurrency, "shutdown_timeout", shutdownTimeout)
 
 	<-ctx.Done()
 	d.Log.Info("worker shutting down")
@@ -145,15 +149,23 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	// worker runs any more), and the metrics endpoint goes last so the
 	// shutdown can be watched. The sync server stops fetching before the
 	// syncs are told to hand over, so that no follow-up is taken up here
-	// only to be handed over again.
+	// only to be handed over again. Both servers stop fetching at once and
+	// shut down side by side: each waits up to the shutdown timeout for
+	// what it runs, so one after the other they could take twice that,
+	// past a supervisor's grace period (sized for one, see
+	// WorkerShutdownTimeout), and the token server would go on taking new
+	// refreshes while the syncs wound down.
 	stopRecover()
 	<-recovered
 	<-syncRecovered
 	<-completed
 	syncSrv.Stop()
+	tokenSrv.Stop()
 	close(shuttingDown)
-	syncSrv.Shutdown()
-	tokenSrv.Shutdown()
+	var servers sync.WaitGroup
+	servers.Go(syncSrv.Shutdown)
+	servers.Go(tokenSrv.Shutdown)
+	servers.Wait()
 	stopHeartbeat()
 	stopOps()
 	return waitOps()

@@ -63,6 +63,11 @@ type Config struct {
 	// Host (and loopback names), and a state-changing request must come
 	// from it. Load fills in GHL_REDIRECT_URI's origin when it is unset.
 	WebPublicURL string
+	// WorkerShutdownTimeout is how long a stopping worker lets its running
+	// tasks finish before asynq puts them back in the queue. A supervisor
+	// must allow the worker more than this before it kills it (Kubernetes:
+	// terminationGracePeriodSeconds).
+	WorkerShutdownTimeout time.Duration
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole: every
@@ -79,6 +84,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("web_addr", c.WebAddr),
 		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.Duration("worker_shutdown_timeout", c.WorkerShutdownTimeout),
 	)
 }
 
@@ -110,25 +116,26 @@ type Loader struct {
 
 // Variable names.
 const (
-	VarDatabaseURL    = "DATABASE_URL"
-	VarRedisURL       = "REDIS_URL"
-	VarClientID       = "GHL_CLIENT_ID"
-	VarClientSecret   = "GHL_CLIENT_SECRET"
-	VarRedirectURI    = "GHL_REDIRECT_URI"
-	VarScopes         = "GHL_SCOPES"
-	VarAPIURL         = "GHL_API_URL"
-	VarMarketplaceURL = "GHL_MARKETPLACE_URL"
-	VarEncryptionKey  = "TOKEN_ENCRYPTION_KEY"
-	VarOldKeys        = "TOKEN_ENCRYPTION_OLD_KEYS"
-	VarRefreshWindow  = "REFRESH_WINDOW"
-	VarWebAddr        = "WEB_ADDR"
-	VarWebPublicURL   = "WEB_PUBLIC_URL"
-	VarMetricsAddr    = "METRICS_ADDR"
-	VarAdminUser      = "WEB_ADMIN_USER"
-	VarAdminPassword  = "WEB_ADMIN_PASSWORD"
-	VarLogLevel       = "LOG_LEVEL"
-	VarWebhookKey     = "GHL_WEBHOOK_PUBLIC_KEY"
-	VarWebhookRSAKey  = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
+	VarDatabaseURL           = "DATABASE_URL"
+	VarRedisURL              = "REDIS_URL"
+	VarClientID              = "GHL_CLIENT_ID"
+	VarClientSecret          = "GHL_CLIENT_SECRET"
+	VarRedirectURI           = "GHL_REDIRECT_URI"
+	VarScopes                = "GHL_SCOPES"
+	VarAPIURL                = "GHL_API_URL"
+	VarMarketplaceURL        = "GHL_MARKETPLACE_URL"
+	VarEncryptionKey         = "TOKEN_ENCRYPTION_KEY"
+	VarOldKeys               = "TOKEN_ENCRYPTION_OLD_KEYS"
+	VarRefreshWindow         = "REFRESH_WINDOW"
+	VarWebAddr               = "WEB_ADDR"
+	VarWebPublicURL          = "WEB_PUBLIC_URL"
+	VarMetricsAddr           = "METRICS_ADDR"
+	VarAdminUser             = "WEB_ADMIN_USER"
+	VarAdminPassword         = "WEB_ADMIN_PASSWORD"
+	VarLogLevel              = "LOG_LEVEL"
+	VarWebhookKey            = "GHL_WEBHOOK_PUBLIC_KEY"
+	VarWebhookRSAKey         = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
+	VarWorkerShutdownTimeout = "WORKER_SHUTDOWN_TIMEOUT"
 )
 
 // NewLoader registers the configuration flags on fs. metricsAddr is the
@@ -163,6 +170,7 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string)
 	add(VarLogLevel, "info", "debug, info, warn or error")
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
+	add(VarWorkerShutdownTimeout, DefaultWorkerShutdownTimeout.String(), "how long a stopping worker lets its running tasks finish before they go back to the queue")
 	return l
 }
 
@@ -253,6 +261,10 @@ func (l *Loader) Load() (*Config, error) {
 			d, MinRefreshWindow, MaxRefreshWindow)}
 	}
 	c.RefreshWindow = d
+	if c.WorkerShutdownTimeout, err = time.ParseDuration(l.value(VarWorkerShutdownTimeout)); err != nil || c.WorkerShutdownTimeout < DefaultWorkerShutdownTimeout {
+		return nil, &Error{VarWorkerShutdownTimeout, fmt.Sprintf("%q is not a duration of at least %s (a token call may take 20 s, and what GHL answered must then be stored)",
+			l.value(VarWorkerShutdownTimeout), DefaultWorkerShutdownTimeout)}
+	}
 	for _, a := range []struct{ env, v string }{{VarWebAddr, c.WebAddr}, {VarMetricsAddr, c.MetricsAddr}} {
 		if err := checkAddr(a.env, a.v); err != nil {
 			return nil, err
@@ -279,6 +291,12 @@ func (l *Loader) Load() (*Config, error) {
 	}
 	return c, nil
 }
+
+// DefaultWorkerShutdownTimeout is WORKER_SHUTDOWN_TIMEOUT's default and
+// least value: longer than a token call may take (refresh.Refresher's
+// CallTimeout, 20 s), so that a stopping worker never abandons a refresh
+// while GHL may still answer it.
+const DefaultWorkerShutdownTimeout = 25 * time.Second
 
 // Bounds of REFRESH_WINDOW.
 const (

@@ -36,6 +36,13 @@ func TestDefaultsAndOverrides(t *testing.T) {
 	if c.RefreshWindow != 30*time.Minute {
 		t.Errorf("REFRESH_WINDOW = %s: the flag must override the environment", c.RefreshWindow)
 	}
+	if c.WorkerShutdownTimeout != DefaultWorkerShutdownTimeout {
+		t.Errorf("WORKER_SHUTDOWN_TIMEOUT default = %s, want %s", c.WorkerShutdownTimeout, DefaultWorkerShutdownTimeout)
+	}
+	c, err = load(t, map[string]string{VarClientID: "id", VarWorkerShutdownTimeout: "35s"})
+	if err != nil || c.WorkerShutdownTimeout != 35*time.Second {
+		t.Errorf("WORKER_SHUTDOWN_TIMEOUT=35s: %v, %v", c, err)
+	}
 }
 
 func TestErrorsNameTheVariable(t *testing.T) {
@@ -53,6 +60,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{VarClientID: "id", VarOldKeys: "nope"}, VarOldKeys},
 		{map[string]string{VarClientID: "id", VarAPIURL: "ftp://x"}, VarAPIURL},
 		{map[string]string{VarClientID: "id", VarLogLevel: "loud"}, VarLogLevel},
+		{map[string]string{VarClientID: "id", VarWorkerShutdownTimeout: "10s"}, VarWorkerShutdownTimeout},
+		{map[string]string{VarClientID: "id", VarWorkerShutdownTimeout: "soon"}, VarWorkerShutdownTimeout},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "ghlsync.example.com"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ghlsync.example.com/admin"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ops:pw@ghlsync.example.com"}, VarWebPublicURL},
