@@ -68,6 +68,10 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 	if postgresDB {
 		sqlDB.SetMaxOpenConns(20)
 		sqlDB.SetMaxIdleConns(10)
+		// A bounded life moves connections to a new primary after a
+		// failover that leaves the old one's sockets open (a DNS or
+		// virtual-IP switch), and spreads them again behind a pooler.
+		sqlDB.SetConnMaxLifetime(30 * time.Minute)
 	} else {
 		// SQLite has one writer; a small pool and a busy timeout let
 		// concurrent writers queue instead of failing.
@@ -161,9 +165,13 @@ var models = []any{
 	&LocationSettings{},
 }
 
-// Migrate creates or updates every table. On PostgreSQL it holds an advisory
-// lock, so several processes starting at once migrate one after the other
-// instead of racing on CREATE TABLE.
+// Migrate creates or updates every table. On PostgreSQL it runs in one
+// transaction that holds a transaction-scoped advisory lock, so several
+// processes starting at once migrate one after the other instead of racing
+// on CREATE TABLE, and the lock ends with the transaction: behind a pooler
+// in transaction mode (PgBouncer) a session-level lock and its unlock could
+// land on different server connections and leak. PostgreSQL's DDL is
+// transactional, so a migration cut short leaves nothing half done.
 func (s *Store) Migrate(ctx context.Context) error {
 	db := s.db.WithContext(ctx)
 	if !s.Postgres() {
@@ -175,15 +183,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 	h := fnv.New64a()
 	h.Write([]byte("ghlsync.migrate"))
 	key := int64(h.Sum64() >> 1)
-	return db.Connection(func(conn *gorm.DB) error {
-		if err := conn.Exec("SELECT pg_advisory_lock(?)", key).Error; err != nil {
+	return db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", key).Error; err != nil {
 			return fmt.Errorf("store.Migrate: lock: %w", err)
 		}
-		defer conn.Exec("SELECT pg_advisory_unlock(?)", key)
-		if err := conn.AutoMigrate(models...); err != nil {
+		if err := tx.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)
 		}
-		return widenPrimaryKeys(conn)
+		return widenPrimaryKeys(tx)
 	})
 }
 
