@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,13 +213,16 @@ type ActiveView struct {
 	Type   string `json:"type"`
 	// Location is the location the task is for, "" for a fan-out.
 	Location string `json:"location,omitempty"`
-	// StartedAt and Server are those of the worker that runs it; unset
-	// for a task whose worker died (asynq recovers it once its lease ends).
+	// StartedAt and Server are those of the worker that runs it, as
+	// workers report them every few seconds: unset for a task that started
+	// since, or whose worker died (asynq recovers it once its lease ends).
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	Server    string     `json:"server,omitempty"`
 }
 
-// WorkerView is a worker process (asynq's server).
+// WorkerView is an asynq server of a worker process. A ghlsync worker runs
+// two, one with the critical queue's slots and one with default's, so that
+// syncs never starve token work; Host and PID tell its process.
 type WorkerView struct {
 	ID          string         `json:"id"`
 	Host        string         `json:"host"`
@@ -345,7 +349,9 @@ func inspect(insp *asynq.Inspector, section string) (*InspectView, error) {
 				Queues: s.Queues, StartedAt: s.Started.UTC(), Active: len(s.ActiveWorkers),
 			})
 		}
-		slices.SortFunc(v.Workers, func(a, b WorkerView) int { return strings.Compare(a.Host+a.ID, b.Host+b.ID) })
+		slices.SortFunc(v.Workers, func(a, b WorkerView) int {
+			return cmp.Or(strings.Compare(a.Host, b.Host), cmp.Compare(a.PID, b.PID), strings.Compare(a.ID, b.ID))
+		})
 	}
 	if want(InspectRegistered) {
 		for _, t := range tasks.Types() {
@@ -380,7 +386,9 @@ func printInspect(w io.Writer, v *InspectView, section string) error {
 	if want(InspectActive) {
 		head("ACTIVE TASK\tQUEUE\tTYPE\tLOCATION\tSTARTED\tWORKER")
 		for _, a := range v.Active {
-			started, server := "-", "- (its worker is gone; asynq recovers it)"
+			// Workers report every few seconds: a task that started since
+			// has no worker yet, as has one whose worker died.
+			started, server := "-", "-"
 			if a.StartedAt != nil {
 				started, server = a.StartedAt.Format(time.RFC3339), a.Server
 			}
@@ -391,14 +399,14 @@ func printInspect(w io.Writer, v *InspectView, section string) error {
 		}
 	}
 	if want(InspectWorkers) {
-		head("WORKER\tHOST\tPID\tSTATUS\tCONCURRENCY\tQUEUES\tACTIVE\tSTARTED")
+		head("HOST\tPID\tWORKER\tSTATUS\tCONCURRENCY\tQUEUES\tACTIVE\tSTARTED")
 		for _, s := range v.Workers {
 			var qs []string
 			for q, prio := range s.Queues {
 				qs = append(qs, q+"="+strconv.Itoa(prio))
 			}
 			slices.Sort(qs)
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%s\n", s.ID, s.Host, s.PID, s.Status, s.Concurrency,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\n", s.Host, s.PID, s.ID, s.Status, s.Concurrency,
 				strings.Join(qs, ","), s.Active, s.StartedAt.Format(time.RFC3339))
 		}
 		if len(v.Workers) == 0 {

@@ -329,8 +329,9 @@ type Ran struct {
 // a due slot: the slot is the current second, enqueued with the same task
 // id scheme, queue, payload and options, so a second RunNow within the
 // second, or a tick's slot of the same second, is the same task and not a
-// second one; then the run is recorded with the tick's compare-and-set, so
-// the next slot follows from it (for an interval, one interval from now).
+// second one; then a run it enqueued is recorded with the tick's
+// compare-and-set, so the next slot follows from it (for an interval, one
+// interval from now).
 // An unknown name gives an error wrapping store.ErrNotFound, a row whose
 // spec cannot run one wrapping ErrBadSpec.
 func (s *Scheduler) RunNow(ctx context.Context, name string) (Ran, error) {
@@ -362,8 +363,14 @@ func (s *Scheduler) RunNow(ctx context.Context, name string) (Ran, error) {
 	if err != nil {
 		return Ran{}, err
 	}
-	if err := s.record(ctx, r); err != nil {
-		return Ran{}, err
+	// A task of this slot in Redis already is a run that was, or is being,
+	// recorded by whoever enqueued it: a tick whose slot this second is,
+	// or a RunNow of this second. Recording it again would count one run
+	// twice.
+	if fresh {
+		if err := s.record(ctx, r); err != nil {
+			return Ran{}, err
+		}
 	}
 	ran := Ran{TaskID: TaskID(name, now), Queue: row.Queue, Enqueued: fresh, Next: r.next}
 	// A tick or an edit may have changed the row first, and won the
