@@ -255,7 +255,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cli.ExitOK
 	}
 	if err == nil {
-		err = b.check(pos)
+		err = cli.WithHelp(prog, b.check(pos))
 	}
 	if err != nil {
 		return cli.Exit(stderr, prog, err)

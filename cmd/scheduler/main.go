@@ -256,7 +256,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	// The subcommand is chosen, and bad input refused, before anything is
 	// opened, let alone changed.
 	if err == nil && b.check != nil {
-		err = b.check()
+		err = cli.WithHelp(prog, b.check())
 	}
 	if err != nil {
 		return cli.Exit(stderr, prog, err)

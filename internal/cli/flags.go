@@ -57,6 +57,16 @@ func UsageHelp(prog, format string, a ...any) error {
 	return Usagef("%s (see %s -h)", fmt.Sprintf(format, a...), prog)
 }
 
+// WithHelp points a *UsageError about the command line of prog to prog's
+// -h, unless it does already; other errors it returns as they are.
+func WithHelp(prog string, err error) error {
+	var ue *UsageError
+	if errors.As(err, &ue) && !strings.HasSuffix(err.Error(), " -h)") {
+		return UsageHelp(prog, "%v", err)
+	}
+	return err
+}
+
 // WantArgs checks that the command line of fs got exactly the positional
 // arguments named in names ("TASK_ID"), as a *UsageError pointing to -h.
 func WantArgs(fs *flag.FlagSet, pos []string, names ...string) error {
@@ -72,16 +82,18 @@ func WantArgs(fs *flag.FlagSet, pos []string, names ...string) error {
 // SplitCommand finds the subcommand in args: the first positional
 // argument, skipping flags and the values of those that take one (a flag
 // of any of sets, which together hold every flag of the binary). It
-// returns "" when there is none, and args without it.
+// returns "" when there is none, and args without it; also when a flag no
+// set has comes first, since what follows it cannot be told apart from
+// its value: the binary's own flag set then reports the flag.
 func SplitCommand(args []string, sets ...*flag.FlagSet) (cmd string, rest []string) {
-	takesValue := func(name string) bool {
+	lookup := func(name string) (known, takesValue bool) {
 		for _, fs := range sets {
 			if f := fs.Lookup(name); f != nil {
 				b, ok := f.Value.(interface{ IsBoolFlag() bool })
-				return !ok || !b.IsBoolFlag()
+				return true, !ok || !b.IsBoolFlag()
 			}
 		}
-		return false
+		return name == "h" || name == "help", false
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -92,8 +104,12 @@ func SplitCommand(args []string, sets ...*flag.FlagSet) (cmd string, rest []stri
 			}
 			return "", args
 		case len(a) > 1 && a[0] == '-':
-			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && takesValue(name) {
+			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			known, takesValue := lookup(name)
+			if !known {
+				return "", args
+			}
+			if !hasValue && takesValue {
 				i++
 			}
 		default:
