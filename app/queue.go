@@ -558,6 +558,9 @@ func PurgeQueue(ctx context.Context, cfg *config.Config, queue, state string, st
 		return fmt.Errorf("list queues: %w", err)
 	}
 	if !slices.Contains(queues, queue) {
+		if len(queues) == 0 {
+			return Usagef("no queue %q: nothing was ever enqueued on this Redis", queue)
+		}
 		slices.Sort(queues)
 		return Usagef("no queue %q (the queues are: %s)", queue, strings.Join(queues, ", "))
 	}

@@ -17,9 +17,9 @@ type QueueInspector interface {
 // Find looks the task id up in every queue, for a command that is given an
 // id and no queue: asynq keys a task by both. An id that no queue holds
 // gives an error wrapping asynq.ErrTaskNotFound. asynq checks ids per
-// queue, but ghlsync derives every id it sets from what the task does, so
-// one id is in one queue; should two queues hold it, the first in asynq's
-// list of queues is the one returned.
+// queue only, but ghlsync's ids are random or name what the task does
+// (its type, schedule or location), so in practice one id is in one
+// queue; should two hold it, the first in asynq's list of queues wins.
 func Find(insp QueueInspector, id string) (*asynq.TaskInfo, error) {
 	queues, err := insp.Queues()
 	if err != nil {
