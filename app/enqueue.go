@@ -110,38 +110,9 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 		return nil
 	}
 
-	insp := asynq.NewInspectorFromRedisClient(rc)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	onRetry := func(i *asynq.TaskInfo) {
-		fmt.Fprintf(stderr, "enqueue: task %s failed (attempt %d of %d), will retry: %s\n", i.ID, i.Retried, i.MaxRetry, i.LastErr)
-	}
-	if req.Location != "" {
-		w := tasks.Wait(ctx, insp, info.Queue, info.ID, req.Location, onRetry)
-		printJSON(stdout, w.Result)
-		return waitFailure(w)
-	}
-	fan, err := tasks.WaitFanOut(ctx, insp, info.Queue, info.ID, onRetry)
-	if err != nil {
-		return err
-	}
-	if fan.FanOut.Err != nil {
-		printJSON(stdout, fan.FanOut.Result)
-		return waitFailure(fan.FanOut)
-	}
-	out := struct {
-		Results []json.RawMessage `json:"results"`
-		Skipped []tasks.Skipped   `json:"skipped,omitempty"`
-	}{Results: []json.RawMessage{}, Skipped: fan.Result.Skipped}
-	var errs []error
-	for _, c := range fan.Children {
-		if c.Result != nil {
-			out.Results = append(out.Results, c.Result)
-		}
-		errs = append(errs, waitFailure(c))
-	}
-	printJSON(stdout, out)
-	return errors.Join(errs...)
+	return waitAndPrint(ctx, asynq.NewInspectorFromRedisClient(rc), info.Queue, info.ID, req.Location, req.Location == "", stdout, stderr)
 }
 
 // waitFailure says which task failed and why, in terms of the enqueue

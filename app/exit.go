@@ -1,78 +1,31 @@
 package app
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 
-	"github.com/ghlsync/ghlsync/internal/config"
+	"github.com/ghlsync/ghlsync/internal/cli"
 )
+
+// The exit statuses and usage errors of every ghlsync binary live in
+// internal/cli, with the rest of the command-line shape; these are their
+// names for app's commands and the mains.
 
 // Exit statuses, the same for every ghlsync binary.
 const (
-	// ExitOK: the command did what it was asked.
-	ExitOK = 0
-	// ExitFailure: the command failed; what it did so far stays done.
-	ExitFailure = 1
-	// ExitUsage: bad input or configuration; nothing was changed.
-	ExitUsage = 2
+	ExitOK      = cli.ExitOK
+	ExitFailure = cli.ExitFailure
+	ExitUsage   = cli.ExitUsage
 )
 
-// UsageError is bad input on the command line (a wrong argument, flag or
-// name), found before anything changed: exit status ExitUsage.
-type UsageError struct{ Err error }
-
-func (e *UsageError) Error() string { return e.Err.Error() }
-
-func (e *UsageError) Unwrap() error { return e.Err }
+// UsageError is bad input on the command line: exit status ExitUsage.
+type UsageError = cli.UsageError
 
 // Usage marks err as bad input; nil stays nil.
-func Usage(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &UsageError{Err: err}
-}
+func Usage(err error) error { return cli.Usage(err) }
 
 // Usagef is Usage(fmt.Errorf(format, a...)).
-func Usagef(format string, a ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, a...)}
-}
+func Usagef(format string, a ...any) error { return cli.Usagef(format, a...) }
 
-// ExitStatus is the exit status a command that ended with err ends with:
-// ExitOK for nil; ExitUsage for bad configuration (*config.Error), bad
-// input (*UsageError) and a request for help (flag.ErrHelp); ExitFailure
-// for anything else.
-func ExitStatus(err error) int {
-	var ce *config.Error
-	var ue *UsageError
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.As(err, &ce), errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
-		return ExitUsage
-	default:
-		return ExitFailure
-	}
-}
-
-// Exit reports err on stderr as "prog: err" and returns ExitStatus(err),
-// for a main to end with. prog names the command, with its subcommand if
-// it has any ("scheduler set"). An error joined of several (errors.Join)
-// gets a line each. flag.ErrHelp prints nothing: the flag set has printed
-// the usage.
-func Exit(stderr io.Writer, prog string, err error) int {
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		errs := []error{err}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			errs = j.Unwrap()
-		}
-		for _, e := range errs {
-			// Errors from drivers and clients may quote a configured
-			// URL; none leaves with its credentials.
-			fmt.Fprintf(stderr, "%s: %s\n", prog, config.RedactText(e.Error()))
-		}
-	}
-	return ExitStatus(err)
-}
+// Exit reports err on stderr as "prog: err" and returns ExitStatus(err)
+// (see cli.Exit).
+func Exit(stderr io.Writer, prog string, err error) int { return cli.Exit(stderr, prog, err) }

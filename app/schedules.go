@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -138,8 +139,140 @@ func ListSchedules(ctx context.Context, cfg *config.Config, stdout io.Writer) er
 		return err
 	}
 	defer st.Close()
-	return scheduler.List(ctx, st, stdout, time.Now())
+	return scheduler.List(ctx, st, stdout, time.Now(), knownTask)
 }
+
+// knownTask reports whether a worker handles taskType.
+func knownTask(taskType string) bool {
+	_, ok := tasks.Lookup(taskType)
+	return ok
+}
+
+// knownTypes lists the task types a worker handles, for an error message.
+func knownTypes() string {
+	var names []string
+	for _, t := range tasks.Types() {
+		names = append(names, t.Type)
+	}
+	return strings.Join(names, ", ")
+}
+
+// NewSchedule is a schedule `scheduler add` creates.
+type NewSchedule struct {
+	Name string
+	// TaskType is the task it enqueues: one a worker handles (tasks.Types).
+	TaskType string
+	// Payload is the task's JSON payload, "" for none.
+	Payload string
+	Spec    scheduler.Spec
+}
+
+// Check refuses a schedule that could only fail: a task type no worker
+// handles, or a payload its task would not run as meant (see
+// tasks.TypeInfo.CheckPayload). Its error is a *UsageError. The spec is
+// checked by ParseScheduleSpec, the name by AddSchedule.
+func (n NewSchedule) Check() (tasks.TypeInfo, error) {
+	t, ok := tasks.Lookup(n.TaskType)
+	if !ok {
+		return t, Usagef("--task %q: no worker handles that task type (known: %s)", n.TaskType, knownTypes())
+	}
+	if err := t.CheckPayload([]byte(n.Payload)); err != nil {
+		return t, Usagef("--payload: %v", err)
+	}
+	return t, nil
+}
+
+// AddSchedule is `scheduler add NAME --task TYPE [--payload JSON] --every D
+// | --cron SPEC`: it creates the schedule, on the queue of its task type,
+// and says on stdout when it runs next. Bad input (see NewSchedule.Check,
+// a name in use or not allowed) is a *UsageError, and changes nothing.
+func AddSchedule(ctx context.Context, cfg *config.Config, n NewSchedule, stdout io.Writer) error {
+	t, err := n.Check()
+	if err != nil {
+		return err
+	}
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	row, err := scheduler.Add(ctx, st, scheduler.Default{Name: n.Name, TaskType: t.Type, Queue: t.Queue, Spec: n.Spec}, strings.TrimSpace(n.Payload), time.Now())
+	switch {
+	case errors.Is(err, scheduler.ErrExists):
+		return Usagef("a schedule named %q exists (scheduler set changes its schedule; scheduler delete removes it)", n.Name)
+	case errors.Is(err, scheduler.ErrBadName), errors.Is(err, scheduler.ErrBadSpec):
+		return Usage(err)
+	case err != nil:
+		return err
+	}
+	reportSchedule(stdout, row, true, fmt.Sprintf("added, %s %s on queue %s", row.TaskType, scheduler.SpecOf(row), row.Queue))
+	return nil
+}
+
+// DeleteSchedule is `scheduler delete NAME`. An unknown name is a
+// *UsageError. Tasks the schedule enqueued stay queued.
+func DeleteSchedule(ctx context.Context, cfg *config.Config, name string, stdout io.Writer) error {
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := scheduler.Delete(ctx, st, name); err != nil {
+		return scheduleError(name, err)
+	}
+	fmt.Fprintf(stdout, "%s: deleted (tasks it enqueued stay queued)\n", name)
+	return nil
+}
+
+// RunSchedule is `scheduler run NAME`: it enqueues the schedule's task now
+// through the scheduler's own path (scheduler.RunNow: the same task id
+// scheme, so a run of this second is enqueued once however many ask), and
+// prints the task's id, queue and type as JSON, as `enqueue` does, for
+// `enqueue wait`. An unknown name, or a schedule whose task type no worker
+// handles, is a *UsageError, and nothing is enqueued.
+func RunSchedule(ctx context.Context, cfg *config.Config, name string, stdout io.Writer) error {
+	if _, err := asynq.ParseRedisURI(cfg.RedisURL); err != nil {
+		return &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
+	}
+	st, err := openSchedules(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	row, err := st.Schedule(ctx, name)
+	if err != nil {
+		return scheduleError(name, err)
+	}
+	if !knownTask(row.TaskType) {
+		return Usagef("schedule %s enqueues %q, which no worker handles (known: %s): nothing enqueued", name, row.TaskType, knownTypes())
+	}
+	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	sched := &scheduler.Scheduler{Store: st, Enqueuer: asynq.NewClientFromRedisClient(rc), Options: scheduler.Options{Logger: slog.New(slog.DiscardHandler)}}
+	ran, err := sched.RunNow(ctx, name)
+	if errors.Is(err, scheduler.ErrBadSpec) {
+		return Usagef("schedule %s cannot run: %v (scheduler set %s fixes it)", name, err, name)
+	}
+	if err != nil {
+		return err
+	}
+	printJSON(stdout, struct {
+		Schedule      string    `json:"schedule"`
+		TaskID        string    `json:"task_id"`
+		Queue         string    `json:"queue"`
+		Type          string    `json:"type"`
+		AlreadyQueued bool      `json:"already_queued,omitempty"`
+		NextRunAt     time.Time `json:"next_run_at"`
+	}{name, ran.TaskID, ran.Queue, row.TaskType, !ran.Enqueued, ran.Next.UTC()})
+	return nil
+}
+
+// ScheduleSpec is when a schedule runs (scheduler.Spec), named here for
+// the command lines.
+type ScheduleSpec = scheduler.Spec
 
 // ParseScheduleSpec is scheduler.ParseSpec for the command line (`scheduler
 // set NAME --every D | --cron SPEC [--tz ZONE]`): its error is a

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -146,6 +148,50 @@ func Set(ctx context.Context, st *store.Store, name string, sp Spec, now time.Ti
 	return row, changed, nil
 }
 
+// ErrExists is wrapped by the error of Add for a name already in use.
+var ErrExists = errors.New("schedule exists")
+
+// ErrBadName is wrapped by the error of Add for a name no schedule may
+// have.
+var ErrBadName = errors.New("bad schedule name")
+
+// validName is a schedule's name: it becomes part of asynq task ids
+// (TaskID) and of metric labels, and fits the column (64).
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Add creates the schedule d, enabled, with payload (the task's JSON, ""
+// for none). Like a schedule of Setup, an interval one is due at once and
+// a cron one at its next time. A name in use gives an error wrapping
+// ErrExists, a bad name one wrapping ErrBadName, a bad spec one wrapping
+// ErrBadSpec; none of them changes anything. The task type is the
+// caller's to check: the scheduler enqueues whatever a row names.
+func Add(ctx context.Context, st *store.Store, d Default, payload string, now time.Time) (*store.Schedule, error) {
+	if !validName.MatchString(d.Name) {
+		return nil, fmt.Errorf("%w %q: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrBadName, d.Name)
+	}
+	p, err := d.Spec.plan()
+	if err != nil {
+		return nil, err
+	}
+	next := p.resume(nil, now)
+	row := store.Schedule{Name: d.Name, TaskType: d.TaskType, Queue: d.Queue, Payload: payload, Enabled: true, NextRunAt: &next}
+	d.Spec.applyTo(&row)
+	created, err := st.CreateSchedule(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		return nil, fmt.Errorf("scheduler.Add %s: %w", d.Name, ErrExists)
+	}
+	return st.Schedule(ctx, d.Name)
+}
+
+// Delete deletes the schedule called name; an unknown name gives an error
+// wrapping store.ErrNotFound. Tasks it enqueued stay queued.
+func Delete(ctx context.Context, st *store.Store, name string) error {
+	return st.DeleteSchedule(ctx, name)
+}
+
 // SetEnabled enables or disables the schedule called name and reports
 // whether that changed anything. Enabling keeps next_run_at: a slot that
 // passed while the schedule was disabled runs once, at once, as one missed
@@ -167,8 +213,11 @@ func SetEnabled(ctx context.Context, st *store.Store, name string, enabled bool)
 }
 
 // List writes the schedules as an aligned table. NEXT RUN is when the
-// scheduler will enqueue it (see plan.due), "-" when disabled.
-func List(ctx context.Context, st *store.Store, w io.Writer, now time.Time) error {
+// scheduler will enqueue it (see plan.due), "-" when disabled. known, when
+// not nil, tells the task types a worker handles: a row naming another
+// (inserted by SQL, or left by an older release) is flagged in its TASK
+// column, since its tasks would only fail.
+func List(ctx context.Context, st *store.Store, w io.Writer, now time.Time, known func(taskType string) bool) error {
 	rows, err := st.Schedules(ctx)
 	if err != nil {
 		return err
@@ -194,7 +243,11 @@ func List(ctx context.Context, st *store.Store, w io.Writer, now time.Time) erro
 		if !r.Enabled {
 			enabled = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.TaskType, r.Queue, sp, enabled, last, next, strconv.FormatInt(r.TotalRuns, 10))
+		task := r.TaskType
+		if known != nil && !known(task) {
+			task += " (UNKNOWN: no worker handles it)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, task, r.Queue, sp, enabled, last, next, strconv.FormatInt(r.TotalRuns, 10))
 	}
 	return tw.Flush()
 }

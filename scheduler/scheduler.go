@@ -245,7 +245,7 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Duration, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		if err := s.enqueue(ctx, r); err != nil {
+		if _, err := s.enqueue(ctx, r); err != nil {
 			errs, infra = append(errs, err), true
 			continue
 		}
@@ -286,8 +286,9 @@ type slotRun struct {
 // scheduler to find in Redis and record, which is safe but slower.
 const opTimeout = 10 * time.Second
 
-// enqueue puts a slot's task into Redis, unless it is there already.
-func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
+// enqueue puts a slot's task into Redis, unless it is there already, and
+// reports whether this call put it there.
+func (s *Scheduler) enqueue(ctx context.Context, r slotRun) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	id := TaskID(r.row.Name, r.slot)
@@ -302,15 +303,82 @@ func (s *Scheduler) enqueue(ctx context.Context, r slotRun) error {
 		lag := s.opt.Clock.Now().Sub(r.slot)
 		s.opt.Metrics.enqueued(r.row.Name, lag)
 		s.log.Info("enqueued", "schedule", r.row.Name, "task", r.row.TaskType, "queue", r.row.Queue, "task_id", id, "slot", r.slot, "lag", lag)
-		return nil
+		return true, nil
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		// Another replica enqueued this slot, or one enqueued it and
 		// died before recording it: it is in Redis, so record it.
-		return nil
+		return false, nil
 	default:
 		s.opt.Metrics.error("enqueue")
-		return fmt.Errorf("schedule %s: enqueue %s: %w", r.row.Name, id, err)
+		return false, fmt.Errorf("schedule %s: enqueue %s: %w", r.row.Name, id, err)
 	}
+}
+
+// Ran is what RunNow did.
+type Ran struct {
+	// TaskID and Queue name the task of the run.
+	TaskID, Queue string
+	// Enqueued is false when a task of that id was queued already: the
+	// slot of this second was enqueued before, by a tick or a RunNow.
+	Enqueued bool
+	// Next is the schedule's next slot after this run.
+	Next time.Time
+}
+
+// RunNow runs the schedule called name now, enabled or not, as a tick runs
+// a due slot: the slot is the current second, enqueued with the same task
+// id scheme, queue, payload and options, so a second RunNow within the
+// second, or a tick's slot of the same second, is the same task and not a
+// second one; then a run it enqueued is recorded with the tick's
+// compare-and-set, so the next slot follows from it (for an interval, one
+// interval from now).
+// An unknown name gives an error wrapping store.ErrNotFound, a row whose
+// spec cannot run one wrapping ErrBadSpec.
+func (s *Scheduler) RunNow(ctx context.Context, name string) (Ran, error) {
+	if err := s.Validate(); err != nil {
+		return Ran{}, err
+	}
+	s.init()
+	row, err := s.Store.Schedule(ctx, name)
+	if err != nil {
+		return Ran{}, err
+	}
+	p, err := SpecOf(row).plan()
+	if err != nil {
+		return Ran{}, fmt.Errorf("schedule %s: %w", name, err)
+	}
+	now := s.opt.Clock.Now().UTC().Truncate(time.Second)
+	if row.NextRunAt == nil {
+		// A row inserted by SQL: the compare-and-set needs the slot
+		// every scheduler agrees on.
+		if _, err := s.Store.InitScheduleNext(ctx, name, p.resume(row.LastRunAt, now)); err != nil {
+			return Ran{}, err
+		}
+		if row, err = s.Store.Schedule(ctx, name); err != nil {
+			return Ran{}, err
+		}
+	}
+	r := slotRun{row: row, plan: p, slot: now, next: p.after(now, now), ranAt: now}
+	fresh, err := s.enqueue(ctx, r)
+	if err != nil {
+		return Ran{}, err
+	}
+	// A task of this slot in Redis already is a run that was, or is being,
+	// recorded by whoever enqueued it: a tick whose slot this second is,
+	// or a RunNow of this second. Recording it again would count one run
+	// twice.
+	if fresh {
+		if err := s.record(ctx, r); err != nil {
+			return Ran{}, err
+		}
+	}
+	ran := Ran{TaskID: TaskID(name, now), Queue: row.Queue, Enqueued: fresh, Next: r.next}
+	// A tick or an edit may have changed the row first, and won the
+	// compare-and-set: the next slot is then theirs.
+	if after, err := s.Store.Schedule(ctx, name); err == nil && after.NextRunAt != nil {
+		ran.Next = p.due(after)
+	}
+	return ran, nil
 }
 
 // record advances the schedule past a slot that is in Redis, with a

@@ -111,6 +111,19 @@ func (s *Store) CreateSchedule(ctx context.Context, row Schedule) (bool, error) 
 	return res.RowsAffected == 1, nil
 }
 
+// DeleteSchedule deletes the schedule called name. An unknown name gives
+// an error wrapping ErrNotFound. Tasks it enqueued stay queued.
+func (s *Store) DeleteSchedule(ctx context.Context, name string) error {
+	res := s.db.WithContext(ctx).Where("name = ?", name).Delete(&Schedule{})
+	if res.Error != nil {
+		return fmt.Errorf("store.DeleteSchedule %s: %w", name, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("store.DeleteSchedule %s: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
 // ErrUnchanged, returned by the change function of UpdateSchedule, means
 // there is nothing to write.
 var ErrUnchanged = errors.New("store: unchanged")

@@ -6,16 +6,15 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// NewMux routes every task type to its handler, once both handlers (and
-// what they are built on) have every required part.
+// NewMux routes every task type (see Types) to its handler, once both
+// handlers (and what they are built on) have every required part.
 func NewMux(tokens *TokenHandlers, syncs *SyncHandlers) (*asynq.ServeMux, error) {
 	if err := errors.Join(tokens.Validate(), syncs.Validate()); err != nil {
 		return nil, err
 	}
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(TypeTokenRefresh, tokens.HandleRefresh)
-	mux.HandleFunc(TypeTokenRefreshDue, tokens.HandleRefreshDue)
-	mux.HandleFunc(TypePatientsSync, syncs.HandlePatientsSync)
-	mux.HandleFunc(TypeAppointmentsSync, syncs.HandleAppointmentsSync)
+	for _, t := range types {
+		mux.HandleFunc(t.Type, t.handler(tokens, syncs))
+	}
 	return mux, nil
 }

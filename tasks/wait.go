@@ -73,41 +73,57 @@ type Waited struct {
 
 // Wait waits for the task id in queue and returns what it came to. A sync
 // too big for one task names its follow-up in continued_by, and Wait goes
-// on to that one, since the last result covers the whole pass. Besides
-// the failures asynq knows of (an archived task, with its last error),
-// Err is set for a task that did its job but whose location needs
-// attention: an outcome of needs_reauth or inactive, with the result's
-// message. onRetry, if set, is told each new retry error.
+// on to that one, since the last result covers the whole pass. Err is
+// Failure's. onRetry, if set, is told each new retry error.
 func Wait(ctx context.Context, insp TaskInspector, queue, id, loc string, onRetry func(*asynq.TaskInfo)) Waited {
 	for {
 		w := Waited{TaskID: id, Queue: queue, LocationID: loc}
 		info, err := WaitTask(ctx, insp, queue, id, onRetry)
-		switch {
-		case err != nil:
-			w.Err = err
-		case info.State == asynq.TaskStateArchived:
-			w.Err = errors.New(strings.TrimSuffix(info.LastErr, ": "+asynq.SkipRetry.Error()))
-		}
 		if info != nil && len(info.Result) > 0 {
 			w.Result = info.Result
 		}
-		var res struct {
-			Outcome     string `json:"outcome"`
-			Message     string `json:"message"`
-			ContinuedBy string `json:"continued_by"`
-		}
-		if w.Err != nil || json.Unmarshal(w.Result, &res) != nil {
+		if err != nil {
+			w.Err = err
 			return w
 		}
-		if res.ContinuedBy != "" {
-			id = res.ContinuedBy
+		if next := ContinuedBy(info); next != "" {
+			id = next
 			continue
 		}
-		if needsAttention(res.Outcome) {
-			w.Err = errors.New(cmp.Or(res.Message, "the location is "+res.Outcome))
-		}
+		w.Err = Failure(info)
 		return w
 	}
+}
+
+// ContinuedBy is the follow-up task that a completed sync task handed the
+// rest of its pass to; "" when it has none.
+func ContinuedBy(info *asynq.TaskInfo) string {
+	var res struct {
+		ContinuedBy string `json:"continued_by"`
+	}
+	if info.State != asynq.TaskStateCompleted || json.Unmarshal(info.Result, &res) != nil {
+		return ""
+	}
+	return res.ContinuedBy
+}
+
+// Failure says why a task that ended (completed or archived) did not
+// succeed; nil when it did. Besides the failures asynq knows of (an
+// archived task, with its last error), it is an error for a task that did
+// its job but whose location needs attention: an outcome of needs_reauth
+// or inactive, with the result's message.
+func Failure(info *asynq.TaskInfo) error {
+	if info.State == asynq.TaskStateArchived {
+		return errors.New(strings.TrimSuffix(info.LastErr, ": "+asynq.SkipRetry.Error()))
+	}
+	var res struct {
+		Outcome string `json:"outcome"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(info.Result, &res) == nil && needsAttention(res.Outcome) {
+		return errors.New(cmp.Or(res.Message, "the location is "+res.Outcome))
+	}
+	return nil
 }
 
 // needsAttention reports whether a task's outcome means it did its job but

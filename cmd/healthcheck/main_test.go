@@ -31,7 +31,7 @@ func TestHealthcheck(t *testing.T) {
 		{"healthy", []string{srv.URL + "/healthz"}, 0, ""},
 		{"503", []string{srv.URL + "/readyz"}, 1, "redis"},
 		{"nothing listening", []string{down.URL + "/healthz"}, 1, "healthcheck:"},
-		{"no URL", nil, 2, "usage"},
+		{"no URL", nil, 2, "needs URL (see healthcheck -h)"},
 		{"bad URL", []string{"http://%zz"}, 2, "healthcheck:"},
 	} {
 		var stderr strings.Builder

@@ -8,22 +8,26 @@
 //	scheduler set NAME --every 30s           change a schedule to an interval
 //	scheduler set NAME --cron "0 3 * * *" [--tz Europe/Berlin]
 //	scheduler enable NAME | disable NAME
+//	scheduler add NAME --task TYPE [--payload JSON] --every D | --cron SPEC [--tz ZONE]
+//	scheduler delete NAME
+//	scheduler run NAME                       enqueue the schedule's task now
 //
-// Configuration flags (--database-url, --redis-url, --metrics-addr, ...) may
-// come before or after the subcommand; see DESIGN.md for the environment.
-// Exit status 2 means bad input or configuration, and nothing was changed.
+// Flags may come before or after the subcommand; scheduler SUBCOMMAND -h
+// lists a subcommand's own. Exit status 2 means bad input or
+// configuration, and nothing was changed.
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ghlsync/ghlsync/app"
+	"github.com/ghlsync/ghlsync/internal/cli"
 	"github.com/ghlsync/ghlsync/internal/config"
 )
 
@@ -34,112 +38,232 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage:
+const overview = `usage:
   scheduler [flags]                          run the scheduler loop
   scheduler setup [--reset]                  create or update the default schedules
   scheduler list                             name, task, schedule, enabled, last run, next run, runs
   scheduler set NAME --every DURATION        run NAME at an interval, such as 30s or 10m
   scheduler set NAME --cron "SPEC" [--tz ZONE]  run NAME at cron times, such as "0 3 * * *"
   scheduler enable NAME | disable NAME
+  scheduler add NAME --task TYPE [--payload JSON] --every DURATION | --cron "SPEC" [--tz ZONE]
+  scheduler delete NAME
+  scheduler run NAME                         enqueue NAME's task now, through the scheduler's path
 
-flags (anywhere on the line; each also read from its environment variable):
-`
+scheduler SUBCOMMAND -h lists the flags of SUBCOMMAND; below are the loop's.`
+
+// subcommand is one scheduler command line.
+type subcommand struct {
+	synopsis string
+	// vars are the configuration variables it reads.
+	vars []string
+	// args names its positional arguments.
+	args []string
+	// bind registers its own flags on fs and returns check, which refuses
+	// bad flag values before anything is opened, and act.
+	bind func(fs *flag.FlagSet) (check func() error, act action)
+}
+
+type action func(ctx context.Context, cfg *config.Config, pos []string, stdout, stderr io.Writer) error
+
+// specFlags registers --every, --cron and --tz; spec parses them.
+func specFlags(fs *flag.FlagSet, what string) (spec func() (app.ScheduleSpec, error)) {
+	every := fs.String("every", "", what+" at this interval, such as 30s, 10m or 1h")
+	cronSpec := fs.String("cron", "", what+` at the times of a five-field cron expression, such as "0 3 * * *" (CRON_TZ=ZONE prefix allowed)`)
+	tz := fs.String("tz", "", "the IANA time zone of --cron, such as Europe/Berlin (default UTC)")
+	return func() (app.ScheduleSpec, error) { return app.ParseScheduleSpec(*every, *cronSpec, *tz) }
+}
+
+var subcommands = map[string]subcommand{
+	"": {
+		synopsis: overview,
+		vars:     []string{config.VarDatabaseURL, config.VarRedisURL, config.VarMetricsAddr, config.VarLogLevel},
+		bind: func(*flag.FlagSet) (func() error, action) {
+			return nil, func(ctx context.Context, cfg *config.Config, _ []string, _, stderr io.Writer) error {
+				return app.RunScheduler(ctx, cfg, app.NewLogger(stderr, cfg.LogLevel))
+			}
+		},
+	},
+	"setup": {
+		synopsis: `usage: scheduler setup [--reset]
+
+Creates the default schedules, or brings them up to date; safe to run
+again. It keeps an operator's interval or cron, payload and disabled state
+unless --reset.`,
+		vars: []string{config.VarDatabaseURL},
+		bind: func(fs *flag.FlagSet) (func() error, action) {
+			reset := fs.Bool("reset", false, "restore every default, including schedules an operator changed")
+			return nil, func(ctx context.Context, cfg *config.Config, _ []string, stdout, _ io.Writer) error {
+				return app.SetupSchedules(ctx, cfg, *reset, stdout)
+			}
+		},
+	},
+	"list": {
+		synopsis: `usage: scheduler list
+
+Shows every schedule: name, task, queue, schedule, enabled, last run, next
+run and runs. A task type no worker handles is flagged UNKNOWN.`,
+		vars: []string{config.VarDatabaseURL},
+		bind: func(*flag.FlagSet) (func() error, action) {
+			return nil, func(ctx context.Context, cfg *config.Config, _ []string, stdout, _ io.Writer) error {
+				return app.ListSchedules(ctx, cfg, stdout)
+			}
+		},
+	},
+	"set": {
+		synopsis: `usage: scheduler set NAME --every DURATION | --cron "SPEC" [--tz ZONE]
+
+Changes when the schedule NAME runs. Running schedulers pick the change up
+within a second.`,
+		vars: []string{config.VarDatabaseURL},
+		args: []string{"NAME"},
+		bind: func(fs *flag.FlagSet) (func() error, action) {
+			spec := specFlags(fs, "run")
+			var sp app.ScheduleSpec
+			check := func() (err error) {
+				sp, err = spec()
+				return err
+			}
+			return check, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+				return app.SetSchedule(ctx, cfg, pos[0], sp, stdout)
+			}
+		},
+	},
+	"enable":  enableCommand(true),
+	"disable": enableCommand(false),
+	"add": {
+		synopsis: `usage: scheduler add NAME --task TYPE [--payload JSON] --every DURATION | --cron "SPEC" [--tz ZONE]
+
+Creates the schedule NAME, enabled, enqueuing the task TYPE on its queue
+(django-celery-beat's "add periodic task"). An interval schedule runs at
+once, a cron one at its next time. A task type no worker handles (enqueue
+inspect registered lists them) or a payload it would not run is refused.`,
+		vars: []string{config.VarDatabaseURL},
+		args: []string{"NAME"},
+		bind: func(fs *flag.FlagSet) (func() error, action) {
+			taskType := fs.String("task", "", "the task type to enqueue, such as ghl:patients:sync (required)")
+			payload := fs.String("payload", "", `the task's JSON payload, such as {"location_id":"…"} (default none)`)
+			spec := specFlags(fs, "run")
+			var n app.NewSchedule
+			check := func() error {
+				if *taskType == "" {
+					return cli.UsageHelp(fs.Name(), "needs --task TYPE")
+				}
+				sp, err := spec()
+				if err != nil {
+					return err
+				}
+				n = app.NewSchedule{TaskType: *taskType, Payload: *payload, Spec: sp}
+				_, err = n.Check()
+				return err
+			}
+			return check, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+				n.Name = pos[0]
+				return app.AddSchedule(ctx, cfg, n, stdout)
+			}
+		},
+	},
+	"delete": {
+		synopsis: `usage: scheduler delete NAME
+
+Deletes the schedule NAME. Tasks it enqueued stay queued. scheduler setup
+creates a default schedule again.`,
+		vars: []string{config.VarDatabaseURL},
+		args: []string{"NAME"},
+		bind: func(*flag.FlagSet) (func() error, action) {
+			return nil, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+				return app.DeleteSchedule(ctx, cfg, pos[0], stdout)
+			}
+		},
+	},
+	"run": {
+		synopsis: `usage: scheduler run NAME
+
+Enqueues the schedule's task now, enabled or not, as the scheduler enqueues
+a due slot (the slot of this second: asking twice within it enqueues one
+task), records it as the schedule's last run, and prints the task's id as
+JSON (enqueue wait TASK_ID waits for it). An interval schedule's next run
+is one interval from now.`,
+		vars: []string{config.VarDatabaseURL, config.VarRedisURL},
+		args: []string{"NAME"},
+		bind: func(*flag.FlagSet) (func() error, action) {
+			return nil, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+				return app.RunSchedule(ctx, cfg, pos[0], stdout)
+			}
+		},
+	},
+}
+
+func enableCommand(enable bool) subcommand {
+	name := map[bool]string{true: "enable", false: "disable"}[enable]
+	return subcommand{
+		synopsis: "usage: scheduler " + name + " NAME\n\n" + strings.ToUpper(name[:1]) + name[1:] + "s the schedule NAME.",
+		vars:     []string{config.VarDatabaseURL},
+		args:     []string{"NAME"},
+		bind: func(*flag.FlagSet) (func() error, action) {
+			return nil, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+				return app.EnableSchedule(ctx, cfg, pos[0], enable, stdout)
+			}
+		},
+	}
+}
+
+type bound struct {
+	fs     *flag.FlagSet
+	loader *config.Loader
+	check  func() error
+	act    action
+}
+
+func bind(name string, getenv func(string) string) bound {
+	prog := strings.TrimSpace("scheduler " + name)
+	fs := cli.NewFlagSet(prog)
+	sub := subcommands[name]
+	loader := config.NewLoader(fs, getenv, ":9092", sub.vars...)
+	check, act := sub.bind(fs)
+	return bound{fs, loader, check, act}
+}
 
 // run is main without the process: it returns the exit status, so that tests
 // drive the real command line.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	loader := config.NewLoader(fs, getenv, ":9092")
-	reset := fs.Bool("reset", false, "setup: restore every default, including schedules an operator changed")
-	every := fs.String("every", "", "set: the interval, such as 30s, 10m or 1h")
-	cronSpec := fs.String("cron", "", `set: a five-field cron expression, such as "0 3 * * *" (CRON_TZ=ZONE prefix allowed)`)
-	tz := fs.String("tz", "", "set: the IANA time zone of --cron, such as Europe/Berlin (default UTC)")
-
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		// Asked for: the usage on stdout, and success.
-		fmt.Fprint(stdout, usage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return app.ExitOK
+	var sets []*flag.FlagSet
+	for name := range subcommands {
+		sets = append(sets, bind(name, getenv).fs)
 	}
-	if err != nil {
-		return app.Exit(stderr, "scheduler", app.Usagef("%v (see scheduler -h)", err))
-	}
-	cmd := "run"
-	if len(pos) > 0 {
-		cmd, pos = pos[0], pos[1:]
-	}
-	prog := "scheduler " + cmd
-	if err := checkArgs(cmd, pos, fs); err != nil {
-		return app.Exit(stderr, prog, err)
-	}
-	// The subcommand is chosen, and a bad spec refused, before anything
-	// is opened, let alone changed.
-	var act func(*config.Config) error
-	switch cmd {
-	case "setup":
-		act = func(cfg *config.Config) error { return app.SetupSchedules(ctx, cfg, *reset, stdout) }
-	case "list":
-		act = func(cfg *config.Config) error { return app.ListSchedules(ctx, cfg, stdout) }
-	case "set":
-		spec, err := app.ParseScheduleSpec(*every, *cronSpec, *tz)
-		if err != nil {
-			return app.Exit(stderr, prog+" "+pos[0], err)
-		}
-		act = func(cfg *config.Config) error { return app.SetSchedule(ctx, cfg, pos[0], spec, stdout) }
-	case "enable", "disable":
-		act = func(cfg *config.Config) error { return app.EnableSchedule(ctx, cfg, pos[0], cmd == "enable", stdout) }
-	default:
-		act = func(cfg *config.Config) error {
-			return app.RunScheduler(ctx, cfg, app.NewLogger(stderr, cfg.LogLevel))
-		}
-	}
-	cfg, err := loader.Load()
-	if err != nil {
-		return app.Exit(stderr, "scheduler", err)
-	}
-	return app.Exit(stderr, prog, act(cfg))
-}
-
-// checkArgs refuses positional arguments and flags that do not belong to
-// the subcommand, so that a mistyped line changes nothing.
-func checkArgs(cmd string, pos []string, fs *flag.FlagSet) error {
-	want := map[string]int{"run": 0, "setup": 0, "list": 0, "set": 1, "enable": 1, "disable": 1}
-	n, ok := want[cmd]
+	name, rest := cli.SplitCommand(args, sets...)
+	sub, ok := subcommands[name]
 	if !ok {
-		return app.Usagef("unknown subcommand (one of setup, list, set, enable, disable; none runs the loop)")
+		var names []string
+		for n := range subcommands {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		return cli.Exit(stderr, "scheduler", cli.UsageHelp("scheduler",
+			"unknown subcommand %q (one of %s; none runs the loop)", name, strings.Join(names, ", ")))
 	}
-	if len(pos) != n {
-		if n == 1 {
-			return app.Usagef("needs exactly one schedule NAME")
-		}
-		return app.Usagef("takes no arguments, got %q", strings.Join(pos, " "))
+	b := bind(name, getenv)
+	prog := b.fs.Name()
+	pos, err := cli.ParseArgs(b.fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		cli.Help(stderr, sub.synopsis, b.fs, b.loader.Secrets())
+		return cli.ExitOK
 	}
-	own := map[string]string{"reset": "setup", "every": "set", "cron": "set", "tz": "set"}
-	var err error
-	fs.Visit(func(f *flag.Flag) {
-		if sub, ok := own[f.Name]; ok && sub != cmd && err == nil {
-			err = app.Usagef("--%s belongs to scheduler %s", f.Name, sub)
-		}
-	})
-	return err
-}
-
-// parseInterspersed parses flags anywhere among the positional arguments,
-// as in `scheduler set token-refresh --every 30s`; the flag package alone
-// stops at the first positional one.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	if err == nil {
+		err = cli.WantArgs(b.fs, pos, sub.args...)
 	}
+	// The subcommand is chosen, and bad input refused, before anything is
+	// opened, let alone changed.
+	if err == nil && b.check != nil {
+		err = cli.WithHelp(prog, b.check())
+	}
+	if err != nil {
+		return cli.Exit(stderr, prog, err)
+	}
+	cfg, err := b.loader.Load()
+	if err != nil {
+		return cli.Exit(stderr, prog, err)
+	}
+	return cli.Exit(stderr, prog, b.act(ctx, cfg, pos, stdout, stderr))
 }

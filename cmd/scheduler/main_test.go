@@ -22,15 +22,16 @@ import (
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
-// cli runs the scheduler command line against one database and Redis, with
-// an empty environment so that the machine's DATABASE_URL cannot leak in.
-type cli struct {
+// cmdline runs the scheduler command line against one database and Redis,
+// given in an environment of their own so that the machine's DATABASE_URL
+// cannot leak in.
+type cmdline struct {
 	dbURL, redisURL string
 }
 
-func setup(t *testing.T) (*cli, *store.Store) {
+func setup(t *testing.T) (*cmdline, *store.Store) {
 	t.Helper()
-	c := &cli{dbURL: storetest.DatabaseURL(t), redisURL: testenv.RedisURL(t)}
+	c := &cmdline{dbURL: storetest.DatabaseURL(t), redisURL: testenv.RedisURL(t)}
 	// The command migrates; the test's own connection reads the rows.
 	if code, _, stderr := c.run(t, "list"); code != 0 {
 		t.Fatalf("scheduler list: exit %d: %s", code, stderr)
@@ -43,14 +44,14 @@ func setup(t *testing.T) (*cli, *store.Store) {
 	return c, st
 }
 
-func (c *cli) args(args ...string) []string {
-	return append([]string{"--database-url", c.dbURL, "--redis-url", c.redisURL}, args...)
+func (c *cmdline) getenv(k string) string {
+	return map[string]string{"DATABASE_URL": c.dbURL, "REDIS_URL": c.redisURL}[k]
 }
 
-func (c *cli) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+func (c *cmdline) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(context.Background(), c.args(args...), &out, &errOut, func(string) string { return "" })
+	code = run(context.Background(), args, &out, &errOut, c.getenv)
 	return code, out.String(), errOut.String()
 }
 
@@ -293,7 +294,7 @@ func TestChangesReachRunningScheduler(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, c.args("--metrics-addr", metricsAddr), io.Discard, &logs, func(string) string { return "" })
+		done <- run(ctx, []string{"--metrics-addr", metricsAddr}, io.Discard, &logs, c.getenv)
 	}()
 	t.Cleanup(func() {
 		cancel()

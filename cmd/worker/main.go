@@ -7,17 +7,20 @@
 // adds an in-process fake GHL with demo locations, patients and
 // appointments, so it works with no GHL app at all.
 //
-// Exit status 2 means bad input or configuration; 1 that it could not
-// start or stopped on an error.
+// Secrets come only from the environment (or NAME_FILE); worker -h lists
+// the flags. Exit status 2 means bad input or configuration; 1 that it
+// could not start or stopped on an error.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"os"
 
 	"github.com/ghlsync/ghlsync/app"
+	"github.com/ghlsync/ghlsync/internal/cli"
 	"github.com/ghlsync/ghlsync/internal/config"
 )
 
@@ -28,22 +31,36 @@ func main() {
 	os.Exit(code)
 }
 
+const synopsis = `usage: worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox]
+
+Runs ghlsync's task handlers: token refreshes and syncs; as many replicas
+as you like. --standalone runs worker, scheduler and web in one process on
+an embedded Redis; --sandbox adds a fake GHL with demo data.`
+
 // run is main without the process: it returns the exit status, so that
 // tests drive the real command line.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("worker")
+	// The worker reads every variable: --standalone runs the web too.
 	loader := config.NewLoader(fs, getenv, ":9091")
 	var o app.WorkerOptions
 	fs.IntVar(&o.Concurrency, "concurrency", 10, "sync tasks run at once")
 	fs.IntVar(&o.TokenConcurrency, "token-concurrency", 20, "token tasks run at once, in slots of their own")
 	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
 	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
-	if err := fs.Parse(args); err != nil {
-		return app.Exit(stderr, "worker", app.Usage(err))
+	pos, err := cli.ParseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		cli.Help(stderr, synopsis, fs, loader.Secrets())
+		return cli.ExitOK
 	}
-	if o.Concurrency <= 0 || o.TokenConcurrency <= 0 {
-		return app.Exit(stderr, "worker", app.Usagef("--concurrency and --token-concurrency must be positive"))
+	if err == nil {
+		err = cli.WantArgs(fs, pos)
+	}
+	if err == nil && (o.Concurrency <= 0 || o.TokenConcurrency <= 0) {
+		err = cli.UsageHelp("worker", "--concurrency and --token-concurrency must be positive")
+	}
+	if err != nil {
+		return cli.Exit(stderr, "worker", err)
 	}
 	switch {
 	case *sandbox:
@@ -55,10 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	cfg, err := loader.Load()
 	if err != nil {
-		return app.Exit(stderr, "worker", err)
+		return cli.Exit(stderr, "worker", err)
 	}
 	if *standalone || *sandbox {
-		return app.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr))
+		return cli.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr))
 	}
-	return app.Exit(stderr, "worker", app.RunWorkerProcess(ctx, cfg, o, app.NewLogger(stderr, cfg.LogLevel)))
+	return cli.Exit(stderr, "worker", app.RunWorkerProcess(ctx, cfg, o, app.NewLogger(stderr, cfg.LogLevel)))
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -102,6 +103,8 @@ func (e *Error) Error() string { return e.Var + ": " + e.Msg }
 type variable struct {
 	env, flag, def, usage string
 	dst                   *string
+	// flagged: the command line has a flag for it (see NewLoader).
+	flagged bool
 }
 
 // Loader binds the configuration variables to a FlagSet, so that a flag of
@@ -112,6 +115,13 @@ type Loader struct {
 	raw    map[string]*string
 	// needs holds the variables without a default that this process requires.
 	needs map[string]bool
+	// set holds the variables that Set filled in: the process's own
+	// values, not the operator's command line.
+	set map[string]bool
+	// files holds the values read from NAME_FILE by Load.
+	files map[string]string
+	// reads holds the variables the command reads; empty: all.
+	reads map[string]bool
 }
 
 // Variable names.
@@ -138,18 +148,23 @@ const (
 	VarWorkerShutdownTimeout = "WORKER_SHUTDOWN_TIMEOUT"
 )
 
-// NewLoader registers the configuration flags on fs. metricsAddr is the
-// default of METRICS_ADDR for this process. getenv is os.Getenv outside tests.
-func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string) *Loader {
+// NewLoader binds the configuration to fs. vars names the variables the
+// command reads, every one when none is named: each gets a flag of the same
+// name in lower case with dashes (DATABASE_URL: --database-url), so that
+// -h lists only what the command reads, except those that hold a secret
+// (see Secret), which come only from the environment, since any user of
+// the machine sees a command line in ps. metricsAddr is the default of
+// METRICS_ADDR for this process. getenv is os.Getenv outside tests. A name
+// in vars that is no variable panics: the command is wired wrong.
+func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string, vars ...string) *Loader {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	l := &Loader{getenv: getenv, raw: map[string]*string{}, needs: map[string]bool{}}
+	l := &Loader{getenv: getenv, raw: map[string]*string{}, needs: map[string]bool{}, set: map[string]bool{}, files: map[string]string{}}
 	add := func(env, def, usage string) {
 		v := &variable{env: env, flag: strings.ToLower(strings.ReplaceAll(env, "_", "-")), def: def, usage: usage, dst: new(string)}
 		l.vars = append(l.vars, v)
 		l.raw[env] = v.dst
-		fs.StringVar(v.dst, v.flag, "", usage+" (env "+env+")")
 	}
 	add(VarDatabaseURL, "sqlite://ghlsync.db", "postgres://… or sqlite://PATH")
 	add(VarRedisURL, "redis://127.0.0.1:6379/0", "redis://, rediss:// or redis-sentinel:// URL")
@@ -171,7 +186,71 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string)
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
 	add(VarWorkerShutdownTimeout, DefaultWorkerShutdownTimeout.String(), "how long a stopping worker lets its running tasks finish before they go back to the queue")
+	l.bind(fs, vars)
 	return l
+}
+
+// bind registers the flags of the variables named in vars (all when
+// none), secrets excepted. The usage names the variable and its default,
+// for -h.
+func (l *Loader) bind(fs *flag.FlagSet, vars []string) {
+	want := map[string]bool{}
+	for _, env := range vars {
+		if _, ok := l.raw[env]; !ok {
+			panic("config.NewLoader: no variable " + env)
+		}
+		want[env] = true
+	}
+	for _, v := range l.vars {
+		if (len(vars) > 0 && !want[v.env]) || Secret(v.env) {
+			continue
+		}
+		usage := v.usage + " (env " + v.env
+		if v.def != "" {
+			usage += ", default " + v.def
+		}
+		fs.StringVar(v.dst, v.flag, "", usage+")")
+		v.flagged = true
+	}
+	l.reads = want
+}
+
+// Vars lists every configuration variable ghlsync reads, in the order of
+// the README's table. Each may also be given as NAME_FILE, the path of a
+// file that holds the value.
+func Vars() []string {
+	l := NewLoader(flag.NewFlagSet("", flag.ContinueOnError), func(string) string { return "" }, "")
+	out := make([]string, len(l.vars))
+	for i, v := range l.vars {
+		out[i] = v.env
+	}
+	return out
+}
+
+// Secret reports whether the variable env holds a credential: the client
+// secret, a token key, a password. A secret has no flag (a command line is
+// visible to every user of the machine in ps); it comes from the
+// environment or from the file NAME_FILE names.
+func Secret(env string) bool {
+	switch env {
+	case VarClientSecret, VarEncryptionKey, VarOldKeys:
+		return true
+	}
+	// A variable added later whose name says what it holds is a secret
+	// without being listed.
+	return strings.HasSuffix(env, "_PASSWORD") || strings.HasSuffix(env, "_SECRET")
+}
+
+// Secrets lists the secret variables among those the command reads (see
+// NewLoader), for its -h: they have no flag to list.
+func (l *Loader) Secrets() []string {
+	var out []string
+	for _, v := range l.vars {
+		if Secret(v.env) && (len(l.reads) == 0 || l.reads[v.env]) {
+			out = append(out, v.env)
+		}
+	}
+	return out
 }
 
 // Require marks variables without a default as required by this process.
@@ -186,12 +265,16 @@ func (l *Loader) Require(vars ...string) {
 func (l *Loader) Set(env, value string) {
 	if p, ok := l.raw[env]; ok && *p == "" {
 		*p = value
+		l.set[env] = true
 	}
 }
 
 func (l *Loader) value(env string) string {
 	if p := l.raw[env]; p != nil && *p != "" {
 		return *p
+	}
+	if v, ok := l.files[env]; ok {
+		return v
 	}
 	if v := l.getenv(env); v != "" {
 		return v
@@ -204,8 +287,56 @@ func (l *Loader) value(env string) string {
 	return ""
 }
 
+// maxFileValue bounds what NAME_FILE may hold: a PEM key is the largest
+// value, a few kilobytes.
+const maxFileValue = 64 << 10
+
+// readFiles reads the value of each variable given as NAME_FILE, and
+// refuses a flag that carries a credential: it would be in ps.
+func (l *Loader) readFiles() error {
+	for _, v := range l.vars {
+		path := l.getenv(v.env + "_FILE")
+		if path == "" {
+			continue
+		}
+		if l.getenv(v.env) != "" {
+			return &Error{v.env, "is set and so is " + v.env + "_FILE: set one of them"}
+		}
+		b, err := readLimited(path)
+		if err != nil {
+			return &Error{v.env + "_FILE", err.Error()}
+		}
+		l.files[v.env] = strings.TrimSpace(string(b))
+	}
+	for _, v := range l.vars {
+		if v.flagged && !l.set[v.env] && HasCredential(*v.dst) {
+			return &Error{"--" + v.flag, "holds a credential, which every user of the machine sees in ps: set " + v.env + " or " + v.env + "_FILE instead"}
+		}
+	}
+	return nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileValue+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileValue {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not a value", path, maxFileValue)
+	}
+	return b, nil
+}
+
 // Load validates and returns the configuration. Call it after fs.Parse.
 func (l *Loader) Load() (*Config, error) {
+	if err := l.readFiles(); err != nil {
+		return nil, err
+	}
 	c := &Config{
 		DatabaseURL:     l.value(VarDatabaseURL),
 		RedisURL:        l.value(VarRedisURL),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,118 @@ func TestListenAddresses(t *testing.T) {
 	}
 	if c, err := load(t, map[string]string{VarClientID: "id", VarMetricsAddr: ""}); err != nil || c.MetricsAddr != ":9091" {
 		t.Errorf("an unset METRICS_ADDR: %v, %+v", err, c)
+	}
+}
+
+// A command binds flags only for the variables it names, and none for a
+// secret: a command line is visible to every user in ps. Secrets lists
+// the secret variables it reads instead, and every variable is still read
+// from the environment.
+func TestFlagsOnlyForTheCommandsVariables(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
+	l := NewLoader(fs, func(k string) string { return map[string]string{VarRefreshWindow: "2h"}[k] }, "", VarRedisURL, VarClientSecret)
+	var flags []string
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f.Name) })
+	if strings.Join(flags, ",") != "redis-url" {
+		t.Errorf("flags %v, want only --redis-url", flags)
+	}
+	if got := strings.Join(l.Secrets(), ","); got != VarClientSecret {
+		t.Errorf("Secrets() = %s", got)
+	}
+	c, err := l.Load()
+	if err != nil || c.RefreshWindow != 2*time.Hour {
+		t.Errorf("a variable without a flag is not read from the environment: %v, %+v", err, c)
+	}
+
+	all := flag.NewFlagSet("worker", flag.ContinueOnError)
+	l = NewLoader(all, func(string) string { return "" }, "")
+	for _, v := range Vars() {
+		f := all.Lookup(strings.ToLower(strings.ReplaceAll(v, "_", "-")))
+		if Secret(v) != (f == nil) {
+			t.Errorf("%s: secret %t, flag %v", v, Secret(v), f)
+		}
+		if f != nil && !strings.Contains(f.Usage, "env "+v) {
+			t.Errorf("--%s does not name its variable: %q", f.Name, f.Usage)
+		}
+	}
+	for _, v := range []string{VarClientSecret, VarEncryptionKey, VarOldKeys, VarAdminPassword, "WEB_VIEWER_PASSWORD", "SOME_SECRET"} {
+		if !Secret(v) {
+			t.Errorf("%s is not a secret", v)
+		}
+	}
+	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD" {
+		t.Errorf("Secrets() of every variable = %s", got)
+	}
+}
+
+// NAME_FILE holds a variable's value (docker and Kubernetes secrets); set
+// with NAME too, or unreadable, it is refused naming the variable.
+func TestFileVariables(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	env := map[string]string{
+		VarClientID:                "id",
+		VarClientSecret + "_FILE":  write("secret", "the-client-secret\n"),
+		VarEncryptionKey + "_FILE": write("key", base64.StdEncoding.EncodeToString(key)+"\n"),
+		VarDatabaseURL + "_FILE":   write("db", "postgres://u:pw@db/ghlsync\n"),
+	}
+	c, err := load(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GHLClientSecret != "the-client-secret" || c.EncryptionKey != base64.StdEncoding.EncodeToString(key) || c.DatabaseURL != "postgres://u:pw@db/ghlsync" {
+		t.Errorf("values from files: %q %q %q", c.GHLClientSecret, c.EncryptionKey, c.DatabaseURL)
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantVar string
+	}{
+		{map[string]string{VarClientID: "id", VarClientSecret: "x", VarClientSecret + "_FILE": env[VarClientSecret+"_FILE"]}, VarClientSecret},
+		{map[string]string{VarClientID: "id", VarClientSecret + "_FILE": dir + "/missing"}, VarClientSecret + "_FILE"},
+		{map[string]string{VarClientID: "id", VarWebhookKey + "_FILE": write("big", strings.Repeat("x", 70<<10))}, VarWebhookKey + "_FILE"},
+	} {
+		_, err := load(t, tc.env)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "the-client-secret") {
+			t.Errorf("env %v: %v, want an error naming %s", tc.env, err, tc.wantVar)
+		}
+	}
+}
+
+// A flag that holds a credential is refused, naming the flag: ps shows
+// it. The environment may hold one, and the standalone mode's own values
+// (Set) are not the command line.
+func TestCredentialInFlagRefused(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--database-url", "postgres://u:pw-in-ps@db/x"},
+		{"--redis-url", "redis://:pw-in-ps@cache:6379/0"},
+		{"--database-url", "postgres://db/x?password=pw-in-ps"},
+		{"--ghl-api-url", "https://proxy:pw-in-ps@ghl.example"},
+	} {
+		_, err := load(t, map[string]string{VarClientID: "id"}, args...)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != args[0] || strings.Contains(err.Error(), "pw-in-ps") {
+			t.Errorf("%v: %v, want an error naming %s", args, err, args[0])
+		}
+	}
+	if _, err := load(t, map[string]string{VarClientID: "id", VarRedisURL: "redis://:pw@cache:6379/0"}, "--database-url", "postgres://u@db/x"); err != nil {
+		t.Errorf("a password in the environment, a user name in a flag: %v", err)
+	}
+	fs := flag.NewFlagSet("standalone", flag.ContinueOnError)
+	l := NewLoader(fs, func(k string) string { return map[string]string{VarClientID: "id"}[k] }, "")
+	l.Set(VarRedisURL, "redis://:own-pw@127.0.0.1:6379/0")
+	if _, err := l.Load(); err != nil {
+		t.Errorf("a value the process set itself: %v", err)
 	}
 }

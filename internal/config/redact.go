@@ -85,3 +85,9 @@ func RedactText(s string) string {
 	s = urlInText.ReplaceAllStringFunc(s, Redact)
 	return dsnSecret.ReplaceAllString(s, "${1}${2}"+redacted)
 }
+
+// HasCredential reports whether s, a URL or DSN, holds a credential that
+// Redact would hide.
+func HasCredential(s string) bool {
+	return strings.Contains(Redact(s), redacted) && !strings.Contains(s, redacted)
+}
