@@ -158,6 +158,8 @@ var models = []any{
 	&PatientSync{},
 	&AppointmentSync{},
 	&SyncRun{},
+	&Alert{},
+	&AlertDelivery{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it holds an advisory

@@ -63,6 +63,14 @@ type Config struct {
 	// Host (and loopback names), and a state-changing request must come
 	// from it. Load fills in GHL_REDIRECT_URI's origin when it is unset.
 	WebPublicURL string
+	// AlertWebhookURLs receive alerts as JSON, AlertSlackURLs as Slack
+	// messages. Both are credentials (a Slack webhook URL is one): never
+	// log or print them.
+	AlertWebhookURLs []string
+	AlertSlackURLs   []string
+	// AlertSyncFailures is how many sync runs in a row must fail for an
+	// alert.
+	AlertSyncFailures int
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole: every
@@ -79,6 +87,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("web_addr", c.WebAddr),
 		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.Int("alert_webhooks", len(c.AlertWebhookURLs)),
+		slog.Int("alert_slack_webhooks", len(c.AlertSlackURLs)),
 	)
 }
 
@@ -129,6 +139,9 @@ const (
 	VarLogLevel       = "LOG_LEVEL"
 	VarWebhookKey     = "GHL_WEBHOOK_PUBLIC_KEY"
 	VarWebhookRSAKey  = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
+	VarAlertWebhook   = "ALERT_WEBHOOK_URL"
+	VarAlertSlack     = "ALERT_SLACK_WEBHOOK_URL"
+	VarAlertFailures  = "ALERT_SYNC_FAILURES"
 )
 
 // NewLoader registers the configuration flags on fs. metricsAddr is the
@@ -163,6 +176,9 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string)
 	add(VarLogLevel, "info", "debug, info, warn or error")
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
+	add(VarAlertWebhook, "", "URLs (comma separated) that receive alerts as JSON")
+	add(VarAlertSlack, "", "Slack-compatible incoming webhook URLs (comma separated) that receive alerts")
+	add(VarAlertFailures, "3", "sync runs in a row that must fail for an alert")
 	return l
 }
 
@@ -273,6 +289,9 @@ func (l *Loader) Load() (*Config, error) {
 	}
 	if c.WebhookRSAKey, err = ParseRSAPublicKey(l.value(VarWebhookRSAKey)); err != nil {
 		return nil, &Error{VarWebhookRSAKey, err.Error()}
+	}
+	if err := loadAlerts(c, l.value); err != nil {
+		return nil, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(l.value(VarLogLevel))); err != nil {
 		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}
