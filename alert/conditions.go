@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
@@ -81,16 +82,17 @@ func ReadFacts(ctx context.Context, st *store.Store, maxFailures int, now time.T
 		return nil, err
 	}
 	for _, s := range schedules {
-		if sf, ok := scheduleFacts(s, now); ok {
+		if sf, ok := ScheduleFactsOf(s, now); ok {
 			f.Schedules = append(f.Schedules, sf)
 		}
 	}
 	return f, nil
 }
 
-// scheduleFacts computes a schedule's facts; false when its interval is
-// unknown (a cron schedule inserted by SQL that no scheduler has seen).
-func scheduleFacts(s store.Schedule, now time.Time) (ScheduleFacts, bool) {
+// ScheduleFactsOf computes a schedule's facts at now; false when its
+// interval is unknown (a cron schedule inserted by SQL that no scheduler
+// has seen).
+func ScheduleFactsOf(s store.Schedule, now time.Time) (ScheduleFacts, bool) {
 	ref := s.ChangedAt
 	if s.LastRunAt != nil && s.LastRunAt.After(ref) {
 		ref = *s.LastRunAt
@@ -128,9 +130,9 @@ func (e *Evaluator) Conditions(f *Facts, now time.Time) []Condition {
 			continue
 		}
 		if left := c.ExpiresAt.Sub(now); left < within {
-			when := "expires in " + left.Round(time.Minute).String()
+			when := "expires in " + human(left)
 			if left <= 0 {
-				when = "expired " + (-left).Round(time.Minute).String() + " ago"
+				when = "expired " + human(-left) + " ago"
 			}
 			detail := "the token-refresh schedule refreshes a token within REFRESH_WINDOW of its expiry: check that a worker runs, and why its refreshes fail (reason= in the worker's log, ghlsync_token_refresh_failures_total)"
 			if c.LastError != "" {
@@ -166,10 +168,9 @@ func (e *Evaluator) Conditions(f *Facts, now time.Time) []Condition {
 		}
 		out = append(out, Condition{
 			Kind: KindScheduleLate, Subject: s.Name,
-			Labels: map[string]string{"schedule": s.Name, "task": s.TaskType},
-			Summary: fmt.Sprintf("Schedule %s has not run for %s (interval %s)", s.Name,
-				s.SinceRun.Round(time.Second), s.Interval.Round(time.Second)),
-			Detail: "no scheduler enqueues it: check that a `scheduler` process runs and reaches the database and Redis (`scheduler list` shows the last run)",
+			Labels:  map[string]string{"schedule": s.Name, "task": s.TaskType},
+			Summary: fmt.Sprintf("Schedule %s has not run for %s (interval %s)", s.Name, human(s.SinceRun), human(s.Interval)),
+			Detail:  "no scheduler enqueues it: check that a `scheduler` process runs and reaches the database and Redis (`scheduler list` shows the last run)",
 		})
 	}
 	return out
@@ -199,4 +200,18 @@ func ReadHealth(ctx context.Context, st *store.Store, clk clock.Clock) (*metrics
 		h.Firing[k] = firing[k]
 	}
 	return h, nil
+}
+
+// human prints a duration to the minute (to the second below one), as
+// 1h5m or 30m rather than 1h5m0s.
+func human(d time.Duration) string {
+	if d < time.Minute {
+		return d.Round(time.Second).String()
+	}
+	s := d.Round(time.Minute).String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
