@@ -1,4 +1,6 @@
-// Package deploy holds the checks of the deployment files at the
-// repository root (Dockerfile, docker-compose.yml, .env.example); it has no
-// code of its own.
+// Package deploy holds the checks of the deployment files: those at the
+// repository root (Dockerfile, docker-compose.yml, .env.example), and the
+// Prometheus alert rules (prometheus/ghlsync-rules.yml) and Grafana
+// dashboard (grafana/ghlsync.json) in this directory. It has no code of
+// its own.
 package deploy
