@@ -32,7 +32,8 @@ const (
 	// one problem to another resolves the first and fires the second.
 	KindLocationProblem = "location_problem"
 	// KindTokenExpiring: an active location's token expires within
-	// Evaluator.ExpiresWithin (expired included): no refresh renewed it.
+	// Evaluator.ExpiresWithin, or half its lifetime when that is shorter
+	// (expired included): no refresh renewed it.
 	KindTokenExpiring = "token_expiring"
 	// KindSyncFailing: a location's latest Evaluator.SyncFailures sync
 	// runs of one kind all failed. Subject LOCATION/KIND.

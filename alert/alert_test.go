@@ -134,6 +134,12 @@ func TestConditions(t *testing.T) {
 			{LocationID: "scoped", UserType: store.UserTypeLocation, Status: "missing_scope", ExpiresAt: now.Add(time.Hour)},
 			{LocationID: "expiring", UserType: store.UserTypeLocation, Status: store.StatusActive, ExpiresAt: now.Add(40 * time.Minute)},
 			{LocationID: "expired", UserType: store.UserTypeLocation, Status: store.StatusActive, ExpiresAt: now.Add(-5 * time.Minute)},
+			// Tokens that live an hour (the sandbox's), refreshed 10 min
+			// ago, then 40 min ago: only half the lifetime alerts.
+			{LocationID: "short-fresh", UserType: store.UserTypeLocation, Status: store.StatusActive, ExpiresAt: now.Add(50 * time.Minute),
+				RefreshedAt: ago(10 * time.Minute)},
+			{LocationID: "short-stale", UserType: store.UserTypeLocation, Status: store.StatusActive, ExpiresAt: now.Add(20 * time.Minute),
+				RefreshedAt: ago(40 * time.Minute)},
 		},
 		Syncs: []alert.SyncFacts{
 			{Location: "ok", Kind: syncer.KindPatients, Failures: 3, LastError: "GHL unavailable"},
@@ -173,6 +179,7 @@ func TestConditions(t *testing.T) {
 		"location_problem scoped/missing_scope",
 		"token_expiring expiring",
 		"token_expiring expired",
+		"token_expiring short-stale",
 		"sync_failing ok/patients",
 		"schedule_late late",
 		"schedule_late daily",
@@ -188,7 +195,7 @@ func TestConditions(t *testing.T) {
 			got = append(got, c.Kind+" "+c.Subject)
 		}
 	}
-	want = []string{"token_expiring expired", "sync_failing ok/patients", "sync_failing ok/appointments"}
+	want = []string{"token_expiring expired", "token_expiring short-stale", "sync_failing ok/patients", "sync_failing ok/appointments"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("with 2 failures and 30 min (-want +got):\n%s", diff)
 	}
@@ -489,8 +496,12 @@ func TestWebhookPayload(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t, 0)
 	e, b := setup(t, alert.NewReceivers([]string{rcv.URL}, nil)...)
-	b.stack.Connect(t, "loc1", b.clock.Now().Add(30*time.Minute))
+	b.stack.Connect(t, "loc1", b.clock.Now().Add(2*time.Hour))
 	toks, _ := b.stack.StoredTokens(t, "loc1")
+	if res := evaluate(t, e); res.Holding != 0 {
+		t.Fatalf("a fresh token alerts: %+v", res)
+	}
+	b.clock.Advance(90 * time.Minute)
 	evaluate(t, e)
 	got := rcv.taken(t)
 	if len(got) != 1 {

@@ -129,7 +129,16 @@ func (e *Evaluator) Conditions(f *Facts, now time.Time) []Condition {
 			})
 			continue
 		}
-		if left := c.ExpiresAt.Sub(now); left < within {
+		// A token GHL issued for less than twice the threshold (the
+		// sandbox's live an hour) would alert as soon as it is issued: for
+		// it, half its lifetime is the threshold.
+		threshold := within
+		if c.RefreshedAt != nil {
+			if life := c.ExpiresAt.Sub(*c.RefreshedAt); life > 0 {
+				threshold = min(threshold, life/2)
+			}
+		}
+		if left := c.ExpiresAt.Sub(now); left < threshold {
 			when := "expires in " + human(left)
 			if left <= 0 {
 				when = "expired " + human(-left) + " ago"
