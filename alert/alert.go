@@ -261,7 +261,14 @@ func (e *Evaluator) deliver(ctx context.Context, res *Result) error {
 	if err != nil {
 		return err
 	}
+	// A receiver that refused once in this evaluation is not tried again
+	// before the next: one that is down must not hold the evaluation for
+	// DeliveryTimeout per alert.
+	refused := map[string]bool{}
 	for _, d := range due {
+		if refused[d.Receiver] {
+			continue
+		}
 		now := e.now()
 		claimed, err := e.Store.ClaimAlertDelivery(ctx, d.ID, now, now.Add(deliveryLease))
 		if err != nil {
@@ -292,6 +299,7 @@ func (e *Evaluator) deliver(ctx context.Context, res *Result) error {
 		if err := e.Store.AlertDeliveryFailed(wctx, d.ID, sendErr.Error(), next); err != nil {
 			return err
 		}
+		refused[d.Receiver] = true
 		res.Failed++
 		e.observeDelivery(r.Type, "error")
 		e.log().Warn("alert delivery failed", "receiver", r, "event", d.Event, "kind", a.Kind, "subject", a.Subject,

@@ -594,3 +594,27 @@ func TestSyncAndScheduleConditionsFromTheDatabase(t *testing.T) {
 		t.Fatalf("after it ran: %+v", res)
 	}
 }
+
+// A receiver that refuses is tried once per evaluation, whatever it has
+// pending, while another receiver gets every alert; a URL configured twice
+// is one receiver.
+func TestARefusingReceiverHoldsNoOne(t *testing.T) {
+	t.Parallel()
+	down, up := newReceiver(t, 1<<30), newReceiver(t, 0)
+	receivers := alert.NewReceivers([]string{down.URL, up.URL, up.URL}, nil)
+	if len(receivers) != 2 {
+		t.Fatalf("receivers %v, want the repeated URL once", receivers)
+	}
+	e, b := setup(t, receivers...)
+	for _, loc := range []string{"loc1", "loc2", "loc3"} {
+		b.stack.Connect(t, loc, time.Now().Add(10*time.Hour))
+		setStatus(t, b.stack.Store, loc, store.StatusNeedsReauth)
+	}
+	res := evaluate(t, e)
+	if len(res.Fired) != 3 || res.Sent != 3 || res.Failed != 1 {
+		t.Fatalf("%+v, want 3 fired, 3 sent and one refused attempt", res)
+	}
+	if n, m := len(down.all()), len(up.taken(t)); n != 1 || m != 3 {
+		t.Errorf("the refusing receiver was tried %d times, the other took %d", n, m)
+	}
+}

@@ -38,15 +38,21 @@ type Receiver struct {
 }
 
 // NewReceivers returns the receivers of the configured URLs:
-// ALERT_WEBHOOK_URL's and ALERT_SLACK_WEBHOOK_URL's.
+// ALERT_WEBHOOK_URL's and ALERT_SLACK_WEBHOOK_URL's, each once.
 func NewReceivers(webhooks, slack []string) []Receiver {
 	var out []Receiver
-	for _, u := range webhooks {
-		out = append(out, Receiver{Type: TypeWebhook, url: u})
+	seen := map[string]bool{}
+	add := func(typ string, urls []string) {
+		for _, u := range urls {
+			r := Receiver{Type: typ, url: u}
+			if !seen[r.Key()] {
+				seen[r.Key()] = true
+				out = append(out, r)
+			}
+		}
 	}
-	for _, u := range slack {
-		out = append(out, Receiver{Type: TypeSlack, url: u})
-	}
+	add(TypeWebhook, webhooks)
+	add(TypeSlack, slack)
 	return out
 }
 
@@ -127,7 +133,7 @@ func SlackText(p Payload) string {
 	}
 	b.WriteString(slackEscape(p.Summary))
 	if p.ResolvedAt != nil {
-		fmt.Fprintf(&b, " (after %s)", p.ResolvedAt.Sub(p.StartedAt).Round(time.Second))
+		fmt.Fprintf(&b, " (after %s)", human(p.ResolvedAt.Sub(p.StartedAt)))
 	} else if p.Detail != "" {
 		b.WriteString("\n" + slackEscape(p.Detail))
 	}
