@@ -12,6 +12,7 @@ package alert
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -113,7 +114,7 @@ type Evaluator struct {
 // Validate reports a required field that is not set. Call it at start.
 func (e *Evaluator) Validate() error {
 	if e.Store == nil {
-		return fmt.Errorf("alert.Evaluator: Store is required")
+		return errors.New("alert.Evaluator: Store is required")
 	}
 	return nil
 }
