@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ghlsync/ghlsync/alert"
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/config"
@@ -89,7 +90,10 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			d.Close()
 			return nil, err
 		}
-		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock))
+		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock),
+			metrics.NewHealthCollector(func(ctx context.Context) (*metrics.Health, error) {
+				return alert.ReadHealth(ctx, d.Store, d.Clock)
+			}))
 	}
 	d.GHL, err = ghl.NewClient(ghl.Config{
 		BaseURL:      cfg.GHLAPIURL,
@@ -161,6 +165,29 @@ func (d *Deps) Refresher() *refresh.Refresher {
 		},
 		ObserveFailure: func(reason string) {
 			d.Metrics.RefreshFailures.WithLabelValues(reason).Inc()
+		},
+	}
+}
+
+// Evaluator builds the alert evaluator on d: the receivers and threshold
+// of the configuration, and a token alert within an hour of expiry, or
+// half the refresh window when that is shorter (a token is refreshed only
+// within the window, so an hour would alert on every token before its
+// refresh is due).
+func (d *Deps) Evaluator() *alert.Evaluator {
+	return &alert.Evaluator{
+		Store:         d.Store,
+		Receivers:     alert.NewReceivers(d.Config.AlertWebhookURLs, d.Config.AlertSlackURLs),
+		SyncFailures:  d.Config.AlertSyncFailures,
+		ExpiresWithin: min(alert.DefaultExpiresWithin, d.Config.RefreshWindow/2),
+		PublicURL:     d.Config.WebPublicURL,
+		Clock:         d.Clock,
+		Log:           d.Log,
+		Observe: func(outcome string) {
+			d.Metrics.AlertEvaluations.WithLabelValues(outcome).Inc()
+		},
+		ObserveDelivery: func(receiverType, outcome string) {
+			d.Metrics.AlertDeliveries.WithLabelValues(receiverType, outcome).Inc()
 		},
 	}
 }

@@ -10,12 +10,13 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
 )
 
 // WebHandler is the whole web process on one address: the web routes, the
-// GHL webhooks, the status page and asynqmon at /monitoring behind the
+// GHL webhooks, the status page, the alerts page and asynqmon at /monitoring behind the
 // admin guard, /metrics behind it too (it names every location),
 // /healthz and /readyz.
 func WebHandler(d *Deps) http.Handler { return webHandler(d, true) }
@@ -66,6 +67,7 @@ func webHandler(d *Deps, withOps bool) http.Handler {
 	status := admin((&web.Status{Source: d.Store, Keys: d.Cipher, Log: d.Log, Clock: d.Clock, PausedQueues: d.pausedQueues}).Handler())
 	mux.Handle("GET /{$}", status)
 	mux.Handle("GET /api/locations", status)
+	mux.Handle("GET "+store.AlertsPath, admin((&web.Alerts{Source: d.Store, Log: d.Log, Clock: d.Clock}).Handler()))
 	mux.Handle("/", s.Handler())
 	// Every state-changing request, asynqmon's included, must come from
 	// ghlsync's own pages; GHL's webhook is authenticated by its signature.

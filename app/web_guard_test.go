@@ -76,7 +76,7 @@ var asynqmonWrites = []struct{ method, path string }{
 // ghlsyncPaths are ghlsync's own routes on WEB_ADDR. None changes state
 // on an unsafe method today but the webhook; the guard must still refuse
 // every unsafe method on each, so that a route added later is covered.
-var ghlsyncPaths = []string{"/", "/api/locations", "/api/auth/connect", "/api/auth/callback?state=s&code=c",
+var ghlsyncPaths = []string{"/", "/api/locations", "/alerts", "/api/auth/connect", "/api/auth/callback?state=s&code=c",
 	"/metrics", "/readyz", "/healthz", "/monitoring/", "/api/anything"}
 
 // crossSite are what browsers send with a request another site's page

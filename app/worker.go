@@ -66,7 +66,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
-	}, syncHandlers)
+	}, syncHandlers, &tasks.AlertHandlers{Evaluator: d.Evaluator()})
 	if err != nil {
 		return err
 	}

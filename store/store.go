@@ -163,6 +163,8 @@ var models = []any{
 	&AppointmentSync{},
 	&SyncRun{},
 	&LocationSettings{},
+	&Alert{},
+	&AlertDelivery{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

@@ -69,6 +69,14 @@ type Config struct {
 	// must allow the worker more than this before it kills it (Kubernetes:
 	// terminationGracePeriodSeconds).
 	WorkerShutdownTimeout time.Duration
+	// AlertWebhookURLs receive alerts as JSON, AlertSlackURLs as Slack
+	// messages. Both are credentials (a Slack webhook URL is one): never
+	// log or print them.
+	AlertWebhookURLs []string
+	AlertSlackURLs   []string
+	// AlertSyncFailures is how many sync runs in a row must fail for an
+	// alert.
+	AlertSyncFailures int
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole: every
@@ -86,6 +94,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.Duration("worker_shutdown_timeout", c.WorkerShutdownTimeout),
+		slog.Int("alert_webhooks", len(c.AlertWebhookURLs)),
+		slog.Int("alert_slack_webhooks", len(c.AlertSlackURLs)),
 	)
 }
 
@@ -146,6 +156,9 @@ const (
 	VarWebhookKey            = "GHL_WEBHOOK_PUBLIC_KEY"
 	VarWebhookRSAKey         = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
 	VarWorkerShutdownTimeout = "WORKER_SHUTDOWN_TIMEOUT"
+	VarAlertWebhook          = "ALERT_WEBHOOK_URL"
+	VarAlertSlack            = "ALERT_SLACK_WEBHOOK_URL"
+	VarAlertFailures         = "ALERT_SYNC_FAILURES"
 )
 
 // NewLoader binds the configuration to fs. vars names the variables the
@@ -186,6 +199,9 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
 	add(VarWorkerShutdownTimeout, DefaultWorkerShutdownTimeout.String(), "how long a stopping worker lets its running tasks finish before they go back to the queue")
+	add(VarAlertWebhook, "", "URLs (comma separated) that receive alerts as JSON")
+	add(VarAlertSlack, "", "Slack-compatible incoming webhook URLs (comma separated) that receive alerts")
+	add(VarAlertFailures, "3", "sync runs in a row that must fail for an alert")
 	l.bind(fs, vars)
 	return l
 }
@@ -228,12 +244,13 @@ func Vars() []string {
 }
 
 // Secret reports whether the variable env holds a credential: the client
-// secret, a token key, a password. A secret has no flag (a command line is
+// secret, a token key, a password, a webhook URL whose path is its key
+// (Slack's). A secret has no flag (a command line is
 // visible to every user of the machine in ps); it comes from the
 // environment or from the file NAME_FILE names.
 func Secret(env string) bool {
 	switch env {
-	case VarClientSecret, VarEncryptionKey, VarOldKeys:
+	case VarClientSecret, VarEncryptionKey, VarOldKeys, VarAlertWebhook, VarAlertSlack:
 		return true
 	}
 	// A variable added later whose name says what it holds is a secret
@@ -416,6 +433,9 @@ func (l *Loader) Load() (*Config, error) {
 	}
 	if c.WebhookRSAKey, err = ParseRSAPublicKey(l.value(VarWebhookRSAKey)); err != nil {
 		return nil, &Error{VarWebhookRSAKey, err.Error()}
+	}
+	if err := loadAlerts(c, l.value); err != nil {
+		return nil, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(l.value(VarLogLevel))); err != nil {
 		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}
