@@ -241,12 +241,12 @@ func TestFlagsOnlyForTheCommandsVariables(t *testing.T) {
 			t.Errorf("--%s does not name its variable: %q", f.Name, f.Usage)
 		}
 	}
-	for _, v := range []string{VarClientSecret, VarEncryptionKey, VarOldKeys, VarAdminPassword, "WEB_VIEWER_PASSWORD", "SOME_SECRET"} {
+	for _, v := range []string{VarClientSecret, VarEncryptionKey, VarOldKeys, VarAdminPassword, VarAlertWebhook, VarAlertSlack, "WEB_VIEWER_PASSWORD", "SOME_SECRET"} {
 		if !Secret(v) {
 			t.Errorf("%s is not a secret", v)
 		}
 	}
-	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD" {
+	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD,ALERT_WEBHOOK_URL,ALERT_SLACK_WEBHOOK_URL" {
 		t.Errorf("Secrets() of every variable = %s", got)
 	}
 }
