@@ -1,6 +1,6 @@
 // Command worker runs ghlsync's task handlers: token refreshes and syncs.
 //
-//	worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox]
+//	worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox] [--redis-addr HOST:PORT]
 //
 // --standalone runs worker, scheduler and web in one process on an embedded
 // Redis and the configured database (an SQLite file by default); --sandbox
@@ -39,11 +39,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&o.TokenConcurrency, "token-concurrency", 20, "token tasks run at once, in slots of their own")
 	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
 	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
+	redisAddr := fs.String("redis-addr", app.DefaultRedisAddr, "with --standalone: where the embedded Redis listens, the same at every start")
 	if err := fs.Parse(args); err != nil {
 		return app.Exit(stderr, "worker", app.Usage(err))
 	}
 	if o.Concurrency <= 0 || o.TokenConcurrency <= 0 {
 		return app.Exit(stderr, "worker", app.Usagef("--concurrency and --token-concurrency must be positive"))
+	}
+	if *standalone || *sandbox {
+		// One machine's demo: nothing listens beyond it unless told to.
+		loader.Default(config.VarWebAddr, "127.0.0.1:8080")
+		loader.Default(config.VarMetricsAddr, "127.0.0.1:9091")
 	}
 	switch {
 	case *sandbox:
@@ -58,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return app.Exit(stderr, "worker", err)
 	}
 	if *standalone || *sandbox {
-		return app.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr))
+		return app.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, RedisAddr: *redisAddr, Worker: o}, stderr))
 	}
 	return app.Exit(stderr, "worker", app.RunWorkerProcess(ctx, cfg, o, app.NewLogger(stderr, cfg.LogLevel)))
 }
