@@ -154,7 +154,7 @@ func pickMoment(rng *rand.Rand, kind int, base fakeCounts, refresh func() fakeCo
 	total := len(sandbox.Locations) * (killContacts + killAppointments)
 	switch kind {
 	case momentDelay:
-		d := time.Duration(rng.IntN(int(killLifeCap / time.Millisecond))) * time.Millisecond
+		d := time.Duration(rng.IntN(int(killLifeCap/time.Millisecond))) * time.Millisecond
 		return moment{name: fmt.Sprintf("%s after the start", d), ready: func(life time.Duration, _ bool, _ fakeCounts) bool { return life >= d }}
 	case momentBanner:
 		return moment{name: "the banner", ready: func(_ time.Duration, banner bool, _ fakeCounts) bool { return banner }}
@@ -165,7 +165,9 @@ func pickMoment(rng *rand.Rand, kind int, base fakeCounts, refresh func() fakeCo
 	var before *fakeCounts
 	return moment{name: "the first rotation of enqueued forced refreshes made durable",
 		atBanner: func() { c := refresh(); before = &c },
-		ready:    func(_ time.Duration, _ bool, c fakeCounts) bool { return before != nil && c.rotations > before.rotations }}
+		ready: func(_ time.Duration, _ bool, c fakeCounts) bool {
+			return before != nil && c.rotations > before.rotations
+		}}
 }
 
 // The standalone sandbox, killed with SIGKILL at ten random moments of
