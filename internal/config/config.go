@@ -388,7 +388,8 @@ func (c *Config) Cipher() (*tokencrypt.Cipher, error) {
 //
 // The key appears whole or not at all: it is written and synced under a
 // temporary name, then linked to path, which fails if another process
-// made the key meanwhile (its key is read then). A process killed half
+// made the key meanwhile (its key is read then; see below for a file
+// system without links). A process killed half
 // way leaves no empty or cut key file, which would stop every later start
 // and lose the tokens sealed with the key it was writing.
 func EnsureKeyFile(path string) (string, error) {
@@ -421,10 +422,17 @@ func EnsureKeyFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+	switch err := os.Link(f.Name(), path); {
+	case errors.Is(err, os.ErrExist):
 		return readKeyFile(path)
-	} else if err != nil {
-		return "", err
+	case err != nil:
+		// A file system without hard links: a rename is as atomic, but
+		// would replace a key another process made this instant (two
+		// first starts in one directory, of which one fails on the
+		// embedded Redis's address anyway).
+		if err := os.Rename(f.Name(), path); err != nil {
+			return "", err
+		}
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync() // where a directory cannot be synced, the link alone stands
