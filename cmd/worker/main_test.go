@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -548,6 +549,15 @@ func TestStandaloneSandbox(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, "the demo locations to be connected and synced", func() bool {
 		return sandboxSynced(t, webAddr)
 	})
+	resp, err := http.Get("http://" + webAddr + "/sandbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "<td>North Clinic</td><td>119</td><td>60</td>"; resp.StatusCode != http.StatusOK || !strings.Contains(string(page), want) {
+		t.Errorf("/sandbox: %d, want a page showing %s:\n%s", resp.StatusCode, want, page)
+	}
 	before := map[string]web.LocationStatus{}
 	for _, l := range locations(t, webAddr) {
 		before[l.LocationID] = l
