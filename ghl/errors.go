@@ -50,6 +50,16 @@ var (
 	// invalid). Refresh the token and call again. A 401 from the token
 	// endpoint, which takes no bearer token, is not this.
 	ErrUnauthorized = errors.New("ghl: unauthorized")
+
+	// ErrInvalidClient: the token endpoint refused the app's credentials
+	// (a 401 there, or RFC 6749's invalid_client): the client id or secret
+	// is wrong. Configuration, not a token: nothing was spent.
+	ErrInvalidClient = errors.New("ghl: invalid client credentials")
+
+	// ErrRedirectMismatch: the token endpoint refused the redirect URI,
+	// which must be the one the consent was asked with and one the app
+	// has registered.
+	ErrRedirectMismatch = errors.New("ghl: redirect URI refused")
 )
 
 // ErrorResponse is a non-2xx answer from GHL other than 429.
@@ -204,6 +214,10 @@ func errorKind(r *http.Response, all string) error {
 		return ErrLocationInactive
 	case r.StatusCode == http.StatusUnauthorized && bearer(r.Request):
 		return ErrUnauthorized
+	case r.StatusCode >= 400 && r.StatusCode < 500 && (r.StatusCode == http.StatusUnauthorized || strings.Contains(all, "invalid client")):
+		return ErrInvalidClient
+	case r.StatusCode >= 400 && r.StatusCode < 500 && strings.Contains(all, "redirect uri"):
+		return ErrRedirectMismatch
 	}
 	return nil
 }
@@ -317,6 +331,14 @@ func IsNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 // IsTokenRejected reports whether an API call's bearer token was rejected
 // (ErrUnauthorized): refresh the token and call again.
 func IsTokenRejected(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// IsInvalidClient reports whether the token endpoint refused the app's
+// client id or secret (ErrInvalidClient).
+func IsInvalidClient(err error) bool { return errors.Is(err, ErrInvalidClient) }
+
+// IsRedirectMismatch reports whether the token endpoint refused the
+// redirect URI (ErrRedirectMismatch).
+func IsRedirectMismatch(err error) bool { return errors.Is(err, ErrRedirectMismatch) }
 
 // IsAccessDenied reports whether GHL refused the caller rather than the
 // request (401 or 403): no change of the record can help.

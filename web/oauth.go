@@ -169,8 +169,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, _, err := s.OAuth.ExchangeCode(r.Context(), code, userType)
 	if err != nil {
-		s.Log.Warn("OAuth code exchange failed", "err", err)
-		http.Error(w, "GHL did not accept the authorization: start again at /api/auth/connect", http.StatusBadGateway)
+		status, msg := exchangeFailure(err)
+		s.Log.Warn("OAuth code exchange failed", "err", err, "remedy", msg)
+		http.Error(w, msg, status)
 		return
 	}
 	// From here GHL has spent the code: what it answered is kept even if

@@ -82,9 +82,21 @@ type Options struct {
 	// LatencyAfter). A grace reuse does not call it. See SetOnTokenIssued.
 	OnTokenIssued func(locationID string)
 
-	// StatePath, if set, is a JSON state file: NewServer and New load it when
-	// it exists, Close writes it (atomically, mode 0600).
+	// StatePath, if set, is a JSON state file: NewServer, New and Open load
+	// it when it exists, Close writes it (atomically, mode 0600).
 	StatePath string
+	// SaveOnChange, with StatePath, writes the state file after every
+	// request that changed the state and before its answer goes out
+	// (atomically, synced to disk), so that a process killed at any moment
+	// leaves a file holding all that its answers reported: no refresh token
+	// is rotated, no contact or appointment created, in an answer the file
+	// does not hold. A save that fails answers 503 instead; the change stays
+	// in memory for the next save. Changes made through the Go methods
+	// (AddLocation, Revoke, …) are written with the next answer, or by
+	// SaveFile or Close. Access tokens expired and refresh tokens spent a
+	// day ago are left out of the file, so that it does not grow with every
+	// rotation; presented again, they are refused as before.
+	SaveOnChange bool
 	// Logf reports what Close cannot return (a failed state save); default
 	// log.Printf.
 	Logf func(format string, args ...any)
@@ -136,14 +148,30 @@ type Server struct {
 	faults  []*faultEntry
 	nFaults atomic.Int32
 
+	// changes counts the changes of st (guarded by mu); saved is the
+	// count the state file holds (guarded by saveMu, which one save at a
+	// time holds).
+	changes uint64
+	saveMu  sync.Mutex
+	saved   uint64
+
 	onTokenIssued atomic.Pointer[func(string)]
 	closeOnce     sync.Once
 }
 
 // New returns a Server that does not listen: serve its Handler in process.
 // It panics if Options.StatePath names a file that cannot be loaded, so a
-// sandbox never silently starts over.
+// sandbox never silently starts over; Open returns that error instead.
 func New(opts Options) *Server {
+	s, err := Open(opts)
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// Open is New returning the error of a state file that cannot be loaded.
+func Open(opts Options) (*Server, error) {
 	opts.setDefaults()
 	s := &Server{
 		opts:   opts,
@@ -158,10 +186,10 @@ func New(opts Options) *Server {
 	s.routes()
 	if opts.StatePath != "" {
 		if _, err := s.LoadFile(opts.StatePath); err != nil {
-			panic(err.Error())
+			return nil, err
 		}
 	}
-	return s
+	return s, nil
 }
 
 // NewServer returns a Server listening on a local port (httptest.Server).

@@ -226,14 +226,20 @@ func (s *Server) issueLocked(g grant, now time.Time) (*accessToken, *refreshToke
 	s.st.access[at.Token] = at
 	s.st.refresh[rt.Token] = rt
 	s.st.current[g.subject()] = rt.Token
+	s.changedLocked()
 	return at, rt
 }
+
+// changedLocked records a change of the state, which the next answer then
+// waits to be saved with SaveOnChange.
+func (s *Server) changedLocked() { s.changes++ }
 
 // AddCompany registers an agency (company).
 func (s *Server) AddCompany(companyID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addCompanyLocked(companyID)
+	s.changedLocked()
 }
 
 // AddLocation registers a location (sub-account) of companyID ("" for none),
@@ -242,6 +248,7 @@ func (s *Server) AddLocation(locationID, companyID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addLocationLocked(locationID, companyID)
+	s.changedLocked()
 }
 
 // SetLocationInfo sets the name and IANA time zone GET /locations/{id}
@@ -282,6 +289,7 @@ func (s *Server) newCode(userType, id string, approved []string, scope, redirect
 		Expiry:      now.Add(codeLife),
 	}
 	s.st.codes[c.Code] = c
+	s.changedLocked()
 	return c.Code
 }
 
@@ -323,6 +331,7 @@ func (s *Server) Revoke(locationID string) {
 		}
 	}
 	delete(s.st.current, locationID)
+	s.changedLocked()
 }
 
 // SetInactive marks a location inactive (or active again). Refreshing its
@@ -332,6 +341,7 @@ func (s *Server) SetInactive(locationID string, inactive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addLocationLockedIfMissing(locationID).Inactive = inactive
+	s.changedLocked()
 }
 
 func (st *state) addLocationLockedIfMissing(id string) *location {
@@ -353,6 +363,7 @@ func (s *Server) ExpireAccessTokens(locationID string) {
 			at.Expiry = now
 		}
 	}
+	s.changedLocked()
 }
 
 // Valid reports whether accessToken is a live (known, unexpired, unrevoked)

@@ -286,6 +286,17 @@ func (l *Loader) Set(env, value string) {
 	}
 }
 
+// Default replaces the default of a variable, which applies when neither
+// its flag nor the environment sets it: the standalone mode listens on
+// loopback unless told otherwise.
+func (l *Loader) Default(env, value string) {
+	for _, v := range l.vars {
+		if v.env == env {
+			v.def = value
+		}
+	}
+}
+
 func (l *Loader) value(env string) string {
 	if p := l.raw[env]; p != nil && *p != "" {
 		return *p
@@ -543,13 +554,16 @@ func (c *Config) Cipher() (*tokencrypt.Cipher, error) {
 // EnsureKeyFile reads the encryption key from path, creating it with a new
 // random key (mode 0600) when it does not exist. The standalone mode keeps
 // its key beside its SQLite file this way.
+//
+// The key appears whole or not at all: it is written and synced under a
+// temporary name, then linked to path, which fails if another process
+// made the key meanwhile (its key is read then; see below for a file
+// system without links). A process killed half
+// way leaves no empty or cut key file, which would stop every later start
+// and lose the tokens sealed with the key it was writing.
 func EnsureKeyFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	if key, err := readKeyFile(path); !errors.Is(err, os.ErrNotExist) {
+		return key, err
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -559,15 +573,55 @@ func EnsureKeyFile(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return "", err
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(f.Name())
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(s + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return "", err
 	}
-	return s, f.Close()
+	switch err := os.Link(f.Name(), path); {
+	case errors.Is(err, os.ErrExist):
+		return readKeyFile(path)
+	case err != nil:
+		// A file system without hard links: a rename is as atomic, but
+		// would replace a key another process made this instant (two
+		// first starts in one directory, of which one fails on the
+		// embedded Redis's address anyway).
+		if err := os.Rename(f.Name(), path); err != nil {
+			return "", err
+		}
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync() // where a directory cannot be synced, the link alone stands
+		d.Close()
+	}
+	return s, nil
+}
+
+// readKeyFile reads a key file; an empty one is an error that names it,
+// not a key.
+func readKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("the key file %s is empty: restore it from a backup, or remove it to start over (the tokens it sealed are then lost)", path)
+	}
+	return key, nil
 }
 
 // SQLitePath returns the file path of a sqlite:// DATABASE_URL, or "".
