@@ -60,9 +60,10 @@ var (
 	// helps.
 	ErrScopeDenied = errors.New("ghl: the token is not authorized for this scope")
 
-	// ErrUserMissing: GHL's 401 "The user does not exist." (the user who
-	// connected the location was removed from GHL). The token is not the
-	// problem; a refresh cannot help.
+	// ErrUserMissing: GHL's 401 "The user does not exist.", its answer
+	// for a user the call names that was deleted or never existed (GET
+	// /users/{id}, GHL issue #205): a missing record, not a token problem,
+	// so a refresh cannot help.
 	ErrUserMissing = errors.New("ghl: the user does not exist")
 )
 
@@ -352,8 +353,8 @@ func IsTokenRejected(err error) bool { return errors.Is(err, ErrUnauthorized) }
 // location must be connected again once the app asks for that scope.
 func IsScopeDenied(err error) bool { return errors.Is(err, ErrScopeDenied) }
 
-// IsUserMissing reports whether GHL says the user behind the token does not
-// exist (ErrUserMissing).
+// IsUserMissing reports whether GHL says the user the call names does not
+// exist (ErrUserMissing): that record's failure, not the location's.
 func IsUserMissing(err error) bool { return errors.Is(err, ErrUserMissing) }
 
 // MissingScope names the scope a call refused with ErrScopeDenied lacked:

@@ -1,6 +1,9 @@
 package ghltest
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // TokenAnswer shapes the JSON of the token endpoints' answers
 // (/oauth/token and /oauth/locationToken) in ways GHL's own answers vary:
@@ -26,18 +29,32 @@ func (s *Server) SetTokenAnswer(subject string, a TokenAnswer) {
 	s.answers[subject] = a
 }
 
-// SetUserMissing makes every API call with a token of subject (a location
-// or company id) answer 401 "The user does not exist.", as GHL does once
-// the user who connected it is removed (missing false ends it). Token
-// refreshes still work: the token is not what is wrong.
-func (s *Server) SetUserMissing(subject string, missing bool) {
+// SetUserMissing makes every API call whose path names GHL user userID
+// (/users/{userID}) answer 401 "The user does not exist.", as GHL answers
+// for a user deleted or never there (GHL issue #205: a 401, not a 404);
+// missing false ends it.
+func (s *Server) SetUserMissing(userID string, missing bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if missing {
-		s.userMissing[subject] = true
+		s.userMissing[userID] = true
 	} else {
-		delete(s.userMissing, subject)
+		delete(s.userMissing, userID)
 	}
+}
+
+// namesMissingUserLocked reports whether path names a user SetUserMissing
+// marked.
+func (s *Server) namesMissingUserLocked(path string) bool {
+	if len(s.userMissing) == 0 {
+		return false
+	}
+	_, rest, ok := strings.Cut(path, "/users/")
+	if !ok {
+		return false
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return s.userMissing[id]
 }
 
 // writeToken writes a token answer shaped as SetTokenAnswer says for its

@@ -22,7 +22,8 @@ func bearer(r *http.Request) string {
 }
 
 // api wraps h with what every API call goes through, in this order: the
-// access token (401), the user behind it (401, see SetUserMissing), the
+// access token (401), a user the path names that does not exist (401, see
+// SetUserMissing), the
 // scope the route requires (401, see routeScopes; bound when the route is
 // registered), the rate limit when limited (headers on every answer, 429
 // over it) and the Version header (400).
@@ -47,7 +48,7 @@ func (a *apiRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g, ok := s.authLocked(tok, now)
 	denied := ""
 	switch {
-	case ok && s.userMissing[g.subject()]:
+	case ok && s.namesMissingUserLocked(r.URL.Path):
 		denied = msgUserMissing
 		s.stats.userMissing[g.subject()]++
 	case ok && a.scope != "" && !hasScope(g.Scope, a.scope):

@@ -147,8 +147,8 @@ type Server struct {
 	st     *state
 	stats  *counters
 	limits map[string]*window
-	// userMissing: subjects whose API calls answer 401 "The user does not
-	// exist." (SetUserMissing).
+	// userMissing: user ids that answer 401 "The user does not exist."
+	// (SetUserMissing).
 	userMissing map[string]bool
 	// answers shapes the token answers per subject ("" for every other);
 	// see SetTokenAnswer.

@@ -38,22 +38,6 @@ func TestScopesEnforced(t *testing.T) {
 	}
 }
 
-// SetUserMissing makes API calls answer GHL's "The user does not exist."
-// 401, while refreshes still work.
-func TestUserMissing(t *testing.T) {
-	t.Parallel()
-	s, _ := setup(t, ghltest.Options{})
-	access, rt, _ := s.IssueToken("loc1")
-	s.SetUserMissing("loc1", true)
-	checkError(t, call(t, s, "GET", "/calendars/?locationId=loc1", access, ghltest.VersionCalendars, nil), 401,
-		`{"statusCode":401,"message":"The user does not exist.","error":"Unauthorized"}`)
-	okToken(t, refresh(t, s, rt))
-	s.SetUserMissing("loc1", false)
-	if r := call(t, s, "GET", "/calendars/?locationId=loc1", access, ghltest.VersionCalendars, nil); r.status != 200 {
-		t.Fatalf("after SetUserMissing false: %d", r.status)
-	}
-}
-
 // SetTokenAnswer shapes a subject's token answers: without expires_in, and
 // with side fields of odd types and unknown ones.
 func TestTokenAnswerShapes(t *testing.T) {
