@@ -32,6 +32,12 @@ const (
 	// UNINSTALL webhook); its refresh token no longer works, so it is
 	// neither refreshed nor synced until it is connected again.
 	StatusUninstalled Status = "uninstalled"
+	// StatusMissingScope: GHL refused a sync's call for a scope the
+	// location's token was not granted (LastError names it). A refresh
+	// keeps a token's scopes, so the location is neither synced nor
+	// refreshed until it is connected again, after the scope is added to
+	// the app.
+	StatusMissingScope Status = "missing_scope"
 )
 
 // ConnectPath is where an operator connects a location, or connects it
@@ -51,6 +57,9 @@ func (s Status) Problem() string {
 		return "GHL says the location is not active"
 	case StatusUninstalled:
 		return "the app was uninstalled from the location; connect it again at " + ConnectPath
+	case StatusMissingScope:
+		return "GHL refused a call for a scope its token was not granted: add the scope to the app's scopes " +
+			"in GHL's marketplace (and to GHL_SCOPES when it is set), then connect the location again at " + ConnectPath
 	}
 	return "status " + string(s)
 }
