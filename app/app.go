@@ -155,6 +155,7 @@ func (d *Deps) Refresher() *refresh.Refresher {
 		Cipher: d.Cipher,
 		Log:    d.Log,
 		Window: d.Config.RefreshWindow,
+		Agency: d.GHL.OAuth,
 		Clock:  d.Clock,
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()

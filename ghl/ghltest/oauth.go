@@ -4,7 +4,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"net/url"
-	"slices"
+
 	"time"
 )
 
@@ -216,9 +216,9 @@ func (s *Server) handleLocationToken(w http.ResponseWriter, r *http.Request, g *
 	now := s.opts.Now()
 	s.mu.Lock()
 	// GHL mints a token for any location of the agency the app is
-	// installed on, not only those approved at the agency's consent.
-	if l := s.st.locations[locationID]; !slices.Contains(g.Approved, locationID) &&
-		(l == nil || l.CompanyID != companyID || !l.AppInstalled) {
+	// installed on (approved at the agency's consent or installed since),
+	// and for none it was uninstalled from.
+	if l := s.st.locations[locationID]; l == nil || l.CompanyID != companyID || !l.AppInstalled {
 		s.mu.Unlock()
 		writeError(w, http.StatusForbidden, "The token does not have access to this location")
 		return
