@@ -92,11 +92,13 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock))
 	}
 	d.GHL, err = ghl.NewClient(ghl.Config{
-		BaseURL:      cfg.GHLAPIURL,
-		ClientID:     cfg.GHLClientID,
-		ClientSecret: cfg.GHLClientSecret,
-		RedirectURI:  cfg.GHLRedirectURI,
-		OnResponse:   d.Metrics.ObserveGHL,
+		BaseURL:             cfg.GHLAPIURL,
+		ClientID:            cfg.GHLClientID,
+		ClientSecret:        cfg.GHLClientSecret,
+		RedirectURI:         cfg.GHLRedirectURI,
+		AppVersionID:        cfg.GHLAppVersionID,
+		LoginWindowOpenMode: cfg.GHLLoginWindowOpenMode,
+		OnResponse:          d.Metrics.ObserveGHL,
 	})
 	if err != nil {
 		d.Close()
