@@ -250,6 +250,12 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 // send pushes the record at index i of its page, trying again a record
 // whose call went unanswered.
 func (r *run) send(ctx context.Context, i int, it item) {
+	if r.stopping() {
+		// The run stopped while the record waited for a slot: nothing new
+		// is sent (a scope 401 would only come again).
+		r.abandon(i)
+		return
+	}
 	var err error
 	for attempt := 1; ; attempt++ {
 		var out outcome
