@@ -123,7 +123,7 @@ type fakeNow struct {
 	t  time.Time
 }
 
-func (c *fakeNow) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeNow) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeNow) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 // GHL's daily quota runs out mid-sync: the location is paused, its task is

@@ -23,10 +23,9 @@ func bearer(r *http.Request) string {
 
 // api wraps h with what every API call goes through, in this order: the
 // access token (401), a user the path names that does not exist (401, see
-// SetUserMissing), the
-// scope the route requires (401, see routeScopes; bound when the route is
-// registered), the rate limit when limited (headers on every answer, 429
-// over it) and the Version header (400).
+// SetUserMissing), the scope the route requires (401, see routeScopes;
+// bound when the route is registered), the rate limit when limited
+// (headers on every answer, 429 over it) and the Version header (400).
 func (s *Server) api(version string, limited bool, h apiHandler) http.Handler {
 	return &apiRoute{s: s, version: version, limited: limited, h: h}
 }
