@@ -96,11 +96,13 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			}))
 	}
 	d.GHL, err = ghl.NewClient(ghl.Config{
-		BaseURL:      cfg.GHLAPIURL,
-		ClientID:     cfg.GHLClientID,
-		ClientSecret: cfg.GHLClientSecret,
-		RedirectURI:  cfg.GHLRedirectURI,
-		OnResponse:   d.Metrics.ObserveGHL,
+		BaseURL:             cfg.GHLAPIURL,
+		ClientID:            cfg.GHLClientID,
+		ClientSecret:        cfg.GHLClientSecret,
+		RedirectURI:         cfg.GHLRedirectURI,
+		AppVersionID:        cfg.GHLAppVersionID,
+		LoginWindowOpenMode: cfg.GHLLoginWindowOpenMode,
+		OnResponse:          d.Metrics.ObserveGHL,
 	})
 	if err != nil {
 		d.Close()
@@ -159,6 +161,7 @@ func (d *Deps) Refresher() *refresh.Refresher {
 		Cipher: d.Cipher,
 		Log:    d.Log,
 		Window: d.Config.RefreshWindow,
+		Agency: d.GHL.OAuth,
 		Clock:  d.Clock,
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()

@@ -103,7 +103,7 @@ func (s *Status) Locations(ctx context.Context) ([]LocationStatus, error) {
 			ls.KeyProblem = "its tokens are sealed with encryption key " + c.KeyID + ", which is not configured: " +
 				"add that key to TOKEN_ENCRYPTION_OLD_KEYS and restart; the token itself is fine, do not reconnect"
 		}
-		if c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled {
+		if c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled || c.Status == store.StatusMissingScope {
 			ls.ReconnectURL = store.ConnectPath
 			if c.UserType == store.UserTypeCompany {
 				ls.ReconnectURL += "?user_type=Company"
@@ -162,7 +162,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}
-.active{color:#1a7f37}.needs_reauth,.uninstalled,.key_missing,.failed,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
+.active{color:#1a7f37}.needs_reauth,.uninstalled,.missing_scope,.key_missing,.failed,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
 small{color:#666}
 </style></head><body>
 <h1>ghlsync</h1>

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
 	"time"
 )
 
@@ -133,7 +134,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, code, redirectURI string) {
 	s.mu.Unlock()
 
 	s.tokenIssued(subj)
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
 func (s *Server) refreshGrant(w http.ResponseWriter, token, clientID string) {
@@ -148,7 +149,7 @@ func (s *Server) refreshGrant(w http.ResponseWriter, token, clientID string) {
 	if rotated {
 		s.tokenIssued(resp.subject())
 	}
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
 func (r *tokenResponse) subject() string {
@@ -216,12 +217,16 @@ func (s *Server) handleLocationToken(w http.ResponseWriter, r *http.Request, g *
 		writeError(w, http.StatusForbidden, "The token does not have access to this company")
 		return
 	}
-	if !slices.Contains(g.Approved, locationID) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	// GHL mints a token for any location of the agency the app is
+	// installed on (approved at the agency's consent or installed since),
+	// and for none it was uninstalled from.
+	if l := s.st.locations[locationID]; l == nil || l.CompanyID != companyID || !l.AppInstalled {
+		s.mu.Unlock()
 		writeError(w, http.StatusForbidden, "The token does not have access to this location")
 		return
 	}
-	now := s.opts.Now()
-	s.mu.Lock()
 	if l := s.st.locations[locationID]; l != nil && l.Inactive {
 		s.stats.inactive[locationID]++
 		s.mu.Unlock()
@@ -242,7 +247,7 @@ func (s *Server) handleLocationToken(w http.ResponseWriter, r *http.Request, g *
 	s.mu.Unlock()
 
 	s.tokenIssued(locationID)
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
 // handleChooseLocation serves the marketplace consent page. Without a

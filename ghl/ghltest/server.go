@@ -11,7 +11,9 @@
 // Request bodies are validated like GHL's: a missing required field or a
 // property GHL.md does not list is a 422 ("property x should not exist"), a
 // wrong or missing Version header a 400. Location endpoints take only that
-// location's token (403 otherwise). Scopes are not checked.
+// location's token (403 otherwise). Every API route requires the scope GHL
+// requires for it (scopes.go), and a token without it gets GHL's 401 "The
+// token is not authorized for this scope."
 //
 // Counters, rate limits and faults are keyed by the subject of a token: the
 // location ID for a Location token, the company ID for a Company (agency)
@@ -40,7 +42,8 @@ const (
 
 // DefaultScope is the scope granted when a consent does not ask for one.
 const DefaultScope = "contacts.readonly contacts.write calendars.readonly calendars.write " +
-	"calendars/events.readonly calendars/events.write locations.readonly oauth.readonly oauth.write"
+	"calendars/events.readonly calendars/events.write locations.readonly " +
+	"locations/customFields.readonly locations/customFields.write users.readonly oauth.readonly oauth.write"
 
 // User types of a token, as GHL spells them.
 const (
@@ -69,12 +72,21 @@ type Options struct {
 	// RateInterval per location; default 100 per 10s.
 	RateLimit    int
 	RateInterval time.Duration
-	// DailyLimit is the number of API requests allowed per UTC day per
-	// location; default 200000.
+	// DailyLimit is the number of API requests allowed per daily window
+	// per location; default 200000.
 	DailyLimit int
+	// DailyReset is when, after UTC midnight, the daily window starts
+	// again; default 6h. GHL does not document its reset time, and a fake
+	// that reset at UTC midnight would hide code that assumes it does. The
+	// headers do not tell it (GHL's do not); DailyWindowEnd does, for tests.
+	// Use 24h for UTC midnight.
+	DailyReset time.Duration
 	// EnforceRateLimit answers 429 over the limits. Without it requests are
 	// only counted and the X-RateLimit headers still sent.
 	EnforceRateLimit bool
+
+	// TokenAnswer shapes every token answer (see SetTokenAnswer).
+	TokenAnswer TokenAnswer
 
 	// OnTokenIssued, if set, is called with the subject (location or company
 	// ID) after a code exchange, a refresh rotation or a location token has
@@ -121,6 +133,10 @@ func (o *Options) setDefaults() {
 	if o.DailyLimit <= 0 {
 		o.DailyLimit = 200000
 	}
+	if o.DailyReset <= 0 {
+		o.DailyReset = 6 * time.Hour
+	}
+	o.DailyReset %= 24 * time.Hour
 	if o.Logf == nil {
 		o.Logf = log.Printf
 	}
@@ -139,10 +155,16 @@ type Server struct {
 	mux  *http.ServeMux
 	done chan struct{} // closed by Close: injected latencies stop waiting
 
-	mu     sync.Mutex // guards st, stats, limits
+	mu     sync.Mutex // guards st, stats, limits, userMissing, answers
 	st     *state
 	stats  *counters
 	limits map[string]*window
+	// userMissing: user ids that answer 401 "The user does not exist."
+	// (SetUserMissing).
+	userMissing map[string]bool
+	// answers shapes the token answers per subject ("" for every other);
+	// see SetTokenAnswer.
+	answers map[string]TokenAnswer
 
 	faultMu sync.Mutex
 	faults  []*faultEntry
@@ -179,6 +201,9 @@ func Open(opts Options) (*Server, error) {
 		st:     newState(),
 		stats:  newCounters(),
 		limits: make(map[string]*window),
+
+		userMissing: make(map[string]bool),
+		answers:     map[string]TokenAnswer{"": opts.TokenAnswer},
 	}
 	if opts.OnTokenIssued != nil {
 		s.SetOnTokenIssued(opts.OnTokenIssued)
@@ -248,9 +273,10 @@ func (s *Server) tokenIssued(subject string) {
 }
 
 func (s *Server) routes() {
-	m := http.NewServeMux()
+	m := router{http.NewServeMux()}
 	m.HandleFunc("POST /oauth/token", s.handleToken)
 	m.Handle("POST /oauth/locationToken", s.api(VersionContacts, false, s.handleLocationToken))
+	m.Handle("GET /oauth/installedLocations", s.api(VersionContacts, false, s.handleInstalledLocations))
 	m.HandleFunc("GET /v2/oauth/chooselocation", s.handleChooseLocation)
 
 	m.Handle("POST /contacts/upsert", s.api(VersionContacts, true, s.handleUpsertContact))
@@ -270,7 +296,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Cannot "+r.Method+" "+r.URL.Path)
 	})
-	s.mux = m
+	s.mux = m.ServeMux
 }
 
 // errorBody is GHL's error shape; Message is a string, or a list of

@@ -26,34 +26,50 @@ import (
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
-// DefaultScopes are the OAuth scopes ghlsync asks for: contacts, calendars,
-// calendar events, locations and oauth, read and write.
+// DefaultScopes are the OAuth scopes ghlsync asks for, only those its calls
+// need (GHL fails an install that asks for a scope the app is not
+// configured with): contacts (upsert, create, update, search, tags, a
+// contact's appointments), calendars (list, a calendar's team), calendar
+// events (create, update, delete, look up), the location (name, time
+// zone), its custom fields (the clinic's id kept on a contact) and its
+// users (practitioners). An agency install also asks for
+// oauth.readonly and oauth.write (web.AgencyScopes), which GHL grants
+// agency tokens only.
 var DefaultScopes = []string{
 	"contacts.readonly", "contacts.write",
-	"calendars.readonly", "calendars.write",
+	"calendars.readonly",
 	"calendars/events.readonly", "calendars/events.write",
 	"locations.readonly",
-	"oauth.readonly", "oauth.write",
+	"locations/customFields.readonly", "locations/customFields.write",
+	"users.readonly",
 }
 
 // Config is the whole configuration of every ghlsync process.
 type Config struct {
-	DatabaseURL      string
-	RedisURL         string
-	GHLClientID      string
-	GHLClientSecret  string
-	GHLRedirectURI   string
-	GHLScopes        []string
-	GHLAPIURL        string
-	GHLMarketplace   string
-	EncryptionKey    string   // base64 of 32 bytes
-	EncryptionOldKey []string // base64 of 32 bytes each; decrypt only
-	RefreshWindow    time.Duration
-	WebAddr          string
-	MetricsAddr      string
-	AdminUser        string
-	AdminPassword    string
-	LogLevel         slog.Level
+	DatabaseURL     string
+	RedisURL        string
+	GHLClientID     string
+	GHLClientSecret string
+	GHLRedirectURI  string
+	GHLScopes       []string
+	GHLAPIURL       string
+	GHLMarketplace  string
+	// GHLAppUserType is the user type of the app's installs that GHL
+	// initiates (no state): UserTypeLocation or UserTypeCompany.
+	GHLAppUserType string
+	// GHLAppVersionID is sent as version_id on the consent page ("" none).
+	GHLAppVersionID string
+	// GHLLoginWindowOpenMode is sent as loginWindowOpenMode ("" none, or
+	// "self").
+	GHLLoginWindowOpenMode string
+	EncryptionKey          string   // base64 of 32 bytes
+	EncryptionOldKey       []string // base64 of 32 bytes each; decrypt only
+	RefreshWindow          time.Duration
+	WebAddr                string
+	MetricsAddr            string
+	AdminUser              string
+	AdminPassword          string
+	LogLevel               slog.Level
 	// WebhookKey verifies GHL's x-ghl-signature; nil when not configured.
 	WebhookKey ed25519.PublicKey
 	// WebhookRSAKey verifies the legacy x-wh-signature; nil when not
@@ -89,6 +105,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("ghl_marketplace_url", Redact(c.GHLMarketplace)),
 		slog.String("ghl_redirect_uri", Redact(c.GHLRedirectURI)),
 		slog.String("ghl_client_id", c.GHLClientID),
+		slog.String("ghl_app_user_type", c.GHLAppUserType),
 		slog.Duration("refresh_window", c.RefreshWindow),
 		slog.String("web_addr", c.WebAddr),
 		slog.String("web_public_url", c.WebPublicURL),
@@ -144,6 +161,9 @@ const (
 	VarScopes                = "GHL_SCOPES"
 	VarAPIURL                = "GHL_API_URL"
 	VarMarketplaceURL        = "GHL_MARKETPLACE_URL"
+	VarAppUserType           = "GHL_APP_USER_TYPE"
+	VarAppVersionID          = "GHL_APP_VERSION_ID"
+	VarLoginWindow           = "GHL_LOGIN_WINDOW_OPEN_MODE"
 	VarEncryptionKey         = "TOKEN_ENCRYPTION_KEY"
 	VarOldKeys               = "TOKEN_ENCRYPTION_OLD_KEYS"
 	VarRefreshWindow         = "REFRESH_WINDOW"
@@ -187,6 +207,9 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarScopes, strings.Join(DefaultScopes, " "), "space separated OAuth scopes")
 	add(VarAPIURL, "https://services.leadconnectorhq.com", "GHL API base URL")
 	add(VarMarketplaceURL, "https://marketplace.gohighlevel.com", "GHL marketplace URL (consent page)")
+	add(VarAppUserType, UserTypeLocation, "the app's user type, Location or Company: installs GHL starts (no state) are exchanged as it")
+	add(VarAppVersionID, "", "the app version's id, sent as version_id on the consent page (needed while the version is a draft)")
+	add(VarLoginWindow, "", "loginWindowOpenMode on the consent page: self keeps GHL's login in the same window (default: GHL's, a new tab)")
 	add(VarEncryptionKey, "", "base64 of 32 bytes: encrypts tokens at rest")
 	add(VarOldKeys, "", "comma separated base64 keys that still decrypt")
 	add(VarRefreshWindow, "4h", "refresh a token that expires within this window")
@@ -366,19 +389,22 @@ func (l *Loader) Load() (*Config, error) {
 		return nil, err
 	}
 	c := &Config{
-		DatabaseURL:     l.value(VarDatabaseURL),
-		RedisURL:        l.value(VarRedisURL),
-		GHLClientID:     l.value(VarClientID),
-		GHLClientSecret: l.value(VarClientSecret),
-		GHLRedirectURI:  l.value(VarRedirectURI),
-		GHLScopes:       strings.Fields(l.value(VarScopes)),
-		GHLAPIURL:       strings.TrimRight(l.value(VarAPIURL), "/"),
-		GHLMarketplace:  strings.TrimRight(l.value(VarMarketplaceURL), "/"),
-		EncryptionKey:   l.value(VarEncryptionKey),
-		WebAddr:         l.value(VarWebAddr),
-		MetricsAddr:     l.value(VarMetricsAddr),
-		AdminUser:       l.value(VarAdminUser),
-		AdminPassword:   l.value(VarAdminPassword),
+		DatabaseURL:            l.value(VarDatabaseURL),
+		RedisURL:               l.value(VarRedisURL),
+		GHLClientID:            l.value(VarClientID),
+		GHLClientSecret:        l.value(VarClientSecret),
+		GHLRedirectURI:         l.value(VarRedirectURI),
+		GHLScopes:              strings.Fields(l.value(VarScopes)),
+		GHLAPIURL:              strings.TrimRight(l.value(VarAPIURL), "/"),
+		GHLMarketplace:         strings.TrimRight(l.value(VarMarketplaceURL), "/"),
+		GHLAppUserType:         l.value(VarAppUserType),
+		GHLAppVersionID:        strings.TrimSpace(l.value(VarAppVersionID)),
+		GHLLoginWindowOpenMode: l.value(VarLoginWindow),
+		EncryptionKey:          l.value(VarEncryptionKey),
+		WebAddr:                l.value(VarWebAddr),
+		MetricsAddr:            l.value(VarMetricsAddr),
+		AdminUser:              l.value(VarAdminUser),
+		AdminPassword:          l.value(VarAdminPassword),
 	}
 	for _, k := range strings.Split(l.value(VarOldKeys), ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -407,6 +433,19 @@ func (l *Loader) Load() (*Config, error) {
 	}
 	if len(c.GHLScopes) == 0 {
 		return nil, &Error{VarScopes, "is empty"}
+	}
+	switch c.GHLAppUserType {
+	case UserTypeLocation, UserTypeCompany:
+	default:
+		return nil, &Error{VarAppUserType, fmt.Sprintf("%q is neither %s nor %s", c.GHLAppUserType, UserTypeLocation, UserTypeCompany)}
+	}
+	if strings.ContainsAny(c.GHLAppVersionID, " /?&#") {
+		return nil, &Error{VarAppVersionID, fmt.Sprintf("%q is not a GHL version id", c.GHLAppVersionID)}
+	}
+	switch c.GHLLoginWindowOpenMode {
+	case "", "self":
+	default:
+		return nil, &Error{VarLoginWindow, fmt.Sprintf("%q: GHL knows only self (or leave it unset)", c.GHLLoginWindowOpenMode)}
 	}
 	d, err := time.ParseDuration(l.value(VarRefreshWindow))
 	if err != nil || d <= 0 {
@@ -459,6 +498,12 @@ func (l *Loader) Load() (*Config, error) {
 // CallTimeout, 20 s), so that a stopping worker never abandons a refresh
 // while GHL may still answer it.
 const DefaultWorkerShutdownTimeout = 25 * time.Second
+
+// User types of GHL_APP_USER_TYPE, as GHL spells them.
+const (
+	UserTypeLocation = "Location"
+	UserTypeCompany  = "Company"
+)
 
 // Bounds of REFRESH_WINDOW.
 const (

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,12 +67,38 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "ghlsync.example.com"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ghlsync.example.com/admin"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ops:pw@ghlsync.example.com"}, VarWebPublicURL},
+		{map[string]string{VarClientID: "id", VarAppUserType: "Agency"}, VarAppUserType},
+		{map[string]string{VarClientID: "id", VarAppVersionID: "abc&scope=x"}, VarAppVersionID},
+		{map[string]string{VarClientID: "id", VarLoginWindow: "popup"}, VarLoginWindow},
 	} {
 		_, err := load(t, tc.env)
 		var ce *Error
 		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "\n") {
 			t.Errorf("env %v: error %v, want one line naming %s", tc.env, err, tc.wantVar)
 		}
+	}
+}
+
+// The app's user type is Location unless set; the version id and the login
+// window mode are sent only when set.
+func TestAppSettings(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{VarClientID: "id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GHLAppUserType != UserTypeLocation || c.GHLAppVersionID != "" || c.GHLLoginWindowOpenMode != "" {
+		t.Errorf("defaults: user type %q, version %q, window %q", c.GHLAppUserType, c.GHLAppVersionID, c.GHLLoginWindowOpenMode)
+	}
+	if slices.Contains(c.GHLScopes, "oauth.write") || slices.Contains(c.GHLScopes, "calendars.write") {
+		t.Errorf("default scopes %v ask for what a location's sync does not use", c.GHLScopes)
+	}
+	c, err = load(t, map[string]string{VarClientID: "id", VarAppUserType: "Company", VarAppVersionID: "66f0a1b2c3d4e5f6a7b8c9d0", VarLoginWindow: "self"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GHLAppUserType != UserTypeCompany || c.GHLAppVersionID != "66f0a1b2c3d4e5f6a7b8c9d0" || c.GHLLoginWindowOpenMode != "self" {
+		t.Errorf("set: %+v", c)
 	}
 }
 
