@@ -158,6 +158,7 @@ var models = []any{
 	&PatientSync{},
 	&AppointmentSync{},
 	&SyncRun{},
+	&RefreshRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it holds an advisory
