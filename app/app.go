@@ -149,13 +149,14 @@ func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, red
 // Refresher builds the token refresher on d.
 func (d *Deps) Refresher() *refresh.Refresher {
 	return &refresh.Refresher{
-		Store:  d.Store,
-		GHL:    d.GHL.OAuth,
-		Redis:  d.Redis,
-		Cipher: d.Cipher,
-		Log:    d.Log,
-		Window: d.Config.RefreshWindow,
-		Clock:  d.Clock,
+		Store:   d.Store,
+		GHL:     d.GHL.OAuth,
+		Redis:   d.Redis,
+		Cipher:  d.Cipher,
+		Log:     d.Log,
+		Window:  d.Config.RefreshWindow,
+		Clock:   d.Clock,
+		History: d.Store,
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()
 		},
