@@ -198,3 +198,39 @@ func TestListenAddresses(t *testing.T) {
 		t.Errorf("an unset METRICS_ADDR: %v, %+v", err, c)
 	}
 }
+
+// The viewer and /metrics logins load, and the combinations that could not
+// work as meant are refused with one line naming the variable; none of the
+// passwords shows in the configuration's String.
+func TestLogins(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{VarClientID: "id", VarAdminPassword: "the-admin-pw",
+		VarViewerUser: "view", VarViewerPassword: "the-viewer-pw", VarMetricsUser: "prom", VarMetricsPass: "the-metrics-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ViewerUser != "view" || c.ViewerPassword != "the-viewer-pw" || c.MetricsUser != "prom" || c.MetricsPassword != "the-metrics-pw" {
+		t.Errorf("logins not loaded: %+v", c)
+	}
+	for _, secret := range []string{"the-admin-pw", "the-viewer-pw", "the-metrics-pw"} {
+		if strings.Contains(c.String(), secret) {
+			t.Errorf("Config.String() shows %s: %s", secret, c)
+		}
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantVar string
+	}{
+		{map[string]string{VarViewerUser: "view"}, VarViewerUser},
+		{map[string]string{VarViewerPassword: "v"}, VarViewerPassword},
+		{map[string]string{VarAdminPassword: "same", VarViewerPassword: "same"}, VarViewerPassword},
+		{map[string]string{VarMetricsUser: "prom"}, VarMetricsUser},
+	} {
+		tc.env[VarClientID] = "id"
+		_, err := load(t, tc.env)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "\n") {
+			t.Errorf("env %v: error %v, want one line naming %s", tc.env, err, tc.wantVar)
+		}
+	}
+}
