@@ -83,7 +83,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	ready := func(ctx context.Context) error {
 		return errors.Join(deps.Ready(ctx), sched.Check(ctx))
 	}
-	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, opsHandler(cfg, reg, ready, log), log)
 	if err != nil {
 		return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
 	}
