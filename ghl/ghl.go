@@ -86,8 +86,8 @@ type Config struct {
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
 	// contacts.get, contacts.update, contacts.searchDuplicate,
 	// contacts.appointments, calendars.list, calendars.createAppointment,
-	// calendars.updateAppointment, calendars.getAppointment and
-	// calendars.deleteEvent. It must be safe for concurrent use and return
+	// calendars.updateAppointment, calendars.getAppointment,
+	// calendars.deleteEvent and locations.get. It must be safe for concurrent use and return
 	// quickly: it runs on the caller's goroutine.
 	OnResponse func(endpoint string, status int, elapsed time.Duration)
 }
@@ -125,6 +125,7 @@ type Client struct {
 	OAuth     *OAuthService
 	Contacts  *ContactsService
 	Calendars *CalendarsService
+	Locations *LocationsService
 
 	cfg     Config
 	baseURL string // without trailing slash
@@ -166,6 +167,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c.OAuth = &OAuthService{client: c}
 	c.Contacts = &ContactsService{client: c}
 	c.Calendars = &CalendarsService{client: c}
+	c.Locations = &LocationsService{client: c}
 	return c, nil
 }
 

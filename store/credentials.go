@@ -110,12 +110,50 @@ type Credential struct {
 	RefreshedAt  *time.Time
 	Status       Status `gorm:"size:16;not null;default:active;index"`
 	LastError    string `gorm:"type:text"`
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Name and Timezone are the location's as GHL last told them (GET
+	// /locations/{id}), read at connect and again when InfoAt is old;
+	// empty until then. Timezone is the zone GHL writes offset-less times
+	// in.
+	Name      string `gorm:"size:255"`
+	Timezone  string `gorm:"size:64"`
+	InfoAt    *time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // TableName pins the table name.
 func (Credential) TableName() string { return "credentials" }
+
+// InfoMaxAge is how long a location's name and time zone are trusted
+// before they are read from GHL again.
+const InfoMaxAge = 7 * 24 * time.Hour
+
+// InfoStale reports whether the location's name and time zone should be
+// read from GHL again at now.
+func (c *Credential) InfoStale(now time.Time) bool {
+	return c.InfoAt == nil || now.Sub(*c.InfoAt) >= InfoMaxAge
+}
+
+// SetLocationInfo records a location's name and time zone as GHL gave
+// them. A location not connected is ErrNotFound.
+func (s *Store) SetLocationInfo(ctx context.Context, loc, name, timezone string) error {
+	if len(name) > 255 {
+		name = strings.ToValidUTF8(name[:255], "")
+	}
+	if len(timezone) > 64 {
+		return fmt.Errorf("store.SetLocationInfo %s: a time zone of %d bytes: %w", loc, len(timezone), ErrTooLong)
+	}
+	now := s.now().UTC()
+	res := s.db.WithContext(ctx).Model(&Credential{}).Where("location_id = ?", loc).
+		Updates(map[string]any{"name": name, "timezone": timezone, "info_at": now})
+	if res.Error != nil {
+		return fmt.Errorf("store.SetLocationInfo %s: %w", loc, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("store.SetLocationInfo %s: %w", loc, ErrNotFound)
+	}
+	return nil
+}
 
 // Tokens are the decrypted tokens of a location. They are never serialised
 // or logged: String and LogValue mask them.

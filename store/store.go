@@ -158,6 +158,7 @@ var models = []any{
 	&PatientSync{},
 	&AppointmentSync{},
 	&SyncRun{},
+	&LocationSettings{},
 	&RefreshRun{},
 }
 

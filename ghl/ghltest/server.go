@@ -231,6 +231,8 @@ func (s *Server) routes() {
 	m.Handle("PUT /contacts/{id}", s.api(VersionContacts, true, s.handleUpdateContact))
 	m.Handle("GET /contacts/{id}/appointments", s.api(VersionContacts, true, s.handleContactAppointments))
 
+	m.Handle("GET /locations/{id}", s.api(VersionContacts, true, s.handleGetLocation))
+
 	m.Handle("GET /calendars/{$}", s.api(VersionCalendars, true, s.handleListCalendars))
 	m.Handle("POST /calendars/events/appointments", s.api(VersionCalendars, true, s.handleCreateAppointment))
 	m.Handle("GET /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleGetAppointment))

@@ -62,6 +62,31 @@ type location struct {
 	ID        string `json:"id"`
 	CompanyID string `json:"companyId,omitempty"`
 	Inactive  bool   `json:"inactive,omitempty"`
+	// Name and Timezone are what GET /locations/{id} answers; a location
+	// added without them is named after its id and keeps DefaultTimezone.
+	Name     string `json:"name,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// DefaultTimezone is the time zone of a location added without one. It is
+// not UTC on purpose: GHL writes some times without an offset, in the
+// location's zone, and a fake in UTC would hide code that forgets it.
+const DefaultTimezone = "America/Chicago"
+
+// name is the location's name as GHL shows it.
+func (l *location) name() string {
+	if l.Name != "" {
+		return l.Name
+	}
+	return "Location " + l.ID
+}
+
+// timezone is the location's IANA time zone.
+func (l *location) timezone() string {
+	if l.Timezone != "" {
+		return l.Timezone
+	}
+	return DefaultTimezone
 }
 
 // grant is what a token (or code) stands for. Values are never modified once
@@ -217,6 +242,16 @@ func (s *Server) AddLocation(locationID, companyID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addLocationLocked(locationID, companyID)
+}
+
+// SetLocationInfo sets the name and IANA time zone GET /locations/{id}
+// answers for a location, registering it when unknown. An empty value
+// restores the default (the id-based name, DefaultTimezone).
+func (s *Server) SetLocationInfo(locationID, name, timezone string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.st.addLocationLockedIfMissing(locationID)
+	l.Name, l.Timezone = name, timezone
 }
 
 // Locations returns the registered location IDs in the order they were
