@@ -189,6 +189,12 @@ func TestBrowser(t *testing.T) {
 	if err := e.Store.SetStatus(ctx, "loc-revoked", store.StatusNeedsReauth, "GHL refused the refresh token"); err != nil {
 		t.Fatal(err)
 	}
+	if err := e.Store.SetLocationInfo(ctx, "loc-sync", "Downtown Physio", "America/Denver"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc-sync", Notify: true, PhoneRegion: "GB"}); err != nil {
+		t.Fatal(err)
+	}
 	err := e.Store.InsertPatients(ctx, []store.Patient{
 		{LocationID: "loc-sync", ExternalID: "p-1", FirstName: "Ada", Email: "ada@example.com"},
 		{LocationID: "loc-failed", ExternalID: "p-good", FirstName: "Alan", Email: "alan@example.com"},
@@ -208,14 +214,21 @@ func TestBrowser(t *testing.T) {
 		if !strings.Contains(revoked, "needs_reauth") || !strings.Contains(revoked, "Reconnect") || !strings.Contains(revoked, "no live token") {
 			t.Errorf("the revoked location's row: %q; want needs_reauth, Reconnect and no expiry", revoked)
 		}
-		if live := text(t, tab, `tr[data-location="loc-sync"]`); !regexp.MustCompile(`in 19h59m|in 20h0m`).MatchString(live) {
-			t.Errorf("the active location's row shows no expiry: %q", live)
+		if live := text(t, tab, `tr[data-location="loc-sync"]`); !regexp.MustCompile(`in 19h59m|in 20h0m`).MatchString(live) ||
+			!strings.Contains(live, "Downtown Physio") {
+			t.Errorf("the active location's row %q; want its GHL name and its token's expiry", live)
 		}
 	})
 
 	t.Run("sync now produces a run", func(t *testing.T) {
 		tab := e.tab(t, browserAdmin)
 		e.open(t, tab, "/locations/loc-sync")
+		if got := text(t, tab, "h1"); got != "Downtown Physio loc-sync" {
+			t.Errorf("the page's title %q; want the GHL name and the id", got)
+		}
+		if got := text(t, tab, "#settings"); !regexp.MustCompile(`appointments ghlsync writes\s+on`).MatchString(got) || !strings.Contains(got, "GB") {
+			t.Errorf("settings %q; want automations on and phone region GB", got)
+		}
 		if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS(`button[value="sync-patients"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`p.notice`))); err != nil {
 			t.Fatalf("pressing Sync patients now: %v", err)

@@ -111,6 +111,7 @@ type locationData struct {
 	frame
 	L         LocationStatus
 	Scopes    []string
+	Settings  store.LocationSettings
 	Refreshes []store.RefreshRun
 	Runs      []store.SyncRun
 	Failed    []store.FailedRecord
@@ -141,6 +142,9 @@ func (p *pages) location(w http.ResponseWriter, r *http.Request) {
 	page = max(page, 0)
 	err = func() (err error) {
 		if d.L, err = p.locationStatus(ctx, c); err != nil {
+			return err
+		}
+		if d.Settings, err = p.Source.Settings(ctx, id); err != nil {
 			return err
 		}
 		if d.Refreshes, err = p.Source.RefreshRuns(ctx, id, recentRefreshes); err != nil {

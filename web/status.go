@@ -22,6 +22,7 @@ type StatusSource interface {
 	SyncRuns(ctx context.Context, loc, kind string, limit int) ([]store.SyncRun, error)
 	RefreshRuns(ctx context.Context, loc string, limit int) ([]store.RefreshRun, error)
 	FailedRecords(ctx context.Context, loc string, offset, limit int) ([]store.FailedRecord, int64, error)
+	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 }
 
 // Keys tells which encryption keys the process holds; *tokencrypt.Cipher
@@ -67,10 +68,12 @@ type Status struct {
 // it. It carries no token. KeyMissing: its tokens are sealed with an
 // encryption key that is not configured; KeyProblem says what to do.
 // TokenLive says whether its token is one ghlsync keeps alive: a location
-// that must be reconnected has none worth an expiry.
+// that must be reconnected has none worth an expiry. Name and Timezone
+// are GHL's (GET /locations/{id}), empty until GHL has told them.
 type LocationStatus struct {
 	LocationID       string                 `json:"location_id"`
 	Name             string                 `json:"name,omitempty"`
+	Timezone         string                 `json:"timezone,omitempty"`
 	CompanyID        string                 `json:"company_id,omitempty"`
 	UserType         string                 `json:"user_type"`
 	Status           store.Status           `json:"status"`
@@ -160,7 +163,8 @@ func (s *Status) locationStatus(ctx context.Context, c *store.Credential) (Locat
 	now := clock.Or(s.Clock).Now()
 	ls := LocationStatus{
 		LocationID:       c.LocationID,
-		Name:             locationName(c),
+		Name:             c.Name,
+		Timezone:         c.Timezone,
 		CompanyID:        c.CompanyID,
 		UserType:         c.UserType,
 		Status:           c.Status,
@@ -196,9 +200,6 @@ func (s *Status) locationStatus(ctx context.Context, c *store.Credential) (Locat
 	}
 	return ls, nil
 }
-
-// locationName is the GHL name of c's location, "" while it is not known.
-func locationName(c *store.Credential) string { return "" }
 
 // StatusCount is how many locations are in one state, as the overview
 // sums them up.

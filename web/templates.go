@@ -97,8 +97,15 @@ var locationPage = page(`{{$l := .L}}<h1>{{if $l.Name}}{{$l.Name}} <small>{{$l.L
 <p id="status">Status: <span class="{{$l.Status}}">{{$l.Status}}</span>{{with $l.Problem}}: {{.}}{{end}}{{with $l.ReconnectURL}} · <a href="{{.}}">Reconnect</a>{{end}}</p>
 {{if $l.KeyMissing}}<p class="key_missing">Key missing: {{$l.KeyProblem}}</p>{{end}}
 {{with $l.LastError}}<p>Last error: <small>{{.}}</small></p>{{end}}
+<p>Time zone in GHL: {{with $l.Timezone}}{{.}}{{else}}<small>not known yet</small>{{end}}</p>
 <p>Token: {{if $l.TokenLive}}expires {{in $l.ExpiresInSeconds}} ({{at $l.ExpiresAt}}){{else}}no live token{{end}} · last refresh {{ago .Now $l.LastRefreshAt}}{{with .Scopes}}<br><small>scopes: {{join . " "}}</small>{{end}}</p>
 {{if and .Admin .Actions}}<p id="actions">{{range .Actions}}<form class="inline" method="post" action="/locations/{{$l.LocationID}}/{{.Name}}">{{template "csrf" $.CSRF}}<button type="submit" name="do" value="{{.Name}}">{{.Label}}</button></form> {{end}}</p>{{end}}
+
+{{if not $l.Agency}}<h2>Settings</h2>
+<table id="settings"><tr><th>Setting</th><th>Value</th></tr>
+<tr><td>GHL's automations (confirmation SMS and email) for the appointments ghlsync writes</td><td>{{if .Settings.Notify}}on{{else}}off{{end}}</td></tr>
+<tr><td>Phone region (numbers without a country code, addresses without a country)</td><td>{{.Settings.Region}}{{if not .Settings.PhoneRegion}} <small>(the default)</small>{{end}}</td></tr>
+</table>{{end}}
 
 <h2>Failed records</h2>
 {{if .Failed}}<p>{{.FailedTotal}} failed{{if gt .FailedTotal (len .Failed)}}; {{.FailedFrom}} to {{.FailedTo}} shown{{end}}. Each is tried again when it changes in the clinic's tables.</p>
