@@ -230,6 +230,11 @@ func (p *pages) act(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	enq, err := p.Actions.Enqueue(ctx, action, id)
+	var bad *InputError
+	if errors.As(err, &bad) {
+		p.fail(w, r, http.StatusBadRequest, fmt.Sprintf("%s for location %s: %s", action, id, bad.Error()))
+		return
+	}
 	if err != nil {
 		p.log().Error("status: enqueueing", "action", action, "location", id, "err", err)
 		p.fail(w, r, http.StatusServiceUnavailable, fmt.Sprintf("could not enqueue %s for location %s: %s", action, id, config.RedactText(err.Error())))
