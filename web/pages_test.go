@@ -164,24 +164,28 @@ func TestOverviewSummary(t *testing.T) {
 			must(t, s.Store.SetStatus(ctx, "l4", store.StatusUninstalled, "uninstalled"))
 		}, "4 locations and 1 agency: 2 active, 1 needs reconnecting, 1 uninstalled, 1 inactive in GHL"},
 	} {
-		stack := storetest.NewStack(t, ghltest.Options{})
-		tc.setup(t, stack)
-		rec := get(t, (&web.Status{Source: stack.Store}).Handler(), "/api/locations")
-		var body struct {
-			Summary   string
-			Locations []web.LocationStatus
-		}
-		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-			t.Fatal(err)
-		}
-		if body.Summary != tc.want {
-			t.Errorf("%s: summary %q, want %q", tc.name, body.Summary, tc.want)
-		}
-		for _, l := range body.Locations {
-			if l.TokenLive != (l.Status == store.StatusActive || l.Status == store.StatusInactive) {
-				t.Errorf("%s: %s (%s) token_live %v", tc.name, l.LocationID, l.Status, l.TokenLive)
+		// A subtest each, so that each stack (and the Redis database it
+		// leases) is released before the next is built.
+		t.Run(tc.name, func(t *testing.T) {
+			stack := storetest.NewStack(t, ghltest.Options{})
+			tc.setup(t, stack)
+			rec := get(t, (&web.Status{Source: stack.Store}).Handler(), "/api/locations")
+			var body struct {
+				Summary   string
+				Locations []web.LocationStatus
 			}
-		}
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatal(err)
+			}
+			if body.Summary != tc.want {
+				t.Errorf("summary %q, want %q", body.Summary, tc.want)
+			}
+			for _, l := range body.Locations {
+				if l.TokenLive != (l.Status == store.StatusActive || l.Status == store.StatusInactive) {
+					t.Errorf("%s (%s) token_live %v", l.LocationID, l.Status, l.TokenLive)
+				}
+			}
+		})
 	}
 }
 
