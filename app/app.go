@@ -155,14 +155,15 @@ func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, red
 // Refresher builds the token refresher on d.
 func (d *Deps) Refresher() *refresh.Refresher {
 	return &refresh.Refresher{
-		Store:  d.Store,
-		GHL:    d.GHL.OAuth,
-		Redis:  d.Redis,
-		Cipher: d.Cipher,
-		Log:    d.Log,
-		Window: d.Config.RefreshWindow,
-		Agency: d.GHL.OAuth,
-		Clock:  d.Clock,
+		Store:   d.Store,
+		GHL:     d.GHL.OAuth,
+		Redis:   d.Redis,
+		Cipher:  d.Cipher,
+		Log:     d.Log,
+		Window:  d.Config.RefreshWindow,
+		Agency:  d.GHL.OAuth,
+		Clock:   d.Clock,
+		History: d.Store,
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()
 		},

@@ -90,7 +90,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	// when it stops on an error of its own.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, opsHandler(cfg, reg, ready, log), log)
 	if err != nil {
 		return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
 	}

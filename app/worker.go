@@ -113,7 +113,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
-	waitOps, err := ops.Serve(opsCtx, d.Config.MetricsAddr, ops.Handler(d.Metrics.Registry, d.Ready), d.Log)
+	waitOps, err := ops.Serve(opsCtx, d.Config.MetricsAddr, opsHandler(d.Config, d.Metrics.Registry, d.Ready, d.Log), d.Log)
 	if err != nil {
 		tokenSrv.Shutdown()
 		syncSrv.Shutdown()

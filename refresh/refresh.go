@@ -160,7 +160,11 @@ type Refresher struct {
 	// ObserveFailure, when set, is told the reason (FailureReason) of
 	// every refresh that failed (for metrics).
 	ObserveFailure func(reason string)
-	Clock          clock.Clock
+	// History, when set, logs every refresh that called GHL or failed,
+	// for the web's location page; a request that another refresh had
+	// answered (Fresh) is not logged.
+	History History
+	Clock   clock.Clock
 
 	hb heartbeat
 }
@@ -222,6 +226,7 @@ func (r *Refresher) Refresh(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		r.failed(req.LocationID, err)
 	}
+	r.record(ctx, req.LocationID, res, err)
 	return res, err
 }
 

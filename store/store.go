@@ -165,6 +165,7 @@ var models = []any{
 	&LocationSettings{},
 	&Alert{},
 	&AlertDelivery{},
+	&RefreshRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

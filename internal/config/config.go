@@ -93,6 +93,12 @@ type Config struct {
 	// AlertSyncFailures is how many sync runs in a row must fail for an
 	// alert.
 	AlertSyncFailures int
+	// ViewerUser and ViewerPassword log in the viewer role: every page,
+	// no change. ViewerPassword needs AdminPassword, and differs from it.
+	ViewerUser, ViewerPassword string
+	// MetricsUser and MetricsPassword, when MetricsPassword is set, are
+	// the basic auth of every /metrics, for Prometheus' basic_auth.
+	MetricsUser, MetricsPassword string
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole: every
@@ -172,6 +178,10 @@ const (
 	VarMetricsAddr           = "METRICS_ADDR"
 	VarAdminUser             = "WEB_ADMIN_USER"
 	VarAdminPassword         = "WEB_ADMIN_PASSWORD"
+	VarViewerUser            = "WEB_VIEWER_USER"
+	VarViewerPassword        = "WEB_VIEWER_PASSWORD"
+	VarMetricsUser           = "METRICS_USER"
+	VarMetricsPass           = "METRICS_PASSWORD"
 	VarLogLevel              = "LOG_LEVEL"
 	VarWebhookKey            = "GHL_WEBHOOK_PUBLIC_KEY"
 	VarWebhookRSAKey         = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
@@ -218,6 +228,10 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarMetricsAddr, metricsAddr, "/metrics and /healthz listen address")
 	add(VarAdminUser, "", "basic auth user of the status page and asynqmon")
 	add(VarAdminPassword, "", "basic auth password of the status page and asynqmon")
+	add(VarViewerUser, "", "basic auth user of the viewer role: sees every page, changes nothing")
+	add(VarViewerPassword, "", "basic auth password of the viewer role (needs WEB_ADMIN_PASSWORD)")
+	add(VarMetricsUser, "", "basic auth user of /metrics")
+	add(VarMetricsPass, "", "basic auth password of /metrics (default: /metrics takes the admin login)")
 	add(VarLogLevel, "info", "debug, info, warn or error")
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
@@ -405,6 +419,10 @@ func (l *Loader) Load() (*Config, error) {
 		MetricsAddr:            l.value(VarMetricsAddr),
 		AdminUser:              l.value(VarAdminUser),
 		AdminPassword:          l.value(VarAdminPassword),
+		ViewerUser:             l.value(VarViewerUser),
+		ViewerPassword:         l.value(VarViewerPassword),
+		MetricsUser:            l.value(VarMetricsUser),
+		MetricsPassword:        l.value(VarMetricsPass),
 	}
 	for _, k := range strings.Split(l.value(VarOldKeys), ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -468,6 +486,9 @@ func (l *Loader) Load() (*Config, error) {
 			return nil, err
 		}
 	}
+	if err := c.checkLogins(); err != nil {
+		return nil, err
+	}
 	if c.EncryptionKey != "" {
 		if _, err := tokencrypt.ParseKey(c.EncryptionKey); err != nil {
 			return nil, &Error{VarEncryptionKey, err.Error()}
@@ -504,6 +525,24 @@ const (
 	UserTypeLocation = "Location"
 	UserTypeCompany  = "Company"
 )
+
+// checkLogins refuses logins that cannot work as meant: a viewer without
+// an admin password (without one, the admin pages answer loopback clients
+// only, all of them as the admin), a viewer password that would log in as
+// the admin, a user without a password.
+func (c *Config) checkLogins() error {
+	switch {
+	case c.ViewerUser != "" && c.ViewerPassword == "":
+		return &Error{VarViewerUser, "is set but " + VarViewerPassword + " is not"}
+	case c.ViewerPassword != "" && c.AdminPassword == "":
+		return &Error{VarViewerPassword, "needs " + VarAdminPassword + ": without an admin password the admin pages answer only on loopback, and only to the admin"}
+	case c.ViewerPassword != "" && c.ViewerPassword == c.AdminPassword:
+		return &Error{VarViewerPassword, "is the same as " + VarAdminPassword + ": the viewer would log in as the admin"}
+	case c.MetricsUser != "" && c.MetricsPassword == "":
+		return &Error{VarMetricsUser, "is set but " + VarMetricsPass + " is not"}
+	}
+	return nil
+}
 
 // Bounds of REFRESH_WINDOW.
 const (

@@ -273,7 +273,7 @@ func TestFlagsOnlyForTheCommandsVariables(t *testing.T) {
 			t.Errorf("%s is not a secret", v)
 		}
 	}
-	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD,ALERT_WEBHOOK_URL,ALERT_SLACK_WEBHOOK_URL" {
+	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD,WEB_VIEWER_PASSWORD,METRICS_PASSWORD,ALERT_WEBHOOK_URL,ALERT_SLACK_WEBHOOK_URL" {
 		t.Errorf("Secrets() of every variable = %s", got)
 	}
 }
@@ -346,5 +346,41 @@ func TestCredentialInFlagRefused(t *testing.T) {
 	l.Set(VarRedisURL, "redis://:own-pw@127.0.0.1:6379/0")
 	if _, err := l.Load(); err != nil {
 		t.Errorf("a value the process set itself: %v", err)
+	}
+}
+
+// The viewer and /metrics logins load, and the combinations that could not
+// work as meant are refused with one line naming the variable; none of the
+// passwords shows in the configuration's String.
+func TestLogins(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{VarClientID: "id", VarAdminPassword: "the-admin-pw",
+		VarViewerUser: "view", VarViewerPassword: "the-viewer-pw", VarMetricsUser: "prom", VarMetricsPass: "the-metrics-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ViewerUser != "view" || c.ViewerPassword != "the-viewer-pw" || c.MetricsUser != "prom" || c.MetricsPassword != "the-metrics-pw" {
+		t.Errorf("logins not loaded: %+v", c)
+	}
+	for _, secret := range []string{"the-admin-pw", "the-viewer-pw", "the-metrics-pw"} {
+		if strings.Contains(c.String(), secret) {
+			t.Errorf("Config.String() shows %s: %s", secret, c)
+		}
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantVar string
+	}{
+		{map[string]string{VarViewerUser: "view"}, VarViewerUser},
+		{map[string]string{VarViewerPassword: "v"}, VarViewerPassword},
+		{map[string]string{VarAdminPassword: "same", VarViewerPassword: "same"}, VarViewerPassword},
+		{map[string]string{VarMetricsUser: "prom"}, VarMetricsUser},
+	} {
+		tc.env[VarClientID] = "id"
+		_, err := load(t, tc.env)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "\n") {
+			t.Errorf("env %v: error %v, want one line naming %s", tc.env, err, tc.wantVar)
+		}
 	}
 }
