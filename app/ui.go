@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -99,19 +101,31 @@ func (s webSchedules) SetEnabled(ctx context.Context, name string, enabled bool)
 	return scheduleReport(row, changed, what), nil
 }
 
-// RunNow enqueues the schedule's task as a slot would, under an id of its
-// own: the schedule's slots, and its run count, stay as they are.
+// RunNow is `scheduler run NAME`: the scheduler's own path
+// (scheduler.RunNow), so a run of this second is enqueued once however
+// many ask, and a task type no worker handles is refused.
 func (s webSchedules) RunNow(ctx context.Context, name string) (string, error) {
 	row, err := s.store.Schedule(ctx, name)
 	if err != nil {
 		return "", webScheduleError(name, err)
 	}
-	info, err := s.client.EnqueueContext(ctx, asynq.NewTask(row.TaskType, []byte(row.Payload)),
-		asynq.Queue(row.Queue), asynq.MaxRetry(scheduler.DefaultMaxRetry), asynq.Retention(scheduler.DefaultRetention))
-	if err != nil {
-		return "", fmt.Errorf("schedule %s: enqueue: %w", name, err)
+	if !knownTask(row.TaskType) {
+		return "", &web.InputError{Err: fmt.Errorf("schedule %s enqueues %q, which no worker handles (known: %s): nothing enqueued", name, row.TaskType, knownTypes())}
 	}
-	return fmt.Sprintf("%s: enqueued %s now as task %s (queue %s); its schedule is unchanged", name, row.TaskType, info.ID, info.Queue), nil
+	sched := &scheduler.Scheduler{Store: s.store, Enqueuer: s.client,
+		Options: scheduler.Options{Clock: s.clock, Logger: slog.New(slog.DiscardHandler)}}
+	ran, err := sched.RunNow(ctx, name)
+	if errors.Is(err, scheduler.ErrBadSpec) {
+		return "", &web.InputError{Err: fmt.Errorf("schedule %s cannot run: %v", name, err)}
+	}
+	if err != nil {
+		return "", fmt.Errorf("schedule %s: %w", name, err)
+	}
+	if !ran.Enqueued {
+		return fmt.Sprintf("%s: task %s of this second is queued already (queue %s)", name, ran.TaskID, ran.Queue), nil
+	}
+	return fmt.Sprintf("%s: enqueued %s now as task %s (queue %s); next run %s", name, row.TaskType, ran.TaskID, ran.Queue,
+		ran.Next.UTC().Format(time.RFC3339)), nil
 }
 
 // webScheduleError is scheduleError for the web: bad input is an
