@@ -21,6 +21,7 @@ import (
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/metrics"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
@@ -133,16 +134,16 @@ func (d *Deps) tokenStates(ctx context.Context) ([]metrics.TokenState, error) {
 	return out, nil
 }
 
-// ConnectRedis parses a REDIS_URL and checks that Redis answers.
+// ConnectRedis parses a REDIS_URL (package redisconn: redis://, rediss://,
+// redis-sentinel://, redis-cluster://) and checks that Redis answers. The
+// options are asynq's, so the queue reaches the same Redis, with the same
+// credentials, database and TLS, as the client.
 func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, redis.UniversalClient, error) {
-	opt, err := asynq.ParseRedisURI(redisURL)
+	opt, err := redisconn.Parse(redisURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", config.VarRedisURL, err)
+		return nil, nil, &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
 	}
-	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s: unsupported Redis URL", config.VarRedisURL)
-	}
+	rc := opt.NewClient()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := rc.Ping(pctx).Err(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/metrics"
 	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/tasks"
@@ -59,7 +60,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	// ConnectRedis does not tell a bad URL from a Redis that does not
 	// answer; only the first is bad configuration, found before the
 	// database is touched.
-	if _, err := asynq.ParseRedisURI(cfg.RedisURL); err != nil {
+	if _, err := redisconn.Parse(cfg.RedisURL); err != nil {
 		return &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
 	}
 	st, err := openSchedules(ctx, cfg)

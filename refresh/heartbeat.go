@@ -19,9 +19,10 @@ import (
 // Redis's TIME. A refresh request's RequestedAt and a refresh's completion
 // are both read from it, so that a process whose own clock is wrong
 // neither repeats a refresh that already answers it nor skips one that
-// does not.
+// does not. On a Redis Cluster it is the TIME of one node, always the
+// same (redisTime).
 func SharedTime(ctx context.Context, rc redis.UniversalClient) (time.Time, error) {
-	t, err := rc.Time(ctx).Result()
+	t, err := redisTime(ctx, rc)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("reading Redis's clock: %w", err)
 	}

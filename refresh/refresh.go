@@ -273,7 +273,7 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 		return Result{LocationID: loc}, err
 	}
 	if res, done := r.satisfied(c, req); done {
-		clearInFlight = r.settledSince(ctx, c)
+		clearInFlight = r.settledSince(ctx, lk, c)
 		return res, res.err()
 	}
 	res, settled, err := r.call(ctx, lk, c)
@@ -285,11 +285,13 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 // a refresh that died or timed out) is answered by what the database holds:
 // a refresh completed after it, or the location needs reconnecting anyway.
 // Otherwise the mark must stay for Recover to retry inside the grace window.
-func (r *Refresher) settledSince(ctx context.Context, c *store.Credential) bool {
+// The mark read is lk's to clear.
+func (r *Refresher) settledSince(ctx context.Context, lk *lock, c *store.Credential) bool {
 	score, err := r.Redis.ZScore(ctx, keyInFlight, c.LocationID).Result()
 	if err != nil {
 		return false // no mark (redis.Nil), or leave it to Recover
 	}
+	lk.mark = score
 	return c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled ||
 		(c.RefreshedAt != nil && !c.RefreshedAt.Before(time.UnixMilli(int64(score))))
 }
@@ -370,6 +372,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
+	lk.mark = score
 	if !lk.mayCall() {
 		// Another worker may hold the lock now, or be taking it over:
 		// spending the token here could race with it.
@@ -481,7 +484,7 @@ func (r *Refresher) save(ctx context.Context, lk *lock, loc string, spent int64,
 		return err
 	}
 	r.log().Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
-	if err := r.savePending(ctx, loc, pending{Tokens: t, RefreshedAt: refreshedAt, Spent: spent}); err != nil {
+	if err := r.savePending(ctx, lk, loc, pending{Tokens: t, RefreshedAt: refreshedAt, Spent: spent}); err != nil {
 		r.log().Error("could not keep the new token in Redis either; retrying the database", "location", loc, "err", err)
 	}
 	err = r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc)
@@ -541,13 +544,17 @@ type sealedPending struct {
 	Spent int64 `json:"spent_version"`
 }
 
-func (r *Refresher) savePending(ctx context.Context, loc string, p pending) error {
+func (r *Refresher) savePending(ctx context.Context, lk *lock, loc string, p pending) error {
 	a, rt, err := store.SealTokens(r.Cipher, loc, "pending-", p.Tokens)
 	if err != nil {
 		return err
 	}
 	b, _ := json.Marshal(sealedPending{Access: a, Refresh: rt, ExpiresAt: p.Tokens.ExpiresAt, RefreshedAt: p.RefreshedAt, Spent: p.Spent})
-	return r.Redis.Set(context.WithoutCancel(ctx), keyPending+loc, b, pendingTTL).Err()
+	if err := r.Redis.Set(context.WithoutCancel(ctx), keyPending+loc, b, pendingTTL).Err(); err != nil {
+		return err
+	}
+	lk.pending = string(b)
+	return nil
 }
 
 // writePending writes tokens that a dead worker received but could not store.
@@ -559,6 +566,7 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 	if err != nil {
 		return fmt.Errorf("refresh %s: read pending token: %w", loc, err)
 	}
+	lk.pending = string(b)
 	var sp sealedPending
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return fmt.Errorf("refresh %s: pending token: %w", loc, err)
@@ -646,7 +654,7 @@ func (r *Refresher) recoverOne(ctx context.Context, z redis.Z, now time.Time) {
 		// refresh says whether the location needs reconnecting. The
 		// mark goes only if no refresh took the lock and marked it
 		// anew meanwhile.
-		if err := dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(z.Score)).Err(); err != nil {
+		if err := r.dropStale(ctx, loc, z.Score); err != nil {
 			return
 		}
 		r.log().Warn("a refresh was interrupted outside GHL's grace window; leaving it to the next scheduled refresh",
@@ -674,8 +682,7 @@ func (r *Refresher) lockFree(ctx context.Context, loc string) bool {
 	if err != nil || !ok {
 		return false // a holder without a heartbeat: only expiry frees it
 	}
-	n, err := takeOverScript.Run(ctx, r.Redis, []string{keyLock + loc, keyWorker + worker}, owner).Int()
-	if err != nil || n == 0 {
+	if !r.takeOver(ctx, loc, worker, owner) {
 		return false
 	}
 	r.log().Warn("the worker holding a refresh lock has no heartbeat; taking its refresh over", "location", loc, "worker", worker)
@@ -701,6 +708,12 @@ type lock struct {
 	beating bool
 	// dropPending: the pending slot was written to the database.
 	dropPending bool
+	// mark is the score of the in-flight mark this holder set or read,
+	// and pending the pending slot's value it wrote or read: on a Redis
+	// Cluster, where the lock cannot be checked in the same script, only
+	// those are cleared (see settle).
+	mark    float64
+	pending string
 }
 
 // dropStaleScript removes an in-flight mark only while the lock is free
@@ -767,9 +780,7 @@ func (l *lock) mayCall() bool {
 func (l *lock) release(settled bool) {
 	ctx := context.Background()
 	if settled || l.dropPending {
-		err := settleScript.Run(ctx, l.r.Redis, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc},
-			l.lease.Owner(), l.loc, settled).Err()
-		if err != nil {
+		if err := l.r.settle(ctx, l, settled); err != nil {
 			l.r.log().Warn("clearing a settled refresh's marks", "location", l.loc, "err", err)
 		}
 	}

@@ -107,7 +107,11 @@ func TestNotDueIsFresh(t *testing.T) {
 // one GHL call; a request made after it completed costs another.
 func TestSingleFlight(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1")
+	testSingleFlight(t, testenv.RedisURL)
+}
+
+func testSingleFlight(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1")
 	// Slow GHL down so that the burst overlaps the call.
 	b.fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: 100 * time.Millisecond})
 	requested := time.Now()
@@ -279,7 +283,11 @@ func TestDurableAcrossDatabaseOutage(t *testing.T) {
 // window and the location keeps a valid token.
 func TestRecoverInterruptedRefresh(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1")
+	testRecoverInterruptedRefresh(t, testenv.RedisURL)
+}
+
+func testRecoverInterruptedRefresh(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1")
 	r.LockTTL = 300 * time.Millisecond
 	ctx := context.Background()
 
@@ -316,7 +324,11 @@ func TestRecoverInterruptedRefresh(t *testing.T) {
 // GHL.
 func TestPendingTokenIsStored(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1")
+	testPendingTokenIsStored(t, testenv.RedisURL)
+}
+
+func testPendingTokenIsStored(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1")
 	ctx := context.Background()
 	var down atomic.Bool
 	failWrites(r, b.store, &down)
@@ -368,7 +380,11 @@ func TestUninstalledIsNotRefreshed(t *testing.T) {
 // refresh holds the location's lock.
 func TestRecoverDropsStaleMarkOnlyWhenFree(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1")
+	testRecoverDropsStaleMarkOnlyWhenFree(t, testenv.RedisURL)
+}
+
+func testRecoverDropsStaleMarkOnlyWhenFree(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1")
 	r.Grace = time.Millisecond
 	ctx := context.Background()
 	old := float64(time.Now().Add(-time.Minute).UnixMilli())
@@ -398,6 +414,19 @@ type gatedGHL struct {
 
 func newGatedGHL(inner refresh.TokenSource) *gatedGHL {
 	return &gatedGHL{TokenSource: inner, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+// wait returns once the held call has come, failing t if the refresh
+// ended (on done) or nothing came for 10 s.
+func (g *gatedGHL) wait(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case <-g.entered:
+	case err := <-done:
+		t.Fatalf("the refresh ended before calling GHL: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held refresh never called GHL")
+	}
 }
 
 func (g *gatedGHL) Refresh(ctx context.Context, rt, userType string) (*ghl.Token, *ghl.Response, error) {
@@ -549,7 +578,11 @@ func TestStalePendingTokenIsDropped(t *testing.T) {
 // lock whose worker still beats is left alone.
 func TestRecoverTakesOverDeadWorkersLock(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1", "loc2")
+	testRecoverTakesOverDeadWorkersLock(t, testenv.RedisURL)
+}
+
+func testRecoverTakesOverDeadWorkersLock(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1", "loc2")
 	ctx := context.Background()
 	for _, loc := range []string{"loc1", "loc2"} {
 		c, _ := b.store.Credential(ctx, loc)
@@ -672,7 +705,11 @@ func TestStalledHeartbeatSpendsNoToken(t *testing.T) {
 // took over: only the lock's holder may end it.
 func TestLostHolderLeavesNewHoldersMark(t *testing.T) {
 	t.Parallel()
-	r, b := setup(t, "loc1")
+	testLostHolderLeavesNewHoldersMark(t, testenv.RedisURL)
+}
+
+func testLostHolderLeavesNewHoldersMark(t *testing.T, redisURL func(testing.TB) string) {
+	r, b := setupOn(t, storetest.NewStackOn(t, ghltest.Options{}, redisURL), "loc1")
 	ctx := context.Background()
 	gate1, gate2 := newGatedGHL(r.GHL), newGatedGHL(r.GHL)
 	first := &refresh.Refresher{Store: r.Store, GHL: gate1, Redis: r.Redis, Cipher: r.Cipher, Log: r.Log, Window: r.Window}
@@ -682,13 +719,13 @@ func TestLostHolderLeavesNewHoldersMark(t *testing.T) {
 		_, err := first.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
 		done1 <- err
 	}()
-	<-gate1.entered
+	gate1.wait(t, done1)
 	b.redis.Del(ctx, "ghlsync:refresh:lock:loc1")
 	go func() {
 		_, err := second.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
 		done2 <- err
 	}()
-	<-gate2.entered
+	gate2.wait(t, done2)
 	mark := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Val()
 	close(gate1.release)
 	if err := <-done1; err != nil {

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
@@ -36,8 +37,14 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupOn(t, testenv.RedisURL)
+}
+
+// setupOn is setup on the Redis that redisURL gives the test.
+func setupOn(t *testing.T, redisURL func(testing.TB) string) *bundle {
+	t.Helper()
 	st, dbURL := storetest.Open(t, "")
-	redisOpt, err := asynq.ParseRedisURI(testenv.RedisURL(t))
+	redisOpt, err := redisconn.Parse(redisURL(t))
 	must(t, err)
 	insp := asynq.NewInspector(redisOpt)
 	t.Cleanup(func() { insp.Close() })
@@ -216,7 +223,11 @@ func requireEverySlotOnce(t *testing.T, entries []enqueued, step time.Duration) 
 // moves to the next wake-up whenever all three replicas sleep.
 func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	testReplicasEnqueueEachSlotOnce(t, testenv.RedisURL)
+}
+
+func testReplicasEnqueueEachSlotOnce(t *testing.T, redisURL func(testing.TB) string) {
+	b := setupOn(t, redisURL)
 	fake := clock.NewFake(time.Now())
 	b.log.clock = fake
 	b.create(t, store.Schedule{Name: "tick", EverySeconds: 1, NextRunAt: ptr(fake.Now())})

@@ -17,6 +17,7 @@ import (
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
@@ -41,8 +42,14 @@ type syncEnv struct {
 // the locations connected and given a calendar "cal-" + location.
 func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
 	t.Helper()
-	e := newSyncEnv(t, opts, tune, locs...)
-	redisOpt, err := asynq.ParseRedisURI(e.RedisURL)
+	return setupSyncOn(t, testenv.RedisURL, opts, tune, locs...)
+}
+
+// setupSyncOn is setupSync on the Redis that redisURL gives the test.
+func setupSyncOn(t testing.TB, redisURL func(testing.TB) string, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
+	t.Helper()
+	e := newSyncEnvOn(t, redisURL, opts, tune, locs...)
+	redisOpt, err := redisconn.Parse(e.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,13 +75,19 @@ func setupSync(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers
 // called directly.
 func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
 	t.Helper()
+	return newSyncEnvOn(t, testenv.RedisURL, opts, tune, locs...)
+}
+
+// newSyncEnvOn is newSyncEnv on the Redis that redisURL gives the test.
+func newSyncEnvOn(t testing.TB, redisURL func(testing.TB) string, opts ghltest.Options, tune func(*tasks.SyncHandlers, *storetest.Stack), locs ...string) *syncEnv {
+	t.Helper()
 	if opts.RateInterval == 0 {
 		// Ten times GHL's pace (the limiter follows the fake's headers):
 		// these tests are about what is sent. The limiter has tests of its
 		// own, and the process tests run at GHL's pace.
 		opts.RateInterval = time.Second
 	}
-	stack := storetest.NewStack(t, opts)
+	stack := storetest.NewStackOn(t, opts, redisURL)
 	rc := stack.Redis(t)
 	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
 	if err != nil {
@@ -82,7 +95,7 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 	}
 	logs := &testenv.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	redisOpt, err := asynq.ParseRedisURI(stack.RedisURL)
+	redisOpt, err := redisconn.Parse(stack.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +598,11 @@ func TestSyncStopsWhenTheLocationNeedsReauth(t *testing.T) {
 // looked up before it is sent again: nothing is created twice.
 func TestSyncLostAnswersCreateNothingTwice(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, nil, "loc1")
+	testSyncLostAnswersCreateNothingTwice(t, testenv.RedisURL)
+}
+
+func testSyncLostAnswersCreateNothingTwice(t *testing.T, redisURL func(testing.TB) string) {
+	e := setupSyncOn(t, redisURL, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 40, 40)
 	e.Fake.InjectFault(ghltest.Fault{Path: "/contacts/upsert", DropAfter: true, Times: 3})
 	e.Fake.InjectFault(ghltest.Fault{Path: "/calendars/events/appointments", DropAfter: true, Times: 3})
@@ -619,7 +636,11 @@ func (blindLimiter) Observe(context.Context, string, ratelimit.Grant, ratelimit.
 // GHL's interval, without counting a failure; the sync completes.
 func TestSync429PutsTheTaskBackWithoutFailure(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{EnforceRateLimit: true, RateLimit: 30, RateInterval: time.Second},
+	testSync429PutsTheTaskBackWithoutFailure(t, testenv.RedisURL)
+}
+
+func testSync429PutsTheTaskBackWithoutFailure(t *testing.T, redisURL func(testing.TB) string) {
+	e := setupSyncOn(t, redisURL, ghltest.Options{EnforceRateLimit: true, RateLimit: 30, RateInterval: time.Second},
 		func(h *tasks.SyncHandlers, s *storetest.Stack) {
 			h.Limiter = blindLimiter{&ratelimit.Limiter{Redis: h.Limiter.(*ratelimit.Limiter).Redis, Limit: 1000}}
 		}, "loc1")
@@ -672,7 +693,11 @@ func TestSyncContinuesInBatches(t *testing.T) {
 // neither email nor phone, whom GHL's upsert cannot match.
 func TestSyncsOfALocationTakeTurns(t *testing.T) {
 	t.Parallel()
-	e := setupSync(t, ghltest.Options{}, nil, "loc1")
+	testSyncsOfALocationTakeTurns(t, testenv.RedisURL)
+}
+
+func testSyncsOfALocationTakeTurns(t *testing.T, redisURL func(testing.TB) string) {
+	e := setupSyncOn(t, redisURL, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 60, 120)
 	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = '', phone = ''`).Error; err != nil {
 		t.Fatal(err)

@@ -28,7 +28,13 @@ func setup(t *testing.T) (http.Handler, *storetest.Stack) {
 // its parts before taking its Handler.
 func newServer(t *testing.T) (*web.Server, *storetest.Stack) {
 	t.Helper()
-	stack := storetest.NewStack(t, ghltest.Options{})
+	return newServerOn(t, testenv.RedisURL)
+}
+
+// newServerOn is newServer on the Redis that redisURL gives the test.
+func newServerOn(t *testing.T, redisURL func(testing.TB) string) (*web.Server, *storetest.Stack) {
+	t.Helper()
+	stack := storetest.NewStackOn(t, ghltest.Options{}, redisURL)
 	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID,
 		ClientSecret: storetest.ClientSecret, RedirectURI: "http://localhost:8080/api/auth/callback"})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/lease"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
@@ -89,11 +90,20 @@ func (p *PendingConnections) keep(ctx context.Context, c store.Connection) (stri
 		Access: access, Refresh: refresh, ExpiresAt: c.Tokens.ExpiresAt.UTC(), AnsweredAt: clock.Or(p.Clock).Now().UTC(),
 	})
 	ctx = context.WithoutCancel(ctx)
-	_, err = p.Redis.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-		pl.Set(ctx, keyPendingConnect+loc, b, pendingConnectTTL)
-		pl.SAdd(ctx, keyPendingConnects, loc)
-		return nil
-	})
+	if redisconn.IsCluster(p.Redis) {
+		// The connection and the list of them hash to two slots, which no
+		// MULTI spans: the connection first, then its listing, which drop
+		// never leaves out while the connection exists (see drop).
+		if err = p.Redis.Set(ctx, keyPendingConnect+loc, b, pendingConnectTTL).Err(); err == nil {
+			err = p.Redis.SAdd(ctx, keyPendingConnects, loc).Err()
+		}
+	} else {
+		_, err = p.Redis.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			pl.Set(ctx, keyPendingConnect+loc, b, pendingConnectTTL)
+			pl.SAdd(ctx, keyPendingConnects, loc)
+			return nil
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("keeping the connection of %s in Redis: %w", loc, err)
 	}
@@ -114,12 +124,44 @@ return 0`)
 // drop removes the pending connection kept as kept, once the database
 // holds it.
 func (p *PendingConnections) drop(ctx context.Context, loc, kept string) error {
-	err := dropScript.Run(context.WithoutCancel(ctx), p.Redis, []string{keyPendingConnect + loc, keyPendingConnects}, kept, loc).Err()
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if redisconn.IsCluster(p.Redis) {
+		err = p.dropApart(ctx, loc, kept)
+	} else {
+		err = dropScript.Run(ctx, p.Redis, []string{keyPendingConnect + loc, keyPendingConnects}, kept, loc).Err()
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("dropping the kept connection of %s: %w", loc, err)
 	}
 	return nil
 }
+
+// dropApart is dropScript on a Redis Cluster, one key at a time: the
+// connection goes if it is still the one kept, then its listing, which is
+// put back if a connection exists after all. A keep that runs alongside
+// sets its connection before it lists it, so either its listing comes
+// after the removal or its connection is seen by the check after it.
+func (p *PendingConnections) dropApart(ctx context.Context, loc, kept string) error {
+	if err := dropIfScript.Run(ctx, p.Redis, []string{keyPendingConnect + loc}, kept).Err(); err != nil {
+		return err
+	}
+	if err := p.Redis.SRem(ctx, keyPendingConnects, loc).Err(); err != nil {
+		return err
+	}
+	n, err := p.Redis.Exists(ctx, keyPendingConnect+loc).Result()
+	if err != nil || n == 0 {
+		// An error leaves a kept connection unlisted until it is kept
+		// again; report it.
+		return err
+	}
+	return p.Redis.SAdd(ctx, keyPendingConnects, loc).Err()
+}
+
+// dropIfScript deletes KEYS[1] while it holds ARGV[1].
+var dropIfScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0`)
 
 // open reads a kept connection back.
 func (p *PendingConnections) open(raw string) (store.Connection, time.Time, error) {

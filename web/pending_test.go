@@ -50,7 +50,13 @@ type durable struct {
 // worker's pass that completes kept connections.
 func setupDurable(t *testing.T) *durable {
 	t.Helper()
-	s, stack := newServer(t)
+	return setupDurableOn(t, testenv.RedisURL)
+}
+
+// setupDurableOn is setupDurable on the Redis that redisURL gives the test.
+func setupDurableOn(t *testing.T, redisURL func(testing.TB) string) *durable {
+	t.Helper()
+	s, stack := newServerOn(t, redisURL)
 	d := &durable{Stack: stack, logs: &testenv.Buffer{}}
 	s.Store = refusingStore{Store: stack.Store, down: &d.down, failFor: &d.failFor}
 	s.SaveFor = 300 * time.Millisecond
@@ -76,7 +82,11 @@ func (d *durable) keptIDs(t *testing.T) []string {
 // (no second code, no second exchange).
 func TestCallbackDatabaseDownConnectsLater(t *testing.T) {
 	t.Parallel()
-	d := setupDurable(t)
+	testCallbackDatabaseDownConnectsLater(t, testenv.RedisURL)
+}
+
+func testCallbackDatabaseDownConnectsLater(t *testing.T, redisURL func(testing.TB) string) {
+	d := setupDurableOn(t, redisURL)
 	d.Fake.AddLocation("locA", "comp1")
 	state := startConnect(t, d.h, "")
 	d.down.Store(true)
@@ -121,7 +131,11 @@ func TestCallbackDatabaseDownConnectsLater(t *testing.T) {
 // location tokens minted with it are all kept, and all stored later.
 func TestCallbackDatabaseDownConnectsCompanyLater(t *testing.T) {
 	t.Parallel()
-	d := setupDurable(t)
+	testCallbackDatabaseDownConnectsCompanyLater(t, testenv.RedisURL)
+}
+
+func testCallbackDatabaseDownConnectsCompanyLater(t *testing.T, redisURL func(testing.TB) string) {
+	d := setupDurableOn(t, redisURL)
 	d.Fake.AddCompany("agency1")
 	d.Fake.AddLocation("l1", "agency1")
 	d.Fake.AddLocation("l2", "agency1")

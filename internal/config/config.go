@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
@@ -210,7 +211,7 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 		l.raw[env] = v.dst
 	}
 	add(VarDatabaseURL, "sqlite://ghlsync.db", "postgres://… or sqlite://PATH")
-	add(VarRedisURL, "redis://127.0.0.1:6379/0", "redis://, rediss:// or redis-sentinel:// URL")
+	add(VarRedisURL, "redis://127.0.0.1:6379/0", "redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
 	add(VarClientID, "", "GHL marketplace app client id")
 	add(VarClientSecret, "", "GHL marketplace app client secret")
 	add(VarRedirectURI, "http://localhost:8080/api/auth/callback", "OAuth redirect URI registered with the app")
@@ -437,8 +438,8 @@ func (l *Loader) Load() (*Config, error) {
 	if err := checkURL(VarDatabaseURL, c.DatabaseURL, "postgres", "postgresql", "sqlite"); err != nil {
 		return nil, err
 	}
-	if err := checkURL(VarRedisURL, c.RedisURL, "redis", "rediss", "redis-sentinel"); err != nil {
-		return nil, err
+	if _, err := redisconn.Parse(c.RedisURL); err != nil {
+		return nil, &Error{VarRedisURL, err.Error()}
 	}
 	var err error
 	for _, u := range []struct{ env, v string }{{VarRedirectURI, c.GHLRedirectURI}, {VarAPIURL, c.GHLAPIURL}, {VarMarketplaceURL, c.GHLMarketplace}} {

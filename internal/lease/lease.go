@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 )
 
 var (
@@ -75,17 +76,22 @@ var (
 // TryAcquire takes key if it is free, and returns nil (and no error) when
 // another holds it. with, when set, adds commands to the same MULTI
 // transaction as the SET, so they see the key's state at the moment it was
-// taken; read their results once TryAcquire returns. The lease's context
-// derives from ctx.
+// taken; read their results only when a lease is returned. On a Redis
+// Cluster a MULTI cannot span hash slots, so there with's commands run in
+// a pipeline right after the key was taken, and only then: they see the
+// state a moment later, which the caller's key must protect (the refresh
+// lock protects its location's pending slot). The lease's context derives
+// from ctx.
 func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, with func(redis.Pipeliner)) (*Lease, error) {
 	if o.TTL <= 0 {
 		return nil, errors.New("lease: Options.TTL must be positive")
 	}
 	owner := o.OwnerPrefix + newOwner()
+	cluster := redisconn.IsCluster(rc)
 	var set *redis.BoolCmd
 	_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		set = p.SetNX(ctx, key, owner, o.TTL)
-		if with != nil {
+		if with != nil && !cluster {
 			with(p)
 		}
 		return nil
@@ -99,6 +105,12 @@ func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Opt
 	l := &Lease{rc: rc, key: key, owner: owner, opt: o, stop: make(chan struct{}), done: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	go l.keep()
+	if with != nil && cluster {
+		if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error { with(p); return nil }); err != nil {
+			l.Release(ctx, nil)
+			return nil, fmt.Errorf("lease %s: after taking it: %w", key, err)
+		}
+	}
 	return l, nil
 }
 
@@ -141,22 +153,31 @@ func (l *Lease) Lost() bool { return l.lost.Load() }
 
 // Release stops renewing, waits for the keeper to end and deletes the key
 // if it is still this holder's. with, when set, adds commands to the same
-// MULTI transaction. The deletion is not cancelled with ctx's parent: a
-// lease left behind blocks others for TTL. Release is idempotent; only the
-// first call acts.
+// MULTI transaction (on a Redis Cluster: a pipeline right after the
+// deletion, see TryAcquire). The deletion is not cancelled with ctx's
+// parent: a lease left behind blocks others for TTL. Release is
+// idempotent; only the first call acts.
 func (l *Lease) Release(ctx context.Context, with func(redis.Pipeliner)) error {
 	var err error
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
 		l.cancel(errReleased)
-		_, err = l.rc.TxPipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
-			releaseScript.Eval(ctx, p, []string{l.key}, l.owner)
-			if with != nil {
-				with(p)
+		ctx := context.WithoutCancel(ctx)
+		if redisconn.IsCluster(l.rc) {
+			err = releaseScript.Run(ctx, l.rc, []string{l.key}, l.owner).Err()
+			if err == nil && with != nil {
+				_, err = l.rc.Pipelined(ctx, func(p redis.Pipeliner) error { with(p); return nil })
 			}
-			return nil
-		})
+		} else {
+			_, err = l.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				releaseScript.Eval(ctx, p, []string{l.key}, l.owner)
+				if with != nil {
+					with(p)
+				}
+				return nil
+			})
+		}
 		if err != nil {
 			err = fmt.Errorf("lease %s: release (it expires on its own): %w", l.key, err)
 		}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 )
@@ -19,13 +17,15 @@ import (
 // other worker processes would.
 func setup(t *testing.T, limit int, interval time.Duration) (*ratelimit.Limiter, func() *ratelimit.Limiter) {
 	t.Helper()
-	opt, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return setupOn(t, testenv.RedisURL, limit, interval)
+}
+
+// setupOn is setup on the Redis that redisURL gives the test.
+func setupOn(t *testing.T, redisURL func(testing.TB) string, limit int, interval time.Duration) (*ratelimit.Limiter, func() *ratelimit.Limiter) {
+	t.Helper()
+	u := redisURL(t)
 	another := func() *ratelimit.Limiter {
-		c := redis.NewClient(opt)
-		t.Cleanup(func() { c.Close() })
+		c := testenv.RedisClientOf(t, u)
 		return &ratelimit.Limiter{Redis: c, Limit: limit, Interval: interval, Margin: 20 * time.Millisecond}
 	}
 	return another(), another
@@ -42,7 +42,11 @@ func wait(t *testing.T, l *ratelimit.Limiter, loc string) ratelimit.Grant {
 
 func TestWaitGrantsUpToTheLimitThenWaitsForTheWindow(t *testing.T) {
 	t.Parallel()
-	l, _ := setup(t, 5, 400*time.Millisecond)
+	testWaitGrantsUpToTheLimitThenWaitsForTheWindow(t, testenv.RedisURL)
+}
+
+func testWaitGrantsUpToTheLimitThenWaitsForTheWindow(t *testing.T, redisURL func(testing.TB) string) {
+	l, _ := setupOn(t, redisURL, 5, 400*time.Millisecond)
 	first := wait(t, l, "loc1")
 	for range 4 {
 		wait(t, l, "loc1")
@@ -59,8 +63,12 @@ func TestWaitGrantsUpToTheLimitThenWaitsForTheWindow(t *testing.T) {
 // at the limit.
 func TestLimitHoldsAcrossLimiters(t *testing.T) {
 	t.Parallel()
+	testLimitHoldsAcrossLimiters(t, testenv.RedisURL)
+}
+
+func testLimitHoldsAcrossLimiters(t *testing.T, redisURL func(testing.TB) string) {
 	const limit, interval = 10, 300 * time.Millisecond
-	_, another := setup(t, limit, interval)
+	_, another := setupOn(t, redisURL, limit, interval)
 	var mu sync.Mutex
 	var grants []int64
 	var wg sync.WaitGroup
@@ -99,7 +107,11 @@ func TestLimitHoldsAcrossLimiters(t *testing.T) {
 
 func TestPauseStopsGrants(t *testing.T) {
 	t.Parallel()
-	l, another := setup(t, 100, time.Second)
+	testPauseStopsGrants(t, testenv.RedisURL)
+}
+
+func testPauseStopsGrants(t *testing.T, redisURL func(testing.TB) string) {
+	l, another := setupOn(t, redisURL, 100, time.Second)
 	start := wait(t, l, "loc1")
 	left, err := l.Pause(t.Context(), "loc1", 300*time.Millisecond)
 	if err != nil || left <= 0 || left > 300*time.Millisecond {
@@ -118,7 +130,11 @@ func TestPauseStopsGrants(t *testing.T) {
 
 func TestObserveSpendsQuotaSpentElsewhere(t *testing.T) {
 	t.Parallel()
-	l, _ := setup(t, 10, 400*time.Millisecond)
+	testObserveSpendsQuotaSpentElsewhere(t, testenv.RedisURL)
+}
+
+func testObserveSpendsQuotaSpentElsewhere(t *testing.T, redisURL func(testing.TB) string) {
+	l, _ := setupOn(t, redisURL, 10, 400*time.Millisecond)
 	g := wait(t, l, "loc1")
 	// GHL counted 7 requests where we sent 1: another client of the app
 	// spends the location's quota.
@@ -159,7 +175,11 @@ func TestObserveCountsOnlyGrantsUpToTheObservedOne(t *testing.T) {
 
 func TestObserveAdoptsGHLsLimit(t *testing.T) {
 	t.Parallel()
-	l, _ := setup(t, 10, 400*time.Millisecond)
+	testObserveAdoptsGHLsLimit(t, testenv.RedisURL)
+}
+
+func testObserveAdoptsGHLsLimit(t *testing.T, redisURL func(testing.TB) string) {
+	l, _ := setupOn(t, redisURL, 10, 400*time.Millisecond)
 	g := wait(t, l, "loc1")
 	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 3, Remaining: 2, Interval: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)

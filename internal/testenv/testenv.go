@@ -26,6 +26,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/embedredis"
 	"github.com/ghlsync/ghlsync/internal/lease"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
@@ -376,6 +377,19 @@ func RedisClient(t testing.TB) *redis.Client {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// RedisClientOf returns a client of the Redis at a REDIS_URL of any form
+// (a cluster's too), closed at cleanup.
+func RedisClientOf(t testing.TB, redisURL string) redis.UniversalClient {
+	t.Helper()
+	opt, err := redisconn.Parse(redisURL)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	c := opt.NewClient()
 	t.Cleanup(func() { c.Close() })
 	return c
 }

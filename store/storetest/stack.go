@@ -37,12 +37,19 @@ type Stack struct {
 // are always ClientID and ClientSecret).
 func NewStack(t testing.TB, opts ghltest.Options) *Stack {
 	t.Helper()
+	return NewStackOn(t, opts, testenv.RedisURL)
+}
+
+// NewStackOn is NewStack on the Redis that redisURL gives the test, such
+// as a cluster (testenv.RedisCluster).
+func NewStackOn(t testing.TB, opts ghltest.Options, redisURL func(testing.TB) string) *Stack {
+	t.Helper()
 	opts.ClientID, opts.ClientSecret = ClientID, ClientSecret
 	fake := ghltest.NewServer(opts)
 	t.Cleanup(fake.Close)
 	key := testenv.NewKey(t)
 	st, dbURL := Open(t, key)
-	return &Stack{Fake: fake, Store: st, DatabaseURL: dbURL, RedisURL: testenv.RedisURL(t), Key: key}
+	return &Stack{Fake: fake, Store: st, DatabaseURL: dbURL, RedisURL: redisURL(t), Key: key}
 }
 
 // Env returns the environment of a ghlsync process on the stack, with
@@ -105,13 +112,7 @@ func (s *Stack) HoldsCurrent(t testing.TB, loc string) bool {
 // Redis returns a client of the stack's Redis, closed at cleanup.
 func (s *Stack) Redis(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	opt, err := redis.ParseURL(s.RedisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.RedisClientOf(t, s.RedisURL)
 }
 
 // SecretEnv is Env for a test of what a process prints: every URL it is

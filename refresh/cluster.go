@@ -1,0 +1,127 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ghlsync/ghlsync/internal/redisconn"
+)
+
+// On a Redis Cluster the keys of one script (or MULTI) must share a hash
+// slot, and the refresh keys do not: a location's lock and its pending
+// slot hash apart, the in-flight set is one key for every location, and a
+// worker's heartbeat is a key of its own. Hash tags would put them
+// together only under new names, and a rolling upgrade would then run old
+// and new workers on two different lock keys per location, each refreshing
+// beside the other. So the names stay, and on a cluster each script of
+// this file's callers becomes commands on one key each, ordered and
+// conditioned so that what the script guaranteed still holds: the lock
+// decides who refreshes, a mark or slot is cleared only when it is the one
+// its clearer set or read, and the token version's compare-and-set in the
+// store refuses any late or stale write of a token either way.
+
+// clockKey routes the shared clock's TIME on a cluster: every process
+// reads the clock of the one node that owns this key's slot, not of
+// whichever node a keyless command lands on.
+const clockKey = "ghlsync:clock"
+
+var clockScript = redis.NewScript(`return redis.call("TIME")`)
+
+// redisTime reads Redis's TIME: on a cluster, that of clockKey's node.
+func redisTime(ctx context.Context, rc redis.UniversalClient) (time.Time, error) {
+	if !redisconn.IsCluster(rc) {
+		return rc.Time(ctx).Result()
+	}
+	v, err := clockScript.Run(ctx, rc, []string{clockKey}).StringSlice()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(v) != 2 {
+		return time.Time{}, fmt.Errorf("TIME answered %v", v)
+	}
+	sec, err1 := strconv.ParseInt(v[0], 10, 64)
+	usec, err2 := strconv.ParseInt(v[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, fmt.Errorf("TIME answered %v", v)
+	}
+	return time.Unix(sec, usec*1000), nil
+}
+
+// takeOver deletes loc's lock while it is still owner's and owner's
+// worker has no heartbeat, and reports whether it did.
+func (r *Refresher) takeOver(ctx context.Context, loc, worker, owner string) bool {
+	if !redisconn.IsCluster(r.Redis) {
+		n, err := takeOverScript.Run(ctx, r.Redis, []string{keyLock + loc, keyWorker + worker}, owner).Int()
+		return err == nil && n == 1
+	}
+	// The heartbeat first, then the lock's owner. A heartbeat that comes
+	// back in between finds its lock taken over, as it would a moment after
+	// the script; the worker's next renewal then finds its lease lost.
+	if n, err := r.Redis.Exists(ctx, keyWorker+worker).Result(); err != nil || n != 0 {
+		return false
+	}
+	n, err := deleteIfScript.Run(ctx, r.Redis, []string{keyLock + loc}, owner).Int()
+	return err == nil && n == 1
+}
+
+// dropStale removes loc's in-flight mark of score while loc's lock is
+// free.
+func (r *Refresher) dropStale(ctx context.Context, loc string, score float64) error {
+	if !redisconn.IsCluster(r.Redis) {
+		return dropStaleScript.Run(ctx, r.Redis, []string{keyLock + loc, keyInFlight}, loc, int64(score)).Err()
+	}
+	// A refresh that takes the lock in between marks the location anew,
+	// with a later score, which the removal leaves alone; one that found
+	// the old mark settled would have removed it itself.
+	n, err := r.Redis.Exists(ctx, keyLock+loc).Result()
+	if err != nil || n != 0 {
+		return err
+	}
+	return zremIfScript.Run(ctx, r.Redis, []string{keyInFlight}, loc, int64(score)).Err()
+}
+
+// settle ends l's location's in-flight mark (when settled) and its
+// pending slot while the lock is l's.
+func (r *Refresher) settle(ctx context.Context, l *lock, settled bool) error {
+	if !redisconn.IsCluster(r.Redis) {
+		return settleScript.Run(ctx, r.Redis, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc},
+			l.lease.Owner(), l.loc, settled).Err()
+	}
+	owner, err := r.Redis.Get(ctx, keyLock+l.loc).Result()
+	if errors.Is(err, redis.Nil) || (err == nil && owner != l.lease.Owner()) {
+		return nil // lost: the mark and slot are the new holder's
+	}
+	if err != nil {
+		return err
+	}
+	// The lock may still be lost between the check and the removals, so
+	// each removes only what this holder set or read: a holder that took
+	// over marks with its own score and seals a slot of its own.
+	if settled && l.mark != 0 {
+		if err := zremIfScript.Run(ctx, r.Redis, []string{keyInFlight}, l.loc, int64(l.mark)).Err(); err != nil {
+			return err
+		}
+	}
+	if l.pending != "" {
+		return deleteIfScript.Run(ctx, r.Redis, []string{keyPending + l.loc}, l.pending).Err()
+	}
+	return nil
+}
+
+// deleteIfScript deletes KEYS[1] while it holds ARGV[1].
+var deleteIfScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0`)
+
+// zremIfScript removes member ARGV[1] of the sorted set KEYS[1] while its
+// score is ARGV[2].
+var zremIfScript = redis.NewScript(`
+if tonumber(redis.call("ZSCORE", KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  return redis.call("ZREM", KEYS[1], ARGV[1])
+end
+return 0`)
