@@ -86,7 +86,7 @@ flags:
   --json
         print JSON
   --redis-url string
-        redis://, rediss:// or redis-sentinel:// URL (env REDIS_URL, default redis://127.0.0.1:6379/0)
+        redis://, rediss://, redis-sentinel:// or redis-cluster:// URL (env REDIS_URL, default redis://127.0.0.1:6379/0)
   --timeout duration
         how long to wait (default 10m0s)
 
