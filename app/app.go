@@ -66,8 +66,8 @@ type Deps struct {
 	// Limiter holds the GHL calls of every worker to GHL's per-location
 	// rate limit.
 	Limiter *ratelimit.Limiter
-	// Tracer makes the process's spans; a no-op one unless OTEL_*
-	// configures an exporter (see internal/tracing).
+	// Tracer makes the process's spans; nil, and nothing traced at no
+	// cost, unless OTEL_* configures an exporter (see internal/tracing).
 	Tracer trace.TracerProvider
 	// tracing is the provider Open set up, flushed by Close.
 	tracing *tracing.Provider
@@ -107,7 +107,9 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 		if d.tracing, err = tracing.Setup(ctx, o.service, log); err != nil {
 			return nil, err
 		}
-		d.Tracer = d.tracing
+		if d.tracing.Enabled() {
+			d.Tracer = d.tracing
+		}
 	}
 	if d.RedisOpt, d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
 		d.Close()

@@ -253,16 +253,16 @@ func TestTraceFromWebhookToGHLCall(t *testing.T) {
 	}
 }
 
-// With no OTEL_* variable set, a process records no span and puts no
-// trace context into the tasks it enqueues.
+// With no OTEL_* variable set, a process has no tracer (its GHL client,
+// store, routes and tasks trace nothing) and puts no trace context into
+// the tasks it enqueues.
 func TestTracingOffWhenUnset(t *testing.T) {
 	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
 		t.Setenv(k, "")
 	}
 	s := setupTraced(t, nil)
-	_, span := s.deps.Tracer.Tracer("test").Start(context.Background(), "x")
-	if span.IsRecording() || span.SpanContext().IsValid() {
-		t.Fatal("the process records spans with no OTEL_* variable set")
+	if s.deps.Tracer != nil {
+		t.Fatal("the process has a tracer with no OTEL_* variable set")
 	}
 	const loc = "loc-untraced"
 	s.install(t, "agency-untraced", loc)

@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // tracerScope names the instrumentation of the GHL call spans.
@@ -58,13 +57,16 @@ func WithRateLimitWait(ctx context.Context, d time.Duration) context.Context {
 
 // tracing is what a Client's spans need.
 type tracing struct {
-	tracer trace.Tracer
+	tracer trace.Tracer       // nil: no spans
 	host   attribute.KeyValue // server.address
 }
 
+// noSpan stands for the span of a call made without a tracer.
+var noSpan = trace.SpanFromContext(context.Background())
+
 func newTracing(tp trace.TracerProvider, baseURL string) tracing {
 	if tp == nil {
-		tp = noop.NewTracerProvider()
+		return tracing{}
 	}
 	t := tracing{tracer: tp.Tracer(tracerScope)}
 	if u, err := url.Parse(baseURL); err == nil {
@@ -73,31 +75,43 @@ func newTracing(tp trace.TracerProvider, baseURL string) tracing {
 	return t
 }
 
+// clientSpan is the start option of every call's span.
+var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+
 // startSpan starts the client span of the call r: its method, path
 // template and endpoint name, never the path, query, body or headers.
+// With tracing off (a span that does not record) it costs no attribute.
 func (c *Client) startSpan(ctx context.Context, r *request) (context.Context, trace.Span) {
-	attrs := []attribute.KeyValue{
-		semconv.HTTPRequestMethodKey.String(r.method),
-		AttrEndpoint.String(r.endpoint),
+	if c.tracing.tracer == nil {
+		return ctx, noSpan
 	}
+	ctx, span := c.tracing.tracer.Start(ctx, r.endpoint, clientSpan...)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	span.SetAttributes(semconv.HTTPRequestMethodKey.String(r.method), AttrEndpoint.String(r.endpoint))
 	name := r.method + " " + r.endpoint
 	if tmpl, ok := pathTemplates[r.endpoint]; ok {
-		attrs = append(attrs, semconv.URLTemplate(tmpl))
+		span.SetAttributes(semconv.URLTemplate(tmpl))
 		name = r.method + " " + tmpl
 	}
+	span.SetName(name)
 	if c.tracing.host.Valid() {
-		attrs = append(attrs, c.tracing.host)
+		span.SetAttributes(c.tracing.host)
 	}
 	if d, ok := ctx.Value(rateLimitWaitKey{}).(time.Duration); ok {
-		attrs = append(attrs, AttrRateLimitWait.Float64(d.Seconds()))
+		span.SetAttributes(AttrRateLimitWait.Float64(d.Seconds()))
 	}
-	return c.tracing.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // endSpan ends the span of a call with its answer. err is one of do's,
 // which carry no secret (see the package doc).
 func endSpan(span trace.Span, resp *Response, err error) {
 	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
 	if resp != nil {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
 		if resp.Rate.Max > 0 {

@@ -226,3 +226,31 @@ func TestCallSpanOfAnErrorHoldsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCallSpan is what tracing adds to each GHL call: the span's
+// start and end with its attributes, off (no provider: OpenTelemetry's
+// no-op) and on (the SDK, every span sampled, batched to an exporter that
+// drops them).
+func BenchmarkCallSpan(b *testing.B) {
+	on := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer on.Shutdown(context.Background())
+	for _, bc := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{{"off", nil}, {"on", on}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := NewClient(Config{BaseURL: "https://ghl.example", TracerProvider: bc.tp})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := &request{endpoint: "contacts.get", method: http.MethodGet, path: "/contacts/c-77"}
+			resp := &Response{StatusCode: 200, Rate: Rate{Max: 100, Remaining: 41}}
+			ctx := WithRateLimitWait(context.Background(), time.Millisecond)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := c.startSpan(ctx, r)
+				endSpan(span, resp, nil)
+			}
+		})
+	}
+}

@@ -61,6 +61,11 @@ func WithTracer(tp trace.TracerProvider) Option {
 func startWrite(tracer trace.Tracer, system attribute.KeyValue) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		ctx, span := tracer.Start(db.Statement.Context, "db write", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(system))
+		if !span.IsRecording() {
+			// Not sampled, or a no-op provider: nothing to describe.
+			span.End()
+			return
+		}
 		db.Statement.Context = ctx
 		db.InstanceSet(spanKey, span)
 	}
