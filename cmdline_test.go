@@ -57,7 +57,7 @@ var commandLines = []struct {
 	{[]string{"scheduler", "delete"}, configFlags(config.VarDatabaseURL)},
 	{[]string{"scheduler", "run"}, configFlags(config.VarDatabaseURL, config.VarRedisURL)},
 	// The worker reads every variable: --standalone runs the web too.
-	{[]string{"worker"}, append(configFlags(), "concurrency", "token-concurrency", "standalone", "sandbox")},
+	{[]string{"worker"}, append(configFlags(), "concurrency", "token-concurrency", "standalone", "sandbox", "redis-addr")},
 	{[]string{"web"}, configFlags()},
 	{[]string{"healthcheck"}, []string{"timeout"}},
 }

@@ -15,17 +15,18 @@ const module = "github.com/ghlsync/ghlsync/"
 // layers says which of the module's packages each package may import (its
 // own code, not its tests): the arrows of DESIGN.md point down only,
 //
-//	cmd → app → {web, scheduler, tasks} → {syncer, refresh} → {ghl, store, internal/*}
+//	cmd → app → {web, scheduler, tasks} → {alert, syncer, refresh} → {ghl, store, internal/*}
 //
 // and internal/ holds leaves. A pattern ending in "/*" matches the packages
 // under it.
 var layers = map[string][]string{
 	"cmd/*":           {"app", "internal/*"},
-	"app":             {"app/sandbox", "web", "scheduler", "tasks", "syncer", "refresh", "ghl", "store", "internal/*"},
+	"app":             {"app/sandbox", "web", "scheduler", "tasks", "alert", "syncer", "refresh", "ghl", "store", "internal/*"},
 	"app/sandbox":     {"ghl/ghltest", "store", "internal/*"},
 	"web":             {"syncer", "refresh", "ghl", "store", "internal/*"},
 	"scheduler":       {"store", "internal/*"},
-	"tasks":           {"syncer", "refresh", "ghl", "store", "internal/*"},
+	"tasks":           {"alert", "syncer", "refresh", "ghl", "store", "internal/*"},
+	"alert":           {"syncer", "store", "internal/*"},
 	"syncer":          {"refresh", "ghl", "store", "internal/*"},
 	"refresh":         {"ghl", "store", "internal/*"},
 	"ghl":             {"internal/*"},

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ghlsync/ghlsync/alert"
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/config"
@@ -129,15 +130,20 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			d.Close()
 			return nil, err
 		}
-		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock))
+		d.Metrics.Registry.MustRegister(metrics.NewExpiryCollector(d.tokenStates, d.Clock),
+			metrics.NewHealthCollector(func(ctx context.Context) (*metrics.Health, error) {
+				return alert.ReadHealth(ctx, d.Store, d.Clock)
+			}))
 	}
 	d.GHL, err = ghl.NewClient(ghl.Config{
-		BaseURL:        cfg.GHLAPIURL,
-		ClientID:       cfg.GHLClientID,
-		ClientSecret:   cfg.GHLClientSecret,
-		RedirectURI:    cfg.GHLRedirectURI,
-		OnResponse:     d.Metrics.ObserveGHL,
-		TracerProvider: d.Tracer,
+		BaseURL:             cfg.GHLAPIURL,
+		ClientID:            cfg.GHLClientID,
+		ClientSecret:        cfg.GHLClientSecret,
+		RedirectURI:         cfg.GHLRedirectURI,
+		AppVersionID:        cfg.GHLAppVersionID,
+		LoginWindowOpenMode: cfg.GHLLoginWindowOpenMode,
+		OnResponse:          d.Metrics.ObserveGHL,
+		TracerProvider:      d.Tracer,
 	})
 	if err != nil {
 		d.Close()
@@ -190,18 +196,43 @@ func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, red
 // Refresher builds the token refresher on d.
 func (d *Deps) Refresher() *refresh.Refresher {
 	return &refresh.Refresher{
-		Store:  d.Store,
-		GHL:    d.GHL.OAuth,
-		Redis:  d.Redis,
-		Cipher: d.Cipher,
-		Log:    d.Log,
-		Window: d.Config.RefreshWindow,
-		Clock:  d.Clock,
+		Store:   d.Store,
+		GHL:     d.GHL.OAuth,
+		Redis:   d.Redis,
+		Cipher:  d.Cipher,
+		Log:     d.Log,
+		Window:  d.Config.RefreshWindow,
+		Agency:  d.GHL.OAuth,
+		Clock:   d.Clock,
+		History: d.Store,
 		Observe: func(o refresh.Outcome) {
 			d.Metrics.Refreshes.WithLabelValues(string(o)).Inc()
 		},
 		ObserveFailure: func(reason string) {
 			d.Metrics.RefreshFailures.WithLabelValues(reason).Inc()
+		},
+	}
+}
+
+// Evaluator builds the alert evaluator on d: the receivers and threshold
+// of the configuration, and a token alert within an hour of expiry, or
+// half the refresh window when that is shorter (a token is refreshed only
+// within the window, so an hour would alert on every token before its
+// refresh is due).
+func (d *Deps) Evaluator() *alert.Evaluator {
+	return &alert.Evaluator{
+		Store:         d.Store,
+		Receivers:     alert.NewReceivers(d.Config.AlertWebhookURLs, d.Config.AlertSlackURLs),
+		SyncFailures:  d.Config.AlertSyncFailures,
+		ExpiresWithin: min(alert.DefaultExpiresWithin, d.Config.RefreshWindow/2),
+		PublicURL:     d.Config.WebPublicURL,
+		Clock:         d.Clock,
+		Log:           d.Log,
+		Observe: func(outcome string) {
+			d.Metrics.AlertEvaluations.WithLabelValues(outcome).Inc()
+		},
+		ObserveDelivery: func(receiverType, outcome string) {
+			d.Metrics.AlertDeliveries.WithLabelValues(receiverType, outcome).Inc()
 		},
 	}
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/ghlsync/ghlsync/internal/ops"
 )
 
-// SignalContext is cancelled by SIGINT or SIGTERM, so that a main stops
-// its process through the context.
+// SignalContext is cancelled by SIGINT, SIGTERM or SIGHUP, so that a main
+// stops its process through the context. SIGHUP (the terminal closed)
+// would otherwise end the process on the spot, with a refresh in flight or
+// a sync half recorded.
 func SignalContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	return signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // RunWorkerProcess is the worker process (not --standalone): it opens what

@@ -23,12 +23,13 @@ import (
 // DefaultSchedules are the schedules of DESIGN.md, which `scheduler setup`
 // (and --standalone) create. They live here, not in scheduler, because
 // they name tasks, and scheduler enqueues whatever a row names without
-// knowing the tasks. Token work has the critical queue, whose worker slots
-// sync work cannot take.
+// knowing the tasks. Token work and the alerts have the critical queue,
+// whose worker slots sync work cannot take.
 var DefaultSchedules = []scheduler.Default{
 	{Name: "token-refresh", TaskType: tasks.TypeTokenRefreshDue, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: 10 * time.Minute}},
 	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
 	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
+	{Name: "alerts", TaskType: tasks.TypeAlertsEvaluate, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: time.Minute}},
 }
 
 // openSchedules opens and migrates the database of cfg for the scheduler
@@ -95,7 +96,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	// when it stops on an error of its own.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, ops.Handler(reg, ready), log)
+	waitOps, err := ops.Serve(ctx, cfg.MetricsAddr, opsHandler(cfg, reg, ready, log), log)
 	if err != nil {
 		return &config.Error{Var: config.VarMetricsAddr, Msg: err.Error()}
 	}

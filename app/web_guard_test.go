@@ -76,8 +76,9 @@ var asynqmonWrites = []struct{ method, path string }{
 // ghlsyncPaths are ghlsync's own routes on WEB_ADDR. None changes state
 // on an unsafe method today but the webhook; the guard must still refuse
 // every unsafe method on each, so that a route added later is covered.
-var ghlsyncPaths = []string{"/", "/api/locations", "/api/auth/connect", "/api/auth/callback?state=s&code=c",
-	"/metrics", "/readyz", "/healthz", "/monitoring/", "/api/anything"}
+var ghlsyncPaths = []string{"/", "/api/locations", "/alerts", "/api/auth/connect", "/api/auth/callback?state=s&code=c",
+	"/metrics", "/readyz", "/healthz", "/monitoring/", "/api/anything",
+	"/locations/locA/refresh", "/locations/locA/sync-patients", "/schedules/token-refresh/set", "/schedules/token-refresh/run"}
 
 // crossSite are what browsers send with a request another site's page
 // makes: a modern browser's Sec-Fetch-Site, an older one's Origin only.

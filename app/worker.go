@@ -69,7 +69,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
-	}, syncHandlers)
+	}, syncHandlers, &tasks.AlertHandlers{Evaluator: d.Evaluator()})
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
-	waitOps, err := ops.Serve(opsCtx, d.Config.MetricsAddr, ops.Handler(d.Metrics.Registry, d.Ready), d.Log)
+	waitOps, err := ops.Serve(opsCtx, d.Config.MetricsAddr, opsHandler(d.Config, d.Metrics.Registry, d.Ready, d.Log), d.Log)
 	if err != nil {
 		tokenSrv.Shutdown()
 		syncSrv.Shutdown()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,8 +49,32 @@ var (
 
 	// ErrUnauthorized: an API call's bearer token was rejected (expired or
 	// invalid). Refresh the token and call again. A 401 from the token
-	// endpoint, which takes no bearer token, is not this.
+	// endpoint, which takes no bearer token, is not this, nor are the 401s
+	// of ErrScopeDenied and ErrUserMissing, which no refresh can cure.
 	ErrUnauthorized = errors.New("ghl: unauthorized")
+
+	// ErrInvalidClient: the token endpoint refused the app's credentials
+	// (a 401 there, or RFC 6749's invalid_client): the client id or secret
+	// is wrong. Configuration, not a token: nothing was spent.
+	ErrInvalidClient = errors.New("ghl: invalid client credentials")
+
+	// ErrRedirectMismatch: the token endpoint refused the redirect URI,
+	// which must be the one the consent was asked with and one the app
+	// has registered.
+	ErrRedirectMismatch = errors.New("ghl: redirect URI refused")
+
+	// ErrScopeDenied: GHL's 401 "The token is not authorized for this
+	// scope.": the token is valid but was not granted the scope the call
+	// needs (MissingScope names it). A refresh keeps the token's scopes, so
+	// only connecting the location again, with the scope added to the app,
+	// helps.
+	ErrScopeDenied = errors.New("ghl: the token is not authorized for this scope")
+
+	// ErrUserMissing: GHL's 401 "The user does not exist.", its answer
+	// for a user the call names that was deleted or never existed (GET
+	// /users/{id}, GHL issue #205): a missing record, not a token problem,
+	// so a refresh cannot help.
+	ErrUserMissing = errors.New("ghl: the user does not exist")
 )
 
 // ErrorResponse is a non-2xx answer from GHL other than 429.
@@ -67,7 +92,7 @@ type ErrorResponse struct {
 	// and path for errors from CheckResponse.
 	Endpoint string
 	// Err is the kind of error: ErrInvalidGrant, ErrLocationInactive,
-	// ErrUnauthorized, or nil for any other.
+	// ErrUnauthorized, ErrScopeDenied, ErrUserMissing, or nil for any other.
 	Err error
 }
 
@@ -202,11 +227,29 @@ func errorKind(r *http.Response, all string) error {
 		return ErrInvalidGrant
 	case r.StatusCode >= 400 && r.StatusCode < 500 && strings.Contains(all, "location is not active"):
 		return ErrLocationInactive
+	case r.StatusCode == http.StatusUnauthorized && strings.Contains(all, "not authorized for this scope"):
+		return ErrScopeDenied
+	case r.StatusCode == http.StatusUnauthorized && strings.Contains(all, "user does not exist"):
+		return ErrUserMissing
 	case r.StatusCode == http.StatusUnauthorized && bearer(r.Request):
+		// Any other 401 of an API call is taken for the token's: GHL words
+		// an invalid or expired token several ways ("Invalid JWT", "jwt
+		// expired", "Unauthorized"), and one refresh settles it.
 		return ErrUnauthorized
+	case r.StatusCode >= 400 && r.StatusCode < 500 && (r.StatusCode == http.StatusUnauthorized || strings.Contains(all, "invalid client")):
+		return ErrInvalidClient
+	case r.StatusCode >= 400 && r.StatusCode < 500 && strings.Contains(all, "redirect uri"):
+		return ErrRedirectMismatch
 	}
 	return nil
 }
+
+// scopePattern matches a GHL scope name in a message, such as
+// "contacts.write" or "calendars/events.readonly".
+var scopePattern = regexp.MustCompile(`\b[a-z][a-zA-Z]*(?:/[a-zA-Z]+)*\.(?:readonly|write|read)\b`)
+
+// scopeIn returns the scope a message names, "" when it names none.
+func scopeIn(msg string) string { return scopePattern.FindString(msg) }
 
 // bearer reports whether req carried a bearer token; a request we know
 // nothing of is taken for an API call.
@@ -315,8 +358,40 @@ func RetryAfter(err error) time.Duration {
 func IsNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 
 // IsTokenRejected reports whether an API call's bearer token was rejected
-// (ErrUnauthorized): refresh the token and call again.
+// as invalid or expired (ErrUnauthorized): refresh the token and call
+// again. A 401 for a missing scope or a removed user is not this.
 func IsTokenRejected(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// IsInvalidClient reports whether the token endpoint refused the app's
+// client id or secret (ErrInvalidClient).
+func IsInvalidClient(err error) bool { return errors.Is(err, ErrInvalidClient) }
+
+// IsRedirectMismatch reports whether the token endpoint refused the
+// redirect URI (ErrRedirectMismatch).
+func IsRedirectMismatch(err error) bool { return errors.Is(err, ErrRedirectMismatch) }
+
+// IsScopeDenied reports whether GHL refused the call because the token
+// lacks the scope it needs (ErrScopeDenied); MissingScope names it. The
+// location must be connected again once the app asks for that scope.
+func IsScopeDenied(err error) bool { return errors.Is(err, ErrScopeDenied) }
+
+// IsUserMissing reports whether GHL says the user the call names does not
+// exist (ErrUserMissing): that record's failure, not the location's.
+func IsUserMissing(err error) bool { return errors.Is(err, ErrUserMissing) }
+
+// MissingScope names the scope a call refused with ErrScopeDenied lacked:
+// the one GHL's message names, else the one GHL's documentation gives for
+// the endpoint called (see Scope), "" when neither is known.
+func MissingScope(err error) string {
+	var e *ErrorResponse
+	if !errors.As(err, &e) || !errors.Is(e.Err, ErrScopeDenied) {
+		return ""
+	}
+	if s := scopeIn(e.Message); s != "" {
+		return s
+	}
+	return Scope(e.Endpoint)
+}
 
 // IsAccessDenied reports whether GHL refused the caller rather than the
 // request (401 or 403): no change of the record can help.

@@ -105,7 +105,27 @@ func TestCheckResponse(t *testing.T) {
 		{
 			name: "401 on the token endpoint", status: 401,
 			body: `{"error":"invalid_client","error_description":"Client authentication failed"}`,
-			want: &ErrorResponse{401, "Client authentication failed", ep, nil},
+			want: &ErrorResponse{401, "Client authentication failed", ep, ErrInvalidClient},
+		},
+		{
+			name: "invalid client, GHL shape", status: 401,
+			body: `{"statusCode":401,"message":"Invalid client credentials"}`,
+			want: &ErrorResponse{401, "Invalid client credentials", ep, ErrInvalidClient},
+		},
+		{
+			name: "invalid client on a 400", status: 400,
+			body: `{"error":"invalid_client"}`,
+			want: &ErrorResponse{400, "invalid_client", ep, ErrInvalidClient},
+		},
+		{
+			name: "redirect URI refused, GHL shape", status: 400,
+			body: `{"statusCode":400,"message":"Invalid parameter: redirect_uri"}`,
+			want: &ErrorResponse{400, "Invalid parameter: redirect_uri", ep, ErrRedirectMismatch},
+		},
+		{
+			name: "redirect URI refused, RFC shape", status: 400,
+			body: `{"error":"invalid_request","error_description":"Redirect URI mismatch"}`,
+			want: &ErrorResponse{400, "Redirect URI mismatch", ep, ErrRedirectMismatch},
 		},
 		{
 			name: "other 400", status: 400,

@@ -69,6 +69,13 @@ type Config struct {
 	ClientSecret string `json:"-"`
 	RedirectURI  string
 
+	// AppVersionID, when set, is sent as version_id on the consent page
+	// (OAuth.AuthorizeURL): GHL needs it while the app's version is a
+	// draft. LoginWindowOpenMode, when set (GHL knows "self"), is sent as
+	// loginWindowOpenMode: "self" keeps GHL's login in the same window.
+	AppVersionID        string
+	LoginWindowOpenMode string
+
 	// HTTPClient sends the requests. When nil, the Client uses one with
 	// Timeout that does not follow redirects, so a redirect can never replay
 	// a form that carries the client secret to another host.
@@ -87,7 +94,8 @@ type Config struct {
 	// the HTTP status (0 when no response arrived) and the time taken. The
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
 	// contacts.get, contacts.update, contacts.searchDuplicate,
-	// contacts.appointments, calendars.list, calendars.createAppointment,
+	// contacts.appointments, oauth.installedLocations, calendars.list,
+	// calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment,
 	// calendars.deleteEvent and locations.get. It must be safe for concurrent use and return
 	// quickly: it runs on the caller's goroutine.

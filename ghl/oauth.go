@@ -2,10 +2,12 @@ package ghl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,6 +33,11 @@ type OAuthService struct {
 	client *Client
 }
 
+// DefaultTokenLife is the access token life assumed when a token answer
+// has no usable expires_in: GHL documents a day, and its SDK assumes 24 h
+// too.
+const DefaultTokenLife = 24 * time.Hour
+
 // Token is a GHL OAuth token. AccessToken and RefreshToken are never
 // marshalled to JSON, and String, GoString and LogValue mask them, so a Token
 // may be printed or logged as a whole.
@@ -38,17 +45,18 @@ type Token struct {
 	AccessToken  string `json:"-"`
 	RefreshToken string `json:"-"`
 	TokenType    string `json:"tokenType,omitempty"`
-	ExpiresIn    int    `json:"expiresIn,omitempty"` // seconds, as GHL said
+	// ExpiresIn is the token's life in seconds: GHL's expires_in, or
+	// DefaultTokenLife when the answer had none that reads as a number.
+	ExpiresIn int `json:"expiresIn,omitempty"`
 	// Expiry is Config.Now() when the token was received plus ExpiresIn.
 	Expiry time.Time `json:"expiry,omitzero"`
 	Scope  string    `json:"scope,omitempty"` // space separated
 	// UserType is UserTypeLocation or UserTypeCompany.
-	UserType           string   `json:"userType,omitempty"`
-	LocationID         string   `json:"locationId,omitempty"`
-	CompanyID          string   `json:"companyId,omitempty"`
-	UserID             string   `json:"userId,omitempty"`
-	ApprovedLocations  []string `json:"approvedLocations,omitempty"`
-	IsBulkInstallation bool     `json:"isBulkInstallation,omitempty"`
+	UserType          string   `json:"userType,omitempty"`
+	LocationID        string   `json:"locationId,omitempty"`
+	CompanyID         string   `json:"companyId,omitempty"`
+	UserID            string   `json:"userId,omitempty"`
+	ApprovedLocations []string `json:"approvedLocations,omitempty"`
 }
 
 // String describes the token with AccessToken and RefreshToken masked.
@@ -76,42 +84,81 @@ func (t Token) LogValue() slog.Value {
 	)
 }
 
-// tokenJSON is the token endpoints' answer on the wire.
-type tokenJSON struct {
-	AccessToken        string   `json:"access_token"`
-	TokenType          string   `json:"token_type"`
-	ExpiresIn          int      `json:"expires_in"`
-	RefreshToken       string   `json:"refresh_token"`
-	Scope              string   `json:"scope"`
-	UserType           string   `json:"userType"`
-	LocationID         string   `json:"locationId"`
-	CompanyID          string   `json:"companyId"`
-	ApprovedLocations  []string `json:"approvedLocations"`
-	UserID             string   `json:"userId"`
-	IsBulkInstallation bool     `json:"isBulkInstallation"`
+// decodeToken reads a token endpoint's answer. Only the tokens must be of
+// the right type: the answer of a refresh carries a rotated refresh token
+// that must never be lost to a side field of another type than expected
+// (GHL's spec types isBulkInstallation a boolean with "Bearer" as its
+// example, requires only userId, and its answers vary: planId, traceId,
+// approveAllLocations, installToFutureLocations). Every other field is read
+// when it has the expected type and left empty when not; unknown fields are
+// ignored.
+func decodeToken(body []byte, now time.Time) (*Token, error) {
+	var f map[string]json.RawMessage
+	if err := json.Unmarshal(body, &f); err != nil {
+		return nil, fmt.Errorf("decoding response: %w", err)
+	}
+	t := &Token{}
+	for name, dst := range map[string]*string{"access_token": &t.AccessToken, "refresh_token": &t.RefreshToken} {
+		if raw, ok := f[name]; ok && !isNull(raw) {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return nil, fmt.Errorf("decoding response: %s is not a string", name)
+			}
+		}
+	}
+	for name, dst := range map[string]*string{"token_type": &t.TokenType, "scope": &t.Scope, "userType": &t.UserType,
+		"locationId": &t.LocationID, "companyId": &t.CompanyID, "userId": &t.UserID} {
+		*dst = lenientString(f[name])
+	}
+	if raw, ok := f["approvedLocations"]; ok {
+		var ids []string
+		if json.Unmarshal(raw, &ids) == nil {
+			t.ApprovedLocations = ids
+		}
+	}
+	t.ExpiresIn = int(DefaultTokenLife / time.Second)
+	if secs, ok := lenientSeconds(f["expires_in"]); ok {
+		t.ExpiresIn = secs
+	}
+	t.Expiry = now.Add(time.Duration(t.ExpiresIn) * time.Second)
+	return t, nil
 }
 
-func (w *tokenJSON) token(now time.Time) *Token {
-	return &Token{
-		AccessToken:        w.AccessToken,
-		RefreshToken:       w.RefreshToken,
-		TokenType:          w.TokenType,
-		ExpiresIn:          w.ExpiresIn,
-		Expiry:             now.Add(time.Duration(w.ExpiresIn) * time.Second),
-		Scope:              w.Scope,
-		UserType:           w.UserType,
-		LocationID:         w.LocationID,
-		CompanyID:          w.CompanyID,
-		UserID:             w.UserID,
-		ApprovedLocations:  w.ApprovedLocations,
-		IsBulkInstallation: w.IsBulkInstallation,
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+// lenientString reads a JSON string, or a number as its text (some GHL
+// answers type ids as numbers); anything else is "".
+func lenientString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
 	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// lenientSeconds reads a duration in seconds given as a JSON number or a
+// numeric string; ok is false for anything else, or for a value out of
+// range.
+func lenientSeconds(raw json.RawMessage) (int, bool) {
+	text := lenientString(raw)
+	if text == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(text, 64)
+	if err != nil || v < 0 || v > float64(366*24*time.Hour/time.Second) {
+		return 0, false
+	}
+	return int(v), true
 }
 
 // AuthorizeURL returns the consent page to send a user to; GHL then
 // redirects to Config.RedirectURI with ?code=…&state=…. marketplaceURL is
 // DefaultMarketplaceURL when empty. state, which should be unguessable and
-// checked on the callback, is left out when empty.
+// checked on the callback, is left out when empty. Config.AppVersionID and
+// Config.LoginWindowOpenMode add version_id and loginWindowOpenMode.
 func (s *OAuthService) AuthorizeURL(marketplaceURL, state string, scopes []string) string {
 	if marketplaceURL == "" {
 		marketplaceURL = DefaultMarketplaceURL
@@ -125,6 +172,12 @@ func (s *OAuthService) AuthorizeURL(marketplaceURL, state string, scopes []strin
 	}
 	if state != "" {
 		q = append(q, "state="+queryEscape(state))
+	}
+	if cfg.AppVersionID != "" {
+		q = append(q, "version_id="+queryEscape(cfg.AppVersionID))
+	}
+	if cfg.LoginWindowOpenMode != "" {
+		q = append(q, "loginWindowOpenMode="+queryEscape(cfg.LoginWindowOpenMode))
 	}
 	return strings.TrimRight(marketplaceURL, "/") + "/v2/oauth/chooselocation?" + strings.Join(q, "&")
 }
@@ -186,13 +239,114 @@ func (s *OAuthService) LocationToken(ctx context.Context, agencyAccessToken, com
 }
 
 func (s *OAuthService) do(ctx context.Context, r *request) (*Token, *Response, error) {
-	var w tokenJSON
-	resp, err := s.client.do(ctx, r, &w)
+	var body json.RawMessage
+	resp, err := s.client.do(ctx, r, &body)
 	if err != nil {
 		return nil, resp, err
 	}
-	if w.AccessToken == "" {
+	tok, err := decodeToken(body, s.client.clock.Now())
+	if err != nil {
+		return nil, resp, r.errorf("%v", err)
+	}
+	if tok.AccessToken == "" {
 		return nil, resp, r.errorf("response has no access_token")
 	}
-	return w.token(s.client.clock.Now()), resp, nil
+	return tok, resp, nil
+}
+
+// InstalledLocation is a location of an agency as GET
+// /oauth/installedLocations lists it; other fields are not decoded.
+type InstalledLocation struct {
+	ID          string `json:"_id"`
+	Name        string `json:"name"`
+	IsInstalled bool   `json:"isInstalled"`
+}
+
+// InstalledLocationsPage is one page of an agency's installed locations.
+type InstalledLocationsPage struct {
+	Locations []InstalledLocation
+	// Count is GHL's total of matching locations, 0 when it said none.
+	Count int
+}
+
+// InstalledLocationsPageSize is the page InstalledLocations asks for
+// when limit is not positive: GHL's default.
+const InstalledLocationsPageSize = 20
+
+// InstalledLocations lists one page (skip, limit) of the locations of
+// company companyID where the app appID is installed, with an agency
+// (Company) token (scope oauth.readonly). limit is
+// InstalledLocationsPageSize when not positive.
+func (s *OAuthService) InstalledLocations(ctx context.Context, agencyAccessToken, companyID, appID string, skip, limit int) (*InstalledLocationsPage, *Response, error) {
+	if limit <= 0 {
+		limit = InstalledLocationsPageSize
+	}
+	r := &request{
+		endpoint: "oauth.installedLocations",
+		method:   http.MethodGet,
+		path:     "/oauth/installedLocations",
+		version:  versionContacts,
+		token:    agencyAccessToken,
+		query: url.Values{"companyId": {companyID}, "appId": {appID}, "isInstalled": {"true"},
+			"skip": {strconv.Itoa(max(skip, 0))}, "limit": {strconv.Itoa(limit)}},
+	}
+	if err := r.require("agency access token", agencyAccessToken, "company id", companyID, "app id", appID); err != nil {
+		return nil, nil, err
+	}
+	var out struct {
+		Locations []json.RawMessage `json:"locations"`
+		Count     json.RawMessage   `json:"count"`
+	}
+	resp, err := s.client.do(ctx, r, &out)
+	if err != nil {
+		return nil, resp, err
+	}
+	page := &InstalledLocationsPage{}
+	if n, ok := lenientSeconds(out.Count); ok {
+		page.Count = n
+	}
+	for _, raw := range out.Locations {
+		var f map[string]json.RawMessage
+		if json.Unmarshal(raw, &f) != nil {
+			continue
+		}
+		l := InstalledLocation{ID: lenientString(f["_id"]), Name: lenientString(f["name"])}
+		if l.ID == "" {
+			l.ID = lenientString(f["id"])
+		}
+		_ = json.Unmarshal(f["isInstalled"], &l.IsInstalled)
+		if l.ID != "" {
+			page.Locations = append(page.Locations, l)
+		}
+	}
+	return page, resp, nil
+}
+
+// AllInstalledLocations pages through InstalledLocations, pageSize at a
+// time, and returns every installed location of the company. It stops at
+// the first short or empty page, or once GHL's Count is reached; maxPages
+// bounds a GHL that pages forever.
+func (s *OAuthService) AllInstalledLocations(ctx context.Context, agencyAccessToken, companyID, appID string, pageSize int) ([]InstalledLocation, error) {
+	if pageSize <= 0 {
+		pageSize = InstalledLocationsPageSize
+	}
+	const maxPages = 1000
+	var all []InstalledLocation
+	seen := map[string]bool{}
+	for page := 0; page < maxPages; page++ {
+		p, _, err := s.InstalledLocations(ctx, agencyAccessToken, companyID, appID, page*pageSize, pageSize)
+		if err != nil {
+			return all, err
+		}
+		for _, l := range p.Locations {
+			if !seen[l.ID] {
+				seen[l.ID] = true
+				all = append(all, l)
+			}
+		}
+		if len(p.Locations) < pageSize || (p.Count > 0 && (page+1)*pageSize >= p.Count) {
+			return all, nil
+		}
+	}
+	return all, fmt.Errorf("ghl: GET /oauth/installedLocations: more than %d pages", maxPages)
 }

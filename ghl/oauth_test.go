@@ -35,18 +35,17 @@ const tokenBody = `{
 }`
 
 var wantToken = &Token{
-	AccessToken:        "new-access-token-1234",
-	RefreshToken:       "new-refresh-token-5678",
-	TokenType:          "Bearer",
-	ExpiresIn:          86399,
-	Expiry:             testNow.Add(86399 * time.Second),
-	Scope:              "contacts.readonly contacts.write",
-	UserType:           "Location",
-	LocationID:         "loc-1",
-	CompanyID:          "co-1",
-	UserID:             "user-1",
-	ApprovedLocations:  []string{"loc-1", "loc-2"},
-	IsBulkInstallation: true,
+	AccessToken:       "new-access-token-1234",
+	RefreshToken:      "new-refresh-token-5678",
+	TokenType:         "Bearer",
+	ExpiresIn:         86399,
+	Expiry:            testNow.Add(86399 * time.Second),
+	Scope:             "contacts.readonly contacts.write",
+	UserType:          "Location",
+	LocationID:        "loc-1",
+	CompanyID:         "co-1",
+	UserID:            "user-1",
+	ApprovedLocations: []string{"loc-1", "loc-2"},
 }
 
 func TestAuthorizeURL(t *testing.T) {

@@ -34,6 +34,7 @@ const (
 var pathTemplates = map[string]string{
 	"oauth.token":                 "/oauth/token",
 	"oauth.locationToken":         "/oauth/locationToken",
+	"oauth.installedLocations":    "/oauth/installedLocations",
 	"contacts.upsert":             "/contacts/upsert",
 	"contacts.get":                "/contacts/{contactID}",
 	"contacts.update":             "/contacts/{contactID}",

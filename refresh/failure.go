@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
@@ -108,4 +109,36 @@ func keyIDOf(c *store.Credential) string {
 		return c.KeyID
 	}
 	return "(unknown)"
+}
+
+// History logs refreshes; *store.Store is one. RecordRefresh must be safe
+// for concurrent use.
+type History interface {
+	RecordRefresh(ctx context.Context, run *store.RefreshRun) error
+}
+
+// record logs a refresh's outcome in r.History. A failure to log is only
+// logged: the refresh itself is done, whatever its history says.
+func (r *Refresher) record(ctx context.Context, loc string, res Result, err error) {
+	switch {
+	case r.History == nil, errors.Is(err, ErrBusy), errors.Is(err, ErrUnknownLocation):
+		return
+	case err == nil && res.Outcome != Refreshed:
+		return
+	}
+	run := &store.RefreshRun{LocationID: loc, At: r.now(), Outcome: string(res.Outcome), Reason: FailureReason(err), Message: res.Message}
+	switch {
+	case err == nil:
+		exp := res.ExpiresAt
+		run.ExpiresAt = &exp
+	case res.Outcome != NeedsReauth && res.Outcome != Inactive:
+		run.Outcome, run.Message = store.RefreshFailed, err.Error()
+	}
+	// The task's own cancellation (a shutdown) must not lose the entry
+	// of a refresh that happened.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.History.RecordRefresh(ctx, run); err != nil {
+		r.log().Warn("could not log the refresh in its history", "location", loc, "err", err)
+	}
 }

@@ -62,6 +62,9 @@ const (
 	NeedsReauth Outcome = "needs_reauth"
 	// Inactive: GHL says the location is not active; retried later.
 	Inactive Outcome = "inactive"
+	// Reminted: GHL refused the location's refresh token, and a new
+	// token was minted from its agency's token (see Refresher.Agency).
+	Reminted Outcome = "reminted"
 )
 
 // Errors a caller tells apart with errors.Is.
@@ -146,12 +149,22 @@ type Refresher struct {
 	// silent for longer counts as dead and its in-flight refreshes are
 	// taken over. Default 3s.
 	HeartbeatTTL time.Duration
+	// Agency, when set, mints a location's token from its agency's
+	// (Company) token when GHL refuses the location's refresh token, so
+	// that a location of an agency ghlsync holds is not marked
+	// needs_reauth for a refresh token that was lost. *ghl.OAuthService is
+	// one.
+	Agency AgencyMinter
 	// Observe, when set, is told every outcome (for metrics).
 	Observe func(Outcome)
 	// ObserveFailure, when set, is told the reason (FailureReason) of
 	// every refresh that failed (for metrics).
 	ObserveFailure func(reason string)
-	Clock          clock.Clock
+	// History, when set, logs every refresh that called GHL or failed,
+	// for the web's location page; a request that another refresh had
+	// answered (Fresh) is not logged.
+	History History
+	Clock   clock.Clock
 
 	hb heartbeat
 }
@@ -213,6 +226,7 @@ func (r *Refresher) Refresh(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		r.failed(req.LocationID, err)
 	}
+	r.record(ctx, req.LocationID, res, err)
 	return res, err
 }
 
@@ -362,15 +376,25 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		return res, false, fmt.Errorf("refresh %s: lost the lock before calling GHL", loc)
 	}
 	spent := c.TokenVersion
-	// The call is not cancelled with the task: abandoning it half way
-	// could spend the token without receiving its successor.
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
-	tok, _, err := r.GHL.Refresh(callCtx, toks.RefreshToken, c.UserType)
-	cancel()
+	var tok *ghl.Token
+	if toks.RefreshToken == "" {
+		// A token minted from the agency's may come without a refresh
+		// token: only the agency can renew it.
+		err = fmt.Errorf("refresh %s: the stored token has no refresh token: %w", loc, ghl.ErrInvalidGrant)
+	} else {
+		// The call is not cancelled with the task: abandoning it half way
+		// could spend the token without receiving its successor.
+		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
+		tok, _, err = r.GHL.Refresh(callCtx, toks.RefreshToken, c.UserType)
+		cancel()
+	}
 	answeredAt := r.answeredAt(ctx, loc)
 	switch {
 	case err == nil:
 	case errors.Is(err, ghl.ErrInvalidGrant):
+		if res, settled, tried, err := r.remint(ctx, lk, c, spent); tried {
+			return res, settled, err
+		}
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
 		landed, stale := r.setStatus(ctx, lk, loc, spent, store.StatusNeedsReauth, res.Message)
 		if stale {

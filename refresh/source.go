@@ -79,6 +79,14 @@ func (s *Source) Rejected(ctx context.Context, token string) error {
 	return s.renewLocked(ctx)
 }
 
+// Version is the stored token version of the token last handed out, 0
+// before the first.
+func (s *Source) Version() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
 // renewLocked asks the Renewer for a token newer than the one read (if
 // another worker refreshed since, that one is fine: single flight), then
 // reads it. "Newer" is by token version, not by this worker's clock, which

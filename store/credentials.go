@@ -32,6 +32,12 @@ const (
 	// UNINSTALL webhook); its refresh token no longer works, so it is
 	// neither refreshed nor synced until it is connected again.
 	StatusUninstalled Status = "uninstalled"
+	// StatusMissingScope: GHL refused a sync's call for a scope the
+	// location's token was not granted (LastError names it). A refresh
+	// keeps a token's scopes, so the location is neither synced nor
+	// refreshed until it is connected again, after the scope is added to
+	// the app.
+	StatusMissingScope Status = "missing_scope"
 )
 
 // ConnectPath is where an operator connects a location, or connects it
@@ -51,6 +57,9 @@ func (s Status) Problem() string {
 		return "GHL says the location is not active"
 	case StatusUninstalled:
 		return "the app was uninstalled from the location; connect it again at " + ConnectPath
+	case StatusMissingScope:
+		return "GHL refused a call for a scope its token was not granted: add the scope to the app's scopes " +
+			"in GHL's marketplace (and to GHL_SCOPES when it is set), then connect the location again at " + ConnectPath
 	}
 	return "status " + string(s)
 }
@@ -290,7 +299,8 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 var ErrStale = errors.New("store: the stored token is newer than the one this refresh spent")
 
 // SaveRefreshed stores the tokens of a completed refresh: the location is
-// active again, its last error is cleared and its token version moves on.
+// active again (but for missing_scope, which a refresh cannot cure), its
+// last error is cleared and its token version moves on.
 // It is a compare-and-set: spent is the TokenVersion of the credential
 // whose refresh token was exchanged for t, and when the row has moved past
 // it the write is refused with ErrStale. An uninstalled location is
@@ -310,10 +320,12 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 			"key_id":            s.cipher.KeyID(),
 			"expires_at":        t.ExpiresAt.UTC(),
 			"refreshed_at":      refreshedAt.UTC(),
-			"status":            StatusActive,
-			"last_error":        "",
-			"token_version":     spent + 1,
-			"updated_at":        s.now().UTC(),
+			// A refresh keeps a token's scopes: a location missing one
+			// stays marked until it is connected again.
+			"status":        gorm.Expr("CASE WHEN status = ? THEN status ELSE ? END", StatusMissingScope, StatusActive),
+			"last_error":    gorm.Expr("CASE WHEN status = ? THEN last_error ELSE '' END", StatusMissingScope),
+			"token_version": spent + 1,
+			"updated_at":    s.now().UTC(),
 		})
 	if res.Error != nil {
 		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, res.Error)

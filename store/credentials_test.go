@@ -212,3 +212,32 @@ func TestMigrateAddsTokenVersion(t *testing.T) {
 	}
 	must(t, st.Migrate(ctx)) // idempotent
 }
+
+// A refresh keeps a token's scopes, so it leaves a location missing one
+// marked, with the scope named; a new connection makes it active. Such a
+// location is not refreshed on schedule.
+func TestMissingScopeOutlivesARefresh(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.Open(t, "")
+	ctx := context.Background()
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, time.Now().Add(time.Minute))
+	c, err := st.Credential(ctx, "locA")
+	must(t, err)
+	must(t, st.SetRefreshStatus(ctx, "locA", c.TokenVersion, store.StatusMissingScope, "lacks scope users.readonly"))
+	due, err := st.DueForRefresh(ctx, time.Now().Add(time.Hour))
+	must(t, err)
+	if len(due) != 0 {
+		t.Errorf("DueForRefresh = %v: a missing_scope location is refreshed on schedule", due)
+	}
+	must(t, st.SaveRefreshed(ctx, "locA", c.TokenVersion, store.Tokens{AccessToken: "a2", RefreshToken: "r2",
+		ExpiresAt: time.Now().Add(24 * time.Hour)}, time.Now()))
+	c, err = st.Credential(ctx, "locA")
+	must(t, err)
+	if c.Status != store.StatusMissingScope || c.LastError != "lacks scope users.readonly" {
+		t.Errorf("after a refresh: %s %q, want missing_scope kept", c.Status, c.LastError)
+	}
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, time.Now().Add(24*time.Hour))
+	if got := statuses(t, st)["locA"]; got != store.StatusActive {
+		t.Errorf("after connecting again: %s", got)
+	}
+}

@@ -295,6 +295,14 @@ func (s *Store) CountPatients(ctx context.Context) (int64, error) {
 	return n, err
 }
 
+// CountAppointments counts the rows of the appointments table, of every
+// location.
+func (s *Store) CountAppointments(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&Appointment{}).Count(&n).Error
+	return n, err
+}
+
 // InsertPatients inserts rows into the patients table, as the clinic
 // system would; the sandbox and tests feed the table with it.
 func (s *Store) InsertPatients(ctx context.Context, rows []Patient) error {

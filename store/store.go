@@ -163,6 +163,9 @@ var models = []any{
 	&AppointmentSync{},
 	&SyncRun{},
 	&LocationSettings{},
+	&Alert{},
+	&AlertDelivery{},
+	&RefreshRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

@@ -71,6 +71,10 @@ func classify(ctx context.Context, err error) (refused, temporary bool) {
 	switch {
 	case errors.As(err, &rf), errors.Is(err, store.ErrDuplicateEvent):
 		return true, false
+	case ghl.IsUserMissing(err):
+		// GHL's 401 for a user the record names that does not exist: the
+		// record's problem, not the location's token.
+		return true, false
 	case ghl.IsRateLimited(err), ghl.IsAccessDenied(err), errors.Is(err, ghl.ErrLocationInactive):
 		// The location, not the record: GHL's limit, a token refreshed and
 		// retried once already or lacking access, or a location GHL says is
@@ -246,6 +250,12 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 // send pushes the record at index i of its page, trying again a record
 // whose call went unanswered.
 func (r *run) send(ctx context.Context, i int, it item) {
+	if r.stopping() {
+		// The run stopped while the record waited for a slot: nothing new
+		// is sent (a scope 401 would only come again).
+		r.abandon(i)
+		return
+	}
 	var err error
 	for attempt := 1; ; attempt++ {
 		var out outcome
@@ -381,8 +391,10 @@ func (r *run) persist(ctx context.Context, write func(context.Context) error) er
 }
 
 // session makes a run's GHL calls for its location: each waits for the
-// location's rate limiter and tells it GHL's rate headers; a 401 renews
-// the token once, through the location's token source, and retries.
+// location's rate limiter and tells it GHL's rate headers; a 401 for an
+// invalid or expired token renews the token once, through the location's
+// token source, and retries. A 401 for a missing scope spends no refresh
+// token: no refresh adds a scope (see missingScope).
 type session struct {
 	e      *Engine
 	loc    string
@@ -443,22 +455,21 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 	}
 }
 
-// rateOf hands GHL's rate headers to the limiter.
+// rateOf hands GHL's rate headers, the daily quota's included, to the
+// limiter.
 func rateOf(r ghl.Rate) ratelimit.Rate {
-	return ratelimit.Rate{Max: r.Max, Remaining: r.Remaining, Interval: r.Interval}
+	return ratelimit.Rate{Max: r.Max, Remaining: r.Remaining, Interval: r.Interval,
+		DailyLimit: r.DailyLimit, DailyRemaining: r.DailyRemaining}
 }
 
-// paused pauses the location for what a 429 asks, a day's end when the
-// daily quota is spent, and returns the 429 with the pause in force.
+// paused pauses the location for what a 429 asks and returns the 429 with
+// the pause in force. A spent daily quota (X-RateLimit-Daily-Remaining 0)
+// was already paused for by Observe, until the limiter's next probe of
+// GHL: GHL does not say when its day ends, and it is not UTC midnight.
 func (s *session) paused(ctx context.Context, err error) error {
 	var rl *ghl.RateLimitError
 	errors.As(err, &rl)
 	d := rl.RetryAfter
-	if rl.Rate.DailyLimit > 0 && rl.Rate.DailyRemaining == 0 {
-		// GHL counts the daily quota per UTC day.
-		now := s.e.now().UTC()
-		d = max(d, now.Truncate(24*time.Hour).Add(24*time.Hour).Sub(now))
-	}
 	left, err := s.e.Limiter.Pause(context.WithoutCancel(ctx), s.loc, d)
 	if err != nil {
 		s.e.log().Warn("rate limiter: could not pause the location", "location", s.loc, "err", err)

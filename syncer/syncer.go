@@ -44,10 +44,15 @@ const (
 // Kinds lists every kind of sync.
 var Kinds = []string{KindPatients, KindAppointments}
 
-// Credentials reads the connected locations; *store.Store is one.
+// Credentials reads the connected locations and records a location's
+// status when a sync finds it cannot go on (missing_scope); *store.Store is
+// one.
 type Credentials interface {
 	Credential(ctx context.Context, loc string) (*store.Credential, error)
 	Tokens(c *store.Credential) (store.Tokens, error)
+	// SetRefreshStatus records a status only while the location still
+	// holds the token of version held (store.ErrStale otherwise).
+	SetRefreshStatus(ctx context.Context, loc string, held int64, st store.Status, lastError string) error
 }
 
 // State reads the source tables and keeps ghlsync's sync state;
@@ -386,6 +391,9 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	if stopErr != nil && runCtx.Err() != nil && ctx.Err() == nil {
 		stopErr = context.Cause(runCtx) // the lock was lost
 	}
+	if ghl.IsScopeDenied(stopErr) {
+		r.missingScope(ctx, stopErr)
+	}
 
 	outcome, msg, retErr := OutcomeCompleted, "", error(nil)
 	switch {
@@ -445,6 +453,11 @@ func stopOutcome(err error) (string, string, error) {
 		return outcome, se.reason, fmt.Errorf("%s: %w", se.reason, ErrFinal)
 	case ghl.IsRateLimited(err):
 		return OutcomeRateLimited, fmt.Sprintf("GHL answered 429; the task runs again in %s", ghl.RetryAfter(err)), err
+	case errors.As(err, new(*ratelimit.PausedError)):
+		return OutcomeRateLimited, pausedMessage(err), err
+	case ghl.IsScopeDenied(err):
+		msg := missingScopeMessage(err)
+		return string(store.StatusMissingScope), msg, fmt.Errorf("%s: %w", msg, ErrFinal)
 	case errors.Is(err, refresh.ErrNeedsReauth):
 		msg := "GHL refused the location's refresh token for good; connect it again at " + store.ConnectPath
 		return OutcomeNeedsReauth, msg, fmt.Errorf("%s: %w", msg, ErrFinal)

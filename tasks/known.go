@@ -20,8 +20,8 @@ type TypeInfo struct {
 	// check refuses a payload that the handler would not run as its
 	// sender meant; nil accepts none but the empty one.
 	check func(payload []byte) error
-	// handler is the type's handler among the two sets NewMux routes.
-	handler func(*TokenHandlers, *SyncHandlers) asynq.HandlerFunc
+	// handler is the type's handler among the sets NewMux routes.
+	handler func(handlerSets) asynq.HandlerFunc
 }
 
 // types is the one list of task types: NewMux routes these and no other,
@@ -40,7 +40,7 @@ var types = []TypeInfo{
 			}
 			return checkLocationID(v.LocationID)
 		},
-		handler: func(t *TokenHandlers, _ *SyncHandlers) asynq.HandlerFunc { return t.HandleRefresh },
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.tokens.HandleRefresh },
 	},
 	{
 		Type: TypeTokenRefreshDue, Queue: QueueCritical,
@@ -49,20 +49,36 @@ var types = []TypeInfo{
 			var v RefreshDuePayload
 			return decodeStrict(p, &v)
 		},
-		handler: func(t *TokenHandlers, _ *SyncHandlers) asynq.HandlerFunc { return t.HandleRefreshDue },
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.tokens.HandleRefreshDue },
 	},
 	{
 		Type: TypePatientsSync, Queue: QueueDefault,
 		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one`,
 		check:   checkSyncPayload,
-		handler: func(_ *TokenHandlers, s *SyncHandlers) asynq.HandlerFunc { return s.HandlePatientsSync },
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandlePatientsSync },
 	},
 	{
 		Type: TypeAppointmentsSync, Queue: QueueDefault,
 		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one`,
 		check:   checkSyncPayload,
-		handler: func(_ *TokenHandlers, s *SyncHandlers) asynq.HandlerFunc { return s.HandleAppointmentsSync },
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandleAppointmentsSync },
 	},
+	{
+		Type: TypeAlertsEvaluate, Queue: QueueCritical,
+		About: `evaluate the alert conditions and deliver what is due; payload none`,
+		check: func(p []byte) error {
+			var v AlertsPayload
+			return decodeStrict(p, &v)
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.alerts.HandleEvaluate },
+	},
+}
+
+// handlerSets are the handlers NewMux routes to.
+type handlerSets struct {
+	tokens *TokenHandlers
+	syncs  *SyncHandlers
+	alerts *AlertHandlers
 }
 
 // Types lists every task type a worker handles, in a copy.

@@ -22,6 +22,7 @@ func TestTypesAndTheirQueues(t *testing.T) {
 		tasks.TypeTokenRefreshDue:  func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(false, false) },
 		tasks.TypePatientsSync:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
 		tasks.TypeAppointmentsSync: func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+		tasks.TypeAlertsEvaluate:   tasks.NewAlertsEvaluateTask,
 	}
 	if len(tasks.Types()) != len(build) {
 		t.Fatalf("Types lists %d task types, want the %d there are", len(tasks.Types()), len(build))

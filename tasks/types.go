@@ -18,6 +18,9 @@ const (
 	TypePatientsSync = "ghl:patients:sync"
 	// TypeAppointmentsSync pushes changed appointments into GHL.
 	TypeAppointmentsSync = "ghl:appointments:sync"
+	// TypeAlertsEvaluate evaluates the alert conditions and delivers the
+	// alerts that are due.
+	TypeAlertsEvaluate = "ghl:alerts:evaluate"
 )
 
 // Queues. Token work has a queue, and worker slots, of its own so that sync

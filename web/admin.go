@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
+	"github.com/ghlsync/ghlsync/internal/config"
 )
 
 // MonitoringPath is where asynqmon is served.
@@ -28,6 +29,12 @@ type Admin struct {
 	// loopback clients get through, judged by the connection's own
 	// address, and only when no proxy forwarded the request.
 	User, Password string
+	// ViewerUser and ViewerPassword, when ViewerPassword is set, log in
+	// the viewer role: it sees every page and changes nothing (any method
+	// but GET, HEAD and OPTIONS is refused with 403). An empty ViewerUser
+	// accepts any user name. Without a Password there is no viewer: the
+	// loopback clients that get through are the admin.
+	ViewerUser, ViewerPassword string
 	// PublicURL is the origin browsers reach the web process at
 	// (WEB_PUBLIC_URL). A request for another Host is refused with 421, so
 	// a name an attacker points at this server (DNS rebinding) reaches
@@ -74,48 +81,119 @@ func (a *Admin) Guard() func(http.Handler) http.Handler {
 				if !hostOK(w, r) {
 					return
 				}
-				next.ServeHTTP(w, r)
+				next.ServeHTTP(w, r.WithContext(withSession(r.Context(), session{role: RoleAdmin, id: "loopback"})))
 			})
 		}
 	}
-	limit, window := a.MaxFailures, a.FailureWindow
+	logins := []login{newLogin(RoleAdmin, a.User, a.Password)}
+	if a.ViewerPassword != "" {
+		logins = append(logins, newLogin(RoleViewer, a.ViewerUser, a.ViewerPassword))
+	}
+	check := passwordGuard(logins, a.MaxFailures, a.FailureWindow, a.Clock, log)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !hostOK(w, r) {
+				return
+			}
+			who, ok := check(w, r)
+			if !ok {
+				return
+			}
+			if who.role == RoleViewer && !safeMethod(r.Method) {
+				http.Error(w, "forbidden: the viewer login ("+config.VarViewerUser+") sees every page and changes nothing; log in as the admin ("+config.VarAdminUser+") to change things", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(withSession(r.Context(), who)))
+		})
+	}
+}
+
+// MetricsGuard asks for the /metrics login (METRICS_USER,
+// METRICS_PASSWORD; an empty user accepts any name) on every request,
+// with the admin guard's limit on wrong passwords. It checks no Host: a
+// scraper reaches the process by whatever name its network gives it, and
+// no browser holds this login for a rebinding page to use.
+func MetricsGuard(user, password string, log *slog.Logger, clk clock.Clock) func(http.Handler) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	check := passwordGuard([]login{newLogin(RoleViewer, user, password)}, 0, 0, clk, log)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := check(w, r); ok {
+				next.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// passwordGuard checks a request's basic auth against logins, and returns
+// the session of the one it matches; when none does it answers the
+// request itself (401, or 429 to a client that sent more than limit wrong
+// passwords within window, even with the right one, else guessing would
+// go on; default 5 per minute) and returns false.
+func passwordGuard(logins []login, limit int, window time.Duration, clk clock.Clock, log *slog.Logger) func(http.ResponseWriter, *http.Request) (session, bool) {
 	if limit <= 0 {
 		limit = 5
 	}
 	if window <= 0 {
 		window = time.Minute
 	}
-	failures := newThrottle(limit, window, a.Clock)
-	// Comparing digests keeps the comparison constant-time whatever the
-	// lengths.
-	wantUser, wantPass := sha256.Sum256([]byte(a.User)), sha256.Sum256([]byte(a.Password))
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !hostOK(w, r) {
-				return
+	failures := newThrottle(limit, window, clk)
+	return func(w http.ResponseWriter, r *http.Request) (session, bool) {
+		client := clientAddress(r)
+		if wait, blocked := failures.blocked(client); blocked {
+			tooMany(w, wait, "too many wrong passwords from your address")
+			return session{}, false
+		}
+		u, p, ok := r.BasicAuth()
+		var who *session
+		if ok {
+			who = logIn(logins, u, p)
+		}
+		if who == nil {
+			// A request without credentials is a browser asking
+			// what to prompt for, not a guess.
+			if r.Header.Get("Authorization") != "" && failures.add(client) {
+				log.Warn("admin: too many wrong passwords; refusing the client for a while", "client", client, "for", window)
 			}
-			client := clientAddress(r)
-			if wait, blocked := failures.blocked(client); blocked {
-				tooMany(w, wait, "too many wrong passwords from your address")
-				return
-			}
-			u, p, ok := r.BasicAuth()
-			gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
-			userOK := a.User == "" || subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) == 1
-			passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:]) == 1
-			if !ok || !userOK || !passOK {
-				// A request without credentials is a browser asking
-				// what to prompt for, not a guess.
-				if r.Header.Get("Authorization") != "" && failures.add(client) {
-					log.Warn("admin: too many wrong passwords; refusing the client for a while", "client", client, "for", window)
-				}
-				w.Header().Set("WWW-Authenticate", `Basic realm="ghlsync", charset="UTF-8"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
+			w.Header().Set("WWW-Authenticate", `Basic realm="ghlsync", charset="UTF-8"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return session{}, false
+		}
+		return *who, true
 	}
+}
+
+// login is one user name and password the guard accepts, as digests:
+// comparing digests keeps the comparison constant-time whatever the
+// lengths.
+type login struct {
+	role       Role
+	anyUser    bool
+	user, pass [sha256.Size]byte
+}
+
+func newLogin(role Role, user, password string) login {
+	return login{role: role, anyUser: user == "", user: sha256.Sum256([]byte(user)), pass: sha256.Sum256([]byte(password))}
+}
+
+// logIn returns the session of the first login that u and p match, nil
+// when none does. Every login is compared, so the time taken does not say
+// which matched.
+func logIn(logins []login, u, p string) *session {
+	gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
+	var who *session
+	for _, l := range logins {
+		userOK := l.anyUser || subtle.ConstantTimeCompare(gotUser[:], l.user[:]) == 1
+		passOK := subtle.ConstantTimeCompare(gotPass[:], l.pass[:]) == 1
+		if userOK && passOK && who == nil {
+			// The id binds CSRF tokens to this login: another user, or
+			// this one after a password change, cannot use them.
+			who = &session{role: l.role, id: string(l.role) + "\x00" + u + "\x00" + string(gotPass[:])}
+		}
+	}
+	return who
 }
 
 func loopback(remoteAddr string) bool {
@@ -134,9 +212,20 @@ type sharedRedis struct{ c redis.UniversalClient }
 func (s sharedRedis) MakeRedisClient() any { return s.c }
 
 // Monitoring returns asynqmon, rooted at MonitoringPath, on the process's
-// Redis client rc. It needs no closing of its own: closing rc is enough.
-// Task payloads and results carry no secrets (DESIGN.md, invariant 7), so
-// asynqmon shows them as they are.
+// Redis client rc: the admin gets the whole of it, anyone else (a viewer,
+// or a request that did not pass the guard) asynqmon's read-only mode,
+// which hides its buttons and refuses its API's changes. It needs no
+// closing of its own: closing rc is enough. Task payloads and results
+// carry no secrets (DESIGN.md, invariant 7), so asynqmon shows them as
+// they are.
 func Monitoring(rc redis.UniversalClient) http.Handler {
-	return asynqmon.New(asynqmon.Options{RootPath: MonitoringPath, RedisConnOpt: sharedRedis{rc}})
+	full := asynqmon.New(asynqmon.Options{RootPath: MonitoringPath, RedisConnOpt: sharedRedis{rc}})
+	readOnly := asynqmon.New(asynqmon.Options{RootPath: MonitoringPath, RedisConnOpt: sharedRedis{rc}, ReadOnly: true})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s, ok := sessionOf(r.Context()); ok && s.role == RoleAdmin {
+			full.ServeHTTP(w, r)
+			return
+		}
+		readOnly.ServeHTTP(w, r)
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,13 @@ type OAuth interface {
 	AuthorizeURL(marketplaceURL, state string, scopes []string) string
 	ExchangeCode(ctx context.Context, code, userType string) (*ghl.Token, *ghl.Response, error)
 	LocationToken(ctx context.Context, agencyAccessToken, companyID, locationID string) (*ghl.Token, *ghl.Response, error)
+	AllInstalledLocations(ctx context.Context, agencyAccessToken, companyID, appID string, pageSize int) ([]ghl.InstalledLocation, error)
+}
+
+// LocationReader reads a location's name and time zone from GHL;
+// *ghl.LocationsService is one.
+type LocationReader interface {
+	Get(ctx context.Context, accessToken, id string) (*ghl.Location, *ghl.Response, error)
 }
 
 // Connector stores connected locations; *store.Store is one.
@@ -36,7 +44,15 @@ type Connector interface {
 	// Credential tells a kept connection that the database already holds
 	// (or holds a newer one of) from one still to write.
 	Credential(ctx context.Context, loc string) (*store.Credential, error)
+	// SetLocationInfo records the name and time zone GHL gave a location.
+	SetLocationInfo(ctx context.Context, loc, name, timezone string) error
 }
+
+// AgencyScopes are the scopes an agency (Company) install needs beyond
+// Scopes: listing the agency's installed locations and minting their
+// tokens. GHL grants them to agency tokens only, so a location's consent
+// does not ask for them.
+var AgencyScopes = []string{"oauth.readonly", "oauth.write"}
 
 // Server is the web side of ghlsync. Its fields are set once, before
 // Handler is called.
@@ -45,8 +61,24 @@ type Server struct {
 	Store          Connector
 	Redis          redis.UniversalClient
 	MarketplaceURL string
-	Scopes         []string
-	Log            *slog.Logger
+	// Scopes are asked for on the consent page; an agency install adds
+	// AgencyScopes.
+	Scopes []string
+	// AppUserType is the user type a code is exchanged with when GHL
+	// initiated the install ("Add App" in its marketplace sends a code and
+	// no state): the app's own, store.UserTypeLocation when empty.
+	AppUserType string
+	// AppID is the marketplace app's id, with which an agency install
+	// lists the agency's installed locations; without it only the
+	// locations the token approves are connected.
+	AppID string
+	// Locations, when set, reads each connected location's name and time
+	// zone from GHL (best effort, InfoTimeout per location), for the
+	// page and the store.
+	Locations LocationReader
+	// InfoTimeout bounds each Locations call. Default 5s.
+	InfoTimeout time.Duration
+	Log         *slog.Logger
 	// StateTTL is how long a consent may take. Default 10 minutes.
 	StateTTL time.Duration
 	// Webhooks configures GHL's app webhooks (INSTALL, UNINSTALL).
@@ -117,7 +149,22 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot start the connection now; try again", http.StatusServiceUnavailable)
 		return
 	}
-	http.Redirect(w, r, s.OAuth.AuthorizeURL(s.MarketplaceURL, state, s.Scopes), http.StatusFound)
+	scopes := s.Scopes
+	if userType == store.UserTypeCompany {
+		scopes = withScopes(scopes, AgencyScopes)
+	}
+	http.Redirect(w, r, s.OAuth.AuthorizeURL(s.MarketplaceURL, state, scopes), http.StatusFound)
+}
+
+// withScopes is scopes with those of extra it lacks appended.
+func withScopes(scopes, extra []string) []string {
+	out := slices.Clone(scopes)
+	for _, sc := range extra {
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out
 }
 
 var connectedPage = template.Must(template.New("connected").Parse(`<!doctype html>
@@ -146,17 +193,35 @@ type connectedPageData struct {
 // the database write, which is retried for SaveFor; a database that still
 // refuses gets a 503 saying the connection completes by itself (the
 // worker's PendingConnections.Run writes what was kept).
+//
+// A callback without a state is an install GHL initiated ("Add App" in its
+// marketplace, which sends only a code): its code is exchanged with the
+// app's user type (AppUserType). A state that is there must be one
+// /api/auth/connect issued and not used yet: a wrong or reused one is
+// refused, as a forged callback would carry.
 func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state, code := q.Get("state"), q.Get("code")
-	if state == "" {
-		http.Error(w, "missing state: start again at /api/auth/connect", http.StatusBadRequest)
-		return
-	}
-	userType, err := s.Redis.GetDel(r.Context(), keyState+state).Result()
-	if errors.Is(err, redis.Nil) {
-		http.Error(w, "unknown, used or expired state: start again at /api/auth/connect", http.StatusBadRequest)
-		return
+	var userType string
+	var err error
+	if !q.Has("state") {
+		if code == "" {
+			http.Error(w, "missing code and state: start at /api/auth/connect", http.StatusBadRequest)
+			return
+		}
+		userType = s.AppUserType
+		if userType == "" {
+			userType = store.UserTypeLocation
+		}
+		s.Log.Info("an install GHL initiated (no state): exchanging its code", "user_type", userType)
+	} else {
+		if state != "" {
+			userType, err = s.Redis.GetDel(r.Context(), keyState+state).Result()
+		}
+		if state == "" || errors.Is(err, redis.Nil) {
+			http.Error(w, "unknown, used or expired state: start again at /api/auth/connect", http.StatusBadRequest)
+			return
+		}
 	}
 	if err != nil {
 		s.Log.Error("reading OAuth state", "err", err)
@@ -169,8 +234,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, _, err := s.OAuth.ExchangeCode(r.Context(), code, userType)
 	if err != nil {
-		s.Log.Warn("OAuth code exchange failed", "err", err)
-		http.Error(w, "GHL did not accept the authorization: start again at /api/auth/connect", http.StatusBadGateway)
+		status, msg := exchangeFailure(err)
+		s.Log.Warn("OAuth code exchange failed", "err", err, "remedy", msg)
+		http.Error(w, msg, status)
 		return
 	}
 	// From here GHL has spent the code: what it answered is kept even if
@@ -189,7 +255,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		case kept:
 			page.Pending = []string{tok.LocationID}
 		case err == nil:
-			page.Locations = []string{tok.LocationID}
+			page.Locations = []string{s.describe(ctx, tok, tok.LocationID)}
 		}
 	}
 	var bad *badIDError
@@ -304,11 +370,63 @@ func (s *Server) pending() *PendingConnections {
 	return &PendingConnections{Store: s.Store, Redis: s.Redis, Cipher: s.Cipher, Log: s.Log, Clock: s.Clock}
 }
 
+// describe records the name and time zone GHL gives the location id
+// (connected with tok) and returns how the page names it: "Name (id)", or
+// the id alone when GHL does not say in InfoTimeout. It never fails the
+// connection: the sync reads what is missing later.
+func (s *Server) describe(ctx context.Context, tok *ghl.Token, id string) string {
+	if s.Locations == nil {
+		return id
+	}
+	timeout := s.InfoTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	l, _, err := s.Locations.Get(ctx, tok.AccessToken, id)
+	if err != nil {
+		s.Log.Warn("could not read the connected location's name from GHL", "location", id, "err", err)
+		return id
+	}
+	if err := s.Store.SetLocationInfo(ctx, id, l.Name, l.Timezone); err != nil {
+		s.Log.Warn("could not store the connected location's name", "location", id, "err", err)
+	}
+	if l.Name == "" {
+		return id
+	}
+	return l.Name + " (" + id + ")"
+}
+
+// agencyLocations lists the locations an agency install covers: every
+// location GHL lists as installed for the app (GET
+// /oauth/installedLocations, paged: a bulk install's approvedLocations
+// need not name them all), and the approved ones.
+func (s *Server) agencyLocations(ctx context.Context, tok *ghl.Token) []string {
+	locs := slices.Clone(tok.ApprovedLocations)
+	if s.AppID == "" {
+		s.Log.Warn("the app id is unknown (GHL_CLIENT_ID is not of the form <appId>-<suffix>): connecting only the locations the agency's token approves",
+			"company", tok.CompanyID)
+		return locs
+	}
+	installed, err := s.OAuth.AllInstalledLocations(ctx, tok.AccessToken, tok.CompanyID, s.AppID, 0)
+	if err != nil {
+		s.Log.Warn("could not list the agency's installed locations: connecting those its token approves and those listed",
+			"company", tok.CompanyID, "listed", len(installed), "err", err)
+	}
+	for _, l := range installed {
+		if !slices.Contains(locs, l.ID) {
+			locs = append(locs, l.ID)
+		}
+	}
+	return locs
+}
+
 // connectCompany stores the agency token (ghlsync keeps it alive to mint
 // tokens for locations installed later) and a location token for each
-// approved location. The agency's own token is needed: a failure to store
-// or keep it is err. kept lists the locations (and the agency) whose
-// tokens wait in Redis for the database.
+// location the install covers (agencyLocations). The agency's own token is
+// needed: a failure to store or keep it is err. kept lists the locations
+// (and the agency) whose tokens wait in Redis for the database.
 func (s *Server) connectCompany(ctx context.Context, sv *saver, tok *ghl.Token) (connected, kept, failed []string, err error) {
 	agencyKept, err := sv.save(ctx, tok, tok.CompanyID)
 	if err != nil && !agencyKept {
@@ -317,7 +435,7 @@ func (s *Server) connectCompany(ctx context.Context, sv *saver, tok *ghl.Token) 
 	if agencyKept {
 		kept = append(kept, tok.CompanyID+" (agency)")
 	}
-	for _, loc := range tok.ApprovedLocations {
+	for _, loc := range s.agencyLocations(ctx, tok) {
 		lt, _, err := s.OAuth.LocationToken(ctx, tok.AccessToken, tok.CompanyID, loc)
 		locKept := false
 		if err == nil {
@@ -336,7 +454,7 @@ func (s *Server) connectCompany(ctx context.Context, sv *saver, tok *ghl.Token) 
 			s.Log.Warn("could not connect an approved location", "location", loc, "company", tok.CompanyID, "err", err)
 			failed = append(failed, fmt.Sprintf("%s (%v)", loc, err))
 		default:
-			connected = append(connected, loc)
+			connected = append(connected, s.describe(ctx, lt, loc))
 		}
 	}
 	return connected, kept, failed, nil

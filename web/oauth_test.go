@@ -40,6 +40,8 @@ func newServer(t *testing.T) (*web.Server, *storetest.Stack) {
 		Redis:          stack.Redis(t),
 		MarketplaceURL: "https://marketplace.example",
 		Scopes:         []string{"contacts.write", "calendars.write"},
+		AppID:          web.AppID(storetest.ClientID),
+		Locations:      client.Locations,
 		Log:            slog.New(slog.DiscardHandler),
 		StateTTL:       time.Minute,
 		Cipher:         testenv.Cipher(t, stack.Key),
@@ -70,7 +72,11 @@ func startConnect(t *testing.T, h http.Handler, query string) string {
 		t.Fatalf("connect redirects to %s, want the consent page", u)
 	}
 	q := u.Query()
-	if q.Get("client_id") != storetest.ClientID || q.Get("response_type") != "code" || q.Get("scope") != "contacts.write calendars.write" {
+	wantScope := "contacts.write calendars.write"
+	if strings.Contains(query, "Company") {
+		wantScope += " oauth.readonly oauth.write"
+	}
+	if q.Get("client_id") != storetest.ClientID || q.Get("response_type") != "code" || q.Get("scope") != wantScope {
 		t.Fatalf("consent URL query = %v", q)
 	}
 	if len(q.Get("state")) < 32 {

@@ -2,10 +2,12 @@ package web
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
-	"html/template"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ghlsync/ghlsync/internal/clock"
@@ -13,10 +15,14 @@ import (
 	"github.com/ghlsync/ghlsync/syncer"
 )
 
-// StatusSource is what the status page reads; *store.Store is one.
+// StatusSource is what the operator's pages read; *store.Store is one.
 type StatusSource interface {
 	Credentials(ctx context.Context) ([]store.Credential, error)
+	Credential(ctx context.Context, loc string) (*store.Credential, error)
 	SyncRuns(ctx context.Context, loc, kind string, limit int) ([]store.SyncRun, error)
+	RefreshRuns(ctx context.Context, loc string, limit int) ([]store.RefreshRun, error)
+	FailedRecords(ctx context.Context, loc string, offset, limit int) ([]store.FailedRecord, int64, error)
+	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 }
 
 // Keys tells which encryption keys the process holds; *tokencrypt.Cipher
@@ -25,10 +31,16 @@ type Keys interface {
 	HasKey(id string) bool
 }
 
-// Status serves the status page at / and the same as JSON at
-// /api/locations. Keys, when set, marks the locations whose tokens are
-// sealed with a key the process does not have: they can be neither
-// refreshed nor synced until the key is given back, whatever their status.
+// Status serves the operator's pages, meant to sit behind the admin guard
+// (Admin.Guard), which says who is logged in: the overview at /, the same
+// as JSON at /api/locations, a page per location at /locations/{id} with
+// its buttons, and the schedules page at /schedules. Only the admin gets
+// the buttons and forms; every form carries a token bound to the login,
+// and a POST without a valid one is refused.
+//
+// Keys, when set, marks the locations whose tokens are sealed with a key
+// the process does not have: they can be neither refreshed nor synced
+// until the key is given back, whatever their status.
 type Status struct {
 	Source StatusSource
 	Keys   Keys
@@ -37,16 +49,36 @@ type Status struct {
 	// PausedQueues, when set, lists the task queues that are paused
 	// (asynqmon's pause button): nothing in them runs, so the page says so.
 	PausedQueues func(context.Context) ([]string, error)
+	// Actions, when set, gives each location's page its "refresh now" and
+	// "sync now" buttons.
+	Actions Actions
+	// Schedules, when set, serves the schedules page.
+	Schedules Schedules
+	// FormKey signs the forms' tokens and the notices shown after them.
+	// Every replica behind one address needs the same key (the app derives
+	// it from TOKEN_ENCRYPTION_KEY); empty, Handler picks a random one,
+	// good for this process only.
+	FormKey []byte
+	// PublicURL is WEB_PUBLIC_URL: an https one keeps the notice cookie
+	// to HTTPS.
+	PublicURL string
 }
 
-// LocationStatus is one connected location (or agency) as the status page
-// shows it. It carries no token. KeyMissing: its tokens are sealed with an
+// LocationStatus is one connected location (or agency) as the pages show
+// it. It carries no token. KeyMissing: its tokens are sealed with an
 // encryption key that is not configured; KeyProblem says what to do.
+// TokenLive says whether its token is one ghlsync keeps alive: a location
+// that must be reconnected has none worth an expiry. Name and Timezone
+// are GHL's (GET /locations/{id}), empty until GHL has told them.
 type LocationStatus struct {
 	LocationID       string                 `json:"location_id"`
+	Name             string                 `json:"name,omitempty"`
+	Timezone         string                 `json:"timezone,omitempty"`
 	CompanyID        string                 `json:"company_id,omitempty"`
 	UserType         string                 `json:"user_type"`
 	Status           store.Status           `json:"status"`
+	Problem          string                 `json:"problem,omitempty"`
+	TokenLive        bool                   `json:"token_live"`
 	ExpiresAt        time.Time              `json:"expires_at"`
 	ExpiresInSeconds int64                  `json:"expires_in_seconds"`
 	LastRefreshAt    *time.Time             `json:"last_refresh_at"`
@@ -55,6 +87,19 @@ type LocationStatus struct {
 	KeyProblem       string                 `json:"key_problem,omitempty"`
 	ReconnectURL     string                 `json:"reconnect_url,omitempty"`
 	Syncs            map[string]*SyncStatus `json:"syncs"`
+}
+
+// Agency reports whether l is an agency (GHL's Company) rather than a
+// location.
+func (l LocationStatus) Agency() bool { return l.UserType == store.UserTypeCompany }
+
+// Title is how the pages name l: its GHL name and id, or its id alone
+// while the name is not known.
+func (l LocationStatus) Title() string {
+	if l.Name == "" {
+		return l.LocationID
+	}
+	return l.Name + " (" + l.LocationID + ")"
 }
 
 // SyncStatus is the latest run of one kind of sync for a location.
@@ -70,13 +115,32 @@ type SyncStatus struct {
 	Error      string     `json:"error,omitempty"`
 }
 
-// Handler returns the routes of the status page.
+func syncStatus(r store.SyncRun) *SyncStatus {
+	return &SyncStatus{StartedAt: r.StartedAt.UTC(), FinishedAt: r.FinishedAt, Outcome: r.Outcome,
+		Scanned: r.Scanned, Created: r.Created, Updated: r.Updated, Unchanged: r.Unchanged, Failed: r.Failed, Error: r.Error}
+}
+
+// Handler returns the routes of the pages.
 func (s *Status) Handler() http.Handler {
+	key := s.FormKey
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		rand.Read(key)
+	}
+	p := &pages{Status: s, sign: signer{key: key, now: clock.Or(s.Clock).Now}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.page)
+	mux.HandleFunc("GET /{$}", p.overview)
 	mux.HandleFunc("GET /api/locations", s.json)
+	mux.HandleFunc("GET /locations/{id}", p.location)
+	mux.HandleFunc("POST /locations/{id}/{action}", p.act)
+	mux.HandleFunc("GET /schedules", p.schedules)
+	mux.HandleFunc("POST /schedules/{name}/{action}", p.changeSchedule)
 	return mux
 }
+
+// Routes are the ServeMux patterns Handler serves, for mounting it behind
+// the admin guard.
+var Routes = []string{"GET /{$}", "GET /api/locations", "/locations/", "/schedules", "/schedules/"}
 
 // Locations reads the status of every location.
 func (s *Status) Locations(ctx context.Context) ([]LocationStatus, error) {
@@ -84,123 +148,158 @@ func (s *Status) Locations(ctx context.Context) ([]LocationStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := clock.Or(s.Clock).Now()
 	out := make([]LocationStatus, 0, len(creds))
-	for _, c := range creds {
-		ls := LocationStatus{
-			LocationID:       c.LocationID,
-			CompanyID:        c.CompanyID,
-			UserType:         c.UserType,
-			Status:           c.Status,
-			ExpiresAt:        c.ExpiresAt.UTC(),
-			ExpiresInSeconds: int64(c.ExpiresAt.Sub(now) / time.Second),
-			LastRefreshAt:    c.RefreshedAt,
-			LastError:        c.LastError,
-			Syncs:            map[string]*SyncStatus{},
-		}
-		if s.Keys != nil && c.KeyID != "" && !s.Keys.HasKey(c.KeyID) {
-			ls.KeyMissing = true
-			ls.KeyProblem = "its tokens are sealed with encryption key " + c.KeyID + ", which is not configured: " +
-				"add that key to TOKEN_ENCRYPTION_OLD_KEYS and restart; the token itself is fine, do not reconnect"
-		}
-		if c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled {
-			ls.ReconnectURL = store.ConnectPath
-			if c.UserType == store.UserTypeCompany {
-				ls.ReconnectURL += "?user_type=Company"
-			}
-		}
-		if c.UserType != store.UserTypeCompany {
-			for _, kind := range syncer.Kinds {
-				runs, err := s.Source.SyncRuns(ctx, c.LocationID, kind, 1)
-				if err != nil {
-					return nil, err
-				}
-				if len(runs) == 1 {
-					r := runs[0]
-					ls.Syncs[kind] = &SyncStatus{StartedAt: r.StartedAt.UTC(), FinishedAt: r.FinishedAt, Outcome: r.Outcome,
-						Scanned: r.Scanned, Created: r.Created, Updated: r.Updated, Unchanged: r.Unchanged, Failed: r.Failed, Error: r.Error}
-				}
-			}
+	for i := range creds {
+		ls, err := s.locationStatus(ctx, &creds[i])
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, ls)
 	}
 	return out, nil
 }
 
+func (s *Status) locationStatus(ctx context.Context, c *store.Credential) (LocationStatus, error) {
+	now := clock.Or(s.Clock).Now()
+	ls := LocationStatus{
+		LocationID:       c.LocationID,
+		Name:             c.Name,
+		Timezone:         c.Timezone,
+		CompanyID:        c.CompanyID,
+		UserType:         c.UserType,
+		Status:           c.Status,
+		Problem:          c.Status.Problem(),
+		ExpiresAt:        c.ExpiresAt.UTC(),
+		ExpiresInSeconds: int64(c.ExpiresAt.Sub(now) / time.Second),
+		LastRefreshAt:    c.RefreshedAt,
+		LastError:        c.LastError,
+		Syncs:            map[string]*SyncStatus{},
+	}
+	if s.Keys != nil && c.KeyID != "" && !s.Keys.HasKey(c.KeyID) {
+		ls.KeyMissing = true
+		ls.KeyProblem = "its tokens are sealed with encryption key " + c.KeyID + ", which is not configured: " +
+			"add that key to TOKEN_ENCRYPTION_OLD_KEYS and restart; the token itself is fine, do not reconnect"
+	}
+	if c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled || c.Status == store.StatusMissingScope {
+		ls.ReconnectURL = store.ConnectPath
+		if c.UserType == store.UserTypeCompany {
+			ls.ReconnectURL += "?user_type=Company"
+		}
+	}
+	ls.TokenLive = (c.Status == store.StatusActive || c.Status == store.StatusInactive) && !ls.KeyMissing
+	if c.UserType != store.UserTypeCompany {
+		for _, kind := range syncer.Kinds {
+			runs, err := s.Source.SyncRuns(ctx, c.LocationID, kind, 1)
+			if err != nil {
+				return ls, err
+			}
+			if len(runs) == 1 {
+				ls.Syncs[kind] = syncStatus(runs[0])
+			}
+		}
+	}
+	return ls, nil
+}
+
+// StatusCount is how many locations are in one state, as the overview
+// sums them up.
+type StatusCount struct {
+	N    int
+	Text string
+}
+
+// countStates sums locs up by state in words, the states in a fixed order
+// and only those with a location; the counts add up to len(locs). A
+// location whose key is missing counts as that, whatever its status: it
+// can be neither refreshed nor synced.
+func countStates(locs []LocationStatus) []StatusCount {
+	type state struct{ one, many string }
+	order := []string{"active", "key", string(store.StatusNeedsReauth), string(store.StatusMissingScope), string(store.StatusUninstalled), string(store.StatusInactive)}
+	words := map[string]state{
+		"active":                         {"active", "active"},
+		"key":                            {"missing its encryption key", "missing their encryption key"},
+		string(store.StatusNeedsReauth):  {"needs reconnecting", "need reconnecting"},
+		string(store.StatusMissingScope): {"missing a scope", "missing a scope"},
+		string(store.StatusUninstalled):  {"uninstalled", "uninstalled"},
+		string(store.StatusInactive):     {"inactive in GHL", "inactive in GHL"},
+	}
+	n := map[string]int{}
+	for _, l := range locs {
+		k := string(l.Status)
+		if l.KeyMissing {
+			k = "key"
+		}
+		if _, known := words[k]; !known {
+			order = append(order, k)
+			words[k] = state{k, k}
+		}
+		n[k]++
+	}
+	var out []StatusCount
+	for _, k := range order {
+		if n[k] == 0 {
+			continue
+		}
+		w := words[k].many
+		if n[k] == 1 {
+			w = words[k].one
+		}
+		out = append(out, StatusCount{N: n[k], Text: fmt.Sprintf("%d %s", n[k], w)})
+		n[k] = 0 // an unknown status appended twice counts once
+	}
+	return out
+}
+
+// summary is the overview's first line: "3 locations: 2 active, 1 needs
+// reconnecting", agencies counted apart.
+func summary(locs []LocationStatus) string {
+	if len(locs) == 0 {
+		return "No location is connected yet."
+	}
+	agencies := 0
+	for _, l := range locs {
+		if l.Agency() {
+			agencies++
+		}
+	}
+	var what []string
+	if n := len(locs) - agencies; n > 0 {
+		what = append(what, plural(n, "location", "locations"))
+	}
+	if agencies > 0 {
+		what = append(what, plural(agencies, "agency", "agencies"))
+	}
+	var states []string
+	for _, c := range countStates(locs) {
+		states = append(states, c.Text)
+	}
+	return strings.Join(what, " and ") + ": " + strings.Join(states, ", ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func (s *Status) json(w http.ResponseWriter, r *http.Request) {
 	locs, err := s.Locations(r.Context())
 	if err != nil {
-		s.Log.Error("status: reading locations", "err", err)
+		s.log().Error("status: reading locations", "err", err)
 		http.Error(w, "cannot read the locations now", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(struct {
+		Summary   string           `json:"summary"`
 		Locations []LocationStatus `json:"locations"`
-	}{locs})
+	}{summary(locs), locs})
 }
 
-var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ago": func(now time.Time, t *time.Time) string {
-		if t == nil {
-			return "never"
-		}
-		return now.Sub(*t).Round(time.Second).String() + " ago"
-	},
-	"since": func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() + " ago" },
-	"in": func(secs int64) string {
-		if secs < 0 {
-			return "expired " + (time.Duration(-secs) * time.Second).String() + " ago"
-		}
-		return "in " + (time.Duration(secs) * time.Second).String()
-	},
-}).Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
-<title>ghlsync status</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;width:100%}
-th,td{border-bottom:1px solid #ddd;padding:.4rem .6rem;text-align:left;vertical-align:top}
-th{background:#f5f5f5}
-.active{color:#1a7f37}.needs_reauth,.uninstalled,.key_missing,.failed,.paused{color:#cf222e;font-weight:bold}.inactive{color:#9a6700}
-small{color:#666}
-</style></head><body>
-<h1>ghlsync</h1>
-{{range .Paused}}<p class="paused">Queue {{.}} is paused: none of its tasks run until it is resumed in <a href="/monitoring">asynqmon</a>.</p>
-{{end}}<p>{{len .Locations}} connected · <a href="/monitoring">queues (asynqmon)</a> · <a href="/api/locations">JSON</a> · <a href="/api/auth/connect">connect a location</a></p>
-<table>
-<tr><th>Location</th><th>Status</th><th>Token expires</th><th>Last refresh</th>{{range .Kinds}}<th>Last {{.}} sync</th>{{end}}</tr>
-{{range $l := .Locations}}<tr>
-<td>{{$l.LocationID}}{{if eq $l.UserType "Company"}} <small>(agency)</small>{{end}}</td>
-<td class="{{$l.Status}}">{{$l.Status}}{{with $l.ReconnectURL}} · <a href="{{.}}">Reconnect</a>{{end}}{{if $l.KeyMissing}} · <span class="key_missing">key missing</span><br><small>{{$l.KeyProblem}}</small>{{end}}{{with $l.LastError}}<br><small>{{.}}</small>{{end}}</td>
-<td>{{in $l.ExpiresInSeconds}}</td>
-<td>{{ago $.Now $l.LastRefreshAt}}</td>
-{{range $k := $.Kinds}}<td>{{with index $l.Syncs $k}}<span{{if .Error}} class="failed"{{end}}>{{.Outcome}}</span>, {{if .FinishedAt}}finished {{ago $.Now .FinishedAt}}{{else}}started {{since $.Now .StartedAt}}{{end}}<br><small>{{.Scanned}} scanned, {{.Created}} created, {{.Updated}} updated, {{.Unchanged}} unchanged, {{.Failed}} failed</small>{{with .Error}}<br><small>{{.}}</small>{{end}}{{else}}{{if ne $l.UserType "Company"}}never{{end}}{{end}}</td>{{end}}
-</tr>{{end}}
-</table>
-</body></html>
-`))
-
-func (s *Status) page(w http.ResponseWriter, r *http.Request) {
-	locs, err := s.Locations(r.Context())
-	if err != nil {
-		s.Log.Error("status: reading locations", "err", err)
-		http.Error(w, "cannot read the locations now", http.StatusServiceUnavailable)
-		return
+func (s *Status) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
 	}
-	var paused []string
-	if s.PausedQueues != nil {
-		if paused, err = s.PausedQueues(r.Context()); err != nil {
-			s.Log.Warn("status: reading the queues", "err", err)
-		}
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := statusPage.Execute(w, struct {
-		Locations []LocationStatus
-		Kinds     []string
-		Now       time.Time
-		Paused    []string
-	}{locs, syncer.Kinds, clock.Or(s.Clock).Now(), paused}); err != nil {
-		s.Log.Warn("status: rendering", "err", err)
-	}
+	return s.Log
 }

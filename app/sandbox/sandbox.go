@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,7 +34,10 @@ const (
 )
 
 // Server is the in-process fake GHL of `worker --standalone --sandbox`,
-// listening on loopback, with its state kept in a file between runs.
+// listening on loopback, with its state kept in a file: written before
+// every answer that changed it, so that a process killed at any moment
+// starts again with a GHL that holds every token it handed out and every
+// record it accepted.
 type Server struct {
 	Fake      *ghltest.Server
 	URL       string
@@ -43,26 +47,34 @@ type Server struct {
 }
 
 // Start starts the fake GHL, loading its state from statePath when
-// the file exists, and seeds the demo locations on a first start.
-func Start(statePath string) (*Server, error) {
+// the file exists, and seeds the demo locations on a first start. log
+// receives what the fake cannot answer: a state file it failed to write.
+func Start(statePath string, log *slog.Logger) (*Server, error) {
 	secret := make([]byte, 16)
 	rand.Read(secret)
-	fake := ghltest.New(ghltest.Options{
+	fake, err := ghltest.Open(ghltest.Options{
 		ClientID:     "sandbox-client",
 		ClientSecret: hex.EncodeToString(secret),
 		// Tokens that live an hour show refreshes within a demo.
 		TokenLifetime:    time.Hour,
 		EnforceRateLimit: true,
+		StatePath:        statePath,
+		SaveOnChange:     true,
+		Logf:             func(format string, args ...any) { log.Error("sandbox: " + fmt.Sprintf(format, args...)) },
 	})
-	loaded, err := fake.LoadFile(statePath)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w (delete the file to start over)", err)
 	}
-	if !loaded {
+	if len(fake.Locations()) == 0 {
 		fake.AddCompany(sandboxCompany)
 		for _, l := range Locations {
 			fake.AddLocation(l.ID, sandboxCompany)
 			fake.AddCalendar(l.ID, l.ID+"-cal", l.Name+" treatments")
+		}
+		// Whole or not at all: a start killed before this has no file
+		// and seeds again.
+		if err := fake.SaveFile(statePath); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,15 +167,15 @@ var (
 )
 
 // Seed fills the clinic's source tables with demo patients and
-// appointments on a first start (the way the clinic system would), and
-// does nothing when they already hold rows.
+// appointments on a first start (the way the clinic system would). Each
+// table is filled in one insert, a transaction of its own, and only while
+// empty: a start killed half way leaves a table whole or empty, and the
+// next start fills what is empty.
 func Seed(ctx context.Context, st *store.Store, now time.Time) error {
-	if n, err := st.CountPatients(ctx); err != nil || n > 0 {
-		return err
-	}
+	var patients []store.Patient
+	var appts []store.Appointment
 	day := now.UTC().Truncate(24 * time.Hour)
 	for li, l := range Locations {
-		patients := make([]store.Patient, 0, sandboxPatients)
 		for i := range sandboxPatients {
 			first, last := firstNames[(i+li)%len(firstNames)], lastNames[(i*7+li)%len(lastNames)]
 			dob := time.Date(1950+(i*13)%55, time.Month(1+i%12), 1+i%28, 0, 0, 0, 0, time.UTC)
@@ -182,10 +194,6 @@ func Seed(ctx context.Context, st *store.Store, now time.Time) error {
 			}
 			patients = append(patients, p)
 		}
-		if err := st.InsertPatients(ctx, patients); err != nil {
-			return fmt.Errorf("sandbox patients: %w", err)
-		}
-		appts := make([]store.Appointment, 0, sandboxAppointments)
 		for i := range sandboxAppointments {
 			start := day.Add(time.Duration(i/6-3)*24*time.Hour + time.Duration(8+i%6)*time.Hour)
 			appts = append(appts, store.Appointment{
@@ -195,6 +203,17 @@ func Seed(ctx context.Context, st *store.Store, now time.Time) error {
 				Status: statuses[i%len(statuses)], UpdatedAt: now,
 			})
 		}
+	}
+	if n, err := st.CountPatients(ctx); err != nil {
+		return fmt.Errorf("sandbox patients: %w", err)
+	} else if n == 0 {
+		if err := st.InsertPatients(ctx, patients); err != nil {
+			return fmt.Errorf("sandbox patients: %w", err)
+		}
+	}
+	if n, err := st.CountAppointments(ctx); err != nil {
+		return fmt.Errorf("sandbox appointments: %w", err)
+	} else if n == 0 {
 		if err := st.InsertAppointments(ctx, appts); err != nil {
 			return fmt.Errorf("sandbox appointments: %w", err)
 		}

@@ -1,6 +1,6 @@
 // Command worker runs ghlsync's task handlers: token refreshes and syncs.
 //
-//	worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox]
+//	worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox] [--redis-addr HOST:PORT]
 //
 // --standalone runs worker, scheduler and web in one process on an embedded
 // Redis and the configured database (an SQLite file by default); --sandbox
@@ -31,7 +31,7 @@ func main() {
 	os.Exit(code)
 }
 
-const synopsis = `usage: worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox]
+const synopsis = `usage: worker [--concurrency N] [--token-concurrency N] [--standalone] [--sandbox] [--redis-addr HOST:PORT]
 
 Runs ghlsync's task handlers: token refreshes and syncs; as many replicas
 as you like. --standalone runs worker, scheduler and web in one process on
@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&o.TokenConcurrency, "token-concurrency", 20, "token tasks run at once, in slots of their own")
 	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
 	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
+	redisAddr := fs.String("redis-addr", app.DefaultRedisAddr, "with --standalone: where the embedded Redis listens, the same at every start")
 	pos, err := cli.ParseArgs(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		cli.Help(stderr, synopsis, fs, loader.Secrets())
@@ -62,6 +63,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return cli.Exit(stderr, "worker", err)
 	}
+	if *standalone || *sandbox {
+		// One machine's demo: nothing listens beyond it unless told to.
+		loader.Default(config.VarWebAddr, "127.0.0.1:8080")
+		loader.Default(config.VarMetricsAddr, "127.0.0.1:9091")
+	}
 	switch {
 	case *sandbox:
 		// The sandbox is its own GHL app; the standalone mode makes a key.
@@ -75,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cli.Exit(stderr, "worker", err)
 	}
 	if *standalone || *sandbox {
-		return cli.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, Worker: o}, stderr))
+		return cli.Exit(stderr, "worker", app.RunStandalone(ctx, cfg, app.StandaloneOptions{Sandbox: *sandbox, RedisAddr: *redisAddr, Worker: o}, stderr))
 	}
 	return cli.Exit(stderr, "worker", app.RunWorkerProcess(ctx, cfg, o, app.NewLogger(stderr, cfg.LogLevel)))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -513,22 +515,49 @@ func sandboxContacts(t *testing.T, dir string) (contacts, appointments map[strin
 	return contacts, appointments
 }
 
+// bannerValue waits for the start-up banner's NAME=value and returns the
+// value.
+func bannerValue(t *testing.T, p *testenv.Process, name string) string {
+	t.Helper()
+	var v string
+	testenv.Eventually(t, 60*time.Second, "the banner to give "+name, func() bool {
+		_, rest, ok := strings.Cut(p.Output.String(), " "+name+"=")
+		v, _, _ = strings.Cut(rest, "\n")
+		return ok && strings.Contains(rest, "\n")
+	})
+	return v
+}
+
 // The one-command sandbox as a real process: within 60 s the three demo
 // locations are connected and synced; SIGTERM ends it with status 0 within
-// 10 s; a second start in the same directory resumes, connected, and a sync
-// then changes nothing in GHL.
+// 10 s; a second start in the same directory resumes, connected, on the
+// same Redis address (so the REDIS_URL the first printed still works),
+// and a sync then changes nothing in GHL; SIGHUP ends it with status 0.
 func TestStandaloneSandbox(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	webAddr := testenv.FreeAddr(t)
+	webAddr, redisAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := map[string]string{
 		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "ghlsync.db"), "WEB_ADDR": webAddr,
 		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",
 	}
-	first := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
+	first := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox", "--redis-addr", redisAddr)
+	firstRedis := bannerValue(t, first, "REDIS_URL")
+	if db := bannerValue(t, first, "DATABASE_URL"); db != "sqlite://"+filepath.Join(dir, "ghlsync.db") {
+		t.Errorf("the banner gives DATABASE_URL=%s, want the absolute sqlite://%s", db, filepath.Join(dir, "ghlsync.db"))
+	}
 	testenv.Eventually(t, 60*time.Second, "the demo locations to be connected and synced", func() bool {
 		return sandboxSynced(t, webAddr)
 	})
+	resp, err := http.Get("http://" + webAddr + "/sandbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "<td>North Clinic</td><td>119</td><td>60</td>"; resp.StatusCode != http.StatusOK || !strings.Contains(string(page), want) {
+		t.Errorf("/sandbox: %d, want a page showing %s:\n%s", resp.StatusCode, want, page)
+	}
 	before := map[string]web.LocationStatus{}
 	for _, l := range locations(t, webAddr) {
 		before[l.LocationID] = l
@@ -547,18 +576,16 @@ func TestStandaloneSandbox(t *testing.T) {
 		}
 	}
 
-	second := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
-	var redisURL string
-	testenv.Eventually(t, 30*time.Second, "the second start to print its Redis", func() bool {
-		_, rest, ok := strings.Cut(second.Output.String(), "REDIS_URL=")
-		redisURL, _, _ = strings.Cut(rest, "\n")
-		return ok && strings.Contains(rest, "\n")
-	})
+	second := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox", "--redis-addr", redisAddr)
+	if redisURL := bannerValue(t, second, "REDIS_URL"); redisURL != firstRedis || redisURL != "redis://"+redisAddr+"/0" {
+		t.Errorf("the second start's REDIS_URL=%s, want the first's, %s, at --redis-addr %s", redisURL, firstRedis, redisAddr)
+	}
 	testenv.Eventually(t, 30*time.Second, "the locations to show as still connected", func() bool {
 		return sandboxSynced(t, webAddr)
 	})
-	// Sync every location again now: nothing changed, so nothing is sent.
-	opt, err := asynq.ParseRedisURI(redisURL)
+	// Sync every location again now, through the REDIS_URL the first
+	// start printed: nothing changed, so nothing is sent.
+	opt, err := asynq.ParseRedisURI(firstRedis)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,8 +622,14 @@ func TestStandaloneSandbox(t *testing.T) {
 			}
 		}
 	}
-	if code := second.Stop(10 * time.Second); code != 0 {
-		t.Fatalf("second run: exit status %d", code)
+	second.Cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case <-second.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second run did not stop within 10 s of SIGHUP")
+	}
+	if code := second.Cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("second run: exit status %d after SIGHUP, want 0", code)
 	}
 	contacts2, appts2 := sandboxContacts(t, dir)
 	if diff := cmp.Diff(contacts, contacts2); diff != "" {
@@ -631,7 +664,7 @@ func TestMeasureSandbox(t *testing.T) {
 		"METRICS_ADDR": "127.0.0.1:0", "TOKEN_ENCRYPTION_KEY": "", "REDIS_URL": "",
 	}
 	start := time.Now()
-	p := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox")
+	p := testenv.StartProcess(t, "worker", env, "--standalone", "--sandbox", "--redis-addr", testenv.FreeAddr(t))
 	testenv.Eventually(t, 2*time.Minute, "a first completed sync", func() bool {
 		for _, l := range locations(t, webAddr) {
 			for _, s := range l.Syncs {
@@ -757,7 +790,7 @@ func TestNoPasswordInLogs(t *testing.T) {
 	standaloneEnv := maps.Clone(env)
 	standaloneEnv["DATABASE_URL"] = "sqlite://" + filepath.Join(dir, "ghlsync.db") + "?password=" + secrets["database password"]
 	standaloneEnv["WEB_ADDR"] = testenv.FreeAddr(t)
-	sa := testenv.StartProcess(t, "worker", standaloneEnv, "--standalone")
+	sa := testenv.StartProcess(t, "worker", standaloneEnv, "--standalone", "--redis-addr", testenv.FreeAddr(t))
 	testenv.Eventually(t, 30*time.Second, "the standalone start-up lines", func() bool {
 		return strings.Contains(sa.Output.String(), "  database:")
 	})

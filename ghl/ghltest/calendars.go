@@ -122,6 +122,7 @@ func (s *Server) AddCalendar(locationID, calendarID, name string) {
 		s.st.calOrder = append(s.st.calOrder, calendarID)
 	}
 	s.st.calendars[calendarID] = &Calendar{ID: calendarID, LocationID: locationID, Name: name}
+	s.changedLocked()
 }
 
 // handleListCalendars serves GET /calendars/?locationId=.
@@ -200,6 +201,7 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 	s.st.appointments[a.ID] = a
 	s.st.apptsByLo[loc] = append(s.st.apptsByLo[loc], a.ID)
 	s.stats.apptCreates[loc]++
+	s.changedLocked()
 	out := *a
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
@@ -288,6 +290,7 @@ func (s *Server) handleUpdateAppointment(w http.ResponseWriter, r *http.Request,
 	in.apply(a)
 	a.DateUpdated = now
 	s.stats.apptUpdates[a.LocationID]++
+	s.changedLocked()
 	out := *a
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
@@ -305,6 +308,7 @@ func (s *Server) handleDeleteAppointment(w http.ResponseWriter, r *http.Request,
 		s.st.apptsByLo[a.LocationID] = slices.DeleteFunc(s.st.apptsByLo[a.LocationID],
 			func(x string) bool { return x == id })
 		s.stats.apptDeletes[a.LocationID]++
+		s.changedLocked()
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {

@@ -238,6 +238,7 @@ func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *
 		s.st.indexContact(match)
 		s.stats.contactUpdates[loc]++
 	}
+	s.changedLocked()
 	c := match.clone()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
@@ -300,6 +301,7 @@ func (s *Server) handleUpdateContact(w http.ResponseWriter, r *http.Request, g *
 	c.DateUpdated = now
 	s.st.indexContact(c)
 	s.stats.contactUpdates[c.LocationID]++
+	s.changedLocked()
 	cc := c.clone()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
@@ -357,6 +359,7 @@ func (s *Server) AddContact(c Contact) Contact {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.changedLocked()
 	s.st.addLocationLockedIfMissing(c.LocationID)
 	if c.ID == "" {
 		c.ID = newID()

@@ -93,7 +93,8 @@ func (s *Server) takeFault(path, subj string) (Fault, bool) {
 	return Fault{}, false
 }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// serve answers a request, faults included; serveHTTP adds the saving.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	subj := s.observe(r)
 	if s.nFaults.Load() == 0 {
 		s.mux.ServeHTTP(w, r)

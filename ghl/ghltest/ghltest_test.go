@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -272,16 +275,80 @@ func TestConsentPage(t *testing.T) {
 		return q.Get("code")
 	}
 
-	got := okToken(t, exchange(t, s, consent(t, ""), "https://app.example/cb?x=1"))
+	got := okToken(t, exchange(t, s, consent(t, "&location_id=loc1"), "https://app.example/cb?x=1"))
 	if got.LocationID != "loc1" || got.Scope != "contacts.write" {
-		t.Errorf("default consent: %+v", got)
+		t.Errorf("location_id=loc1 consent: %+v", got)
 	}
 	got = okToken(t, exchange(t, s, consent(t, "&location_id=loc2"), "https://app.example/cb?x=1"))
 	if got.LocationID != "loc2" {
 		t.Errorf("location_id=loc2 consent: %+v", got)
 	}
-	checkError(t, exchange(t, s, consent(t, ""), "https://evil.example/cb"), 400,
+	got = okToken(t, exchange(t, s, consent(t, "&company_id=co1"), "https://app.example/cb?x=1"))
+	if got.UserType != "Company" || got.CompanyID != "co1" || !slices.Equal(got.ApprovedLocations, []string{"loc1", "loc2"}) {
+		t.Errorf("company_id=co1 consent: %+v", got)
+	}
+	checkError(t, exchange(t, s, consent(t, "&location_id=loc1"), "https://evil.example/cb"), 400,
 		`{"statusCode":400,"message":"Invalid parameter: redirect_uri"}`)
+}
+
+var (
+	hiddenInput = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
+	choiceInput = regexp.MustCompile(`<button type="submit" name="(location_id|company_id)" value="([^"]*)">`)
+)
+
+// The consent page without a choice is a chooser, like GHL's: a form
+// (no JavaScript) with a button per location and agency; submitting a
+// button, as a browser does, approves that account and goes back to the
+// app with the state.
+func TestConsentChooser(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, ghltest.Options{})
+	s.AddLocation("loc2", "co1")
+	s.AddLocation("solo", "")
+	noFollow := *s.Client()
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	page := s.URL + "/v2/oauth/chooselocation?response_type=code&client_id=" + clientID +
+		"&redirect_uri=" + url.QueryEscape("https://app.example/cb") + "&scope=contacts.write&state=a%22b%3C"
+	resp, err := noFollow.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("chooser: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	var choices []string
+	for _, m := range choiceInput.FindAllStringSubmatch(string(body), -1) {
+		choices = append(choices, m[1]+"="+m[2])
+	}
+	want := []string{"location_id=loc1", "location_id=loc2", "location_id=solo", "company_id=co1"}
+	if diff := cmp.Diff(want, choices); diff != "" {
+		t.Fatalf("choices (-want +got):\n%s\n%s", diff, body)
+	}
+	if !strings.Contains(string(body), `<form method="get" action="/v2/oauth/chooselocation">`) {
+		t.Fatalf("no GET form to this page:\n%s", body)
+	}
+
+	// What a browser sends for the button of loc2: the hidden fields and
+	// the button's name and value.
+	form := url.Values{"location_id": {"loc2"}}
+	for _, m := range hiddenInput.FindAllStringSubmatch(string(body), -1) {
+		form.Add(m[1], html.UnescapeString(m[2]))
+	}
+	resp, err = noFollow.Get(s.URL + "/v2/oauth/chooselocation?" + form.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	back, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusFound || back.Host != "app.example" || back.Query().Get("state") != `a"b<` {
+		t.Fatalf("after choosing: %d, redirect %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	got := okToken(t, exchange(t, s, back.Query().Get("code"), "https://app.example/cb"))
+	if got.LocationID != "loc2" || got.Scope != "contacts.write" {
+		t.Errorf("token of the chosen location: %+v", got)
+	}
 }
 
 func TestRefreshRotation(t *testing.T) {

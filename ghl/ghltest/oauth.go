@@ -2,9 +2,13 @@ package ghltest
 
 import (
 	"crypto/subtle"
+	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
+
 	"time"
 )
 
@@ -130,7 +134,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, code, redirectURI string) {
 	s.mu.Unlock()
 
 	s.tokenIssued(subj)
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
 func (s *Server) refreshGrant(w http.ResponseWriter, token, clientID string) {
@@ -145,7 +149,7 @@ func (s *Server) refreshGrant(w http.ResponseWriter, token, clientID string) {
 	if rotated {
 		s.tokenIssued(resp.subject())
 	}
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
 func (r *tokenResponse) subject() string {
@@ -213,12 +217,16 @@ func (s *Server) handleLocationToken(w http.ResponseWriter, r *http.Request, g *
 		writeError(w, http.StatusForbidden, "The token does not have access to this company")
 		return
 	}
-	if !slices.Contains(g.Approved, locationID) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	// GHL mints a token for any location of the agency the app is
+	// installed on (approved at the agency's consent or installed since),
+	// and for none it was uninstalled from.
+	if l := s.st.locations[locationID]; l == nil || l.CompanyID != companyID || !l.AppInstalled {
+		s.mu.Unlock()
 		writeError(w, http.StatusForbidden, "The token does not have access to this location")
 		return
 	}
-	now := s.opts.Now()
-	s.mu.Lock()
 	if l := s.st.locations[locationID]; l != nil && l.Inactive {
 		s.stats.inactive[locationID]++
 		s.mu.Unlock()
@@ -239,13 +247,16 @@ func (s *Server) handleLocationToken(w http.ResponseWriter, r *http.Request, g *
 	s.mu.Unlock()
 
 	s.tokenIssued(locationID)
-	writeJSON(w, http.StatusOK, resp)
+	s.writeToken(w, resp)
 }
 
-// handleChooseLocation serves the marketplace consent page, approving at
-// once: it redirects to redirect_uri with a code for the location named by
-// location_id (default: the first location added), or for the company named
-// by company_id (all its locations approved). state is passed through.
+// handleChooseLocation serves the marketplace consent page. Without a
+// choice it is GHL's chooser: a form listing the locations and agencies,
+// each a button that submits the same request with location_id or
+// company_id added (no JavaScript needed). With one it approves at once:
+// it redirects to redirect_uri with a code for the location named by
+// location_id, or for the company named by company_id (all its locations
+// approved). state is passed through.
 func (s *Server) handleChooseLocation(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for _, p := range []string{"client_id", "redirect_uri"} {
@@ -273,15 +284,8 @@ func (s *Server) handleChooseLocation(w http.ResponseWriter, r *http.Request) {
 		userType, id = UserTypeCompany, c
 	}
 	if id == "" {
-		s.mu.Lock()
-		if len(s.st.locOrder) > 0 {
-			id = s.st.locOrder[0]
-		}
-		s.mu.Unlock()
-		if id == "" {
-			writeError(w, http.StatusBadRequest, "No location to choose: add one first")
-			return
-		}
+		s.chooser(w, q)
+		return
 	}
 	code := s.newCode(userType, id, nil, q.Get("scope"), redirect)
 	cb := u.Query()
@@ -291,4 +295,66 @@ func (s *Server) handleChooseLocation(w http.ResponseWriter, r *http.Request) {
 	}
 	u.RawQuery = cb.Encode()
 	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+var chooserPage = template.Must(template.New("chooser").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Choose an account · fake GoHighLevel</title>
+<style>body{font-family:sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}
+li{margin:.4rem 0}button{font-size:1rem;padding:.3rem .8rem}code{background:#eee;padding:0 .2rem}</style></head>
+<body><h1>Choose an account</h1>
+<p>This is the sandbox's fake GoHighLevel. An app (client id <code>{{.ClientID}}</code>) asks to connect to
+one of your accounts{{with .Scope}}, with the scopes <code>{{.}}</code>{{end}}. You are sent back to
+<code>{{.RedirectURI}}</code> afterwards.</p>
+<form method="get" action="/v2/oauth/chooselocation">
+{{range .Hidden}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">
+{{end}}<h2>Sub-accounts (locations)</h2>
+{{with .Locations}}<ul>{{range .}}<li><button type="submit" name="location_id" value="{{.ID}}">{{.ID}}</button>
+{{with .CompanyID}} of agency {{.}}{{end}}{{if .Inactive}} (not active){{end}}</li>
+{{end}}</ul>{{else}}<p>None.</p>{{end}}
+<h2>Agencies</h2>
+{{with .Companies}}<ul>{{range .}}<li><button type="submit" name="company_id" value="{{.ID}}">{{.ID}}</button>
+every one of its {{len .Locations}} locations</li>
+{{end}}</ul>{{else}}<p>None.</p>{{end}}
+</form></body></html>
+`))
+
+// chooser answers the consent page without a choice: the list of
+// accounts to pick from, as a form that repeats the request's parameters.
+func (s *Server) chooser(w http.ResponseWriter, q url.Values) {
+	type field struct{ Name, Value string }
+	data := struct {
+		ClientID, Scope, RedirectURI string
+		Hidden                       []field
+		Locations                    []location
+		Companies                    []company
+	}{ClientID: q.Get("client_id"), Scope: q.Get("scope"), RedirectURI: q.Get("redirect_uri")}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if k == "location_id" || k == "company_id" {
+			continue
+		}
+		for _, v := range q[k] {
+			data.Hidden = append(data.Hidden, field{k, v})
+		}
+	}
+	s.mu.Lock()
+	for _, id := range s.st.locOrder {
+		data.Locations = append(data.Locations, *s.st.locations[id])
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.st.companies)) {
+		c := *s.st.companies[id]
+		c.Locations = slices.Clone(c.Locations)
+		data.Companies = append(data.Companies, c)
+	}
+	s.mu.Unlock()
+	if len(data.Locations) == 0 && len(data.Companies) == 0 {
+		writeError(w, http.StatusBadRequest, "No location to choose: add one first")
+		return
+	}
+	var b strings.Builder
+	if err := chooserPage.Execute(&b, data); err != nil {
+		// Only our own data is rendered: a failure is a bug here.
+		panic("ghltest: render the chooser: " + err.Error())
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Write([]byte(b.String()))
 }

@@ -7,14 +7,21 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // snapshotVersion is bumped when the state file format changes
 // incompatibly; Load refuses other versions.
 const snapshotVersion = 1
+
+// pruneAfter is how long after its death (expiry, or spending) a token
+// is still written with SaveOnChange: far past the 30 s grace, so every
+// answer a pruned token could get is the refusal it gets unknown.
+const pruneAfter = 24 * time.Hour
 
 // snapshot is the JSON form of the state. Counters, rate limit windows and
 // faults are not part of it.
@@ -29,6 +36,9 @@ type snapshot struct {
 	Contacts      []Contact         `json:"contacts"`
 	Calendars     []Calendar        `json:"calendars"`
 	Appointments  []Appointment     `json:"appointments"`
+
+	// changes is the change count the snapshot holds.
+	changes uint64
 }
 
 // Save writes the whole state (locations, companies, tokens with their
@@ -48,10 +58,12 @@ func (s *Server) Save(w io.Writer) error {
 // (grant.Approved).
 func (s *Server) snapshot() *snapshot {
 	now := s.opts.Now()
+	dead := now.Add(-pruneAfter)
+	prune := s.opts.SaveOnChange
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
-	snap := &snapshot{Version: snapshotVersion, Current: maps.Clone(st.current)}
+	snap := &snapshot{Version: snapshotVersion, Current: maps.Clone(st.current), changes: s.changes}
 	for _, id := range slices.Sorted(maps.Keys(st.companies)) {
 		c := *st.companies[id]
 		c.Locations = slices.Clone(c.Locations)
@@ -61,10 +73,15 @@ func (s *Server) snapshot() *snapshot {
 		snap.Locations = append(snap.Locations, *st.locations[id])
 	}
 	for _, tok := range slices.Sorted(maps.Keys(st.access)) {
-		snap.AccessTokens = append(snap.AccessTokens, *st.access[tok])
+		if at := st.access[tok]; !prune || !at.Expiry.Before(dead) {
+			snap.AccessTokens = append(snap.AccessTokens, *at)
+		}
 	}
 	for _, tok := range slices.Sorted(maps.Keys(st.refresh)) {
-		snap.RefreshTokens = append(snap.RefreshTokens, *st.refresh[tok])
+		rt := st.refresh[tok]
+		if gone := rt.Expiry.Before(dead) || (rt.spent() && rt.SpentAt.Before(dead)); !prune || !gone {
+			snap.RefreshTokens = append(snap.RefreshTokens, *rt)
+		}
 	}
 	for _, code := range slices.Sorted(maps.Keys(st.codes)) {
 		if c := st.codes[code]; !c.Used && now.Before(c.Expiry) {
@@ -135,6 +152,7 @@ func (s *Server) Load(r io.Reader) error {
 	}
 	s.mu.Lock()
 	s.st = st
+	s.changedLocked()
 	s.mu.Unlock()
 	return nil
 }
@@ -157,8 +175,13 @@ func (s *Server) LoadFile(path string) (loaded bool, err error) {
 }
 
 // SaveFile writes the state to path atomically (a temporary file in the
-// same directory, synced, then renamed), mode 0600: it holds live tokens.
-func (s *Server) SaveFile(path string) (err error) {
+// same directory, synced, renamed, and the directory synced), mode 0600:
+// it holds live tokens.
+func (s *Server) SaveFile(path string) error {
+	return writeFile(path, s.snapshot())
+}
+
+func writeFile(path string, snap *snapshot) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("ghltest.SaveFile %s: %w", path, err)
@@ -173,7 +196,9 @@ func (s *Server) SaveFile(path string) (err error) {
 	if err := f.Chmod(0o600); err != nil {
 		return err
 	}
-	if err := s.Save(f); err != nil {
+	enc := json.NewEncoder(f)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(snap); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -182,5 +207,66 @@ func (s *Server) SaveFile(path string) (err error) {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	// The rename is durable once the directory is synced. Where a
+	// directory cannot be opened or synced (Windows), the rename alone
+	// stands: the file is never seen half written either way.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// durable reports whether answers wait for their changes to be saved.
+func (s *Server) durable() bool { return s.opts.SaveOnChange && s.opts.StatePath != "" }
+
+// serveHTTP serves a request; with SaveOnChange its answer is held back
+// until the state file holds every change made so far, its own included.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.durable() {
+		s.serve(w, r)
+		return
+	}
+	bw := &bufferedWriter{header: make(http.Header)}
+	defer func() {
+		// A Drop fault aborts the handler by panicking, possibly after the
+		// request was acted on (DropAfter): that act is saved too.
+		if p := recover(); p != nil {
+			if err := s.saveChanges(); err != nil {
+				s.opts.Logf("ghltest: %v", err)
+			}
+			panic(p)
+		}
+	}()
+	s.serve(bw, r)
+	if err := s.saveChanges(); err != nil {
+		s.opts.Logf("ghltest: %v", err)
+		writeError(w, http.StatusServiceUnavailable, "The fake GHL could not save its state")
+		return
+	}
+	bw.flush(w)
+}
+
+// saveChanges writes the state file unless it holds every change already.
+// Saves take turns: a request whose change a save in progress missed
+// waits for it and then saves, and one whose change it caught waits for
+// it and is done, so concurrent answers share saves.
+func (s *Server) saveChanges() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	pending := s.changes != s.saved
+	s.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	snap := s.snapshot()
+	if err := writeFile(s.opts.StatePath, snap); err != nil {
+		return err
+	}
+	s.saved = snap.changes
+	return nil
 }

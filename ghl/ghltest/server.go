@@ -11,7 +11,9 @@
 // Request bodies are validated like GHL's: a missing required field or a
 // property GHL.md does not list is a 422 ("property x should not exist"), a
 // wrong or missing Version header a 400. Location endpoints take only that
-// location's token (403 otherwise). Scopes are not checked.
+// location's token (403 otherwise). Every API route requires the scope GHL
+// requires for it (scopes.go), and a token without it gets GHL's 401 "The
+// token is not authorized for this scope."
 //
 // Counters, rate limits and faults are keyed by the subject of a token: the
 // location ID for a Location token, the company ID for a Company (agency)
@@ -40,7 +42,8 @@ const (
 
 // DefaultScope is the scope granted when a consent does not ask for one.
 const DefaultScope = "contacts.readonly contacts.write calendars.readonly calendars.write " +
-	"calendars/events.readonly calendars/events.write locations.readonly oauth.readonly oauth.write"
+	"calendars/events.readonly calendars/events.write locations.readonly " +
+	"locations/customFields.readonly locations/customFields.write users.readonly oauth.readonly oauth.write"
 
 // User types of a token, as GHL spells them.
 const (
@@ -69,12 +72,21 @@ type Options struct {
 	// RateInterval per location; default 100 per 10s.
 	RateLimit    int
 	RateInterval time.Duration
-	// DailyLimit is the number of API requests allowed per UTC day per
-	// location; default 200000.
+	// DailyLimit is the number of API requests allowed per daily window
+	// per location; default 200000.
 	DailyLimit int
+	// DailyReset is when, after UTC midnight, the daily window starts
+	// again; default 6h. GHL does not document its reset time, and a fake
+	// that reset at UTC midnight would hide code that assumes it does. The
+	// headers do not tell it (GHL's do not); DailyWindowEnd does, for tests.
+	// Use 24h for UTC midnight.
+	DailyReset time.Duration
 	// EnforceRateLimit answers 429 over the limits. Without it requests are
 	// only counted and the X-RateLimit headers still sent.
 	EnforceRateLimit bool
+
+	// TokenAnswer shapes every token answer (see SetTokenAnswer).
+	TokenAnswer TokenAnswer
 
 	// OnTokenIssued, if set, is called with the subject (location or company
 	// ID) after a code exchange, a refresh rotation or a location token has
@@ -82,9 +94,21 @@ type Options struct {
 	// LatencyAfter). A grace reuse does not call it. See SetOnTokenIssued.
 	OnTokenIssued func(locationID string)
 
-	// StatePath, if set, is a JSON state file: NewServer and New load it when
-	// it exists, Close writes it (atomically, mode 0600).
+	// StatePath, if set, is a JSON state file: NewServer, New and Open load
+	// it when it exists, Close writes it (atomically, mode 0600).
 	StatePath string
+	// SaveOnChange, with StatePath, writes the state file after every
+	// request that changed the state and before its answer goes out
+	// (atomically, synced to disk), so that a process killed at any moment
+	// leaves a file holding all that its answers reported: no refresh token
+	// is rotated, no contact or appointment created, in an answer the file
+	// does not hold. A save that fails answers 503 instead; the change stays
+	// in memory for the next save. Changes made through the Go methods
+	// (AddLocation, Revoke, …) are written with the next answer, or by
+	// SaveFile or Close. Access tokens expired and refresh tokens spent a
+	// day ago are left out of the file, so that it does not grow with every
+	// rotation; presented again, they are refused as before.
+	SaveOnChange bool
 	// Logf reports what Close cannot return (a failed state save); default
 	// log.Printf.
 	Logf func(format string, args ...any)
@@ -109,6 +133,10 @@ func (o *Options) setDefaults() {
 	if o.DailyLimit <= 0 {
 		o.DailyLimit = 200000
 	}
+	if o.DailyReset <= 0 {
+		o.DailyReset = 6 * time.Hour
+	}
+	o.DailyReset %= 24 * time.Hour
 	if o.Logf == nil {
 		o.Logf = log.Printf
 	}
@@ -127,14 +155,27 @@ type Server struct {
 	mux  *http.ServeMux
 	done chan struct{} // closed by Close: injected latencies stop waiting
 
-	mu     sync.Mutex // guards st, stats, limits
+	mu     sync.Mutex // guards st, stats, limits, userMissing, answers
 	st     *state
 	stats  *counters
 	limits map[string]*window
+	// userMissing: user ids that answer 401 "The user does not exist."
+	// (SetUserMissing).
+	userMissing map[string]bool
+	// answers shapes the token answers per subject ("" for every other);
+	// see SetTokenAnswer.
+	answers map[string]TokenAnswer
 
 	faultMu sync.Mutex
 	faults  []*faultEntry
 	nFaults atomic.Int32
+
+	// changes counts the changes of st (guarded by mu); saved is the
+	// count the state file holds (guarded by saveMu, which one save at a
+	// time holds).
+	changes uint64
+	saveMu  sync.Mutex
+	saved   uint64
 
 	onTokenIssued atomic.Pointer[func(string)]
 	closeOnce     sync.Once
@@ -142,8 +183,17 @@ type Server struct {
 
 // New returns a Server that does not listen: serve its Handler in process.
 // It panics if Options.StatePath names a file that cannot be loaded, so a
-// sandbox never silently starts over.
+// sandbox never silently starts over; Open returns that error instead.
 func New(opts Options) *Server {
+	s, err := Open(opts)
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// Open is New returning the error of a state file that cannot be loaded.
+func Open(opts Options) (*Server, error) {
 	opts.setDefaults()
 	s := &Server{
 		opts:   opts,
@@ -151,6 +201,9 @@ func New(opts Options) *Server {
 		st:     newState(),
 		stats:  newCounters(),
 		limits: make(map[string]*window),
+
+		userMissing: make(map[string]bool),
+		answers:     map[string]TokenAnswer{"": opts.TokenAnswer},
 	}
 	if opts.OnTokenIssued != nil {
 		s.SetOnTokenIssued(opts.OnTokenIssued)
@@ -158,10 +211,10 @@ func New(opts Options) *Server {
 	s.routes()
 	if opts.StatePath != "" {
 		if _, err := s.LoadFile(opts.StatePath); err != nil {
-			panic(err.Error())
+			return nil, err
 		}
 	}
-	return s
+	return s, nil
 }
 
 // NewServer returns a Server listening on a local port (httptest.Server).
@@ -220,9 +273,10 @@ func (s *Server) tokenIssued(subject string) {
 }
 
 func (s *Server) routes() {
-	m := http.NewServeMux()
+	m := router{http.NewServeMux()}
 	m.HandleFunc("POST /oauth/token", s.handleToken)
 	m.Handle("POST /oauth/locationToken", s.api(VersionContacts, false, s.handleLocationToken))
+	m.Handle("GET /oauth/installedLocations", s.api(VersionContacts, false, s.handleInstalledLocations))
 	m.HandleFunc("GET /v2/oauth/chooselocation", s.handleChooseLocation)
 
 	m.Handle("POST /contacts/upsert", s.api(VersionContacts, true, s.handleUpsertContact))
@@ -242,7 +296,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Cannot "+r.Method+" "+r.URL.Path)
 	})
-	s.mux = m
+	s.mux = m.ServeMux
 }
 
 // errorBody is GHL's error shape; Message is a string, or a list of

@@ -56,6 +56,8 @@ func newState() *state {
 type company struct {
 	ID        string   `json:"id"`
 	Locations []string `json:"locations,omitempty"`
+	// InstallToFuture installs the app on every location added later.
+	InstallToFuture bool `json:"installToFuture,omitempty"`
 }
 
 type location struct {
@@ -66,6 +68,9 @@ type location struct {
 	// added without them is named after its id and keeps DefaultTimezone.
 	Name     string `json:"name,omitempty"`
 	Timezone string `json:"timezone,omitempty"`
+	// AppInstalled: the app is installed on the location (a consent,
+	// InstallApp, or the agency's InstallToFuture); Revoke uninstalls it.
+	AppInstalled bool `json:"appInstalled,omitempty"`
 }
 
 // DefaultTimezone is the time zone of a location added without one. It is
@@ -166,6 +171,9 @@ func (st *state) addLocationLocked(locationID, companyID string) *location {
 		c := st.addCompanyLocked(companyID)
 		if !slices.Contains(c.Locations, locationID) {
 			c.Locations = append(c.Locations, locationID)
+			if c.InstallToFuture {
+				l.AppInstalled = true
+			}
 		}
 	}
 	return l
@@ -195,6 +203,7 @@ func (st *state) grantFor(userType, id string, approved []string, scope string) 
 			l = st.addLocationLocked(id, "")
 		}
 		g.LocationID, g.CompanyID = id, l.CompanyID
+		l.AppInstalled = true
 	case UserTypeCompany:
 		c := st.addCompanyLocked(id)
 		g.CompanyID = id
@@ -202,9 +211,11 @@ func (st *state) grantFor(userType, id string, approved []string, scope string) 
 			approved = c.Locations
 		}
 		for _, loc := range approved {
-			if l := st.locations[loc]; l == nil || l.CompanyID != id {
-				st.addLocationLocked(loc, id)
+			l := st.locations[loc]
+			if l == nil || l.CompanyID != id {
+				l = st.addLocationLocked(loc, id)
 			}
+			l.AppInstalled = true
 		}
 		g.Approved = slices.Clone(approved)
 	default:
@@ -226,14 +237,20 @@ func (s *Server) issueLocked(g grant, now time.Time) (*accessToken, *refreshToke
 	s.st.access[at.Token] = at
 	s.st.refresh[rt.Token] = rt
 	s.st.current[g.subject()] = rt.Token
+	s.changedLocked()
 	return at, rt
 }
+
+// changedLocked records a change of the state, which the next answer then
+// waits to be saved with SaveOnChange.
+func (s *Server) changedLocked() { s.changes++ }
 
 // AddCompany registers an agency (company).
 func (s *Server) AddCompany(companyID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addCompanyLocked(companyID)
+	s.changedLocked()
 }
 
 // AddLocation registers a location (sub-account) of companyID ("" for none),
@@ -242,6 +259,7 @@ func (s *Server) AddLocation(locationID, companyID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addLocationLocked(locationID, companyID)
+	s.changedLocked()
 }
 
 // SetLocationInfo sets the name and IANA time zone GET /locations/{id}
@@ -252,6 +270,7 @@ func (s *Server) SetLocationInfo(locationID, name, timezone string) {
 	defer s.mu.Unlock()
 	l := s.st.addLocationLockedIfMissing(locationID)
 	l.Name, l.Timezone = name, timezone
+	s.changedLocked()
 }
 
 // Locations returns the registered location IDs in the order they were
@@ -282,6 +301,7 @@ func (s *Server) newCode(userType, id string, approved []string, scope, redirect
 		Expiry:      now.Add(codeLife),
 	}
 	s.st.codes[c.Code] = c
+	s.changedLocked()
 	return c.Code
 }
 
@@ -290,6 +310,13 @@ func (s *Server) newCode(userType, id string, approved []string, scope, redirect
 // for a Company token; an unknown ID is registered as a location. It does
 // not call OnTokenIssued.
 func (s *Server) IssueToken(locationID string) (access, refresh string, expiry time.Time) {
+	return s.IssueScopedToken(locationID, "")
+}
+
+// IssueScopedToken is IssueToken for a token granted only scope (space
+// separated; DefaultScope when empty), as a consent for an app configured
+// with fewer scopes gives. Its refreshes keep that scope.
+func (s *Server) IssueScopedToken(locationID, scope string) (access, refresh string, expiry time.Time) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -297,7 +324,7 @@ func (s *Server) IssueToken(locationID string) (access, refresh string, expiry t
 	if _, isLoc := s.st.locations[locationID]; !isLoc && s.st.companies[locationID] != nil {
 		userType = UserTypeCompany
 	}
-	at, rt := s.issueLocked(s.st.grantFor(userType, locationID, nil, ""), now)
+	at, rt := s.issueLocked(s.st.grantFor(userType, locationID, nil, scope), now)
 	return at.Token, rt.Token, at.Expiry
 }
 
@@ -323,6 +350,12 @@ func (s *Server) Revoke(locationID string) {
 		}
 	}
 	delete(s.st.current, locationID)
+	s.changedLocked()
+	for _, l := range s.st.locations {
+		if l.ID == locationID || (l.CompanyID == locationID && s.st.companies[locationID] != nil) {
+			l.AppInstalled = false
+		}
+	}
 }
 
 // SetInactive marks a location inactive (or active again). Refreshing its
@@ -332,6 +365,7 @@ func (s *Server) SetInactive(locationID string, inactive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.addLocationLockedIfMissing(locationID).Inactive = inactive
+	s.changedLocked()
 }
 
 func (st *state) addLocationLockedIfMissing(id string) *location {
@@ -353,6 +387,7 @@ func (s *Server) ExpireAccessTokens(locationID string) {
 			at.Expiry = now
 		}
 	}
+	s.changedLocked()
 }
 
 // Valid reports whether accessToken is a live (known, unexpired, unrevoked)

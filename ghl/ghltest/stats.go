@@ -19,7 +19,12 @@ type Stats struct {
 	InactiveGrants map[string]int // "Location is not active" answers
 	LocationTokens map[string]int // tokens issued by /oauth/locationToken
 	RateLimited    map[string]int // 429 answers
-	MaxInWindow    map[string]int // most API requests accepted within one RateInterval
+	ScopeDenied    map[string]int // 401 "not authorized for this scope" answers
+	UserMissing    map[string]int // 401 "The user does not exist." answers
+	// InstalledLocationPages counts GET /oauth/installedLocations answers,
+	// by company.
+	InstalledLocationPages map[string]int
+	MaxInWindow            map[string]int // most API requests accepted within one RateInterval
 
 	ContactCreates     map[string]int
 	ContactUpdates     map[string]int // by upsert or PUT
@@ -39,6 +44,7 @@ type reqKey struct{ path, subject string }
 type counters struct {
 	tokenCalls, codeExchanges, rotations, spentReuses, graceReuses map[string]int
 	invalidGrants, inactive, locationTokens, rateLimited           map[string]int
+	scopeDenied, userMissing, installedLocationPages               map[string]int
 	contactCreates, contactUpdates                                 map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
 
@@ -52,6 +58,7 @@ func newCounters() *counters {
 	return &counters{
 		tokenCalls: m(), codeExchanges: m(), rotations: m(), spentReuses: m(), graceReuses: m(),
 		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
+		scopeDenied: m(), userMissing: m(), installedLocationPages: m(),
 		contactCreates: m(), contactUpdates: m(),
 		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
 		requests: make(map[reqKey]int),
@@ -64,25 +71,28 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	c := s.stats
 	st := Stats{
-		TokenCalls:         maps.Clone(c.tokenCalls),
-		CodeExchanges:      maps.Clone(c.codeExchanges),
-		Rotations:          maps.Clone(c.rotations),
-		SpentReuses:        maps.Clone(c.spentReuses),
-		GraceReuses:        maps.Clone(c.graceReuses),
-		InvalidGrants:      maps.Clone(c.invalidGrants),
-		InactiveGrants:     maps.Clone(c.inactive),
-		LocationTokens:     maps.Clone(c.locationTokens),
-		RateLimited:        maps.Clone(c.rateLimited),
-		MaxInWindow:        make(map[string]int, len(s.limits)),
-		ContactCreates:     maps.Clone(c.contactCreates),
-		ContactUpdates:     maps.Clone(c.contactUpdates),
-		AppointmentCreates: maps.Clone(c.apptCreates),
-		AppointmentUpdates: maps.Clone(c.apptUpdates),
-		AppointmentDeletes: maps.Clone(c.apptDeletes),
-		ExpiredTokenCalls:  c.expiredTokenCalls,
-		UnknownTokenCalls:  c.unknownTokenCalls,
-		RevokedTokenCalls:  c.revokedTokenCalls,
-		Faults:             c.faults,
+		TokenCalls:             maps.Clone(c.tokenCalls),
+		CodeExchanges:          maps.Clone(c.codeExchanges),
+		Rotations:              maps.Clone(c.rotations),
+		SpentReuses:            maps.Clone(c.spentReuses),
+		GraceReuses:            maps.Clone(c.graceReuses),
+		InvalidGrants:          maps.Clone(c.invalidGrants),
+		InactiveGrants:         maps.Clone(c.inactive),
+		LocationTokens:         maps.Clone(c.locationTokens),
+		RateLimited:            maps.Clone(c.rateLimited),
+		ScopeDenied:            maps.Clone(c.scopeDenied),
+		UserMissing:            maps.Clone(c.userMissing),
+		InstalledLocationPages: maps.Clone(c.installedLocationPages),
+		MaxInWindow:            make(map[string]int, len(s.limits)),
+		ContactCreates:         maps.Clone(c.contactCreates),
+		ContactUpdates:         maps.Clone(c.contactUpdates),
+		AppointmentCreates:     maps.Clone(c.apptCreates),
+		AppointmentUpdates:     maps.Clone(c.apptUpdates),
+		AppointmentDeletes:     maps.Clone(c.apptDeletes),
+		ExpiredTokenCalls:      c.expiredTokenCalls,
+		UnknownTokenCalls:      c.unknownTokenCalls,
+		RevokedTokenCalls:      c.revokedTokenCalls,
+		Faults:                 c.faults,
 	}
 	for subj, w := range s.limits {
 		if w.max > 0 {
@@ -138,6 +148,11 @@ func (s *Server) InvalidGrants(locationID string) int {
 // RateLimited returns the 429 answers for the location.
 func (s *Server) RateLimited(locationID string) int {
 	return s.count(func(c *counters) map[string]int { return c.rateLimited }, locationID)
+}
+
+// ScopeDenied returns the 401s for a missing scope the location got.
+func (s *Server) ScopeDenied(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.scopeDenied }, locationID)
 }
 
 // MaxInWindow returns the largest number of the location's API requests

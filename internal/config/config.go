@@ -26,34 +26,50 @@ import (
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 )
 
-// DefaultScopes are the OAuth scopes ghlsync asks for: contacts, calendars,
-// calendar events, locations and oauth, read and write.
+// DefaultScopes are the OAuth scopes ghlsync asks for, only those its calls
+// need (GHL fails an install that asks for a scope the app is not
+// configured with): contacts (upsert, create, update, search, tags, a
+// contact's appointments), calendars (list, a calendar's team), calendar
+// events (create, update, delete, look up), the location (name, time
+// zone), its custom fields (the clinic's id kept on a contact) and its
+// users (practitioners). An agency install also asks for
+// oauth.readonly and oauth.write (web.AgencyScopes), which GHL grants
+// agency tokens only.
 var DefaultScopes = []string{
 	"contacts.readonly", "contacts.write",
-	"calendars.readonly", "calendars.write",
+	"calendars.readonly",
 	"calendars/events.readonly", "calendars/events.write",
 	"locations.readonly",
-	"oauth.readonly", "oauth.write",
+	"locations/customFields.readonly", "locations/customFields.write",
+	"users.readonly",
 }
 
 // Config is the whole configuration of every ghlsync process.
 type Config struct {
-	DatabaseURL      string
-	RedisURL         string
-	GHLClientID      string
-	GHLClientSecret  string
-	GHLRedirectURI   string
-	GHLScopes        []string
-	GHLAPIURL        string
-	GHLMarketplace   string
-	EncryptionKey    string   // base64 of 32 bytes
-	EncryptionOldKey []string // base64 of 32 bytes each; decrypt only
-	RefreshWindow    time.Duration
-	WebAddr          string
-	MetricsAddr      string
-	AdminUser        string
-	AdminPassword    string
-	LogLevel         slog.Level
+	DatabaseURL     string
+	RedisURL        string
+	GHLClientID     string
+	GHLClientSecret string
+	GHLRedirectURI  string
+	GHLScopes       []string
+	GHLAPIURL       string
+	GHLMarketplace  string
+	// GHLAppUserType is the user type of the app's installs that GHL
+	// initiates (no state): UserTypeLocation or UserTypeCompany.
+	GHLAppUserType string
+	// GHLAppVersionID is sent as version_id on the consent page ("" none).
+	GHLAppVersionID string
+	// GHLLoginWindowOpenMode is sent as loginWindowOpenMode ("" none, or
+	// "self").
+	GHLLoginWindowOpenMode string
+	EncryptionKey          string   // base64 of 32 bytes
+	EncryptionOldKey       []string // base64 of 32 bytes each; decrypt only
+	RefreshWindow          time.Duration
+	WebAddr                string
+	MetricsAddr            string
+	AdminUser              string
+	AdminPassword          string
+	LogLevel               slog.Level
 	// WebhookKey verifies GHL's x-ghl-signature; nil when not configured.
 	WebhookKey ed25519.PublicKey
 	// WebhookRSAKey verifies the legacy x-wh-signature; nil when not
@@ -69,6 +85,20 @@ type Config struct {
 	// must allow the worker more than this before it kills it (Kubernetes:
 	// terminationGracePeriodSeconds).
 	WorkerShutdownTimeout time.Duration
+	// AlertWebhookURLs receive alerts as JSON, AlertSlackURLs as Slack
+	// messages. Both are credentials (a Slack webhook URL is one): never
+	// log or print them.
+	AlertWebhookURLs []string
+	AlertSlackURLs   []string
+	// AlertSyncFailures is how many sync runs in a row must fail for an
+	// alert.
+	AlertSyncFailures int
+	// ViewerUser and ViewerPassword log in the viewer role: every page,
+	// no change. ViewerPassword needs AdminPassword, and differs from it.
+	ViewerUser, ViewerPassword string
+	// MetricsUser and MetricsPassword, when MetricsPassword is set, are
+	// the basic auth of every /metrics, for Prometheus' basic_auth.
+	MetricsUser, MetricsPassword string
 }
 
 // LogValue keeps secrets out of logs when a Config is logged whole: every
@@ -81,11 +111,14 @@ func (c Config) LogValue() slog.Value {
 		slog.String("ghl_marketplace_url", Redact(c.GHLMarketplace)),
 		slog.String("ghl_redirect_uri", Redact(c.GHLRedirectURI)),
 		slog.String("ghl_client_id", c.GHLClientID),
+		slog.String("ghl_app_user_type", c.GHLAppUserType),
 		slog.Duration("refresh_window", c.RefreshWindow),
 		slog.String("web_addr", c.WebAddr),
 		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.Duration("worker_shutdown_timeout", c.WorkerShutdownTimeout),
+		slog.Int("alert_webhooks", len(c.AlertWebhookURLs)),
+		slog.Int("alert_slack_webhooks", len(c.AlertSlackURLs)),
 	)
 }
 
@@ -134,6 +167,9 @@ const (
 	VarScopes                = "GHL_SCOPES"
 	VarAPIURL                = "GHL_API_URL"
 	VarMarketplaceURL        = "GHL_MARKETPLACE_URL"
+	VarAppUserType           = "GHL_APP_USER_TYPE"
+	VarAppVersionID          = "GHL_APP_VERSION_ID"
+	VarLoginWindow           = "GHL_LOGIN_WINDOW_OPEN_MODE"
 	VarEncryptionKey         = "TOKEN_ENCRYPTION_KEY"
 	VarOldKeys               = "TOKEN_ENCRYPTION_OLD_KEYS"
 	VarRefreshWindow         = "REFRESH_WINDOW"
@@ -142,10 +178,17 @@ const (
 	VarMetricsAddr           = "METRICS_ADDR"
 	VarAdminUser             = "WEB_ADMIN_USER"
 	VarAdminPassword         = "WEB_ADMIN_PASSWORD"
+	VarViewerUser            = "WEB_VIEWER_USER"
+	VarViewerPassword        = "WEB_VIEWER_PASSWORD"
+	VarMetricsUser           = "METRICS_USER"
+	VarMetricsPass           = "METRICS_PASSWORD"
 	VarLogLevel              = "LOG_LEVEL"
 	VarWebhookKey            = "GHL_WEBHOOK_PUBLIC_KEY"
 	VarWebhookRSAKey         = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
 	VarWorkerShutdownTimeout = "WORKER_SHUTDOWN_TIMEOUT"
+	VarAlertWebhook          = "ALERT_WEBHOOK_URL"
+	VarAlertSlack            = "ALERT_SLACK_WEBHOOK_URL"
+	VarAlertFailures         = "ALERT_SYNC_FAILURES"
 )
 
 // NewLoader binds the configuration to fs. vars names the variables the
@@ -174,6 +217,9 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarScopes, strings.Join(DefaultScopes, " "), "space separated OAuth scopes")
 	add(VarAPIURL, "https://services.leadconnectorhq.com", "GHL API base URL")
 	add(VarMarketplaceURL, "https://marketplace.gohighlevel.com", "GHL marketplace URL (consent page)")
+	add(VarAppUserType, UserTypeLocation, "the app's user type, Location or Company: installs GHL starts (no state) are exchanged as it")
+	add(VarAppVersionID, "", "the app version's id, sent as version_id on the consent page (needed while the version is a draft)")
+	add(VarLoginWindow, "", "loginWindowOpenMode on the consent page: self keeps GHL's login in the same window (default: GHL's, a new tab)")
 	add(VarEncryptionKey, "", "base64 of 32 bytes: encrypts tokens at rest")
 	add(VarOldKeys, "", "comma separated base64 keys that still decrypt")
 	add(VarRefreshWindow, "4h", "refresh a token that expires within this window")
@@ -182,10 +228,17 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarMetricsAddr, metricsAddr, "/metrics and /healthz listen address")
 	add(VarAdminUser, "", "basic auth user of the status page and asynqmon")
 	add(VarAdminPassword, "", "basic auth password of the status page and asynqmon")
+	add(VarViewerUser, "", "basic auth user of the viewer role: sees every page, changes nothing")
+	add(VarViewerPassword, "", "basic auth password of the viewer role (needs WEB_ADMIN_PASSWORD)")
+	add(VarMetricsUser, "", "basic auth user of /metrics")
+	add(VarMetricsPass, "", "basic auth password of /metrics (default: /metrics takes the admin login)")
 	add(VarLogLevel, "info", "debug, info, warn or error")
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
 	add(VarWorkerShutdownTimeout, DefaultWorkerShutdownTimeout.String(), "how long a stopping worker lets its running tasks finish before they go back to the queue")
+	add(VarAlertWebhook, "", "URLs (comma separated) that receive alerts as JSON")
+	add(VarAlertSlack, "", "Slack-compatible incoming webhook URLs (comma separated) that receive alerts")
+	add(VarAlertFailures, "3", "sync runs in a row that must fail for an alert")
 	l.bind(fs, vars)
 	return l
 }
@@ -228,12 +281,13 @@ func Vars() []string {
 }
 
 // Secret reports whether the variable env holds a credential: the client
-// secret, a token key, a password. A secret has no flag (a command line is
+// secret, a token key, a password, a webhook URL whose path is its key
+// (Slack's). A secret has no flag (a command line is
 // visible to every user of the machine in ps); it comes from the
 // environment or from the file NAME_FILE names.
 func Secret(env string) bool {
 	switch env {
-	case VarClientSecret, VarEncryptionKey, VarOldKeys:
+	case VarClientSecret, VarEncryptionKey, VarOldKeys, VarAlertWebhook, VarAlertSlack:
 		return true
 	}
 	// A variable added later whose name says what it holds is a secret
@@ -266,6 +320,17 @@ func (l *Loader) Set(env, value string) {
 	if p, ok := l.raw[env]; ok && *p == "" {
 		*p = value
 		l.set[env] = true
+	}
+}
+
+// Default replaces the default of a variable, which applies when neither
+// its flag nor the environment sets it: the standalone mode listens on
+// loopback unless told otherwise.
+func (l *Loader) Default(env, value string) {
+	for _, v := range l.vars {
+		if v.env == env {
+			v.def = value
+		}
 	}
 }
 
@@ -338,19 +403,26 @@ func (l *Loader) Load() (*Config, error) {
 		return nil, err
 	}
 	c := &Config{
-		DatabaseURL:     l.value(VarDatabaseURL),
-		RedisURL:        l.value(VarRedisURL),
-		GHLClientID:     l.value(VarClientID),
-		GHLClientSecret: l.value(VarClientSecret),
-		GHLRedirectURI:  l.value(VarRedirectURI),
-		GHLScopes:       strings.Fields(l.value(VarScopes)),
-		GHLAPIURL:       strings.TrimRight(l.value(VarAPIURL), "/"),
-		GHLMarketplace:  strings.TrimRight(l.value(VarMarketplaceURL), "/"),
-		EncryptionKey:   l.value(VarEncryptionKey),
-		WebAddr:         l.value(VarWebAddr),
-		MetricsAddr:     l.value(VarMetricsAddr),
-		AdminUser:       l.value(VarAdminUser),
-		AdminPassword:   l.value(VarAdminPassword),
+		DatabaseURL:            l.value(VarDatabaseURL),
+		RedisURL:               l.value(VarRedisURL),
+		GHLClientID:            l.value(VarClientID),
+		GHLClientSecret:        l.value(VarClientSecret),
+		GHLRedirectURI:         l.value(VarRedirectURI),
+		GHLScopes:              strings.Fields(l.value(VarScopes)),
+		GHLAPIURL:              strings.TrimRight(l.value(VarAPIURL), "/"),
+		GHLMarketplace:         strings.TrimRight(l.value(VarMarketplaceURL), "/"),
+		GHLAppUserType:         l.value(VarAppUserType),
+		GHLAppVersionID:        strings.TrimSpace(l.value(VarAppVersionID)),
+		GHLLoginWindowOpenMode: l.value(VarLoginWindow),
+		EncryptionKey:          l.value(VarEncryptionKey),
+		WebAddr:                l.value(VarWebAddr),
+		MetricsAddr:            l.value(VarMetricsAddr),
+		AdminUser:              l.value(VarAdminUser),
+		AdminPassword:          l.value(VarAdminPassword),
+		ViewerUser:             l.value(VarViewerUser),
+		ViewerPassword:         l.value(VarViewerPassword),
+		MetricsUser:            l.value(VarMetricsUser),
+		MetricsPassword:        l.value(VarMetricsPass),
 	}
 	for _, k := range strings.Split(l.value(VarOldKeys), ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -380,6 +452,19 @@ func (l *Loader) Load() (*Config, error) {
 	if len(c.GHLScopes) == 0 {
 		return nil, &Error{VarScopes, "is empty"}
 	}
+	switch c.GHLAppUserType {
+	case UserTypeLocation, UserTypeCompany:
+	default:
+		return nil, &Error{VarAppUserType, fmt.Sprintf("%q is neither %s nor %s", c.GHLAppUserType, UserTypeLocation, UserTypeCompany)}
+	}
+	if strings.ContainsAny(c.GHLAppVersionID, " /?&#") {
+		return nil, &Error{VarAppVersionID, fmt.Sprintf("%q is not a GHL version id", c.GHLAppVersionID)}
+	}
+	switch c.GHLLoginWindowOpenMode {
+	case "", "self":
+	default:
+		return nil, &Error{VarLoginWindow, fmt.Sprintf("%q: GHL knows only self (or leave it unset)", c.GHLLoginWindowOpenMode)}
+	}
 	d, err := time.ParseDuration(l.value(VarRefreshWindow))
 	if err != nil || d <= 0 {
 		return nil, &Error{VarRefreshWindow, fmt.Sprintf("%q is not a positive duration such as 4h or 30m", l.value(VarRefreshWindow))}
@@ -401,6 +486,9 @@ func (l *Loader) Load() (*Config, error) {
 			return nil, err
 		}
 	}
+	if err := c.checkLogins(); err != nil {
+		return nil, err
+	}
 	if c.EncryptionKey != "" {
 		if _, err := tokencrypt.ParseKey(c.EncryptionKey); err != nil {
 			return nil, &Error{VarEncryptionKey, err.Error()}
@@ -417,6 +505,9 @@ func (l *Loader) Load() (*Config, error) {
 	if c.WebhookRSAKey, err = ParseRSAPublicKey(l.value(VarWebhookRSAKey)); err != nil {
 		return nil, &Error{VarWebhookRSAKey, err.Error()}
 	}
+	if err := loadAlerts(c, l.value); err != nil {
+		return nil, err
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(l.value(VarLogLevel))); err != nil {
 		return nil, &Error{VarLogLevel, fmt.Sprintf("%q is not one of debug, info, warn, error", l.value(VarLogLevel))}
 	}
@@ -428,6 +519,30 @@ func (l *Loader) Load() (*Config, error) {
 // CallTimeout, 20 s), so that a stopping worker never abandons a refresh
 // while GHL may still answer it.
 const DefaultWorkerShutdownTimeout = 25 * time.Second
+
+// User types of GHL_APP_USER_TYPE, as GHL spells them.
+const (
+	UserTypeLocation = "Location"
+	UserTypeCompany  = "Company"
+)
+
+// checkLogins refuses logins that cannot work as meant: a viewer without
+// an admin password (without one, the admin pages answer loopback clients
+// only, all of them as the admin), a viewer password that would log in as
+// the admin, a user without a password.
+func (c *Config) checkLogins() error {
+	switch {
+	case c.ViewerUser != "" && c.ViewerPassword == "":
+		return &Error{VarViewerUser, "is set but " + VarViewerPassword + " is not"}
+	case c.ViewerPassword != "" && c.AdminPassword == "":
+		return &Error{VarViewerPassword, "needs " + VarAdminPassword + ": without an admin password the admin pages answer only on loopback, and only to the admin"}
+	case c.ViewerPassword != "" && c.ViewerPassword == c.AdminPassword:
+		return &Error{VarViewerPassword, "is the same as " + VarAdminPassword + ": the viewer would log in as the admin"}
+	case c.MetricsUser != "" && c.MetricsPassword == "":
+		return &Error{VarMetricsUser, "is set but " + VarMetricsPass + " is not"}
+	}
+	return nil
+}
 
 // Bounds of REFRESH_WINDOW.
 const (
@@ -523,13 +638,16 @@ func (c *Config) Cipher() (*tokencrypt.Cipher, error) {
 // EnsureKeyFile reads the encryption key from path, creating it with a new
 // random key (mode 0600) when it does not exist. The standalone mode keeps
 // its key beside its SQLite file this way.
+//
+// The key appears whole or not at all: it is written and synced under a
+// temporary name, then linked to path, which fails if another process
+// made the key meanwhile (its key is read then; see below for a file
+// system without links). A process killed half
+// way leaves no empty or cut key file, which would stop every later start
+// and lose the tokens sealed with the key it was writing.
 func EnsureKeyFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	if key, err := readKeyFile(path); !errors.Is(err, os.ErrNotExist) {
+		return key, err
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -539,15 +657,55 @@ func EnsureKeyFile(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return "", err
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(f.Name())
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(s + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return "", err
 	}
-	return s, f.Close()
+	switch err := os.Link(f.Name(), path); {
+	case errors.Is(err, os.ErrExist):
+		return readKeyFile(path)
+	case err != nil:
+		// A file system without hard links: a rename is as atomic, but
+		// would replace a key another process made this instant (two
+		// first starts in one directory, of which one fails on the
+		// embedded Redis's address anyway).
+		if err := os.Rename(f.Name(), path); err != nil {
+			return "", err
+		}
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync() // where a directory cannot be synced, the link alone stands
+		d.Close()
+	}
+	return s, nil
+}
+
+// readKeyFile reads a key file; an empty one is an error that names it,
+// not a key.
+func readKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("the key file %s is empty: restore it from a backup, or remove it to start over (the tokens it sealed are then lost)", path)
+	}
+	return key, nil
 }
 
 // SQLitePath returns the file path of a sqlite:// DATABASE_URL, or "".

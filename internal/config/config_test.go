@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,12 +67,38 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "ghlsync.example.com"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ghlsync.example.com/admin"}, VarWebPublicURL},
 		{map[string]string{VarClientID: "id", VarWebPublicURL: "https://ops:pw@ghlsync.example.com"}, VarWebPublicURL},
+		{map[string]string{VarClientID: "id", VarAppUserType: "Agency"}, VarAppUserType},
+		{map[string]string{VarClientID: "id", VarAppVersionID: "abc&scope=x"}, VarAppVersionID},
+		{map[string]string{VarClientID: "id", VarLoginWindow: "popup"}, VarLoginWindow},
 	} {
 		_, err := load(t, tc.env)
 		var ce *Error
 		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "\n") {
 			t.Errorf("env %v: error %v, want one line naming %s", tc.env, err, tc.wantVar)
 		}
+	}
+}
+
+// The app's user type is Location unless set; the version id and the login
+// window mode are sent only when set.
+func TestAppSettings(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{VarClientID: "id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GHLAppUserType != UserTypeLocation || c.GHLAppVersionID != "" || c.GHLLoginWindowOpenMode != "" {
+		t.Errorf("defaults: user type %q, version %q, window %q", c.GHLAppUserType, c.GHLAppVersionID, c.GHLLoginWindowOpenMode)
+	}
+	if slices.Contains(c.GHLScopes, "oauth.write") || slices.Contains(c.GHLScopes, "calendars.write") {
+		t.Errorf("default scopes %v ask for what a location's sync does not use", c.GHLScopes)
+	}
+	c, err = load(t, map[string]string{VarClientID: "id", VarAppUserType: "Company", VarAppVersionID: "66f0a1b2c3d4e5f6a7b8c9d0", VarLoginWindow: "self"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GHLAppUserType != UserTypeCompany || c.GHLAppVersionID != "66f0a1b2c3d4e5f6a7b8c9d0" || c.GHLLoginWindowOpenMode != "self" {
+		t.Errorf("set: %+v", c)
 	}
 }
 
@@ -241,12 +268,12 @@ func TestFlagsOnlyForTheCommandsVariables(t *testing.T) {
 			t.Errorf("--%s does not name its variable: %q", f.Name, f.Usage)
 		}
 	}
-	for _, v := range []string{VarClientSecret, VarEncryptionKey, VarOldKeys, VarAdminPassword, "WEB_VIEWER_PASSWORD", "SOME_SECRET"} {
+	for _, v := range []string{VarClientSecret, VarEncryptionKey, VarOldKeys, VarAdminPassword, VarAlertWebhook, VarAlertSlack, "WEB_VIEWER_PASSWORD", "SOME_SECRET"} {
 		if !Secret(v) {
 			t.Errorf("%s is not a secret", v)
 		}
 	}
-	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD" {
+	if got := strings.Join(l.Secrets(), ","); got != "GHL_CLIENT_SECRET,TOKEN_ENCRYPTION_KEY,TOKEN_ENCRYPTION_OLD_KEYS,WEB_ADMIN_PASSWORD,WEB_VIEWER_PASSWORD,METRICS_PASSWORD,ALERT_WEBHOOK_URL,ALERT_SLACK_WEBHOOK_URL" {
 		t.Errorf("Secrets() of every variable = %s", got)
 	}
 }
@@ -319,5 +346,41 @@ func TestCredentialInFlagRefused(t *testing.T) {
 	l.Set(VarRedisURL, "redis://:own-pw@127.0.0.1:6379/0")
 	if _, err := l.Load(); err != nil {
 		t.Errorf("a value the process set itself: %v", err)
+	}
+}
+
+// The viewer and /metrics logins load, and the combinations that could not
+// work as meant are refused with one line naming the variable; none of the
+// passwords shows in the configuration's String.
+func TestLogins(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, map[string]string{VarClientID: "id", VarAdminPassword: "the-admin-pw",
+		VarViewerUser: "view", VarViewerPassword: "the-viewer-pw", VarMetricsUser: "prom", VarMetricsPass: "the-metrics-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ViewerUser != "view" || c.ViewerPassword != "the-viewer-pw" || c.MetricsUser != "prom" || c.MetricsPassword != "the-metrics-pw" {
+		t.Errorf("logins not loaded: %+v", c)
+	}
+	for _, secret := range []string{"the-admin-pw", "the-viewer-pw", "the-metrics-pw"} {
+		if strings.Contains(c.String(), secret) {
+			t.Errorf("Config.String() shows %s: %s", secret, c)
+		}
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantVar string
+	}{
+		{map[string]string{VarViewerUser: "view"}, VarViewerUser},
+		{map[string]string{VarViewerPassword: "v"}, VarViewerPassword},
+		{map[string]string{VarAdminPassword: "same", VarViewerPassword: "same"}, VarViewerPassword},
+		{map[string]string{VarMetricsUser: "prom"}, VarMetricsUser},
+	} {
+		tc.env[VarClientID] = "id"
+		_, err := load(t, tc.env)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != tc.wantVar || strings.Contains(err.Error(), "\n") {
+			t.Errorf("env %v: error %v, want one line naming %s", tc.env, err, tc.wantVar)
+		}
 	}
 }

@@ -24,6 +24,12 @@ type Metrics struct {
 	// ended sync runs by kind and outcome.
 	RefreshFailures *prometheus.CounterVec
 	SyncRuns        *prometheus.CounterVec
+	// AlertEvaluations counts this process's evaluations of the alert
+	// conditions by outcome (ok, error); AlertDeliveries its attempts to
+	// deliver an alert, by receiver type (webhook, slack) and outcome
+	// (sent, error, gave_up).
+	AlertEvaluations *prometheus.CounterVec
+	AlertDeliveries  *prometheus.CounterVec
 }
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -68,8 +74,17 @@ func New() *Metrics {
 			Name: "ghlsync_sync_runs_total",
 			Help: "Ended sync runs, by kind (patients, appointments) and outcome (completed, continued, needs_reauth, inactive, uninstalled, rate_limited, error).",
 		}, []string{"kind", "outcome"}),
+		AlertEvaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_alert_evaluations_total",
+			Help: "Evaluations of the alert conditions run by this process, by outcome (ok, error).",
+		}, []string{"outcome"}),
+		AlertDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ghlsync_alert_deliveries_total",
+			Help: "Attempts to deliver an alert, by receiver type (webhook, slack) and outcome (sent, error, gave_up).",
+		}, []string{"receiver_type", "outcome"}),
 	}
-	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited, m.RefreshFailures, m.SyncRuns)
+	m.Registry.MustRegister(m.Refreshes, m.GHLRequests, m.GHLLatency, m.SyncRecords, m.RateLimited, m.RefreshFailures, m.SyncRuns,
+		m.AlertEvaluations, m.AlertDeliveries)
 	return m
 }
 

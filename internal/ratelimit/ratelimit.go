@@ -20,6 +20,17 @@
 // the same app and location spends the quota too) adds as many placeholder
 // grants, which slow everyone down for one window. A 429 that comes anyway
 // pauses the location for the interval GHL gives (Pause).
+//
+// GHL's daily quota (200,000 requests per app and location) is kept from
+// X-RateLimit-Daily-Remaining, as Observe hears it: below DailySlowBelow
+// of the day's quota the location's burst limit shrinks in proportion, to
+// one request per interval at the end, and once it is spent the location
+// is paused for DailyProbe. GHL does not say when its day ends (it is not
+// UTC midnight), so the pause is not "until midnight": when it is over, the
+// next request tells whether the quota is back (X-RateLimit-Daily-Remaining
+// up again) or not (a 429, or 0 again: paused for another DailyProbe). A
+// pause longer than MaxWait is not waited out: Wait returns a *PausedError,
+// on which a task is rescheduled rather than held.
 package ratelimit
 
 import (
@@ -53,6 +64,65 @@ type Limiter struct {
 	Margin   time.Duration
 	// Prefix of the Redis keys; "ghlsync:ratelimit:" when empty.
 	Prefix string
+	// DailySlowBelow is the part of the daily quota (0 to 1) below which
+	// the location is slowed; DefaultDailySlowBelow when zero, none when
+	// negative.
+	DailySlowBelow float64
+	// DailyProbe is how long a location whose daily quota is spent is
+	// paused before a request asks GHL again; DefaultDailyProbe when zero.
+	DailyProbe time.Duration
+	// MaxWait is the longest Wait waits for a grant; a pause that lasts
+	// longer makes Wait return a *PausedError at once. DefaultMaxWait
+	// when zero.
+	MaxWait time.Duration
+}
+
+// Defaults of the daily quota's handling.
+const (
+	DefaultDailySlowBelow = 0.05
+	DefaultDailyProbe     = 30 * time.Minute
+	DefaultMaxWait        = time.Minute
+)
+
+// PausedError says the location is paused for longer than Limiter.MaxWait
+// (its daily quota is spent, or a 429 asked for a long wait): try again
+// after RetryAfter rather than hold a worker.
+type PausedError struct {
+	Location   string
+	RetryAfter time.Duration
+	// Daily: the pause is for GHL's daily quota.
+	Daily bool
+}
+
+func (e *PausedError) Error() string {
+	if e.Daily {
+		return fmt.Sprintf("ratelimit %s: GHL's daily quota for the location is spent; asking again in %s", e.Location, e.RetryAfter.Round(time.Second))
+	}
+	return fmt.Sprintf("ratelimit %s: paused for %s", e.Location, e.RetryAfter.Round(time.Second))
+}
+
+func (l *Limiter) dailySlowBelow() float64 {
+	switch {
+	case l.DailySlowBelow < 0:
+		return 0
+	case l.DailySlowBelow == 0:
+		return DefaultDailySlowBelow
+	}
+	return min(l.DailySlowBelow, 1)
+}
+
+func (l *Limiter) dailyProbe() time.Duration {
+	if l.DailyProbe > 0 {
+		return l.DailyProbe
+	}
+	return DefaultDailyProbe
+}
+
+func (l *Limiter) maxWait() time.Duration {
+	if l.MaxWait > 0 {
+		return l.MaxWait
+	}
+	return DefaultMaxWait
 }
 
 // Grant is one granted request: when Redis granted it, to match GHL's
@@ -101,19 +171,31 @@ func (l *Limiter) keys(loc string) []string {
 // than the limit were granted within the window; else it says how long to
 // wait. The log is pruned to twice the window: Observe looks back that far.
 //
-// KEYS: log, state. ARGV: limit, interval µs, margin µs, member suffix.
-// Returns {granted 0|1, wait µs, now µs}.
+// Below the slow mark of the daily quota (ARGV[5] of daily_limit) the
+// limit is cut in proportion to what remains, to one at the end.
+//
+// KEYS: log, state. ARGV: limit, interval µs, margin µs, member suffix,
+// daily slow mark (a fraction). Returns {granted 0|1, wait µs, now µs,
+// why it waits: 0 the window, 1 a pause, 2 a pause for the daily quota}.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local st = redis.call('HMGET', KEYS[2], 'pause_until', 'max', 'interval')
+local st = redis.call('HMGET', KEYS[2], 'pause_until', 'max', 'interval', 'daily_limit', 'daily_remaining', 'daily_pause')
 local pause = tonumber(st[1] or '0') or 0
 if pause > now then
-	return {0, pause - now, now}
+	local why = 1
+	if st[6] == '1' then why = 2 end
+	return {0, pause - now, now, why}
 end
 local limit = tonumber(ARGV[1])
 local max = tonumber(st[2] or '0') or 0
 if max > 0 and max < limit then limit = max end
+local dlimit = tonumber(st[4] or '0') or 0
+local dleft = tonumber(st[5] or '-1') or -1
+local mark = dlimit * tonumber(ARGV[5])
+if dlimit > 0 and dleft >= 0 and dleft < mark then
+	limit = math.max(1, math.floor(limit * dleft / mark))
+end
 local interval = tonumber(ARGV[2])
 local seen = tonumber(st[3] or '0') or 0
 if seen > interval then interval = seen end
@@ -126,29 +208,33 @@ local used = redis.call('ZCOUNT', KEYS[1], from, '+inf')
 if used < limit then
 	redis.call('ZADD', KEYS[1], now, ARGV[4])
 	redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
-	return {1, 0, now}
+	return {1, 0, now, 0}
 end
 -- The grant that must leave the window before one more fits.
 local e = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', used - limit, 1)
-return {0, tonumber(e[2]) + window - now, now}
+return {0, tonumber(e[2]) + window - now, now, 0}
 `)
 
 // Wait blocks until a request to GHL for loc may be sent, or ctx is done.
-// The Grant it returns goes to Observe with GHL's answer.
+// The Grant it returns goes to Observe with GHL's answer. A location
+// paused for longer than MaxWait gets a *PausedError at once.
 func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 	keys := l.keys(loc)
 	suffix := randSuffix()
 	for {
 		res, err := acquireScript.Run(ctx, l.Redis, keys,
-			l.limit(), l.interval().Microseconds(), l.margin().Microseconds(), suffix).Int64Slice()
+			l.limit(), l.interval().Microseconds(), l.margin().Microseconds(), suffix, l.dailySlowBelow()).Int64Slice()
 		if err != nil {
 			return Grant{}, fmt.Errorf("ratelimit %s: %w", loc, err)
 		}
-		if len(res) != 3 {
+		if len(res) != 4 {
 			return Grant{}, fmt.Errorf("ratelimit %s: unexpected script answer %v", loc, res)
 		}
 		if res[0] == 1 {
 			return Grant{At: res[2]}, nil
+		}
+		if d := time.Duration(res[1]) * time.Microsecond; res[3] > 0 && d > l.maxWait() {
+			return Grant{}, &PausedError{Location: loc, RetryAfter: d, Daily: res[3] == 2}
 		}
 		// Waiters of one location wake at about the same time; a little
 		// jitter spreads their retries over a few milliseconds.
@@ -172,14 +258,33 @@ func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 // holds fewer grants there than GHL counted, someone else spends the
 // quota: the difference is added as placeholder grants.
 //
+// The daily quota's headers, when sent, are kept in the state; a spent
+// quota pauses the location for the probe time (a longer pause stays) and
+// marks the pause as the daily quota's.
+//
 // KEYS: log, state. ARGV: header max, header remaining, header interval µs,
-// configured interval µs, margin µs, grant time µs, member suffix.
+// configured interval µs, margin µs, grant time µs, member suffix, daily
+// limit, daily remaining, probe µs.
 // Returns the number of placeholders added.
 var observeScript = redis.NewScript(`
 local hmax = tonumber(ARGV[1])
 local remaining = tonumber(ARGV[2])
 local hinterval = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
+local dlimit = tonumber(ARGV[8])
+if dlimit > 0 then
+	local dleft = tonumber(ARGV[9])
+	redis.call('HSET', KEYS[2], 'daily_limit', dlimit, 'daily_remaining', dleft)
+	if dleft <= 0 then
+		local t = redis.call('TIME')
+		local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+		local untilv = now + tonumber(ARGV[10])
+		local cur = tonumber(redis.call('HGET', KEYS[2], 'pause_until') or '0') or 0
+		if cur < untilv then
+			redis.call('HSET', KEYS[2], 'pause_until', untilv, 'daily_pause', '1')
+		end
+	end
+end
 if hmax > 0 then
 	redis.call('HSET', KEYS[2], 'max', hmax)
 end
@@ -208,17 +313,23 @@ type Rate struct {
 	Max       int           // X-RateLimit-Max: requests allowed per Interval
 	Remaining int           // X-RateLimit-Remaining in the current interval
 	Interval  time.Duration // X-RateLimit-Interval-Milliseconds
+	// DailyLimit and DailyRemaining are X-RateLimit-Limit-Daily and
+	// X-RateLimit-Daily-Remaining; DailyRemaining counts only when
+	// DailyLimit is positive (GHL sends both or neither).
+	DailyLimit     int
+	DailyRemaining int
 }
 
 // Observe tells the limiter GHL's rate-limit headers on the answer to the
 // request of grant g. Answers without the headers are ignored.
 func (l *Limiter) Observe(ctx context.Context, loc string, g Grant, rate Rate) error {
-	if rate.Max <= 0 && rate.Interval <= 0 {
+	if rate.Max <= 0 && rate.Interval <= 0 && rate.DailyLimit <= 0 {
 		return nil
 	}
 	err := observeScript.Run(ctx, l.Redis, l.keys(loc),
 		rate.Max, rate.Remaining, rate.Interval.Microseconds(), l.interval().Microseconds(),
-		l.margin().Microseconds(), g.At, randSuffix()).Err()
+		l.margin().Microseconds(), g.At, randSuffix(),
+		max(rate.DailyLimit, 0), max(rate.DailyRemaining, 0), l.dailyProbe().Microseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("ratelimit %s: observe: %w", loc, err)
 	}
@@ -232,8 +343,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local untilv = now + tonumber(ARGV[1])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'pause_until') or '0') or 0
-if cur > untilv then untilv = cur end
-redis.call('HSET', KEYS[1], 'pause_until', untilv)
+if cur > untilv then
+	untilv = cur
+else
+	redis.call('HSET', KEYS[1], 'pause_until', untilv, 'daily_pause', '0')
+end
 redis.call('PEXPIRE', KEYS[1], math.max(86400000, math.ceil((untilv - now) / 1000)))
 return untilv - now
 `)

@@ -186,3 +186,62 @@ func TestWaitStopsWithTheContext(t *testing.T) {
 		t.Errorf("Wait = %v, want the context's deadline", err)
 	}
 }
+
+// Below DailySlowBelow of GHL's daily quota the location is slowed in
+// proportion to what remains: with a fifth of the slow mark left, a fifth
+// of the burst limit is granted per window.
+func TestDailyQuotaSlowsTheLocation(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, 300*time.Millisecond)
+	g := wait(t, l, "loc1")
+	// 1000 a day, slowed below 50: 10 left is a fifth of the mark.
+	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{DailyLimit: 1000, DailyRemaining: 10}); err != nil {
+		t.Fatal(err)
+	}
+	first := wait(t, l, "loc1") // the second grant of the window: 2 of 10
+	third := wait(t, l, "loc1")
+	if gap := time.Duration(third.At-first.At) * time.Microsecond; gap < 250*time.Millisecond {
+		t.Errorf("a third grant within %s of the second: not slowed to 2 per window", gap)
+	}
+	// Plenty left (GHL's day began again): the full limit at once.
+	if err := l.Observe(t.Context(), "loc1", third, ratelimit.Rate{DailyLimit: 1000, DailyRemaining: 900}); err != nil {
+		t.Fatal(err)
+	}
+	var last ratelimit.Grant
+	for range 9 {
+		last = wait(t, l, "loc1")
+	}
+	if gap := time.Duration(last.At-third.At) * time.Microsecond; gap >= 300*time.Millisecond {
+		t.Errorf("ten grants took %s: still slowed with 900 of 1000 left", gap)
+	}
+}
+
+// A spent daily quota pauses the location for DailyProbe; Wait does not
+// hold a worker for it but says so (a *PausedError for the daily quota),
+// and once the probe time has passed a request may ask GHL again.
+func TestDailyQuotaSpentPausesTheLocation(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, time.Second)
+	l.DailyProbe, l.MaxWait = 400*time.Millisecond, 50*time.Millisecond
+	g := wait(t, l, "loc1")
+	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 100, Remaining: 99, Interval: time.Second, DailyLimit: 1000, DailyRemaining: 0}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Wait(t.Context(), "loc1")
+	var pe *ratelimit.PausedError
+	if !errors.As(err, &pe) || !pe.Daily || pe.RetryAfter <= 50*time.Millisecond || pe.RetryAfter > 400*time.Millisecond {
+		t.Fatalf("Wait = %v, want a daily pause of up to 400ms", err)
+	}
+	wait(t, l, "loc2") // other locations go on
+	testenv.Eventually(t, 5*time.Second, "the probe time to pass", func() bool {
+		_, err := l.Wait(t.Context(), "loc1")
+		return err == nil
+	})
+	// A 429's own pause is no daily pause.
+	if _, err := l.Pause(t.Context(), "loc3", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Wait(t.Context(), "loc3"); !errors.As(err, &pe) || pe.Daily || pe.RetryAfter < 59*time.Minute {
+		t.Errorf("Wait after a long Pause = %v, want a pause that is not the daily quota's", err)
+	}
+}

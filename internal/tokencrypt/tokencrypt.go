@@ -8,6 +8,7 @@ package tokencrypt
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -32,6 +33,9 @@ var ErrCorrupt = errors.New("tokencrypt: ciphertext is corrupt")
 type Cipher struct {
 	current string
 	aeads   map[string]cipher.AEAD
+	// derive is the root of DeriveKey's keys: a MAC of the current key,
+	// never the key itself, so no derived key reveals it.
+	derive []byte
 }
 
 // ParseKey decodes a base64 key of exactly 32 bytes.
@@ -66,10 +70,23 @@ func New(key string, oldKeys ...string) (*Cipher, error) {
 		id := hex.EncodeToString(sum[:4])
 		if i == 0 {
 			c.current = id
+			m := hmac.New(sha256.New, raw)
+			m.Write([]byte("ghlsync tokencrypt: derived keys"))
+			c.derive = m.Sum(nil)
 		}
 		c.aeads[id] = aead
 	}
 	return c, nil
+}
+
+// DeriveKey returns a 32-byte key for purpose (such as "web-csrf"),
+// derived from the current key: every process given the same
+// TOKEN_ENCRYPTION_KEY derives the same one, and a key of one purpose says
+// nothing about another's, or about the token key.
+func (c *Cipher) DeriveKey(purpose string) []byte {
+	m := hmac.New(sha256.New, c.derive)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
 }
 
 // KeyID is the id of the key that seals.

@@ -73,3 +73,37 @@ func TestBadKeys(t *testing.T) {
 		}
 	}
 }
+
+// Two processes with the same current key derive the same key for a
+// purpose; another purpose or another current key derives another, and no
+// derived key is the token key.
+func TestDeriveKey(t *testing.T) {
+	t.Parallel()
+	key, old := newKey(t), newKey(t)
+	a, err := New(key, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(old, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrf := a.DeriveKey("web-csrf")
+	if len(csrf) != 32 || string(csrf) != string(b.DeriveKey("web-csrf")) {
+		t.Fatalf("same current key, different derived keys (%d bytes)", len(csrf))
+	}
+	raw, _ := ParseKey(key)
+	for what, other := range map[string][]byte{
+		"another purpose":     a.DeriveKey("web-flash"),
+		"another current key": c.DeriveKey("web-csrf"),
+		"the token key":       raw,
+	} {
+		if string(other) == string(csrf) {
+			t.Errorf("the derived key equals %s's", what)
+		}
+	}
+}
