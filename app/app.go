@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ghlsync/ghlsync/alert"
 	"github.com/ghlsync/ghlsync/ghl"
@@ -23,6 +24,7 @@ import (
 	"github.com/ghlsync/ghlsync/internal/ratelimit"
 	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
+	"github.com/ghlsync/ghlsync/internal/tracing"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
 )
@@ -66,15 +68,53 @@ type Deps struct {
 	// Limiter holds the GHL calls of every worker to GHL's per-location
 	// rate limit.
 	Limiter *ratelimit.Limiter
+	// Tracer makes the process's spans; nil, and nothing traced at no
+	// cost, unless OTEL_* configures an exporter (see internal/tracing).
+	Tracer trace.TracerProvider
+	// tracing is the provider Open set up, flushed by Close.
+	tracing *tracing.Provider
+}
+
+// OpenOption changes what Open builds.
+type OpenOption func(*openOptions)
+
+type openOptions struct {
+	service string
+	tracer  trace.TracerProvider
+}
+
+// Service names the process in its traces (the default of
+// OTEL_SERVICE_NAME); "ghlsync" when not given.
+func Service(name string) OpenOption { return func(o *openOptions) { o.service = name } }
+
+// WithTracerProvider makes the process's spans with tp instead of the one
+// the OTEL_* variables configure; a test's in-memory exporter.
+func WithTracerProvider(tp trace.TracerProvider) OpenOption {
+	return func(o *openOptions) { o.tracer = tp }
 }
 
 // Open connects to the database (and migrates it), to Redis, and builds
 // the GHL client. needStore false skips the database (enqueue needs only
-// Redis).
-func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore bool) (*Deps, error) {
-	d := &Deps{Config: cfg, Log: log, Metrics: metrics.New(), Clock: clock.Real}
+// Redis). Tracing is set up from the OTEL_* variables unless
+// WithTracerProvider gives a provider; the GHL client and the store trace
+// through it.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore bool, opts ...OpenOption) (*Deps, error) {
+	o := openOptions{service: "ghlsync"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	d := &Deps{Config: cfg, Log: log, Metrics: metrics.New(), Clock: clock.Real, Tracer: o.tracer}
 	var err error
+	if d.Tracer == nil {
+		if d.tracing, err = tracing.Setup(ctx, o.service, log); err != nil {
+			return nil, err
+		}
+		if d.tracing.Enabled() {
+			d.Tracer = d.tracing
+		}
+	}
 	if d.RedisOpt, d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
+		d.Close()
 		return nil, err
 	}
 	d.Limiter = &ratelimit.Limiter{Redis: d.Redis}
@@ -83,7 +123,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			d.Close()
 			return nil, err
 		}
-		if d.Store, err = store.Open(ctx, cfg.DatabaseURL, d.Cipher); err != nil {
+		if d.Store, err = store.Open(ctx, cfg.DatabaseURL, d.Cipher, store.WithTracer(d.Tracer)); err != nil {
 			d.Close()
 			return nil, databaseError(err)
 		}
@@ -104,6 +144,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 		AppVersionID:        cfg.GHLAppVersionID,
 		LoginWindowOpenMode: cfg.GHLLoginWindowOpenMode,
 		OnResponse:          d.Metrics.ObserveGHL,
+		TracerProvider:      d.Tracer,
 	})
 	if err != nil {
 		d.Close()
@@ -212,8 +253,12 @@ func (d *Deps) Ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close releases what Open opened.
+// Close releases what Open opened. The spans not yet exported are sent
+// first, for 5 seconds at most.
 func (d *Deps) Close() {
+	if d.tracing != nil {
+		flushTracing(d.tracing, d.Log)
+	}
 	if d.Redis != nil {
 		d.Redis.Close()
 	}

@@ -24,7 +24,7 @@ func SignalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // RunWorkerProcess is the worker process (not --standalone): it opens what
 // cfg names, logging to log, and runs RunWorker until ctx is done.
 func RunWorkerProcess(ctx context.Context, cfg *config.Config, o WorkerOptions, log *slog.Logger) error {
-	d, err := Open(ctx, cfg, log, true)
+	d, err := Open(ctx, cfg, log, true, Service("ghlsync-worker"))
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func RunWorkerProcess(ctx context.Context, cfg *config.Config, o WorkerOptions, 
 // /metrics and /readyz are served there instead, without the admin guard
 // (WebHandlers).
 func RunWeb(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	d, err := Open(ctx, cfg, log, true)
+	d, err := Open(ctx, cfg, log, true, Service("ghlsync-web"))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ghlsync/ghlsync/internal/metrics"
 	"github.com/ghlsync/ghlsync/internal/ops"
 	"github.com/ghlsync/ghlsync/internal/redisconn"
+	"github.com/ghlsync/ghlsync/internal/tracing"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/tasks"
@@ -37,8 +38,8 @@ var DefaultSchedules = []scheduler.Default{
 // work on a new database, and Migrate is idempotent and locked against
 // other processes. The scheduler reads no token, so the store has no
 // cipher.
-func openSchedules(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	st, err := store.Open(ctx, cfg.DatabaseURL, nil)
+func openSchedules(ctx context.Context, cfg *config.Config, opts ...store.Option) (*store.Store, error) {
+	st, err := store.Open(ctx, cfg.DatabaseURL, nil, opts...)
 	if err != nil {
 		return nil, databaseError(err)
 	}
@@ -63,7 +64,12 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	if _, err := redisconn.Parse(cfg.RedisURL); err != nil {
 		return &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
 	}
-	st, err := openSchedules(ctx, cfg)
+	tp, err := tracing.Setup(ctx, "ghlsync-scheduler", log)
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tp, log)
+	st, err := openSchedules(ctx, cfg, store.WithTracer(tp))
 	if err != nil {
 		return err
 	}
@@ -82,7 +88,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 	// /metrics has only its own, the runtime's and, on the one scheduler
 	// holding their lease, the queues'.
 	reg := metrics.NewRegistry()
-	sched := &scheduler.Scheduler{Store: st, Enqueuer: client, Options: scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)}}
+	sched := &scheduler.Scheduler{Store: st, Enqueuer: tracing.Enqueue(tp, client), Options: scheduler.Options{Logger: log, Metrics: scheduler.NewMetrics(reg)}}
 
 	ready := func(ctx context.Context) error {
 		return errors.Join(deps.Ready(ctx), sched.Check(ctx))

@@ -20,6 +20,7 @@ import (
 	"github.com/ghlsync/ghlsync/app/sandbox"
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/embedredis"
+	"github.com/ghlsync/ghlsync/internal/tracing"
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
@@ -162,7 +163,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 	defer stopSched()
 	schedDone := make(chan error, 1)
 	go func() {
-		sched := &scheduler.Scheduler{Store: d.Store, Enqueuer: client, Options: scheduler.Options{
+		sched := &scheduler.Scheduler{Store: d.Store, Enqueuer: tracing.Enqueue(d.Tracer, client), Options: scheduler.Options{
 			Logger: log, Metrics: scheduler.NewMetrics(d.Metrics.Registry),
 		}}
 		schedDone <- sched.Run(schedCtx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/internal/tracing"
 	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
@@ -37,7 +38,7 @@ func WebHandlers(d *Deps) (public, private http.Handler) {
 func webHandler(d *Deps, withOps bool) http.Handler {
 	s := &web.Server{
 		OAuth:          d.GHL.OAuth,
-		Store:          d.Store,
+		Store:          d.connector(tracing.Enqueue(d.Tracer, asynq.NewClientFromRedisClient(d.Redis))),
 		Redis:          d.Redis,
 		MarketplaceURL: d.Config.GHLMarketplace,
 		Scopes:         d.Config.GHLScopes,
@@ -91,7 +92,9 @@ func webHandler(d *Deps, withOps bool) http.Handler {
 		mux.Handle(route, status)
 	}
 	mux.Handle("GET "+store.AlertsPath, admin((&web.Alerts{Source: d.Store, Log: d.Log, Clock: d.Clock}).Handler()))
-	mux.Handle("/", s.Handler())
+	// The OAuth routes and GHL's webhooks are traced, each the root of
+	// the trace its enqueued tasks join.
+	mux.Handle("/", tracing.Handler(d.Tracer, s.Handler()))
 	// Every state-changing request, asynqmon's included, must come from
 	// ghlsync's own pages; GHL's webhook is authenticated by its signature.
 	return (&web.SameOrigin{PublicURL: d.Config.WebPublicURL, Exempt: []string{web.WebhookRoute}}).Wrap(mux)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ghlsync/ghlsync/internal/config"
 	"github.com/ghlsync/ghlsync/internal/ops"
+	"github.com/ghlsync/ghlsync/internal/tracing"
 	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
 )
@@ -52,8 +53,10 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}
 	shutdownTimeout := max(d.Config.WorkerShutdownTimeout, WorkerShutdownTimeout)
 	refresher := d.Refresher()
-	client := asynq.NewClient(d.RedisOpt)
-	defer client.Close()
+	asynqClient := asynq.NewClient(d.RedisOpt)
+	defer asynqClient.Close()
+	// The tasks that tasks enqueue carry their trace on.
+	client := tracing.Enqueue(d.Tracer, asynqClient)
 	// Closed at shutdown: running syncs hand the rest of their pass over.
 	shuttingDown := make(chan struct{})
 	syncHandlers := d.SyncHandlers(refresher, client)
@@ -70,6 +73,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if err != nil {
 		return err
 	}
+	mux.Use(tracing.TaskMiddleware(d.Tracer))
 
 	syncRecovery := &tasks.SyncRecovery{Runs: d.Store, Enqueuer: client, Locks: syncHandlers.Locks, Redis: d.Redis,
 		Every: o.SyncRecoverEvery, Log: d.Log, Clock: d.Clock}
@@ -133,7 +137,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}()
 	// Connections whose tokens the web callback kept in Redis while the
 	// database was down are written here once it is back.
-	pending := &web.PendingConnections{Store: d.Store, Redis: d.Redis, Cipher: d.Cipher, Log: d.Log, Clock: d.Clock}
+	pending := &web.PendingConnections{Store: d.connector(client), Redis: d.Redis, Cipher: d.Cipher, Log: d.Log, Clock: d.Clock}
 	completed := make(chan struct{})
 	go func() {
 		defer close(completed)

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ghlsync/ghlsync/internal/clock"
 )
 
@@ -98,6 +100,12 @@ type Config struct {
 	// calendars.deleteEvent and locations.get. It must be safe for concurrent use and return
 	// quickly: it runs on the caller's goroutine.
 	OnResponse func(endpoint string, status int, elapsed time.Duration)
+
+	// TracerProvider, when set, traces each HTTP request with a client
+	// span: method, path template, endpoint name, status and the rate
+	// limiter's wait (see WithRateLimitWait), never the path, query, body
+	// or headers.
+	TracerProvider trace.TracerProvider
 }
 
 // String describes the config with ClientSecret masked.
@@ -140,6 +148,7 @@ type Client struct {
 	http    *http.Client
 	clock   clock.Clock
 	timeout time.Duration
+	tracing tracing
 }
 
 // NewClient returns a Client for cfg. It fails when BaseURL is not an
@@ -153,7 +162,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("ghl: negative Timeout %s", cfg.Timeout)
 	}
-	c := &Client{cfg: cfg, baseURL: base, http: cfg.HTTPClient, clock: clock.Or(cfg.Clock), timeout: cfg.Timeout}
+	c := &Client{cfg: cfg, baseURL: base, http: cfg.HTTPClient, clock: clock.Or(cfg.Clock), timeout: cfg.Timeout,
+		tracing: newTracing(cfg.TracerProvider, base)}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -263,7 +273,9 @@ func (c *Client) do(ctx context.Context, r *request, v any) (*Response, error) {
 	return resp, nil
 }
 
-func (c *Client) roundTrip(ctx context.Context, r *request, v any) (*Response, error) {
+func (c *Client) roundTrip(ctx context.Context, r *request, v any) (resp *Response, err error) {
+	ctx, span := c.startSpan(ctx, r)
+	defer func() { endSpan(span, resp, err) }()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -288,7 +300,7 @@ func (c *Client) roundTrip(ctx context.Context, r *request, v any) (*Response, e
 		_, _ = io.Copy(io.Discard, io.LimitReader(hr.Body, maxErrorBodySize))
 		hr.Body.Close()
 	}()
-	resp := newResponse(hr)
+	resp = newResponse(hr)
 
 	if err := checkResponse(hr, r.endpoint, c.clock.Now(), c.secrets(r)); err != nil {
 		c.observe(r.endpoint, hr.StatusCode, start)

@@ -292,7 +292,10 @@ func (s *Scheduler) enqueue(ctx context.Context, r slotRun) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	id := TaskID(r.row.Name, r.slot)
-	_, err := s.Enqueuer.EnqueueContext(ctx, asynq.NewTask(r.row.TaskType, []byte(r.row.Payload)),
+	// An empty header map of its own lets a tracing enqueuer add the trace
+	// context (tracing.Enqueue).
+	task := asynq.NewTaskWithHeaders(r.row.TaskType, []byte(r.row.Payload), map[string]string{})
+	_, err := s.Enqueuer.EnqueueContext(ctx, task,
 		asynq.TaskID(id),
 		asynq.Queue(r.row.Queue),
 		asynq.MaxRetry(s.opt.MaxRetry),

@@ -421,6 +421,7 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 			return errShuttingDown
 		}
 		waitCtx, done := s.e.untilShutdown(ctx)
+		waitStart := s.e.now()
 		grant, err := s.e.Limiter.Wait(waitCtx, s.loc)
 		shutdown := errors.Is(context.Cause(waitCtx), errShuttingDown)
 		done()
@@ -430,7 +431,8 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 		case err != nil:
 			return err
 		}
-		resp, err := fn(ctx, token)
+		// The call's span records the wait.
+		resp, err := fn(ghl.WithRateLimitWait(ctx, s.e.now().Sub(waitStart)), token)
 		if resp != nil {
 			if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(resp.Rate)); err != nil {
 				s.e.log().Warn("rate limiter: could not record GHL's rate headers", "location", s.loc, "err", err)

@@ -56,7 +56,7 @@ func newSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(taskType, b, asynq.Queue(QueueDefault), asynq.MaxRetry(10),
+	return newTask(taskType, b, asynq.Queue(QueueDefault), asynq.MaxRetry(10),
 		asynq.Timeout(syncTimeout), asynq.Retention(24*time.Hour)), nil
 }
 

@@ -43,7 +43,7 @@ func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task,
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeTokenRefresh, b,
+	return newTask(TypeTokenRefresh, b,
 		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(24*time.Hour)), nil
 }
 
@@ -62,7 +62,7 @@ func NewRefreshDueTask(all, force bool) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeTokenRefreshDue, b,
+	return newTask(TypeTokenRefreshDue, b,
 		asynq.Queue(QueueCritical), asynq.MaxRetry(5), asynq.Timeout(10*time.Minute), asynq.Retention(24*time.Hour)), nil
 }
 
