@@ -85,9 +85,10 @@ type Config struct {
 	// the HTTP status (0 when no response arrived) and the time taken. The
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
 	// contacts.get, contacts.update, contacts.searchDuplicate,
-	// contacts.appointments, calendars.list, calendars.createAppointment,
-	// calendars.updateAppointment, calendars.getAppointment,
-	// calendars.deleteEvent and locations.get. It must be safe for concurrent use and return
+	// contacts.appointments, calendars.list, calendars.get, calendars.events,
+	// calendars.createAppointment, calendars.updateAppointment,
+	// calendars.getAppointment, calendars.deleteEvent, locations.get and
+	// users.list. It must be safe for concurrent use and return
 	// quickly: it runs on the caller's goroutine.
 	OnResponse func(endpoint string, status int, elapsed time.Duration)
 }
@@ -126,6 +127,7 @@ type Client struct {
 	Contacts  *ContactsService
 	Calendars *CalendarsService
 	Locations *LocationsService
+	Users     *UsersService
 
 	cfg     Config
 	baseURL string // without trailing slash
@@ -168,6 +170,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c.Contacts = &ContactsService{client: c}
 	c.Calendars = &CalendarsService{client: c}
 	c.Locations = &LocationsService{client: c}
+	c.Users = &UsersService{client: c}
 	return c, nil
 }
 
