@@ -159,6 +159,8 @@ var models = []any{
 	&AppointmentSync{},
 	&SyncRun{},
 	&LocationSettings{},
+	&Practitioner{},
+	&CalendarSetting{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it holds an advisory
