@@ -72,8 +72,8 @@ func (Appointment) TableName() string { return "appointments" }
 
 // Practitioner is a row of the clinic's practitioners table: whom an
 // appointment is with. GHLUserID is the GHL user appointments of the
-// practitioner are assigned to; ” lets the sync match a GHL user of the
-// location by Email.
+// practitioner are assigned to; when it is empty the sync matches a GHL
+// user of the location by Email.
 type Practitioner struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement"`
 	LocationID string `gorm:"size:255;not null;uniqueIndex:practitioners_location_external,priority:1"`
