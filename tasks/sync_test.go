@@ -97,6 +97,8 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 				Cipher: testenv.Cipher(t, stack.Key), Log: log, Window: 4 * time.Hour},
 			Contacts:  client.Contacts,
 			Calendars: client.Calendars,
+			Users:     client.Users,
+			Locations: client.Locations,
 			Limiter:   e.limiter,
 			Locks:     &syncer.Locks{Redis: rc},
 			Log:       log,

@@ -284,9 +284,10 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 	writeJSON(w, http.StatusOK, out)
 }
 
-// wellFormedID reports whether id has the shape of GHL's ids: letters and
-// digits, or an instance id of a recurring event (id_start_duration).
-var wellFormedID = regexp.MustCompile(`^[A-Za-z0-9]{1,64}(_[0-9]+_[0-9]+)?$`).MatchString
+// wellFormedID reports whether id could be one of GHL's ids: letters and
+// digits (GHL's own), "_" (a recurring event's instance id_start_duration)
+// and "-" (the ids tests and the sandbox give calendars).
+var wellFormedID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString
 
 // checkEventIDLocked answers GHL's 500 for a malformed id (GHL issue #6) and
 // its 400 "… not found" for an unknown one (GHL documents no 404 for
