@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,41 @@ func TestMigrateAddsPractitionerColumn(t *testing.T) {
 	noErr(t, err)
 	if len(appts) != 1 || appts[0].ExternalID != "a-1" || appts[0].PractitionerExternalID != "" || appts[0].Practitioner != nil {
 		t.Fatalf("the row from before the migration: %+v", appts)
+	}
+}
+
+// The README's SQL for practitioners, appointments with one and calendar
+// settings (its complete blocks, those without "...") runs as given, twice
+// (the second time as updates), on the database under test.
+func TestReadmeSQLRuns(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	noErr(t, err)
+	st, _ := storetest.Open(t, "")
+	db := store.DBOf(st)
+	ran := 0
+	for _, block := range strings.Split(string(readme), "```sql\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if strings.Contains(block, "...") {
+			continue
+		}
+		for _, stmt := range strings.Split(block, ";\n") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			for range 2 {
+				noErr(t, db.Exec(stmt).Error)
+			}
+			ran++
+		}
+	}
+	if ran < 3 {
+		t.Fatalf("%d statements of the README ran, want its practitioners, appointments and calendar_settings SQL", ran)
+	}
+	appts, err := st.AppointmentPage(context.Background(), "ve9EPM428h8vShlRW1KT", "", 10)
+	noErr(t, err)
+	if len(appts) != 1 || appts[0].Practitioner == nil || appts[0].Practitioner.Email != "grace@example.com" ||
+		appts[0].DefaultUserID != "GHL_USER_ID" {
+		t.Errorf("the README's rows: %+v", appts)
 	}
 }
