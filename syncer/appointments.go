@@ -16,13 +16,14 @@ import (
 // contact. Idempotence:
 //
 //   - Once GHL has named the appointment, its id is recorded and the
-//     appointment is updated by id; one deleted in GHL (404) is booked
-//     again, the clinic system being the source of truth.
+//     appointment is updated by id; one deleted in GHL ("not found", which
+//     GHL answers as a 400 or a 404, and a GET confirms) is booked again,
+//     the clinic system being the source of truth.
 //   - Before a create, the intent is written: CreatingAt and what the create
 //     carries (contact, calendar, start). The answer's id then replaces it.
 //     An intent found on a later attempt (the answer was lost to a timeout,
-//     a reset or a dead worker) means the create may have happened, so the
-//     contact's appointments are listed first, and one in that calendar at
+//     a reset or a dead worker) means the create may have happened, so GHL
+//     is asked first, and the contact's appointment in that calendar at
 //     that start that no other appointment holds is taken as the one the
 //     create made. Only when there is none is it created again.
 //   - An appointment whose patient changed (patient_external_id, or the
@@ -30,13 +31,13 @@ import (
 //     appointment's contact, so the one booked for the old contact is
 //     deleted and the appointment booked again for the new one. First the
 //     intent of that create is written beside the old id, then the old
-//     appointment is deleted (404 counts as deleted), then the create
+//     appointment is deleted ("not found" counts as deleted), then the create
 //     proceeds as any other, its intent written with the id cleared. A
 //     crash before the id is cleared leaves the old id and an intent: no
 //     create was sent for it (creates follow only a write without the id),
 //     so the next attempt drops the intent, deletes again and creates
-//     (or, moved back meanwhile, updates by the old id, booking again on a
-//     404). A crash after it leaves an intent without id: a lost create, looked
+//     (or, moved back meanwhile, updates by the old id, booking again if
+//     it is gone). A crash after it leaves an intent without id: a lost create, looked
 //     up as above. Neither leaves two appointments in GHL, and neither is
 //     taken for unchanged, since an intent makes a record changed.
 //
