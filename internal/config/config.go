@@ -26,12 +26,13 @@ import (
 )
 
 // DefaultScopes are the OAuth scopes ghlsync asks for: contacts, calendars,
-// calendar events, locations and oauth, read and write.
+// calendar events, locations and oauth, read and write, and users, read
+// (practitioners are matched to GHL users by email).
 var DefaultScopes = []string{
 	"contacts.readonly", "contacts.write",
 	"calendars.readonly", "calendars.write",
 	"calendars/events.readonly", "calendars/events.write",
-	"locations.readonly",
+	"locations.readonly", "users.readonly",
 	"oauth.readonly", "oauth.write",
 }
 
