@@ -40,7 +40,7 @@ const (
 
 // DefaultScope is the scope granted when a consent does not ask for one.
 const DefaultScope = "contacts.readonly contacts.write calendars.readonly calendars.write " +
-	"calendars/events.readonly calendars/events.write locations.readonly oauth.readonly oauth.write"
+	"calendars/events.readonly calendars/events.write locations.readonly users.readonly oauth.readonly oauth.write"
 
 // User types of a token, as GHL spells them.
 const (
