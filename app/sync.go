@@ -16,6 +16,8 @@ func (d *Deps) SyncHandlers(refresher refresh.Renewer, enq tasks.Enqueuer) *task
 			Refresher:   refresher,
 			Contacts:    d.GHL.Contacts,
 			Calendars:   d.GHL.Calendars,
+			Users:       d.GHL.Users,
+			Locations:   d.GHL.Locations,
 			Limiter:     d.Limiter,
 			Locks:       &syncer.Locks{Redis: d.Redis, Clock: d.Clock},
 			Observe: func(kind, outcome string, n int) {

@@ -158,10 +158,11 @@ func (s *ContactsService) FindByEmail(ctx context.Context, accessToken, location
 }
 
 // Appointments returns the appointments booked for the contact contactID.
-// After a create whose answer was lost, it is how the appointment the
-// create made is found: the contact's appointment in that calendar at that
-// time.
-func (s *ContactsService) Appointments(ctx context.Context, accessToken, contactID string) ([]Appointment, *Response, error) {
+// After a create whose answer was lost, it is one way to find the
+// appointment the create made: the contact's appointment in that calendar
+// at that time. GHL writes these times without an offset, in the
+// location's time zone (EventTime.In).
+func (s *ContactsService) Appointments(ctx context.Context, accessToken, contactID string) ([]Event, *Response, error) {
 	r := &request{
 		endpoint: "contacts.appointments",
 		method:   http.MethodGet,
@@ -173,7 +174,7 @@ func (s *ContactsService) Appointments(ctx context.Context, accessToken, contact
 		return nil, nil, err
 	}
 	var out struct {
-		Events []Appointment `json:"events"`
+		Events []Event `json:"events"`
 	}
 	resp, err := s.client.do(ctx, r, &out)
 	if err != nil {

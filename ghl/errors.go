@@ -354,8 +354,17 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// IsNotFound reports whether GHL says the record does not exist (404).
-func IsNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+// IsNotFound reports whether GHL says the record does not exist: a 404,
+// or the 400 whose message says "not found" that GHL answers for most
+// unknown ids ("Contact with id … not found").
+func IsNotFound(err error) bool {
+	var e *ErrorResponse
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.StatusCode == http.StatusNotFound ||
+		e.StatusCode == http.StatusBadRequest && strings.Contains(strings.ToLower(e.Message), "not found")
+}
 
 // IsTokenRejected reports whether an API call's bearer token was rejected
 // as invalid or expired (ErrUnauthorized): refresh the token and call

@@ -95,10 +95,11 @@ type Config struct {
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
 	// contacts.get, contacts.update, contacts.searchDuplicate,
 	// contacts.appointments, oauth.installedLocations, calendars.list,
-	// calendars.createAppointment,
+	// calendars.get, calendars.events, calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment,
-	// calendars.deleteEvent and locations.get. It must be safe for concurrent use and return
-	// quickly: it runs on the caller's goroutine.
+	// calendars.deleteEvent, locations.get and users.list. It must be safe
+	// for concurrent use and return quickly: it runs on the caller's
+	// goroutine.
 	OnResponse func(endpoint string, status int, elapsed time.Duration)
 
 	// TracerProvider, when set, traces each HTTP request with a client
@@ -142,6 +143,7 @@ type Client struct {
 	Contacts  *ContactsService
 	Calendars *CalendarsService
 	Locations *LocationsService
+	Users     *UsersService
 
 	cfg     Config
 	baseURL string // without trailing slash
@@ -186,6 +188,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c.Contacts = &ContactsService{client: c}
 	c.Calendars = &CalendarsService{client: c}
 	c.Locations = &LocationsService{client: c}
+	c.Users = &UsersService{client: c}
 	return c, nil
 }
 

@@ -326,6 +326,19 @@ func TestVersionHeader(t *testing.T) {
 			_, _, err := c.Calendars.List(ctx, testAccessToken, "loc")
 			return err
 		}, "2021-04-15", "Bearer " + testAccessToken},
+		{"calendars.get", "GET /calendars/cal", `{"calendar":{"id":"cal"}}`, func(ctx context.Context, c *Client) error {
+			_, _, err := c.Calendars.Get(ctx, testAccessToken, "cal")
+			return err
+		}, "2021-04-15", "Bearer " + testAccessToken},
+		{"calendars.events", "GET /calendars/events", `{"events":[]}`, func(ctx context.Context, c *Client) error {
+			_, _, err := c.Calendars.Events(ctx, testAccessToken, EventsQuery{LocationID: "loc", CalendarID: "cal",
+				Start: time.Unix(1, 0), End: time.Unix(2, 0)})
+			return err
+		}, "2021-04-15", "Bearer " + testAccessToken},
+		{"users.list", "GET /users/{$}", `{"users":[]}`, func(ctx context.Context, c *Client) error {
+			_, _, err := c.Users.List(ctx, testAccessToken, "loc")
+			return err
+		}, "2021-07-28", "Bearer " + testAccessToken},
 		{"calendars.createAppointment", "POST /calendars/events/appointments", `{"id":"e"}`, func(ctx context.Context, c *Client) error {
 			_, _, err := c.Calendars.CreateAppointment(ctx, testAccessToken, appt)
 			return err

@@ -60,11 +60,31 @@ type Appointment struct {
 	EndsAt            time.Time `gorm:"not null"`
 	Title             string    `gorm:"size:255;not null;default:''"`
 	Status            string    `gorm:"size:16;not null;default:booked"`
-	UpdatedAt         time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	// PractitionerExternalID is the clinic's practitioner (a row of
+	// practitioners), whose GHL user the appointment is booked with; ''
+	// for none.
+	PractitionerExternalID string    `gorm:"size:128;not null;default:''"`
+	UpdatedAt              time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
 }
 
 // TableName pins the table name: the clinic system writes to it by name.
 func (Appointment) TableName() string { return "appointments" }
+
+// Practitioner is a row of the clinic's practitioners table: whom an
+// appointment is with. GHLUserID is the GHL user appointments of the
+// practitioner are assigned to; when it is empty the sync matches a GHL
+// user of the location by Email.
+type Practitioner struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	LocationID string `gorm:"size:255;not null;uniqueIndex:practitioners_location_external,priority:1"`
+	ExternalID string `gorm:"size:128;not null;uniqueIndex:practitioners_location_external,priority:2"`
+	Name       string `gorm:"size:255;not null;default:''"`
+	Email      string `gorm:"size:320;not null;default:''"`
+	GHLUserID  string `gorm:"column:ghl_user_id;size:255;not null;default:''"`
+}
+
+// TableName pins the table name: the clinic system writes to it by name.
+func (Practitioner) TableName() string { return "practitioners" }
 
 // PatientRow is a patient as a sync reads it, with ghlsync's state of it.
 //
@@ -98,6 +118,13 @@ type AppointmentRow struct {
 	EndsAt            string
 	Title             string
 	Status            string
+	// PractitionerExternalID is the row's practitioner_external_id;
+	// Practitioner is that practitioner's row, nil when there is none.
+	PractitionerExternalID string
+	Practitioner           *PractitionerRow
+	// DefaultUserID is the GHL user of the calendar's calendar_settings
+	// row, "" when it has none.
+	DefaultUserID string
 	// ContactID is the GHL contact of the patient, "" when the patient has
 	// none yet (or is not in the patients table).
 	ContactID string
@@ -191,20 +218,31 @@ type nullPatientSync struct {
 	SentAt, CreatingAt, FailedAt                           sql.NullTime
 }
 
+// PractitionerRow is a practitioner as an appointment's sync reads it.
+type PractitionerRow struct {
+	Name, Email, GHLUserID string
+}
+
 // AppointmentPage returns up to limit appointments of loc whose external id
-// sorts after after, in external id order, with their sync state and their
-// patient's GHL contact.
+// sorts after after, in external id order, with their sync state, their
+// patient's GHL contact, their practitioner and their calendar's default
+// user.
 func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit int) ([]AppointmentRow, error) {
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
 			a.starts_at, a.ends_at, a.title, a.status, ps.contact_id,
 			s.location_id, s.event_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
 			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
-			s.failed_hash, s.last_error, s.failed_at
+			s.failed_hash, s.last_error, s.failed_at,
+			a.practitioner_external_id, pr.external_id, pr.name, pr.email, pr.ghl_user_id, cs.default_user_id
 		FROM appointments a
 		LEFT JOIN sync_appointments s
 			ON s.location_id = a.location_id AND s.external_id = a.external_id
 		LEFT JOIN sync_patients ps
 			ON ps.location_id = a.location_id AND ps.external_id = a.patient_external_id
+		LEFT JOIN practitioners pr
+			ON pr.location_id = a.location_id AND pr.external_id = a.practitioner_external_id
+		LEFT JOIN calendar_settings cs
+			ON cs.location_id = a.location_id AND cs.calendar_id = a.calendar_id
 		WHERE a.location_id = ? AND a.external_id > ?
 		ORDER BY a.external_id
 		LIMIT ?`, loc, after, limit).Rows()
@@ -216,6 +254,7 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 	for rows.Next() {
 		var a AppointmentRow
 		var starts, ends, contact sql.NullString
+		var pr struct{ ExternalID, Name, Email, GHLUserID, DefaultUserID sql.NullString }
 		var st struct {
 			LocationID, EventID, ContactID, SentHash                  sql.NullString
 			IntentContactID, IntentCalendarID, IntentHash, FailedHash sql.NullString
@@ -225,11 +264,16 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 		err := rows.Scan(&a.ExternalID, &a.PatientExternalID, &a.CalendarID, &starts, &ends, &a.Title, &a.Status,
 			&contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
 			&st.IntentContactID, &st.IntentCalendarID, &st.IntentStartsAt, &st.IntentHash,
-			&st.FailedHash, &st.LastError, &st.FailedAt)
+			&st.FailedHash, &st.LastError, &st.FailedAt,
+			&a.PractitionerExternalID, &pr.ExternalID, &pr.Name, &pr.Email, &pr.GHLUserID, &pr.DefaultUserID)
 		if err != nil {
 			return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
 		}
 		a.StartsAt, a.EndsAt, a.ContactID = starts.String, ends.String, contact.String
+		if pr.ExternalID.Valid {
+			a.Practitioner = &PractitionerRow{Name: pr.Name.String, Email: pr.Email.String, GHLUserID: pr.GHLUserID.String}
+		}
+		a.DefaultUserID = pr.DefaultUserID.String
 		if st.LocationID.Valid {
 			a.Sync = AppointmentSync{
 				LocationID: st.LocationID.String, ExternalID: a.ExternalID, EventID: st.EventID.String,
@@ -312,5 +356,11 @@ func (s *Store) InsertPatients(ctx context.Context, rows []Patient) error {
 // InsertAppointments inserts rows into the appointments table, as the
 // clinic system would.
 func (s *Store) InsertAppointments(ctx context.Context, rows []Appointment) error {
+	return s.db.WithContext(ctx).CreateInBatches(rows, 500).Error
+}
+
+// InsertPractitioners inserts rows into the practitioners table, as the
+// clinic system would.
+func (s *Store) InsertPractitioners(ctx context.Context, rows []Practitioner) error {
 	return s.db.WithContext(ctx).CreateInBatches(rows, 500).Error
 }

@@ -166,6 +166,8 @@ var models = []any{
 	&Alert{},
 	&AlertDelivery{},
 	&RefreshRun{},
+	&Practitioner{},
+	&CalendarSetting{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

@@ -1,7 +1,9 @@
 package syncer
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -14,13 +16,14 @@ import (
 // contact. Idempotence:
 //
 //   - Once GHL has named the appointment, its id is recorded and the
-//     appointment is updated by id; one deleted in GHL (404) is booked
-//     again, the clinic system being the source of truth.
+//     appointment is updated by id; one deleted in GHL ("not found", which
+//     GHL answers as a 400 or a 404, and a GET confirms) is booked again,
+//     the clinic system being the source of truth.
 //   - Before a create, the intent is written: CreatingAt and what the create
 //     carries (contact, calendar, start). The answer's id then replaces it.
 //     An intent found on a later attempt (the answer was lost to a timeout,
-//     a reset or a dead worker) means the create may have happened, so the
-//     contact's appointments are listed first, and one in that calendar at
+//     a reset or a dead worker) means the create may have happened, so GHL
+//     is asked first, and the contact's appointment in that calendar at
 //     that start that no other appointment holds is taken as the one the
 //     create made. Only when there is none is it created again.
 //   - An appointment whose patient changed (patient_external_id, or the
@@ -28,15 +31,27 @@ import (
 //     appointment's contact, so the one booked for the old contact is
 //     deleted and the appointment booked again for the new one. First the
 //     intent of that create is written beside the old id, then the old
-//     appointment is deleted (404 counts as deleted), then the create
+//     appointment is deleted ("not found" counts as deleted), then the create
 //     proceeds as any other, its intent written with the id cleared. A
 //     crash before the id is cleared leaves the old id and an intent: no
 //     create was sent for it (creates follow only a write without the id),
 //     so the next attempt drops the intent, deletes again and creates
-//     (or, moved back meanwhile, updates by the old id, booking again on a
-//     404). A crash after it leaves an intent without id: a lost create, looked
+//     (or, moved back meanwhile, updates by the old id, booking again if
+//     it is gone). A crash after it leaves an intent without id: a lost create, looked
 //     up as above. Neither leaves two appointments in GHL, and neither is
 //     taken for unchanged, since an intent makes a record changed.
+//
+// The lookup asks GHL for the intent's calendar's events at that start
+// (GET /calendars/events, whose times carry offsets) and, when that finds
+// none, the contact's appointments, whose times GHL writes without an
+// offset in the location's time zone: the zone comes from the credential,
+// read again from GHL (GET /locations/{id}) at the start of a run when it
+// is a week old.
+//
+// What is sent besides the row's fields (owners.go): the GHL user the
+// appointment is assigned to, from its practitioner or its calendar's
+// default user, and toNotify false unless the location's settings let
+// GHL's automations run.
 //
 // The residual risk is a create that GHL still works on, or does not list
 // yet, when the lookup runs: say a proxy cut the connection while GHL went
@@ -49,16 +64,25 @@ import (
 
 // appointmentMapping versions what an appointment's hash covers
 // (appointmentContent), as contactMapping does. appointment/1 left out the
-// patient; the change sends every appointment once more.
-const appointmentMapping = "appointment/2"
+// patient, appointment/2 the owner; each change sends every appointment
+// once more.
+const appointmentMapping = "appointment/3"
 
 // appointmentContent is what an appointment's hash covers: what is sent,
-// and the patient it is booked for, which appointmentFor leaves out (GHL
-// takes the contact on a create only). Every column of the row but
-// updated_at is in one or the other.
+// the patient it is booked for, which appointmentFor leaves out (GHL takes
+// the contact on a create only), and what its owner is chosen from. Every
+// column of the row but updated_at is in one or the other. Whether GHL's
+// automations run is not: turning them on must not send every appointment
+// again, and message every patient.
 type appointmentContent struct {
 	Appointment *ghl.Appointment
 	Patient     string
+	Owner       ownerInput
+}
+
+// contentOf is what the hash of the row a, mapped to ga, covers.
+func contentOf(ga *ghl.Appointment, a *store.AppointmentRow) appointmentContent {
+	return appointmentContent{ga, a.PatientExternalID, ownerInputOf(a)}
 }
 
 // appointmentStatuses maps the clinic's statuses to GHL's.
@@ -123,16 +147,32 @@ func rawAppointment(a *store.AppointmentRow) any {
 	return raw
 }
 
+// appointmentRun is what an appointment sync keeps for the length of one
+// run: what it read of GHL and of the location's settings, asked once.
+type appointmentRun struct {
+	*run
+	settings  memo[store.LocationSettings]
+	zone      memo[*time.Location]
+	calendars memo[*ghl.Calendar]
+	users     memo[[]ghl.User]
+}
+
 // appointmentPages reads the appointments of the run's location as items.
+// Before the first page it brings the location's name and time zone up to
+// date, once per run.
 func appointmentPages(r *run) pageFunc {
+	ar := &appointmentRun{run: r}
 	return func(ctx context.Context, after string, limit int) ([]item, error) {
+		if _, err := ar.locationZone(ctx); err != nil {
+			return nil, err
+		}
 		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
 		if err != nil {
 			return nil, err
 		}
 		items := make([]item, len(rows))
 		for i := range rows {
-			items[i] = r.planAppointment(&rows[i])
+			items[i] = ar.planAppointment(&rows[i])
 		}
 		return items, nil
 	}
@@ -141,14 +181,17 @@ func appointmentPages(r *run) pageFunc {
 // planAppointment decides what to do with an appointment. A refusal is
 // remembered together with the patient's contact at the time, so that an
 // appointment refused for want of a contact is tried again once its
-// patient has one.
-func (r *run) planAppointment(a *store.AppointmentRow) item {
+// patient has one. A refusal for want of an owner is not remembered: it
+// may be cured in GHL (a team member added), which no hash sees, so it is
+// tried again on every sync.
+func (ar *appointmentRun) planAppointment(a *store.AppointmentRow) item {
+	r := ar.run
 	ga, err := appointmentFor(r.loc, a)
 	hash := ""
 	if err != nil {
 		hash = contentHash("appointment-row/1", rawAppointment(a))
 	} else {
-		hash = contentHash(appointmentMapping, appointmentContent{ga, a.PatientExternalID})
+		hash = contentHash(appointmentMapping, contentOf(ga, a))
 	}
 	failKey := contentHash("refused/1", []string{hash, a.ContactID})
 	it := item{key: a.ExternalID}
@@ -165,21 +208,48 @@ func (r *run) planAppointment(a *store.AppointmentRow) item {
 	}
 	st := a.Sync
 	st.LocationID, st.ExternalID = r.loc, a.ExternalID
+	// push and refuse of one item run one after the other.
+	noOwner := false
 	it.refuse = func(ctx context.Context, why string) error {
 		st.FailedHash, st.LastError, st.FailedAt = failKey, why, ptr(r.e.now().UTC())
+		if noOwner {
+			st.FailedHash = ""
+		}
 		return r.e.State.SaveAppointmentSync(ctx, &st)
 	}
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
-		it.push = func(ctx context.Context) (outcome, error) { return r.pushAppointment(ctx, &st, a, *ga, hash) }
+		it.push = func(ctx context.Context) (outcome, error) {
+			out, err := ar.pushAppointment(ctx, &st, a, *ga, hash)
+			var oe *ownerError
+			if noOwner = errors.As(err, &oe); noOwner {
+				return 0, refusedf("%s", oe.reason)
+			}
+			return out, err
+		}
 	}
 	return it
 }
 
 // pushAppointment sends a changed appointment and records GHL's id: an
 // update by id, a move to another contact, or a create.
-func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a *store.AppointmentRow, ga ghl.Appointment, hash string) (outcome, error) {
+func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.AppointmentSync, a *store.AppointmentRow, ga ghl.Appointment, hash string) (outcome, error) {
+	r := ar.run
+	owner, err := ar.owner(ctx, a, ga.CalendarID)
+	if err != nil {
+		return 0, err
+	}
+	settings, err := ar.settings.get("", func() (store.LocationSettings, error) { return r.e.State.Settings(ctx, r.loc) })
+	if err != nil {
+		return 0, err
+	}
+	ga.AssignedUserID = owner
+	if !settings.Notify {
+		// Unset, GHL runs the calendar's automations: a backfill would
+		// text and email every patient.
+		ga.ToNotify = ptr(false)
+	}
 	contact := a.ContactID
 	if contact == "" {
 		var err error
@@ -194,7 +264,7 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 		out = updated
 		clearIntent(st)
 	} else if st.CreatingAt != nil {
-		id, err := r.findCreated(ctx, st)
+		id, err := ar.findCreated(ctx, st)
 		if err != nil {
 			return 0, err
 		}
@@ -226,6 +296,12 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 		case !ghl.IsNotFound(err):
 			return 0, err
 		}
+		// GHL's "not found" may name the calendar or the user rather than
+		// the appointment: only a GET that does not find it either says it
+		// is gone.
+		if gone, gerr := ar.gone(ctx, st.EventID); gerr != nil || !gone {
+			return 0, cmp.Or(gerr, err)
+		}
 		r.e.log().Warn("the appointment is gone from GHL; booking it again",
 			"location", r.loc, "appointment", st.ExternalID, "event", st.EventID)
 		st.EventID, out = "", created
@@ -254,7 +330,7 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 		return 0, err
 	}
 	var got *ghl.Appointment
-	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+	err = r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
 		got, resp, err = r.e.Calendars.CreateAppointment(ctx, token, &ga)
 		return resp, err
 	})
@@ -266,6 +342,18 @@ func (r *run) pushAppointment(ctx context.Context, st *store.AppointmentSync, a 
 	return out, r.appointmentSent(ctx, st, hash)
 }
 
+// gone reports whether GHL no longer has the appointment eventID.
+func (ar *appointmentRun) gone(ctx context.Context, eventID string) (bool, error) {
+	err := ar.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
+		_, resp, err := ar.e.Calendars.GetAppointment(ctx, token, eventID)
+		return resp, err
+	})
+	if ghl.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
+}
+
 // setIntent records in st what a create of ga carries.
 func setIntent(st *store.AppointmentSync, ga *ghl.Appointment, hash string, now time.Time) {
 	st.CreatingAt, st.IntentContactID, st.IntentCalendarID = ptr(now.UTC()), ga.ContactID, ga.CalendarID
@@ -274,32 +362,25 @@ func setIntent(st *store.AppointmentSync, ga *ghl.Appointment, hash string, now 
 
 // findCreated looks for the appointment that the create recorded in st's
 // intent made: the intent's contact's appointment in that calendar at that
-// start, held by no other appointment. "" when there is none.
-func (r *run) findCreated(ctx context.Context, st *store.AppointmentSync) (string, error) {
+// start, held by no other appointment. "" when there is none. It asks the
+// calendar's events at that time first, then the contact's appointments.
+func (ar *appointmentRun) findCreated(ctx context.Context, st *store.AppointmentSync) (string, error) {
 	if st.IntentContactID == "" || st.IntentStartsAt == nil {
 		return "", nil
 	}
-	var events []ghl.Appointment
-	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
-		events, resp, err = r.e.Contacts.Appointments(ctx, token, st.IntentContactID)
-		return resp, err
-	})
-	if ghl.IsNotFound(err) {
-		return "", nil // the contact is gone, and its appointments with it
-	}
+	ids, err := ar.calendarEventsAt(ctx, st)
 	if err != nil {
 		return "", err
 	}
-	var ids []string
-	for _, e := range events {
-		if e.CalendarID == st.IntentCalendarID && e.StartTime.Equal(*st.IntentStartsAt) {
-			ids = append(ids, e.ID)
+	if len(ids) == 0 {
+		if ids, err = ar.contactEventsAt(ctx, st); err != nil {
+			return "", err
 		}
 	}
 	if len(ids) == 0 {
 		return "", nil
 	}
-	holders, err := r.e.State.EventHolders(ctx, r.loc, ids)
+	holders, err := ar.e.State.EventHolders(ctx, ar.loc, ids)
 	if err != nil {
 		return "", err
 	}
@@ -309,6 +390,75 @@ func (r *run) findCreated(ctx context.Context, st *store.AppointmentSync) (strin
 		}
 	}
 	return "", nil
+}
+
+// calendarEventsAt lists the intent's calendar's events of the intent's
+// contact at the intent's start (GET /calendars/events). A refusal of the
+// query is no answer: the contact's list is asked instead.
+func (ar *appointmentRun) calendarEventsAt(ctx context.Context, st *store.AppointmentSync) ([]string, error) {
+	start := *st.IntentStartsAt
+	q := ghl.EventsQuery{LocationID: ar.loc, CalendarID: st.IntentCalendarID, Start: start, End: start.Add(time.Minute)}
+	var events []ghl.Event
+	err := ar.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		events, resp, err = ar.e.Calendars.Events(ctx, token, q)
+		return resp, err
+	})
+	if ghl.IsRefused(err) {
+		ar.e.log().Warn("GHL refused the calendar's events; looking among the contact's appointments",
+			"location", ar.loc, "appointment", st.ExternalID, "err", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	zone, err := ar.locationZone(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return matching(events, st, zone), nil
+}
+
+// contactEventsAt lists the intent's contact's appointments in the intent's
+// calendar at the intent's start (GET /contacts/{id}/appointments), whose
+// times are read in the location's zone.
+func (ar *appointmentRun) contactEventsAt(ctx context.Context, st *store.AppointmentSync) ([]string, error) {
+	zone, err := ar.locationZone(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if zone == nil {
+		ar.e.log().Warn("the location's time zone is unknown, so its contact's appointments cannot be matched by time",
+			"location", ar.loc, "appointment", st.ExternalID)
+		return nil, nil
+	}
+	var events []ghl.Event
+	err = ar.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		events, resp, err = ar.e.Contacts.Appointments(ctx, token, st.IntentContactID)
+		return resp, err
+	})
+	if ghl.IsNotFound(err) {
+		return nil, nil // the contact is gone, and its appointments with it
+	}
+	if err != nil {
+		return nil, err
+	}
+	return matching(events, st, zone), nil
+}
+
+// matching returns the ids of the events of st's intent: its contact's,
+// in its calendar, starting at its start. Times without an offset are read
+// in zone; one that cannot be read matches nothing.
+func matching(events []ghl.Event, st *store.AppointmentSync, zone *time.Location) []string {
+	var ids []string
+	for _, e := range events {
+		if e.CalendarID != st.IntentCalendarID || e.ContactID != st.IntentContactID {
+			continue
+		}
+		if start, err := e.StartTime.In(zone); err == nil && start.Equal(*st.IntentStartsAt) {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
 }
 
 func clearIntent(st *store.AppointmentSync) {

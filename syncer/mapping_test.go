@@ -698,7 +698,7 @@ func TestContentHash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return appointmentContent{ga, a.PatientExternalID}
+		return contentOf(ga, &a)
 	}
 
 	type hashed struct {
@@ -776,6 +776,46 @@ func TestContentHash(t *testing.T) {
 			name: "changed patient: changed",
 			a:    hashed{appointmentMapping, appointment(nil)},
 			b:    hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) { a.PatientExternalID = "p2" })},
+		},
+		{
+			// Mapping a practitioner, or giving the calendar a default
+			// user, sends the appointment again, with its owner.
+			name: "practitioner mapped to a GHL user: changed",
+			a: hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) {
+				a.PractitionerExternalID, a.Practitioner = "pr1", &store.PractitionerRow{Name: "Dr Ada", Email: "ada@example.com"}
+			})},
+			b: hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) {
+				a.PractitionerExternalID, a.Practitioner = "pr1", &store.PractitionerRow{Name: "Dr Ada", Email: "ada@example.com", GHLUserID: "u1"}
+			})},
+		},
+		{
+			name: "calendar given a default user: changed",
+			a:    hashed{appointmentMapping, appointment(nil)},
+			b:    hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) { a.DefaultUserID = "u9" })},
+		},
+		{
+			name: "practitioner added to the practitioners table: changed",
+			a:    hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) { a.PractitionerExternalID = "pr1" })},
+			b: hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) {
+				a.PractitionerExternalID, a.Practitioner = "pr1", &store.PractitionerRow{}
+			})},
+		},
+		{
+			// The name only words reasons; the email is matched as GHL does,
+			// whatever its case.
+			name: "practitioner renamed, email recased: unchanged",
+			a: hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) {
+				a.PractitionerExternalID, a.Practitioner = "pr1", &store.PractitionerRow{Name: "Dr Ada", Email: "ada@example.com"}
+			})},
+			b: hashed{appointmentMapping, appointment(func(a *store.AppointmentRow) {
+				a.PractitionerExternalID, a.Practitioner = "pr1", &store.PractitionerRow{Name: "Ada L.", Email: " Ada@Example.com"}
+			})},
+			same: true,
+		},
+		{
+			name: "appointment/2 against the current version: changed",
+			a:    hashed{"appointment/2", appointment(nil)},
+			b:    hashed{appointmentMapping, appointment(nil)},
 		},
 		{
 			name: "appointment/1 against the current version: changed",

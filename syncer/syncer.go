@@ -69,6 +69,8 @@ type State interface {
 	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
+	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
+	SetLocationInfo(ctx context.Context, loc, name, timezone string) error
 }
 
 // Contacts is the part of GHL's contacts API a sync uses;
@@ -76,7 +78,7 @@ type State interface {
 type Contacts interface {
 	Upsert(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, bool, *ghl.Response, error)
 	Update(ctx context.Context, accessToken, contactID string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
-	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Appointment, *ghl.Response, error)
+	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Event, *ghl.Response, error)
 }
 
 // Calendars is the part of GHL's calendars API a sync uses;
@@ -84,7 +86,22 @@ type Contacts interface {
 type Calendars interface {
 	CreateAppointment(ctx context.Context, accessToken string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
 	UpdateAppointment(ctx context.Context, accessToken, eventID string, a *ghl.Appointment) (*ghl.Appointment, *ghl.Response, error)
+	GetAppointment(ctx context.Context, accessToken, eventID string) (*ghl.Appointment, *ghl.Response, error)
 	DeleteEvent(ctx context.Context, accessToken, eventID string) (*ghl.Response, error)
+	Get(ctx context.Context, accessToken, calendarID string) (*ghl.Calendar, *ghl.Response, error)
+	Events(ctx context.Context, accessToken string, q ghl.EventsQuery) ([]ghl.Event, *ghl.Response, error)
+}
+
+// Users lists a location's GHL users, whom appointments are assigned to;
+// *ghl.UsersService is one.
+type Users interface {
+	List(ctx context.Context, accessToken, locationID string) ([]ghl.User, *ghl.Response, error)
+}
+
+// Locations reads a GHL location's name and time zone;
+// *ghl.LocationsService is one.
+type Locations interface {
+	Get(ctx context.Context, accessToken, id string) (*ghl.Location, *ghl.Response, error)
 }
 
 // RateLimiter holds every GHL call of a location to GHL's limit, across
@@ -104,6 +121,8 @@ type Engine struct {
 	Refresher refresh.Renewer
 	Contacts  Contacts
 	Calendars Calendars
+	Users     Users
+	Locations Locations
 	Limiter   RateLimiter
 	Locks     *Locks
 	// Observe, when set, counts records by kind ("patient",
@@ -138,6 +157,7 @@ type Engine struct {
 func (e *Engine) Validate() error {
 	for name, missing := range map[string]bool{"Credentials": e.Credentials == nil, "State": e.State == nil,
 		"Refresher": e.Refresher == nil, "Contacts": e.Contacts == nil, "Calendars": e.Calendars == nil,
+		"Users": e.Users == nil, "Locations": e.Locations == nil,
 		"Limiter": e.Limiter == nil, "Locks": e.Locks == nil || e.Locks.Redis == nil} {
 		if missing {
 			return fmt.Errorf("syncer.Engine: %s is required", name)

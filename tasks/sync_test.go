@@ -110,6 +110,8 @@ func newSyncEnvOn(t testing.TB, redisURL func(testing.TB) string, opts ghltest.O
 				Cipher: testenv.Cipher(t, stack.Key), Log: log, Window: 4 * time.Hour},
 			Contacts:  client.Contacts,
 			Calendars: client.Calendars,
+			Users:     client.Users,
+			Locations: client.Locations,
 			Limiter:   e.limiter,
 			Locks:     &syncer.Locks{Redis: rc},
 			Log:       log,

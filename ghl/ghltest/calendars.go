@@ -3,15 +3,39 @@ package ghltest
 import (
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"time"
 )
 
-// Calendar is a GHL calendar of a location.
+// Calendar is a GHL calendar of a location. A calendar with TeamMembers
+// (round robin, collective, class, service, personal) refuses a create or
+// update whose assignedUserId is not one of them (GHL issue #23).
 type Calendar struct {
-	ID         string `json:"id"`
-	LocationID string `json:"locationId"`
-	Name       string `json:"name"`
+	ID          string       `json:"id"`
+	LocationID  string       `json:"locationId"`
+	Name        string       `json:"name"`
+	TeamMembers []TeamMember `json:"teamMembers,omitempty"`
+}
+
+// TeamMember is a user of a calendar's team, with two of the side fields
+// GHL answers, of GHL's types, so that a client decoding too much is
+// caught.
+type TeamMember struct {
+	UserID              string  `json:"userId"`
+	Priority            float64 `json:"priority"`
+	MeetingLocationType string  `json:"meetingLocationType"`
+}
+
+// hasMember reports whether userID is on the calendar's team.
+func (c *Calendar) hasMember(userID string) bool {
+	return slices.ContainsFunc(c.TeamMembers, func(m TeamMember) bool { return m.UserID == userID })
+}
+
+func (c *Calendar) clone() Calendar {
+	cc := *c
+	cc.TeamMembers = slices.Clone(c.TeamMembers)
+	return cc
 }
 
 // Appointment is a GHL calendar appointment (event) as the fake stores and
@@ -113,7 +137,7 @@ func (in *appointmentInput) apply(a *Appointment) {
 }
 
 // AddCalendar registers a calendar of the location (registering the
-// location if unknown).
+// location if unknown), without team members.
 func (s *Server) AddCalendar(locationID, calendarID, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,6 +146,24 @@ func (s *Server) AddCalendar(locationID, calendarID, name string) {
 		s.st.calOrder = append(s.st.calOrder, calendarID)
 	}
 	s.st.calendars[calendarID] = &Calendar{ID: calendarID, LocationID: locationID, Name: name}
+	s.changedLocked()
+}
+
+// SetCalendarTeam makes userIDs the calendar's team members (none: a
+// calendar that takes appointments without an owner). From then on the
+// calendar refuses creates and updates without an assignedUserId of the
+// team. It panics on an unknown calendar.
+func (s *Server) SetCalendarTeam(calendarID string, userIDs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.st.calendars[calendarID]
+	if c == nil {
+		panic("ghltest: SetCalendarTeam of unknown calendar " + calendarID)
+	}
+	c.TeamMembers = nil
+	for _, id := range userIDs {
+		c.TeamMembers = append(c.TeamMembers, TeamMember{UserID: id, Priority: 0.5, MeetingLocationType: "custom"})
+	}
 	s.changedLocked()
 }
 
@@ -140,7 +182,7 @@ func (s *Server) handleListCalendars(w http.ResponseWriter, r *http.Request, g *
 	cals := []Calendar{}
 	for _, id := range s.st.calOrder {
 		if c := s.st.calendars[id]; c.LocationID == loc {
-			cals = append(cals, *c)
+			cals = append(cals, c.clone())
 		}
 	}
 	s.mu.Unlock()
@@ -161,6 +203,39 @@ func (s *Server) checkRefsLocked(loc, calendarID, contactID string) (int, string
 		}
 	}
 	return 0, ""
+}
+
+// Messages of a calendar with team members, for an appointment without an
+// owner of the team (GHL issue #23) and for one whose owner is not on it.
+const (
+	msgOwnerRequired = "either userId or assignedUserId must be set"
+	msgOwnerNotTeam  = "assignedUserId is not a team member of this calendar"
+)
+
+// checkOwnerLocked answers 400 when calendarID has team members and
+// assigned (nil: absent from the body) is not one of them, and counts it.
+func (s *Server) checkOwnerLocked(loc, calendarID string, assigned *string) (int, string) {
+	c := s.st.calendars[calendarID]
+	if c == nil || len(c.TeamMembers) == 0 {
+		return 0, ""
+	}
+	switch {
+	case str(assigned) == "":
+		s.stats.ownerRefusals[loc]++
+		return http.StatusBadRequest, msgOwnerRequired
+	case !c.hasMember(*assigned):
+		s.stats.ownerRefusals[loc]++
+		return http.StatusBadRequest, msgOwnerNotTeam
+	}
+	return 0, ""
+}
+
+// notifiedLocked counts a write GHL would run the calendar's automations
+// for: one sent without toNotify false.
+func (s *Server) notifiedLocked(loc string, in *appointmentInput) {
+	if in.ToNotify == nil || *in.ToNotify {
+		s.stats.notifications[loc]++
+	}
 }
 
 // handleCreateAppointment serves POST /calendars/events/appointments.
@@ -193,7 +268,11 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 		a.EndTime = start.Add(defaultDuration).Format(time.RFC3339)
 	}
 	s.mu.Lock()
-	if status, msg := s.checkRefsLocked(loc, a.CalendarID, a.ContactID); status != 0 {
+	status, msg := s.checkRefsLocked(loc, a.CalendarID, a.ContactID)
+	if status == 0 {
+		status, msg = s.checkOwnerLocked(loc, a.CalendarID, in.AssignedUserID)
+	}
+	if status != 0 {
 		s.mu.Unlock()
 		writeError(w, status, msg)
 		return
@@ -202,25 +281,46 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 	s.st.apptsByLo[loc] = append(s.st.apptsByLo[loc], a.ID)
 	s.stats.apptCreates[loc]++
 	s.changedLocked()
+	s.notifiedLocked(loc, &in)
 	out := *a
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
+}
+
+// wellFormedID reports whether id could be one of GHL's ids: letters and
+// digits (GHL's own), "_" (a recurring event's instance id_start_duration)
+// and "-" (the ids tests and the sandbox give calendars).
+var wellFormedID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString
+
+// checkEventIDLocked answers GHL's 500 for a malformed id (GHL issue #6) and
+// its 400 "… not found" for an unknown one (GHL documents no 404 for
+// events), counting each; ok when id is a known appointment.
+func (s *Server) checkEventIDLocked(w http.ResponseWriter, id string, g *grant) bool {
+	if !wellFormedID(id) {
+		s.stats.malformedIDs[g.subject()]++
+		writeError(w, http.StatusInternalServerError, "Internal server error")
+		return false
+	}
+	if s.st.appointments[id] == nil {
+		s.stats.notFound[g.subject()]++
+		writeError(w, http.StatusBadRequest, "Event with id "+id+" not found")
+		return false
+	}
+	return true
 }
 
 // appointmentFor returns a copy of appointment id if g may read it, else
 // answers.
 func (s *Server) appointmentFor(w http.ResponseWriter, id string, g *grant) (Appointment, bool) {
 	s.mu.Lock()
-	a := s.st.appointments[id]
-	var out Appointment
-	if a != nil {
-		out = *a
+	if !s.checkEventIDLocked(w, id, g) {
+		s.mu.Unlock()
+		return Appointment{}, false
 	}
+	a := s.st.appointments[id]
+	out := *a
 	s.mu.Unlock()
 	switch {
-	case a == nil:
-		writeError(w, http.StatusNotFound, "Appointment not found")
-		return out, false
 	case !g.canAccess(out.LocationID):
 		writeError(w, http.StatusForbidden, msgNoLocationAccess)
 		return out, false
@@ -274,23 +374,32 @@ func (s *Server) handleUpdateAppointment(w http.ResponseWriter, r *http.Request,
 	}
 	now := s.opts.Now()
 	s.mu.Lock()
-	a := s.st.appointments[id]
-	if a == nil { // deleted meanwhile
+	if !s.checkEventIDLocked(w, id, g) { // deleted meanwhile
 		s.mu.Unlock()
-		writeError(w, http.StatusNotFound, "Appointment not found")
 		return
 	}
+	a := s.st.appointments[id]
+	calendar := a.CalendarID
 	if in.CalendarID != nil {
 		if status, msg := s.checkRefsLocked(a.LocationID, *in.CalendarID, ""); status != 0 {
 			s.mu.Unlock()
 			writeError(w, status, msg)
 			return
 		}
+		calendar = *in.CalendarID
+	}
+	// GHL asks every update of a team calendar's appointment for its
+	// owner, as it asks the create.
+	if status, msg := s.checkOwnerLocked(a.LocationID, calendar, in.AssignedUserID); status != 0 {
+		s.mu.Unlock()
+		writeError(w, status, msg)
+		return
 	}
 	in.apply(a)
 	a.DateUpdated = now
 	s.stats.apptUpdates[a.LocationID]++
 	s.changedLocked()
+	s.notifiedLocked(a.LocationID, &in)
 	out := *a
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
@@ -303,37 +412,21 @@ func (s *Server) handleDeleteAppointment(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	s.mu.Lock()
-	if a := s.st.appointments[id]; a != nil {
-		delete(s.st.appointments, id)
-		s.st.apptsByLo[a.LocationID] = slices.DeleteFunc(s.st.apptsByLo[a.LocationID],
-			func(x string) bool { return x == id })
-		s.stats.apptDeletes[a.LocationID]++
-		s.changedLocked()
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, struct {
-		Succeeded bool `json:"succeeded"`
-	}{true})
-}
-
-// handleContactAppointments serves GET /contacts/{id}/appointments: the
-// contact's appointments, oldest first, as {"events": [...]}.
-func (s *Server) handleContactAppointments(w http.ResponseWriter, r *http.Request, g *grant) {
-	c, ok := s.contactFor(w, r.PathValue("id"), g)
-	if !ok {
+	if !s.checkEventIDLocked(w, id, g) { // deleted meanwhile
+		s.mu.Unlock()
 		return
 	}
-	s.mu.Lock()
-	events := []Appointment{}
-	for _, id := range s.st.apptsByLo[c.LocationID] {
-		if a := s.st.appointments[id]; a.ContactID == c.ID {
-			events = append(events, *a)
-		}
-	}
+	a := s.st.appointments[id]
+	delete(s.st.appointments, id)
+	s.st.apptsByLo[a.LocationID] = slices.DeleteFunc(s.st.apptsByLo[a.LocationID],
+		func(x string) bool { return x == id })
+	s.stats.apptDeletes[a.LocationID]++
+	s.changedLocked()
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, struct {
-		Events []Appointment `json:"events"`
-	}{events})
+	// GHL answers a delete with 201, its spec's DeleteEventSuccessfulResponseDto.
+	writeJSON(w, http.StatusCreated, struct {
+		Succeeded bool `json:"succeeded"`
+	}{true})
 }
 
 // Appointments returns copies of the location's appointments, oldest first;

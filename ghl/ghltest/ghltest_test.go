@@ -716,17 +716,30 @@ func TestAppointmentLifecycle(t *testing.T) {
 	}
 
 	r = call(t, s, "DELETE", "/calendars/events/"+created.ID, access, v, nil)
-	if r.status != 200 || string(r.body) != `{"succeeded":true}` {
-		t.Errorf("DELETE: %d %s", r.status, r.body)
+	if r.status != 201 || string(r.body) != `{"succeeded":true}` {
+		t.Errorf("DELETE: %d %s, want GHL's 201", r.status, r.body)
 	}
-	checkError(t, call(t, s, "GET", "/calendars/events/appointments/"+created.ID, access, v, nil), 404,
-		`{"statusCode":404,"message":"Appointment not found"}`)
+	// GHL documents no 404 for events: an unknown id is a 400 that says
+	// not found, a malformed one a 500.
+	gone := `{"statusCode":400,"message":"Event with id ` + created.ID + ` not found"}`
+	checkError(t, call(t, s, "GET", "/calendars/events/appointments/"+created.ID, access, v, nil), 400, gone)
+	checkError(t, call(t, s, "PUT", "/calendars/events/appointments/"+created.ID, access, v, map[string]any{"title": "x"}), 400, gone)
+	checkError(t, call(t, s, "DELETE", "/calendars/events/"+created.ID, access, v, nil), 400, gone)
+	checkError(t, call(t, s, "GET", "/calendars/events/appointments/not-an.id", access, v, nil), 500,
+		`{"statusCode":500,"message":"Internal server error"}`)
 	if n := len(s.Appointments("loc1")); n != 0 {
 		t.Errorf("%d appointments after delete", n)
 	}
 	st := s.Stats()
 	if got := [3]int{st.AppointmentCreates["loc1"], st.AppointmentUpdates["loc1"], st.AppointmentDeletes["loc1"]}; got != [3]int{1, 1, 1} {
 		t.Errorf("creates, updates, deletes = %v", got)
+	}
+	if st.NotFound["loc1"] != 3 || st.MalformedIDs["loc1"] != 1 {
+		t.Errorf("not found, malformed = %d, %d, want 3, 1", st.NotFound["loc1"], st.MalformedIDs["loc1"])
+	}
+	// The create said toNotify false, the update did not.
+	if n := st.Notifications["loc1"]; n != 1 {
+		t.Errorf("%d notifications, want 1 (the update)", n)
 	}
 }
 
@@ -1138,11 +1151,21 @@ func TestContactAppointments(t *testing.T) {
 	book(bob.ID, "2025-03-03T11:00:00Z")
 	second := book(pat.ID, "2025-03-04T10:00:00Z")
 
+	// GHL lists them with times without an offset, in the location's zone
+	// (America/Chicago by default: CST in March, before the switch).
 	r := call(t, s, "GET", "/contacts/"+pat.ID+"/appointments", access, ghltest.VersionContacts, nil)
-	var got struct{ Events []ghltest.Appointment }
+	type event struct{ ID, CalendarID, ContactID, StartTime, EndTime string }
+	var got struct{ Events []event }
 	r.decode(t, &got)
-	if diff := cmp.Diff([]ghltest.Appointment{first, second}, got.Events); r.status != 200 || diff != "" {
+	want := []event{{first.ID, "cal1", pat.ID, "2025-03-03 04:00:00", "2025-03-03 04:30:00"},
+		{second.ID, "cal1", pat.ID, "2025-03-04 04:00:00", "2025-03-04 04:30:00"}}
+	if diff := cmp.Diff(want, got.Events); r.status != 200 || diff != "" {
 		t.Errorf("status %d, events (-want +got):\n%s", r.status, diff)
+	}
+	s.SetLocationInfo("loc1", "", "Europe/Berlin")
+	call(t, s, "GET", "/contacts/"+pat.ID+"/appointments", access, ghltest.VersionContacts, nil).decode(t, &got)
+	if len(got.Events) != 2 || got.Events[0].StartTime != "2025-03-03 11:00:00" {
+		t.Errorf("events in Berlin time: %+v", got.Events)
 	}
 
 	r = call(t, s, "GET", "/contacts/"+bob.ID+"/appointments", other, ghltest.VersionContacts, nil)

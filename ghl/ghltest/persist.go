@@ -36,14 +36,15 @@ type snapshot struct {
 	Contacts      []Contact         `json:"contacts"`
 	Calendars     []Calendar        `json:"calendars"`
 	Appointments  []Appointment     `json:"appointments"`
+	Users         []User            `json:"users,omitempty"`
 
 	// changes is the change count the snapshot holds.
 	changes uint64
 }
 
 // Save writes the whole state (locations, companies, tokens with their
-// rotation history, pending codes, contacts, calendars, appointments) as
-// JSON. Counters and faults are not saved.
+// rotation history, pending codes, contacts, calendars with their teams,
+// appointments, users) as JSON. Counters and faults are not saved.
 func (s *Server) Save(w io.Writer) error {
 	snap := s.snapshot()
 	enc := json.NewEncoder(w)
@@ -94,11 +95,16 @@ func (s *Server) snapshot() *snapshot {
 		}
 	}
 	for _, id := range st.calOrder {
-		snap.Calendars = append(snap.Calendars, *st.calendars[id])
+		snap.Calendars = append(snap.Calendars, st.calendars[id].clone())
 	}
 	for _, loc := range slices.Sorted(maps.Keys(st.apptsByLo)) {
 		for _, id := range st.apptsByLo[loc] {
 			snap.Appointments = append(snap.Appointments, *st.appointments[id])
+		}
+	}
+	for _, loc := range slices.Sorted(maps.Keys(st.usersByLo)) {
+		for _, id := range st.usersByLo[loc] {
+			snap.Users = append(snap.Users, *st.users[id])
 		}
 	}
 	return snap
@@ -149,6 +155,12 @@ func (s *Server) Load(r io.Reader) error {
 	for _, a := range snap.Appointments {
 		st.appointments[a.ID] = &a
 		st.apptsByLo[a.LocationID] = append(st.apptsByLo[a.LocationID], a.ID)
+	}
+	for _, u := range snap.Users {
+		if _, dup := st.users[u.ID]; !dup {
+			st.usersByLo[u.LocationID] = append(st.usersByLo[u.LocationID], u.ID)
+		}
+		st.users[u.ID] = &u
 	}
 	s.mu.Lock()
 	s.st = st

@@ -286,8 +286,11 @@ func (s *Server) routes() {
 	m.Handle("GET /contacts/{id}/appointments", s.api(VersionContacts, true, s.handleContactAppointments))
 
 	m.Handle("GET /locations/{id}", s.api(VersionContacts, true, s.handleGetLocation))
+	m.Handle("GET /users/{$}", s.api(VersionContacts, true, s.handleListUsers))
 
 	m.Handle("GET /calendars/{$}", s.api(VersionCalendars, true, s.handleListCalendars))
+	m.Handle("GET /calendars/{id}", s.api(VersionCalendars, true, s.handleGetCalendar))
+	m.Handle("GET /calendars/events", s.api(VersionCalendars, true, s.handleCalendarEvents))
 	m.Handle("POST /calendars/events/appointments", s.api(VersionCalendars, true, s.handleCreateAppointment))
 	m.Handle("GET /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleGetAppointment))
 	m.Handle("PUT /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleUpdateAppointment))

@@ -33,6 +33,9 @@ type state struct {
 
 	appointments map[string]*Appointment
 	apptsByLo    map[string][]string // location -> appointment IDs, oldest first
+
+	users     map[string]*User
+	usersByLo map[string][]string // location -> user IDs, oldest first
 }
 
 func newState() *state {
@@ -50,6 +53,8 @@ func newState() *state {
 		calendars:    make(map[string]*Calendar),
 		appointments: make(map[string]*Appointment),
 		apptsByLo:    make(map[string][]string),
+		users:        make(map[string]*User),
+		usersByLo:    make(map[string][]string),
 	}
 }
 

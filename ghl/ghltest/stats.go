@@ -31,6 +31,17 @@ type Stats struct {
 	AppointmentCreates map[string]int
 	AppointmentUpdates map[string]int
 	AppointmentDeletes map[string]int
+	// Notifications counts the appointment creates and updates GHL took
+	// without toNotify false: each would have run the calendar's
+	// automations (confirmation SMS and email to the patient).
+	Notifications map[string]int
+	// OwnerRefusals counts creates and updates a calendar with team
+	// members refused for want of an assignedUserId of its team.
+	OwnerRefusals map[string]int
+	// NotFound counts the 400 "… not found" answers for unknown event and
+	// calendar ids; MalformedIDs the 500s for ids of the wrong shape.
+	NotFound     map[string]int
+	MalformedIDs map[string]int
 
 	ExpiredTokenCalls int // API calls with an expired access token
 	UnknownTokenCalls int // API calls with no or an unknown access token
@@ -47,6 +58,7 @@ type counters struct {
 	scopeDenied, userMissing, installedLocationPages               map[string]int
 	contactCreates, contactUpdates                                 map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
+	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
 
@@ -61,6 +73,7 @@ func newCounters() *counters {
 		scopeDenied: m(), userMissing: m(), installedLocationPages: m(),
 		contactCreates: m(), contactUpdates: m(),
 		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
+		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
 		requests: make(map[reqKey]int),
 	}
 }
@@ -89,6 +102,10 @@ func (s *Server) Stats() Stats {
 		AppointmentCreates:     maps.Clone(c.apptCreates),
 		AppointmentUpdates:     maps.Clone(c.apptUpdates),
 		AppointmentDeletes:     maps.Clone(c.apptDeletes),
+		Notifications:          maps.Clone(c.notifications),
+		OwnerRefusals:          maps.Clone(c.ownerRefusals),
+		NotFound:               maps.Clone(c.notFound),
+		MalformedIDs:           maps.Clone(c.malformedIDs),
 		ExpiredTokenCalls:      c.expiredTokenCalls,
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
@@ -195,4 +212,11 @@ func (s *Server) Requests(pathPrefix, locationID string) int {
 		}
 	}
 	return n
+}
+
+// Notifications returns how many of the location's appointment creates and
+// updates GHL took without toNotify false, each one running the
+// calendar's automations.
+func (s *Server) Notifications(locationID string) int {
+	return s.count(func(c *counters) map[string]int { return c.notifications }, locationID)
 }
