@@ -41,11 +41,14 @@ var pathTemplates = map[string]string{
 	"contacts.searchDuplicate":    "/contacts/search/duplicate",
 	"contacts.appointments":       "/contacts/{contactID}/appointments",
 	"calendars.list":              "/calendars/",
+	"calendars.get":               "/calendars/{calendarID}",
+	"calendars.events":            "/calendars/events",
 	"calendars.createAppointment": "/calendars/events/appointments",
 	"calendars.updateAppointment": "/calendars/events/appointments/{eventID}",
 	"calendars.getAppointment":    "/calendars/events/appointments/{eventID}",
 	"calendars.deleteEvent":       "/calendars/events/{eventID}",
 	"locations.get":               "/locations/{id}",
+	"users.list":                  "/users/",
 }
 
 type rateLimitWaitKey struct{}
