@@ -19,6 +19,8 @@ import (
 type Fault struct {
 	// Path matches requests whose URL path starts with it; "" matches all.
 	Path string
+	// Method, when set, matches only requests of that method.
+	Method string
 	// Location matches requests about one location (or company), "" any:
 	// the subject of the Bearer token for API calls, of the code or refresh
 	// token for /oauth/token, the locationId field for /oauth/locationToken.
@@ -74,11 +76,12 @@ func (s *Server) ClearFaults() {
 
 // takeFault returns the fault that applies to a request, using up one of
 // its Times.
-func (s *Server) takeFault(path, subj string) (Fault, bool) {
+func (s *Server) takeFault(method, path, subj string) (Fault, bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	for i, e := range s.faults {
-		if !strings.HasPrefix(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) {
+		if !strings.HasPrefix(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) ||
+			(e.f.Method != "" && e.f.Method != method) {
 			continue
 		}
 		if e.f.Times > 0 {
@@ -99,7 +102,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mux.ServeHTTP(w, r)
 		return
 	}
-	f, ok := s.takeFault(r.URL.Path, subj)
+	f, ok := s.takeFault(r.Method, r.URL.Path, subj)
 	if !ok {
 		s.mux.ServeHTTP(w, r)
 		return

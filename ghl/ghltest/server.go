@@ -40,7 +40,8 @@ const (
 
 // DefaultScope is the scope granted when a consent does not ask for one.
 const DefaultScope = "contacts.readonly contacts.write calendars.readonly calendars.write " +
-	"calendars/events.readonly calendars/events.write locations.readonly oauth.readonly oauth.write"
+	"calendars/events.readonly calendars/events.write locations.readonly " +
+	"locations/customFields.readonly locations/customFields.write oauth.readonly oauth.write"
 
 // User types of a token, as GHL spells them.
 const (
@@ -226,6 +227,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v2/oauth/chooselocation", s.handleChooseLocation)
 
 	m.Handle("POST /contacts/upsert", s.api(VersionContacts, true, s.handleUpsertContact))
+	m.Handle("POST /contacts/{$}", s.api(VersionContacts, true, s.handleCreateContact))
+	m.Handle("POST /contacts/search", s.api(VersionContacts, true, s.handleSearchContacts))
+	m.Handle("POST /contacts/{id}/tags", s.api(VersionContacts, true, s.handleTags(true)))
+	m.Handle("DELETE /contacts/{id}/tags", s.api(VersionContacts, true, s.handleTags(false)))
+	m.Handle("GET /locations/{id}/customFields", s.api(VersionContacts, true, s.handleListCustomFields))
+	m.Handle("POST /locations/{id}/customFields", s.api(VersionContacts, true, s.handleCreateCustomField))
 	m.Handle("GET /contacts/search/duplicate", s.api(VersionContacts, true, s.handleDuplicateContact))
 	m.Handle("GET /contacts/{id}", s.api(VersionContacts, true, s.handleGetContact))
 	m.Handle("PUT /contacts/{id}", s.api(VersionContacts, true, s.handleUpdateContact))

@@ -66,6 +66,12 @@ type location struct {
 	// added without them is named after its id and keeps DefaultTimezone.
 	Name     string `json:"name,omitempty"`
 	Timezone string `json:"timezone,omitempty"`
+	// AllowDuplicates and PhoneFirst are the location's duplicate contact
+	// settings (ContactSettings); Fields its custom fields, appended to
+	// only, so a snapshot's copy of the slice stays valid.
+	AllowDuplicates bool             `json:"allowDuplicates,omitempty"`
+	PhoneFirst      bool             `json:"phoneFirst,omitempty"`
+	Fields          []CustomFieldDef `json:"customFields,omitempty"`
 }
 
 // DefaultTimezone is the time zone of a location added without one. It is

@@ -21,8 +21,17 @@ type Stats struct {
 	RateLimited    map[string]int // 429 answers
 	MaxInWindow    map[string]int // most API requests accepted within one RateInterval
 
-	ContactCreates     map[string]int
-	ContactUpdates     map[string]int // by upsert or PUT
+	ContactCreates map[string]int
+	ContactUpdates map[string]int // by upsert or PUT
+
+	// What GHL refuses or does silently to contact writes, per location.
+	UpsertsWithoutKey  map[string]int // upserts refused for want of email and phone
+	DuplicateRefusals  map[string]int // creates and updates refused as duplicates
+	IgnoredFields      map[string]int // upserts whose email and phone matched two contacts: one field ignored
+	ContactSearches    map[string]int // POST /contacts/search calls answered
+	CustomFieldCreates map[string]int
+	TagAdds            map[string]int
+	TagRemoves         map[string]int
 	AppointmentCreates map[string]int
 	AppointmentUpdates map[string]int
 	AppointmentDeletes map[string]int
@@ -31,6 +40,10 @@ type Stats struct {
 	UnknownTokenCalls int // API calls with no or an unknown access token
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
+
+	ContactsNotFound    int // GET or PUT of an unknown contact id (400 "not found")
+	MalformedIDs        int // GET or PUT of a contact id of the wrong shape (500)
+	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
 type reqKey struct{ path, subject string }
@@ -40,9 +53,12 @@ type counters struct {
 	tokenCalls, codeExchanges, rotations, spentReuses, graceReuses map[string]int
 	invalidGrants, inactive, locationTokens, rateLimited           map[string]int
 	contactCreates, contactUpdates                                 map[string]int
+	upsertsWithoutKey, duplicateRefusals, ignoredFields            map[string]int
+	contactSearches, customFieldCreates, tagAdds, tagRemoves       map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
+	contactsNotFound, malformedIDs, unknownCustomFields             int
 
 	requests map[reqKey]int
 }
@@ -53,6 +69,8 @@ func newCounters() *counters {
 		tokenCalls: m(), codeExchanges: m(), rotations: m(), spentReuses: m(), graceReuses: m(),
 		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
 		contactCreates: m(), contactUpdates: m(),
+		upsertsWithoutKey: m(), duplicateRefusals: m(), ignoredFields: m(),
+		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
 		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
 		requests: make(map[reqKey]int),
 	}
@@ -64,25 +82,35 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	c := s.stats
 	st := Stats{
-		TokenCalls:         maps.Clone(c.tokenCalls),
-		CodeExchanges:      maps.Clone(c.codeExchanges),
-		Rotations:          maps.Clone(c.rotations),
-		SpentReuses:        maps.Clone(c.spentReuses),
-		GraceReuses:        maps.Clone(c.graceReuses),
-		InvalidGrants:      maps.Clone(c.invalidGrants),
-		InactiveGrants:     maps.Clone(c.inactive),
-		LocationTokens:     maps.Clone(c.locationTokens),
-		RateLimited:        maps.Clone(c.rateLimited),
-		MaxInWindow:        make(map[string]int, len(s.limits)),
-		ContactCreates:     maps.Clone(c.contactCreates),
-		ContactUpdates:     maps.Clone(c.contactUpdates),
-		AppointmentCreates: maps.Clone(c.apptCreates),
-		AppointmentUpdates: maps.Clone(c.apptUpdates),
-		AppointmentDeletes: maps.Clone(c.apptDeletes),
-		ExpiredTokenCalls:  c.expiredTokenCalls,
-		UnknownTokenCalls:  c.unknownTokenCalls,
-		RevokedTokenCalls:  c.revokedTokenCalls,
-		Faults:             c.faults,
+		TokenCalls:          maps.Clone(c.tokenCalls),
+		CodeExchanges:       maps.Clone(c.codeExchanges),
+		Rotations:           maps.Clone(c.rotations),
+		SpentReuses:         maps.Clone(c.spentReuses),
+		GraceReuses:         maps.Clone(c.graceReuses),
+		InvalidGrants:       maps.Clone(c.invalidGrants),
+		InactiveGrants:      maps.Clone(c.inactive),
+		LocationTokens:      maps.Clone(c.locationTokens),
+		RateLimited:         maps.Clone(c.rateLimited),
+		MaxInWindow:         make(map[string]int, len(s.limits)),
+		ContactCreates:      maps.Clone(c.contactCreates),
+		ContactUpdates:      maps.Clone(c.contactUpdates),
+		UpsertsWithoutKey:   maps.Clone(c.upsertsWithoutKey),
+		DuplicateRefusals:   maps.Clone(c.duplicateRefusals),
+		IgnoredFields:       maps.Clone(c.ignoredFields),
+		ContactSearches:     maps.Clone(c.contactSearches),
+		CustomFieldCreates:  maps.Clone(c.customFieldCreates),
+		TagAdds:             maps.Clone(c.tagAdds),
+		TagRemoves:          maps.Clone(c.tagRemoves),
+		AppointmentCreates:  maps.Clone(c.apptCreates),
+		AppointmentUpdates:  maps.Clone(c.apptUpdates),
+		AppointmentDeletes:  maps.Clone(c.apptDeletes),
+		ExpiredTokenCalls:   c.expiredTokenCalls,
+		UnknownTokenCalls:   c.unknownTokenCalls,
+		RevokedTokenCalls:   c.revokedTokenCalls,
+		Faults:              c.faults,
+		ContactsNotFound:    c.contactsNotFound,
+		MalformedIDs:        c.malformedIDs,
+		UnknownCustomFields: c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
 		if w.max > 0 {
