@@ -50,7 +50,51 @@ var (
 	// invalid). Refresh the token and call again. A 401 from the token
 	// endpoint, which takes no bearer token, is not this.
 	ErrUnauthorized = errors.New("ghl: unauthorized")
+
+	// ErrNotFound: GHL says the record does not exist. GHL documents no 404
+	// for contacts and events and answers an unknown one with 400 "Contact
+	// with id … not found", so a 404 or a 400 whose message says "not
+	// found" is this.
+	ErrNotFound = errors.New("ghl: not found")
 )
+
+// DuplicateContactError is GHL's 400 "This location does not allow
+// duplicated contacts.": the email or phone of a create or update is
+// another contact's. It is the Err of the *ErrorResponse, so
+// errors.As(err, &dup) finds it.
+type DuplicateContactError struct {
+	// ContactID is the contact that holds the value (GHL's meta.contactId).
+	ContactID string
+	// MatchingField is the field that matched: "email" or "phone".
+	MatchingField string
+}
+
+func (e *DuplicateContactError) Error() string {
+	return fmt.Sprintf("ghl: duplicate of contact %s by %s", e.ContactID, e.MatchingField)
+}
+
+// duplicateOf reads the meta of GHL's duplicate-contact 400, nil for any
+// other answer. The values are ids and field names, kept only when short
+// and printable.
+func duplicateOf(status int, data []byte) *DuplicateContactError {
+	if status != http.StatusBadRequest {
+		return nil
+	}
+	var body struct {
+		Meta struct {
+			ContactID     string `json:"contactId"`
+			MatchingField string `json:"matchingField"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(data, &body) != nil || body.Meta.ContactID == "" {
+		return nil
+	}
+	id, field := cleanMessage(body.Meta.ContactID, nil), cleanMessage(body.Meta.MatchingField, nil)
+	if id != body.Meta.ContactID || len(id) > 255 || len(field) > 64 {
+		return nil
+	}
+	return &DuplicateContactError{ContactID: id, MatchingField: field}
+}
 
 // ErrorResponse is a non-2xx answer from GHL other than 429.
 //
@@ -67,7 +111,8 @@ type ErrorResponse struct {
 	// and path for errors from CheckResponse.
 	Endpoint string
 	// Err is the kind of error: ErrInvalidGrant, ErrLocationInactive,
-	// ErrUnauthorized, or nil for any other.
+	// ErrUnauthorized, ErrNotFound, a *DuplicateContactError, or nil for any
+	// other.
 	Err error
 }
 
@@ -139,11 +184,15 @@ func checkResponse(r *http.Response, endpoint string, now time.Time, secrets []s
 			Message:    cleanMessage(msg, secrets),
 		}
 	}
+	kind := errorKind(r, all)
+	if dup := duplicateOf(r.StatusCode, data); dup != nil {
+		kind = dup
+	}
 	return &ErrorResponse{
 		StatusCode: r.StatusCode,
 		Message:    cleanMessage(msg, secrets),
 		Endpoint:   endpoint,
-		Err:        errorKind(r, all),
+		Err:        kind,
 	}
 }
 
@@ -204,6 +253,9 @@ func errorKind(r *http.Response, all string) error {
 		return ErrLocationInactive
 	case r.StatusCode == http.StatusUnauthorized && bearer(r.Request):
 		return ErrUnauthorized
+	case r.StatusCode == http.StatusNotFound,
+		r.StatusCode == http.StatusBadRequest && strings.Contains(all, "not found"):
+		return ErrNotFound
 	}
 	return nil
 }
@@ -311,8 +363,9 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// IsNotFound reports whether GHL says the record does not exist (404).
-func IsNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+// IsNotFound reports whether GHL says the record does not exist: a 404, or
+// a 400 whose message says not found (ErrNotFound).
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // IsTokenRejected reports whether an API call's bearer token was rejected
 // (ErrUnauthorized): refresh the token and call again.
