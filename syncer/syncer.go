@@ -64,13 +64,19 @@ type State interface {
 	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
+	// Settings returns the location's settings (its phone region).
+	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 }
 
 // Contacts is the part of GHL's contacts API a sync uses;
 // *ghl.ContactsService is one.
 type Contacts interface {
 	Upsert(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, bool, *ghl.Response, error)
+	Create(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
 	Update(ctx context.Context, accessToken, contactID string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
+	Search(ctx context.Context, accessToken, locationID string, filters ...ghl.SearchFilter) ([]ghl.Contact, *ghl.Response, error)
+	CustomFields(ctx context.Context, accessToken, locationID string) ([]ghl.FieldDef, *ghl.Response, error)
+	CreateCustomField(ctx context.Context, accessToken, locationID, name, dataType string) (*ghl.FieldDef, *ghl.Response, error)
 	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Appointment, *ghl.Response, error)
 }
 
