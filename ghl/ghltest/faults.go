@@ -18,6 +18,8 @@ import (
 // a reused connection; use a POST or a fresh connection to see the drop.
 type Fault struct {
 	// Path matches requests whose URL path starts with it; "" matches all.
+	// A Path ending in "{$}" matches only the path before it ("/contacts/{$}"
+	// is the create, not every contact call).
 	Path string
 	// Method, when set, matches only requests of that method.
 	Method string
@@ -80,7 +82,7 @@ func (s *Server) takeFault(method, path, subj string) (Fault, bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	for i, e := range s.faults {
-		if !strings.HasPrefix(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) ||
+		if !pathMatches(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) ||
 			(e.f.Method != "" && e.f.Method != method) {
 			continue
 		}
@@ -94,6 +96,13 @@ func (s *Server) takeFault(method, path, subj string) (Fault, bool) {
 		return e.f, true
 	}
 	return Fault{}, false
+}
+
+func pathMatches(path, pattern string) bool {
+	if exact, ok := strings.CutSuffix(pattern, "{$}"); ok {
+		return path == exact
+	}
+	return strings.HasPrefix(path, pattern)
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
