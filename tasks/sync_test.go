@@ -312,7 +312,7 @@ func (e *syncEnv) checkContacts(t testing.TB, loc string, patients int) map[stri
 			Name: p.FirstName + " " + p.LastName, Email: p.Email, Phone: phone, Address1: p.Address1,
 			City: p.City, PostalCode: p.PostalCode, Country: p.Country, Tags: []string{},
 			CustomFields: []ghltest.CustomField{{ID: field, Value: p.ExternalID}},
-			DateAdded: c.DateAdded, DateUpdated: c.DateUpdated}
+			DateAdded:    c.DateAdded, DateUpdated: c.DateUpdated}
 		if p.DateOfBirth != nil {
 			want.DateOfBirth = p.DateOfBirth.Format("2006-01-02")
 		}
