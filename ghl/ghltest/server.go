@@ -13,6 +13,16 @@
 // wrong or missing Version header a 400. Location endpoints take only that
 // location's token (403 otherwise). Scopes are not checked.
 //
+// Contacts behave as GHL.md's "What real GHL does that a kind fake hides"
+// says: an unknown contact id answers 400 "Contact with id … not found"
+// (never 404) and a malformed one 500; the upsert needs an email or a
+// phone and, when the two match two contacts, updates the one the
+// location's priority puts first and ignores the other field; creates and
+// updates of another contact's email or phone are refused with the
+// duplicate 400 and its meta unless the location allows duplicates
+// (SetContactSettings); PUT takes only the update DTO's fields; search
+// answers dates of birth in epoch ms. Counters for each are in Stats.
+//
 // Counters, rate limits and faults are keyed by the subject of a token: the
 // location ID for a Location token, the company ID for a Company (agency)
 // token. The methods name that parameter locationID because almost every

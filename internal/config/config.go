@@ -26,12 +26,14 @@ import (
 )
 
 // DefaultScopes are the OAuth scopes ghlsync asks for: contacts, calendars,
-// calendar events, locations and oauth, read and write.
+// calendar events, locations (and their custom fields, where the patient
+// id field lives) and oauth, read and write.
 var DefaultScopes = []string{
 	"contacts.readonly", "contacts.write",
 	"calendars.readonly", "calendars.write",
 	"calendars/events.readonly", "calendars/events.write",
 	"locations.readonly",
+	"locations/customFields.readonly", "locations/customFields.write",
 	"oauth.readonly", "oauth.write",
 }
 
