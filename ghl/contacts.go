@@ -136,10 +136,15 @@ func (c *Contact) FieldValue(id string) (string, bool) {
 	return "", false
 }
 
+// contactResponse is GHL's {"contact": {…}} answer, with the upsert's
+// "new". Only a literal true is new: a side field of another type must not
+// fail the write.
 type contactResponse struct {
-	New     bool     `json:"new"`
-	Contact *Contact `json:"contact"`
+	New     json.RawMessage `json:"new"`
+	Contact *Contact        `json:"contact"`
 }
+
+func (r *contactResponse) isNew() bool { return string(r.New) == "true" }
 
 // Upsert creates c in c.LocationID, or updates the contact GHL finds by the
 // location's duplicate rules (email, phone). It reports whether the contact
@@ -176,7 +181,7 @@ func (s *ContactsService) Upsert(ctx context.Context, accessToken string, c *Con
 	if out.Contact == nil || out.Contact.ID == "" {
 		return nil, false, resp, r.errorf("response has no contact id")
 	}
-	return out.Contact, out.New, resp, nil
+	return out.Contact, out.isNew(), resp, nil
 }
 
 // Create creates c in c.LocationID without looking for a match (a contact

@@ -2,6 +2,7 @@ package ghl
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 )
@@ -39,13 +40,22 @@ func (s *ContactsService) Search(ctx context.Context, accessToken, locationID st
 		return nil, nil, err
 	}
 	var out struct {
-		Contacts []Contact `json:"contacts"`
+		Contacts []json.RawMessage `json:"contacts"`
 	}
 	resp, err := s.client.do(ctx, r, &out)
 	if err != nil {
 		return nil, resp, err
 	}
-	return out.Contacts, resp, nil
+	// A result that is not a contact with an id is skipped, not a failure
+	// of the whole search.
+	contacts := make([]Contact, 0, len(out.Contacts))
+	for _, raw := range out.Contacts {
+		var c Contact
+		if json.Unmarshal(raw, &c) == nil && c.ID != "" {
+			contacts = append(contacts, c)
+		}
+	}
+	return contacts, resp, nil
 }
 
 // AddTags adds tags to the contact contactID, keeping its others, and

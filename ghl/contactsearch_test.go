@@ -59,8 +59,9 @@ func TestContactsSearch(t *testing.T) {
 		testJSON(t, r, `{"locationId":"loc-1","page":1,"pageLimit":100,
 			"filters":[{"field":"customFields.cf-1","operator":"eq","value":"P-1"}]}`)
 		// Search answers dateOfBirth in epoch ms (#314).
+		// A result of another shape is skipped.
 		writeJSON(w, http.StatusOK, `{"contacts":[{"id":"con-1","dateOfBirth":-4861728000000,"attributions":[{}],
-			"customFields":[{"id":"cf-1","value":"P-1"}]}],"total":1}`)
+			"customFields":[{"id":"cf-1","value":"P-1"}]},"junk",{"id":9}],"total":"one"}`)
 	})
 	got, _, err := c.Contacts.Search(t.Context(), testAccessToken, "loc-1", CustomFieldIs("cf-1", "P-1"))
 	if err != nil {
@@ -118,5 +119,30 @@ func TestContactsCustomFields(t *testing.T) {
 	f, _, err := c.Contacts.CreateCustomField(t.Context(), testAccessToken, "loc-1", "Clinic ID", "TEXT")
 	if err != nil || f.ID != "cf-2" {
 		t.Errorf("CreateCustomField = %+v, %v", f, err)
+	}
+}
+
+// A successful upsert stays a success whatever GHL's answer carries beside
+// the contact's id: a "new" that is not a boolean, a date of birth in
+// epoch ms, side fields of odd types.
+func TestContactsUpsert_OddAnswer(t *testing.T) {
+	t.Parallel()
+	c, b := setup(t)
+	b.mux.HandleFunc("POST /contacts/upsert", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, `{"new":"yes","traceId":7,"contact":{"id":"con-1","dateOfBirth":327369600000,
+			"phone":{"number":"+15550100"},"dnd":"no","birthDay":"17","customFields":{"a":1}}}`)
+	})
+	got, isNew, _, err := c.Contacts.Upsert(t.Context(), testAccessToken, &Contact{LocationID: "loc-1", Email: "a@b.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (&Contact{ID: "con-1", DateOfBirth: "1980-05-17"}); !cmp.Equal(want, got) || isNew {
+		t.Errorf("Upsert = %+v, new %t; want %+v, not new", got, isNew, want)
+	}
+	b.mux.HandleFunc("POST /contacts/{$}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusCreated, `{"contact":{"id":["con-1"]}}`)
+	})
+	if _, _, err := c.Contacts.Create(t.Context(), testAccessToken, &Contact{LocationID: "loc-1"}); err == nil {
+		t.Error("Create accepted an answer whose id is not a string")
 	}
 }
