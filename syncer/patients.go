@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -30,7 +32,10 @@ import (
 //     location's contacts for the patient id in the custom field, and
 //     updates the contact it finds instead of creating another. So a lost
 //     answer never makes a second contact, whether the patient has an
-//     email, only a phone or neither.
+//     email, only a phone or neither. GHL's search shows a write seconds
+//     after it, so the search waits until Engine.SearchSettle (10 s) has
+//     passed since the create was sent (within a run: since its call
+//     ended).
 //   - When GHL refuses an update as a duplicate (the location does not
 //     allow duplicates and another contact has the email or phone), the
 //     patient is linked to that contact (GHL's meta.contactId) and it is
@@ -192,6 +197,9 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 
 	out := updated
 	if st.ContactID == "" && st.CreatingAt != nil {
+		if err := r.settleSearch(ctx, *st.CreatingAt); err != nil {
+			return 0, err
+		}
 		id, err := r.findPatientContact(ctx, st.ExternalID, field)
 		if err != nil {
 			return 0, err
@@ -274,6 +282,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 			return resp, err
 		})
 		if err != nil {
+			st.CreatingAt = ptr(r.e.now().UTC()) // GHL may have acted as late as this
 			return 0, err
 		}
 		return created, r.patientSent(ctx, st, got.ID, hash)
@@ -288,6 +297,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 		return resp, err
 	})
 	if err != nil {
+		st.CreatingAt = ptr(r.e.now().UTC())
 		return 0, err
 	}
 	if err := r.checkMerged(ctx, st.ExternalID, got.ID); err != nil {
@@ -321,6 +331,31 @@ func ignoredField(sent, got *ghl.Contact) string {
 		return "phone"
 	}
 	return ""
+}
+
+// defaultSearchSettle is Engine.SearchSettle's default: GHL says its
+// search shows a write "a few seconds" after it.
+const defaultSearchSettle = 10 * time.Second
+
+// settleSearch waits until a contact GHL may have created at shows in
+// its search (Engine.SearchSettle after it).
+func (r *run) settleSearch(ctx context.Context, at time.Time) error {
+	settle := r.e.SearchSettle
+	if settle <= 0 {
+		settle = defaultSearchSettle
+	}
+	wait := at.Add(settle).Sub(r.e.now())
+	if wait <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-r.e.ShuttingDown: // a nil channel never is
+		return errShuttingDown
+	case <-clock.Or(r.e.Clock).After(wait):
+		return nil
+	}
 }
 
 // findPatientContact returns the location's contact whose patient id

@@ -133,6 +133,10 @@ type Engine struct {
 	// Budget is how long a run sends records before it hands over to a
 	// follow-up; 3m.
 	Budget time.Duration
+	// SearchSettle is how long after a contact create whose answer was
+	// lost the sync waits before it searches for the contact: GHL's search
+	// index shows a write seconds after it; 10s.
+	SearchSettle time.Duration
 }
 
 // Validate reports a required field that is not set. Call it at start.

@@ -259,3 +259,31 @@ func TestSyncRepeated500IsTheRecordsFailure(t *testing.T) {
 		t.Errorf("result %+v after %s, want p-0004 failed with GHL's 500 and the rest updated", res, time.Since(start))
 	}
 }
+
+// GHL's search shows a new contact seconds after it is made: after a lost
+// create the sync waits SearchSettle before it searches, so it finds the
+// contact rather than making another. With a settle shorter than the lag
+// the fake makes the duplicate GHL would, which shows the lag is real.
+func TestSyncLostCreateWaitsForGHLsSearch(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		settle   time.Duration
+		contacts int
+		lagged   bool
+	}{{settle: 2500 * time.Millisecond, contacts: 1}, {settle: time.Millisecond, contacts: 2, lagged: true}} {
+		e := setupSync(t, ghltest.Options{SearchLag: 2 * time.Second}, func(h *tasks.SyncHandlers, _ *storetest.Stack) {
+			h.SearchSettle = tc.settle
+		}, "loc1")
+		if err := e.Store.InsertPatients(context.Background(), []store.Patient{{LocationID: "loc1", ExternalID: "p-1", FirstName: "Nameless"}}); err != nil {
+			t.Fatal(err)
+		}
+		e.Fake.InjectFault(ghltest.Fault{Method: "POST", Path: "/contacts/{$}", DropAfter: true, Times: 1})
+		res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+		if n := len(e.Fake.Contacts("loc1")); n != tc.contacts || res.Created != 1 {
+			t.Errorf("settle %s: %d contacts, result %+v; want %d", tc.settle, n, res, tc.contacts)
+		}
+		if lagged := e.Fake.Stats().SearchLagged["loc1"] > 0; lagged != tc.lagged {
+			t.Errorf("settle %s: a search missed the new contact: %t, want %t", tc.settle, lagged, tc.lagged)
+		}
+	}
+}

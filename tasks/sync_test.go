@@ -100,6 +100,9 @@ func newSyncEnv(t testing.TB, opts ghltest.Options, tune func(*tasks.SyncHandler
 			Limiter:   e.limiter,
 			Locks:     &syncer.Locks{Redis: rc},
 			Log:       log,
+			// The fake shows a new contact in searches at once unless its
+			// SearchLag says otherwise; the tests of the lag set both.
+			SearchSettle: time.Second,
 		},
 		Locations: stack.Store,
 		Enqueuer:  e.client,

@@ -156,8 +156,13 @@ func (s *Server) handleSearchContacts(w http.ResponseWriter, r *http.Request, g 
 	s.mu.Lock()
 	s.stats.contactSearches[loc]++
 	var found []*Contact
+	now := s.opts.Now()
 	for _, id := range s.st.contactsByLo[loc] {
 		c := s.st.contacts[id]
+		if at, lagging := s.st.searchableAt[id]; lagging && now.Before(at) {
+			s.stats.searchLagged[loc]++
+			continue
+		}
 		if !slices.ContainsFunc(matches, func(m match) bool { return !m(c) }) {
 			found = append(found, c)
 		}
@@ -172,6 +177,18 @@ func (s *Server) handleSearchContacts(w http.ResponseWriter, r *http.Request, g 
 		Total    int           `json:"total"`
 		TraceID  string        `json:"traceId"`
 	}{out, len(found), newTraceID()})
+}
+
+// lagSearchLocked keeps a contact created now out of searches for
+// Options.SearchLag.
+func (s *Server) lagSearchLocked(id string, now time.Time) {
+	if s.opts.SearchLag <= 0 {
+		return
+	}
+	if s.st.searchableAt == nil {
+		s.st.searchableAt = make(map[string]time.Time)
+	}
+	s.st.searchableAt[id] = now.Add(s.opts.SearchLag)
 }
 
 type tagsInput struct {

@@ -262,6 +262,7 @@ func (st *state) match(loc, field, value, except string) *Contact {
 
 func (st *state) insertContact(c *Contact) {
 	st.contacts[c.ID] = c
+	delete(st.searchableAt, c.ID)
 	st.contactsByLo[c.LocationID] = append(st.contactsByLo[c.LocationID], c.ID)
 	st.indexContact(c)
 }
@@ -361,6 +362,7 @@ func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *
 		match = &Contact{ID: newID(), LocationID: loc, Tags: []string{}, DateAdded: now, DateUpdated: now}
 		in.apply(match, "", s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
 		s.st.insertContact(match)
+		s.lagSearchLocked(match.ID, now)
 		s.stats.contactCreates[loc]++
 	} else {
 		s.st.unindexContact(match)
@@ -412,6 +414,7 @@ func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *
 	c := &Contact{ID: newID(), LocationID: loc, Tags: []string{}, DateAdded: now, DateUpdated: now}
 	in.apply(c, "", s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
 	s.st.insertContact(c)
+	s.lagSearchLocked(c.ID, now)
 	s.stats.contactCreates[loc]++
 	out := c.answer(dobISO)
 	s.mu.Unlock()

@@ -93,6 +93,11 @@ type Options struct {
 	// LatencyAfter). A grace reuse does not call it. See SetOnTokenIssued.
 	OnTokenIssued func(locationID string)
 
+	// SearchLag is how long a new contact stays out of POST
+	// /contacts/search answers, as GHL's search index shows a write
+	// seconds after it; 0 shows it at once.
+	SearchLag time.Duration
+
 	// StatePath, if set, is a JSON state file: NewServer and New load it when
 	// it exists, Close writes it (atomically, mode 0600).
 	StatePath string

@@ -23,7 +23,10 @@ type state struct {
 	current map[string]string // subject -> newest refresh token
 	codes   map[string]*authCode
 
-	contacts     map[string]*Contact
+	contacts map[string]*Contact
+	// searchableAt is when a contact created under Options.SearchLag shows
+	// in searches; not saved, as the lag is long past on a load.
+	searchableAt map[string]time.Time
 	contactsByLo map[string][]string // location -> contact IDs, oldest first
 	byEmail      map[string][]string // location+"\x00"+lower(email) -> contact IDs
 	byPhone      map[string][]string // location+"\x00"+digits(phone) -> contact IDs

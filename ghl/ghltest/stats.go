@@ -29,6 +29,7 @@ type Stats struct {
 	DuplicateRefusals  map[string]int // creates and updates refused as duplicates
 	IgnoredFields      map[string]int // upserts whose email and phone matched two contacts: one field ignored
 	ContactSearches    map[string]int // POST /contacts/search calls answered
+	SearchLagged       map[string]int // contacts left out of a search answer by Options.SearchLag
 	CustomFieldCreates map[string]int
 	TagAdds            map[string]int
 	TagRemoves         map[string]int
@@ -55,6 +56,7 @@ type counters struct {
 	contactCreates, contactUpdates                                 map[string]int
 	upsertsWithoutKey, duplicateRefusals, ignoredFields            map[string]int
 	contactSearches, customFieldCreates, tagAdds, tagRemoves       map[string]int
+	searchLagged                                                   map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
@@ -71,7 +73,8 @@ func newCounters() *counters {
 		contactCreates: m(), contactUpdates: m(),
 		upsertsWithoutKey: m(), duplicateRefusals: m(), ignoredFields: m(),
 		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
-		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
+		searchLagged: m(),
+		apptCreates:  m(), apptUpdates: m(), apptDeletes: m(),
 		requests: make(map[reqKey]int),
 	}
 }
