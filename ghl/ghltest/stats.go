@@ -101,6 +101,7 @@ func (s *Server) Stats() Stats {
 		DuplicateRefusals:   maps.Clone(c.duplicateRefusals),
 		IgnoredFields:       maps.Clone(c.ignoredFields),
 		ContactSearches:     maps.Clone(c.contactSearches),
+		SearchLagged:        maps.Clone(c.searchLagged),
 		CustomFieldCreates:  maps.Clone(c.customFieldCreates),
 		TagAdds:             maps.Clone(c.tagAdds),
 		TagRemoves:          maps.Clone(c.tagRemoves),
