@@ -23,6 +23,9 @@ type enqueueCommand struct {
 	// the shared clock); all the fan-out task.
 	one func(loc string, now time.Time) (*asynq.Task, error)
 	all func() (*asynq.Task, error)
+	// syncType is the task type of a sync command, "" for the others: it
+	// takes --full.
+	syncType string
 }
 
 var enqueueCommands = map[string]enqueueCommand{
@@ -32,16 +35,21 @@ var enqueueCommands = map[string]enqueueCommand{
 		all:     func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(true, true) },
 	},
 	"sync-patients": {
-		timeout: 10 * time.Minute,
-		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewPatientsSyncTask(loc) },
-		all:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
+		timeout:  10 * time.Minute,
+		one:      func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewPatientsSyncTask(loc) },
+		all:      func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
+		syncType: tasks.TypePatientsSync,
 	},
 	"sync-appointments": {
-		timeout: 10 * time.Minute,
-		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask(loc) },
-		all:     func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+		timeout:  10 * time.Minute,
+		one:      func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask(loc) },
+		all:      func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+		syncType: tasks.TypeAppointmentsSync,
 	},
 }
+
+// IsSyncCommand reports whether NAME is a sync command, which takes --full.
+func IsSyncCommand(name string) bool { return enqueueCommands[name].syncType != "" }
 
 // EnqueueTimeout is how long `enqueue NAME --wait` waits by default; ok is
 // false when NAME is no enqueue command.
@@ -61,6 +69,10 @@ type EnqueueRequest struct {
 	Wait bool
 	// Timeout is how long Wait waits; 0 means the command's default.
 	Timeout time.Duration
+	// Full, for a sync command, sends every record again whatever its
+	// hash (a repair: contacts deleted in GHL are created again, the
+	// others updated in place).
+	Full bool
 }
 
 // RunEnqueue enqueues the task of req now. Without req.Wait it prints the
@@ -86,8 +98,14 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 		return err
 	}
 	defer rc.Close()
+	if req.Full && cmd.syncType == "" {
+		return Usagef("--full is for sync-patients and sync-appointments")
+	}
 	var task *asynq.Task
-	if req.Location != "" {
+	switch {
+	case req.Full:
+		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: true})
+	case req.Location != "":
 		// The request's time is Redis's, the clock the workers compare it
 		// with: this machine's may be off.
 		var now time.Time
@@ -95,7 +113,7 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 			return err
 		}
 		task, err = cmd.one(req.Location, now)
-	} else {
+	default:
 		task, err = cmd.all()
 	}
 	if err != nil {

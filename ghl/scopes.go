@@ -11,6 +11,7 @@ var endpointScopes = map[string]string{
 	"contacts.upsert":             "contacts.write",
 	"contacts.create":             "contacts.write",
 	"contacts.update":             "contacts.write",
+	"contacts.delete":             "contacts.write",
 	"contacts.addTags":            "contacts.write",
 	"contacts.removeTags":         "contacts.write",
 	"contacts.get":                "contacts.readonly",

@@ -25,7 +25,48 @@ type LocationSettings struct {
 	// country code is read in, and the country assumed for an address
 	// without one; empty means DefaultPhoneRegion.
 	PhoneRegion string `gorm:"size:2;not null;default:''"`
+	// DeletionAction is what a sync does to the contact of a patient the
+	// clinic deleted: DeletionTagDND (also for ''), DeletionDelete or
+	// DeletionNone. A deleted appointment is cancelled whichever.
+	DeletionAction string `gorm:"size:16;not null;default:''"`
+	// DeletionCap is the most deletions one pass may act on; a pass that
+	// finds more acts on none. 0 means the default: 5% of the location's
+	// records of that kind in GHL, or DefaultDeletionCap if larger.
+	DeletionCap int `gorm:"not null;default:0"`
 	UpdatedAt   time.Time
+}
+
+// Deletion actions (LocationSettings.DeletionAction).
+const (
+	// DeletionTagDND tags the contact DeletedTag and turns its DND on: it
+	// stays in GHL, with its history, and gets no more messages.
+	DeletionTagDND = "tag_dnd"
+	// DeletionDelete deletes the contact in GHL.
+	DeletionDelete = "delete"
+	// DeletionNone leaves the contact as it is.
+	DeletionNone = "none"
+	// DeletedTag is the tag DeletionTagDND puts on the contact.
+	DeletedTag = "ghlsync:deleted"
+	// DefaultDeletionCap is the smallest default cap.
+	DefaultDeletionCap = 50
+)
+
+// Deletion returns the location's deletion action, DeletionTagDND when
+// unset.
+func (ls LocationSettings) Deletion() string {
+	if ls.DeletionAction == "" {
+		return DeletionTagDND
+	}
+	return ls.DeletionAction
+}
+
+// DeletionLimit is the location's deletion cap for a kind of which GHL
+// holds records records.
+func (ls LocationSettings) DeletionLimit(records int) int {
+	if ls.DeletionCap > 0 {
+		return ls.DeletionCap
+	}
+	return max(DefaultDeletionCap, records*5/100)
 }
 
 // TableName pins the table name.
@@ -57,6 +98,14 @@ func (ls LocationSettings) Validate() error {
 	}
 	if ls.PhoneRegion != "" && !regionCode.MatchString(ls.PhoneRegion) {
 		return fmt.Errorf("phone region %q: want an ISO 3166 alpha-2 code such as US or GB", ls.PhoneRegion)
+	}
+	switch ls.DeletionAction {
+	case "", DeletionTagDND, DeletionDelete, DeletionNone:
+	default:
+		return fmt.Errorf("deletion action %q: want %s, %s or %s", ls.DeletionAction, DeletionTagDND, DeletionDelete, DeletionNone)
+	}
+	if ls.DeletionCap < 0 {
+		return fmt.Errorf("deletion cap %d: want 0 (the default) or more", ls.DeletionCap)
 	}
 	return nil
 }

@@ -31,7 +31,10 @@ type Patient struct {
 	City        string     `gorm:"size:255;not null;default:''"`
 	PostalCode  string     `gorm:"size:32;not null;default:''"`
 	Country     string     `gorm:"size:64;not null;default:''"`
-	UpdatedAt   time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	// DeletedAt is set when the clinic deletes the patient: the sync acts
+	// on its contact by the location's DeletionAction and sends it no more.
+	DeletedAt *time.Time
+	UpdatedAt time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
 }
 
 // TableName pins the table name: the clinic system writes to it by name.
@@ -63,8 +66,11 @@ type Appointment struct {
 	// PractitionerExternalID is the clinic's practitioner (a row of
 	// practitioners), whose GHL user the appointment is booked with; ''
 	// for none.
-	PractitionerExternalID string    `gorm:"size:128;not null;default:''"`
-	UpdatedAt              time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	PractitionerExternalID string `gorm:"size:128;not null;default:''"`
+	// DeletedAt is set when the clinic deletes the appointment: the sync
+	// cancels it in GHL and sends it no more.
+	DeletedAt *time.Time
+	UpdatedAt time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
 }
 
 // TableName pins the table name: the clinic system writes to it by name.
@@ -138,14 +144,15 @@ const patientColumns = `p.external_id, p.first_name, p.last_name, p.email, p.pho
 const patientSyncColumns = `s.location_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
 	s.failed_hash, s.last_error, s.failed_at`
 
-// PatientPage returns up to limit patients of loc whose external id sorts
+// PatientPage returns up to limit patients of loc, deleted ones (deleted_at
+// set) left out, whose external id sorts
 // after after, in external id order, with their sync state: one page of a
 // keyset walk through the table that holds at most one page in memory.
 func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) ([]PatientRow, error) {
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
 		FROM patients p LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
-		WHERE p.location_id = ? AND p.external_id > ?
+		WHERE p.location_id = ? AND p.external_id > ? AND p.deleted_at IS NULL
 		ORDER BY p.external_id
 		LIMIT ?`, loc, after, limit).Rows()
 	if err != nil {
@@ -172,7 +179,7 @@ func (s *Store) PatientByExternalID(ctx context.Context, loc, externalID string)
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
 		FROM patients p LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
-		WHERE p.location_id = ? AND p.external_id = ?`, loc, externalID).Rows()
+		WHERE p.location_id = ? AND p.external_id = ? AND p.deleted_at IS NULL`, loc, externalID).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("store.PatientByExternalID %s %s: %w", loc, externalID, err)
 	}
@@ -223,7 +230,8 @@ type PractitionerRow struct {
 	Name, Email, GHLUserID string
 }
 
-// AppointmentPage returns up to limit appointments of loc whose external id
+// AppointmentPage returns up to limit appointments of loc, deleted ones left
+// out, whose external id
 // sorts after after, in external id order, with their sync state, their
 // patient's GHL contact, their practitioner and their calendar's default
 // user.
@@ -243,7 +251,7 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 			ON pr.location_id = a.location_id AND pr.external_id = a.practitioner_external_id
 		LEFT JOIN calendar_settings cs
 			ON cs.location_id = a.location_id AND cs.calendar_id = a.calendar_id
-		WHERE a.location_id = ? AND a.external_id > ?
+		WHERE a.location_id = ? AND a.external_id > ? AND a.deleted_at IS NULL
 		ORDER BY a.external_id
 		LIMIT ?`, loc, after, limit).Rows()
 	if err != nil {

@@ -85,12 +85,14 @@ type SyncRun struct {
 	StartedAt  time.Time `gorm:"not null;index:sync_runs_location,priority:3;index"`
 	FinishedAt *time.Time
 	// Outcome is SyncRunning until the run ends.
-	Outcome     string `gorm:"size:32;not null;default:running"`
-	Scanned     int    `gorm:"not null;default:0"`
-	Created     int    `gorm:"not null;default:0"`
-	Updated     int    `gorm:"not null;default:0"`
-	Unchanged   int    `gorm:"not null;default:0"`
-	Failed      int    `gorm:"not null;default:0"`
+	Outcome   string `gorm:"size:32;not null;default:running"`
+	Scanned   int    `gorm:"not null;default:0"`
+	Created   int    `gorm:"not null;default:0"`
+	Updated   int    `gorm:"not null;default:0"`
+	Unchanged int    `gorm:"not null;default:0"`
+	Failed    int    `gorm:"not null;default:0"`
+	// Deleted counts the deletions the run acted on in GHL.
+	Deleted     int    `gorm:"not null;default:0"`
 	ContinuedBy string `gorm:"size:160;not null;default:''"`
 	Error       string `gorm:"type:text;not null;default:''"`
 }
@@ -200,7 +202,7 @@ func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 	err := s.db.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
 		"cursor": r.Cursor, "finished_at": now, "outcome": r.Outcome,
 		"scanned": r.Scanned, "created": r.Created, "updated": r.Updated, "unchanged": r.Unchanged,
-		"failed": r.Failed, "continued_by": r.ContinuedBy, "error": r.Error,
+		"failed": r.Failed, "deleted": r.Deleted, "continued_by": r.ContinuedBy, "error": r.Error,
 	}).Error
 	if err != nil {
 		return fmt.Errorf("store.FinishSyncRun %s: %w", r.LocationID, err)

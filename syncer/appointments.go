@@ -196,6 +196,8 @@ func (ar *appointmentRun) planAppointment(a *store.AppointmentRow) item {
 	failKey := contentHash("refused/1", []string{hash, a.ContactID})
 	it := item{key: a.ExternalID}
 	switch {
+	case r.force:
+		// A repair sends it whatever GHL was last sent or refused.
 	case failKey == a.Sync.FailedHash:
 		it.known = "unchanged since it was refused: " + a.Sync.LastError
 		return it

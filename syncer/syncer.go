@@ -69,16 +69,30 @@ type State interface {
 	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
+	// Settings returns the location's settings (its phone region, notify).
 	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 	SetLocationInfo(ctx context.Context, loc, name, timezone string) error
+	// Deletions (deletions.go).
+	DeletedPatients(ctx context.Context, loc string, limit int) ([]store.Deletion, error)
+	DeletedAppointments(ctx context.Context, loc string, limit int) ([]store.Deletion, error)
+	SyncedCounts(ctx context.Context, loc string) (patients, appointments int, err error)
+	ForgetPatientSync(ctx context.Context, loc, externalID string) error
+	ForgetAppointmentSync(ctx context.Context, loc, externalID string) error
 }
 
 // Contacts is the part of GHL's contacts API a sync uses;
 // *ghl.ContactsService is one.
 type Contacts interface {
 	Upsert(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, bool, *ghl.Response, error)
+	Create(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
 	Update(ctx context.Context, accessToken, contactID string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
+	Search(ctx context.Context, accessToken, locationID string, filters ...ghl.SearchFilter) ([]ghl.Contact, *ghl.Response, error)
+	CustomFields(ctx context.Context, accessToken, locationID string) ([]ghl.FieldDef, *ghl.Response, error)
+	CreateCustomField(ctx context.Context, accessToken, locationID, name, dataType string) (*ghl.FieldDef, *ghl.Response, error)
 	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Event, *ghl.Response, error)
+	AddTags(ctx context.Context, accessToken, contactID string, tags []string) ([]string, *ghl.Response, error)
+	SetDND(ctx context.Context, accessToken, contactID string, on bool) (*ghl.Response, error)
+	Delete(ctx context.Context, accessToken, contactID string) (*ghl.Response, error)
 }
 
 // Calendars is the part of GHL's calendars API a sync uses;
@@ -151,6 +165,10 @@ type Engine struct {
 	// Budget is how long a run sends records before it hands over to a
 	// follow-up; 3m.
 	Budget time.Duration
+	// SearchSettle is how long after a contact create whose answer was
+	// lost the sync waits before it searches for the contact: GHL's search
+	// index shows a write seconds after it; 10s.
+	SearchSettle time.Duration
 }
 
 // Validate reports a required field that is not set. Call it at start.
@@ -199,6 +217,10 @@ const (
 	OutcomeRateLimited = "rate_limited"
 	// OutcomeError: the run stopped on an error and is retried.
 	OutcomeError = "error"
+	// OutcomeDeletionCapped: the pass found more deletions than the
+	// location's cap allows and stopped before changing anything in GHL;
+	// not retried (deletions.go).
+	OutcomeDeletionCapped = "deletion_capped"
 )
 
 // ErrFinal marks an error that retrying cannot cure (the location needs
@@ -224,6 +246,9 @@ type Result struct {
 	Failed    []FailedRecord `json:"failed"`
 	// FailedCount counts every failed record, listed or not.
 	FailedCount int `json:"failed_count"`
+	// Deleted counts the records deleted in the clinic that the pass acted
+	// on in GHL (deletions.go).
+	Deleted int `json:"deleted"`
 	// ContactsCreated counts the contacts an appointment sync created for
 	// patients that had none yet.
 	ContactsCreated int `json:"contacts_created,omitempty"`
@@ -244,6 +269,7 @@ func (res *Result) add(n tally) {
 	res.Updated += n.updated
 	res.Unchanged += n.unchanged
 	res.ContactsCreated += n.contactsCreated
+	res.Deleted += n.deleted
 	res.FailedCount += n.failedCount
 	for _, f := range n.failed {
 		if len(res.Failed) < MaxFailedListed {
@@ -275,6 +301,9 @@ type Request struct {
 	Pass *Result
 	// RunID names the run in the run log (the task id).
 	RunID string
+	// Force sends every record whatever its hash, as if it had changed (a
+	// repair: a contact deleted in GHL is created again).
+	Force bool
 	// Continue hands the rest of the pass to a follow-up run that starts
 	// after pass.Cursor with pass as its Pass, and returns the follow-up's
 	// id. It is called only when the run stopped short of the table's end,
@@ -403,7 +432,16 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 		return res, err
 	}
 	r := newRun(e, k, loc)
-	cursor, done := r.walk(runCtx, req.After, k.pages(r))
+	r.force = req.Force
+	cursor, done := req.After, false
+	if req.After == "" {
+		// The pass's first run: act on what the clinic deleted first, so
+		// that a capped pass changes nothing in GHL.
+		r.deletions(runCtx)
+	}
+	if !r.stopping() {
+		cursor, done = r.walk(runCtx, req.After, k.pages(r))
+	}
 	n := r.tally()
 	res.add(n)
 	res.Cursor = cursor
@@ -433,13 +471,14 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 
 	runLog.Cursor, runLog.Outcome, runLog.ContinuedBy, runLog.Error = cursor, outcome, res.ContinuedBy, msg
 	runLog.Scanned, runLog.Created, runLog.Updated, runLog.Unchanged, runLog.Failed = n.scanned, n.created, n.updated, n.unchanged, n.failedCount
+	runLog.Deleted = n.deleted
 	if err := e.State.FinishSyncRun(context.WithoutCancel(ctx), runLog); err != nil {
 		e.log().Warn("could not record the end of a sync run", "location", loc, "kind", k.name, "err", err)
 	}
 	res = finish(outcome, msg)
 	attrs := []any{"kind", k.name, "location", loc, "batch", res.Batch, "outcome", outcome,
 		"scanned", n.scanned, "created", n.created, "updated", n.updated, "unchanged", n.unchanged,
-		"failed", n.failedCount, "pass_duration", res.Duration, "continued_by", res.ContinuedBy}
+		"failed", n.failedCount, "deleted", n.deleted, "pass_duration", res.Duration, "continued_by", res.ContinuedBy}
 	switch outcome {
 	case OutcomeCompleted, OutcomeContinued:
 		e.log().Info("sync run ended", attrs...)
@@ -463,7 +502,10 @@ func (e *Engine) observeRun(kind, outcome string) {
 // message and the error Run returns.
 func stopOutcome(err error) (string, string, error) {
 	var se *statusError
+	var ce *deletionCapError
 	switch {
+	case errors.As(err, &ce):
+		return OutcomeDeletionCapped, ce.Error(), fmt.Errorf("%s: %w", ce.Error(), ErrFinal)
 	case errors.As(err, &se):
 		// A company token is not a location: an error, not a state.
 		outcome := string(se.status)

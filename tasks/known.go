@@ -53,13 +53,13 @@ var types = []TypeInfo{
 	},
 	{
 		Type: TypePatientsSync, Queue: QueueDefault,
-		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one`,
+		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandlePatientsSync },
 	},
 	{
 		Type: TypeAppointmentsSync, Queue: QueueDefault,
-		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one`,
+		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandleAppointmentsSync },
 	},
@@ -108,11 +108,12 @@ func (t TypeInfo) CheckPayload(payload []byte) error {
 }
 
 // checkSyncPayload accepts what an operator may ask of a sync: nothing
-// (every active location) or one location. The rest of SyncPayload is a
-// pass's own bookkeeping.
+// (every active location) or one location, and force (send every record
+// again). The rest of SyncPayload is a pass's own bookkeeping.
 func checkSyncPayload(p []byte) error {
 	var v struct {
 		LocationID string `json:"location_id"`
+		Force      bool   `json:"force"`
 	}
 	if err := decodeStrict(p, &v); err != nil {
 		return err

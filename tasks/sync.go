@@ -28,6 +28,10 @@ type SyncPayload struct {
 	// Pass is the result of the pass's earlier runs, which a follow-up
 	// carries on: the result of a pass's last run covers the whole pass.
 	Pass *syncer.Result `json:"pass,omitempty"`
+	// Force sends every record again whatever its hash (enqueue --full):
+	// a repair of the CRM. A fan-out hands it to each location's task and a
+	// pass to its follow-ups.
+	Force bool `json:"force,omitempty"`
 }
 
 // syncTimeout bounds a run: the wait for the location's lock (syncer.Locks
@@ -38,6 +42,16 @@ const syncTimeout = 15 * time.Minute
 // loc into GHL as contacts, or of every active location when loc is "".
 func NewPatientsSyncTask(loc string) (*asynq.Task, error) {
 	return newSyncTask(TypePatientsSync, SyncPayload{LocationID: loc})
+}
+
+// NewSyncTask returns a sync task of taskType (TypePatientsSync or
+// TypeAppointmentsSync) with the operator's choices of p: its location
+// ("" for every active one) and Force.
+func NewSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
+	if _, ok := syncKinds[taskType]; !ok {
+		return nil, fmt.Errorf("tasks: %q is no sync task type", taskType)
+	}
+	return newSyncTask(taskType, SyncPayload{LocationID: p.LocationID, Force: p.Force})
 }
 
 // NewAppointmentsSyncTask returns a task that pushes the changed
@@ -121,16 +135,16 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	if p.LocationID == "" {
-		return h.fanOut(ctx, t)
+		return h.fanOut(ctx, t, p.Force)
 	}
 	if err := checkLocationID(p.LocationID); err != nil {
 		return fmt.Errorf("%s: bad payload: %w: %w", t.Type(), err, asynq.SkipRetry)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	res, err := h.Run(ctx, syncer.Request{
-		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID,
+		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID, Force: p.Force,
 		Continue: func(ctx context.Context, pass syncer.Result) (string, error) {
-			return h.continuePass(ctx, t.Type(), taskID, pass)
+			return h.continuePass(ctx, t.Type(), taskID, pass, p.Force)
 		},
 	})
 	if res.Outcome != "" {
@@ -148,7 +162,7 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 
 // fanOut enqueues one task per active location. Each child's task id is
 // derived from the fan-out's, so a retried fan-out enqueues no child twice.
-func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task) error {
+func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, force bool) error {
 	creds, err := h.Locations.Credentials(ctx)
 	if err != nil {
 		return err
@@ -160,7 +174,7 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task) error {
 			res.Skipped = append(res.Skipped, Skipped{LocationID: c.LocationID, Reason: reason})
 			continue
 		}
-		task, err := newSyncTask(t.Type(), SyncPayload{LocationID: c.LocationID})
+		task, err := newSyncTask(t.Type(), SyncPayload{LocationID: c.LocationID, Force: force})
 		if err != nil {
 			return err
 		}
@@ -177,9 +191,10 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task) error {
 }
 
 // continuePass enqueues the follow-up of the run taskID, which carries the
-// pass's result so far and starts after its cursor, and returns its id.
-func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result) (string, error) {
-	next, err := newSyncTask(taskType, SyncPayload{LocationID: pass.Location, After: pass.Cursor, Batch: pass.Batch + 1, Pass: &pass})
+// pass's result so far and starts after its cursor, and force, and
+// returns its id.
+func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result, force bool) (string, error) {
+	next, err := newSyncTask(taskType, SyncPayload{LocationID: pass.Location, After: pass.Cursor, Batch: pass.Batch + 1, Pass: &pass, Force: force})
 	if err != nil {
 		return "", err
 	}

@@ -26,7 +26,7 @@ func (e *syncEnv) ghlClient(t *testing.T, loc string) (*ghl.Client, string) {
 	return c, access
 }
 
-func (e *syncEnv) exec(t *testing.T, sql string, args ...any) {
+func (e *syncEnv) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	if err := storetest.DB(t, e.DatabaseURL).Exec(sql, args...).Error; err != nil {
 		t.Fatal(err)

@@ -4,8 +4,8 @@
 // deletes a task or purges a queue. It needs only REDIS_URL.
 //
 //	enqueue refresh           [--location ID] [--wait] [--timeout 60s]
-//	enqueue sync-patients     [--location ID] [--wait] [--timeout 10m]
-//	enqueue sync-appointments [--location ID] [--wait] [--timeout 10m]
+//	enqueue sync-patients     [--location ID] [--full] [--wait] [--timeout 10m]
+//	enqueue sync-appointments [--location ID] [--full] [--wait] [--timeout 10m]
 //	enqueue result TASK_ID
 //	enqueue wait TASK_ID [--timeout 10m]
 //	enqueue inspect [queues | active | workers | registered] [--json]
@@ -49,8 +49,8 @@ reads only REDIS_URL.
 
 commands:
   refresh [--location ID] [--wait] [--timeout 60s]     refresh tokens now
-  sync-patients [--location ID] [--wait] [--timeout 10m]
-  sync-appointments [--location ID] [--wait] [--timeout 10m]
+  sync-patients [--location ID] [--full] [--wait] [--timeout 10m]
+  sync-appointments [--location ID] [--full] [--wait] [--timeout 10m]
   result TASK_ID                        a task's state and result, as JSON
   wait TASK_ID [--timeout 10m]          wait for a task, print its result
   inspect [queues | active | workers | registered] [--json]
@@ -72,17 +72,29 @@ type action func(ctx context.Context, cfg *config.Config, pos []string, stdout, 
 
 func enqueueCommand(name string) command {
 	timeout, _ := app.EnqueueTimeout(name)
+	sync := app.IsSyncCommand(name)
+	full, fullHelp := "", ""
+	if sync {
+		full = " [--full]"
+		fullHelp = `
+--full sends every record again whatever GHL was last sent (a repair: a
+contact or appointment deleted in GHL is created again, the rest updated
+in place).`
+	}
 	return command{
-		synopsis: fmt.Sprintf(`usage: enqueue %s [--location ID] [--wait] [--timeout %s]
+		synopsis: fmt.Sprintf(`usage: enqueue %s [--location ID]%s [--wait] [--timeout %s]
 
 Enqueues the task now, for one location or (without --location) for every
 connected one, and prints its id. With --wait it waits for the result and
-prints it as JSON: exit status 0 when the task succeeded, 1 when it failed.`, name, timeout),
+prints it as JSON: exit status 0 when the task succeeded, 1 when it failed.%s`, name, full, timeout, fullHelp),
 		bind: func(fs *flag.FlagSet) (func([]string) error, action) {
 			req := app.EnqueueRequest{Command: name}
 			fs.StringVar(&req.Location, "location", "", "location id (default: every connected location)")
 			fs.BoolVar(&req.Wait, "wait", false, "wait for the result and print it as JSON")
 			fs.DurationVar(&req.Timeout, "timeout", timeout, "how long --wait waits")
+			if sync {
+				fs.BoolVar(&req.Full, "full", false, "send every record again, whatever its hash (a repair)")
+			}
 			check := func(pos []string) error {
 				if err := cli.WantArgs(fs, pos); err != nil {
 					return err

@@ -26,8 +26,19 @@ type Stats struct {
 	InstalledLocationPages map[string]int
 	MaxInWindow            map[string]int // most API requests accepted within one RateInterval
 
-	ContactCreates     map[string]int
-	ContactUpdates     map[string]int // by upsert or PUT
+	ContactCreates map[string]int
+	ContactUpdates map[string]int // by upsert or PUT
+	ContactDeletes map[string]int // DELETE /contacts/{id} answered 200
+
+	// What GHL refuses or does silently to contact writes, per location.
+	UpsertsWithoutKey  map[string]int // upserts refused for want of email and phone
+	DuplicateRefusals  map[string]int // creates and updates refused as duplicates
+	IgnoredFields      map[string]int // upserts whose email and phone matched two contacts: one field ignored
+	ContactSearches    map[string]int // POST /contacts/search calls answered
+	SearchLagged       map[string]int // contacts left out of a search answer by Options.SearchLag
+	CustomFieldCreates map[string]int
+	TagAdds            map[string]int
+	TagRemoves         map[string]int
 	AppointmentCreates map[string]int
 	AppointmentUpdates map[string]int
 	AppointmentDeletes map[string]int
@@ -47,6 +58,10 @@ type Stats struct {
 	UnknownTokenCalls int // API calls with no or an unknown access token
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
+
+	ContactsNotFound    int // GET or PUT of an unknown contact id (400 "not found")
+	ContactMalformedIDs int // GET or PUT of a contact id of the wrong shape (500)
+	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
 type reqKey struct{ path, subject string }
@@ -56,11 +71,15 @@ type counters struct {
 	tokenCalls, codeExchanges, rotations, spentReuses, graceReuses map[string]int
 	invalidGrants, inactive, locationTokens, rateLimited           map[string]int
 	scopeDenied, userMissing, installedLocationPages               map[string]int
-	contactCreates, contactUpdates                                 map[string]int
+	contactCreates, contactUpdates, contactDeletes                 map[string]int
+	upsertsWithoutKey, duplicateRefusals, ignoredFields            map[string]int
+	contactSearches, customFieldCreates, tagAdds, tagRemoves       map[string]int
+	searchLagged                                                   map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
 	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
+	contactsNotFound, contactMalformedIDs, unknownCustomFields      int
 
 	requests map[reqKey]int
 }
@@ -71,10 +90,13 @@ func newCounters() *counters {
 		tokenCalls: m(), codeExchanges: m(), rotations: m(), spentReuses: m(), graceReuses: m(),
 		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
 		scopeDenied: m(), userMissing: m(), installedLocationPages: m(),
-		contactCreates: m(), contactUpdates: m(),
+		contactCreates: m(), contactUpdates: m(), contactDeletes: m(),
 		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
 		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
-		requests: make(map[reqKey]int),
+		upsertsWithoutKey: m(), duplicateRefusals: m(), ignoredFields: m(),
+		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
+		searchLagged: m(),
+		requests:     make(map[reqKey]int),
 	}
 }
 
@@ -99,6 +121,7 @@ func (s *Server) Stats() Stats {
 		MaxInWindow:            make(map[string]int, len(s.limits)),
 		ContactCreates:         maps.Clone(c.contactCreates),
 		ContactUpdates:         maps.Clone(c.contactUpdates),
+		ContactDeletes:         maps.Clone(c.contactDeletes),
 		AppointmentCreates:     maps.Clone(c.apptCreates),
 		AppointmentUpdates:     maps.Clone(c.apptUpdates),
 		AppointmentDeletes:     maps.Clone(c.apptDeletes),
@@ -109,7 +132,18 @@ func (s *Server) Stats() Stats {
 		ExpiredTokenCalls:      c.expiredTokenCalls,
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
+		UpsertsWithoutKey:      maps.Clone(c.upsertsWithoutKey),
+		DuplicateRefusals:      maps.Clone(c.duplicateRefusals),
+		IgnoredFields:          maps.Clone(c.ignoredFields),
+		ContactSearches:        maps.Clone(c.contactSearches),
+		SearchLagged:           maps.Clone(c.searchLagged),
+		CustomFieldCreates:     maps.Clone(c.customFieldCreates),
+		TagAdds:                maps.Clone(c.tagAdds),
+		TagRemoves:             maps.Clone(c.tagRemoves),
 		Faults:                 c.faults,
+		ContactsNotFound:       c.contactsNotFound,
+		ContactMalformedIDs:    c.contactMalformedIDs,
+		UnknownCustomFields:    c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
 		if w.max > 0 {
