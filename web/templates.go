@@ -119,7 +119,7 @@ var locationPage = page(`{{$l := .L}}<h1>{{if $l.Name}}{{$l.Name}} <small>{{$l.L
 {{if .Runs}}<table id="runs"><tr><th>Kind</th><th>Started</th><th>Took</th><th>Outcome</th><th>Counts</th><th>Task</th></tr>
 {{range .Runs}}<tr data-run="{{.ID}}"><td>{{.Kind}}</td><td>{{at .StartedAt}} <small>{{rel $.Now .StartedAt}}</small></td><td>{{took .StartedAt .FinishedAt}}</td>
 <td><span class="{{.Outcome}}">{{.Outcome}}</span>{{with .Error}}<br><small>{{.}}</small>{{end}}</td>
-<td><small>{{.Scanned}} scanned, {{.Created}} created, {{.Updated}} updated, {{.Unchanged}} unchanged, {{.Failed}} failed</small></td><td><small>{{.TaskID}}</small></td></tr>
+<td><small>{{.Scanned}} scanned, {{.Created}} created, {{.Updated}} updated, {{.Unchanged}} unchanged, {{.Failed}} failed{{with .Deleted}}, {{.}} deleted{{end}}</small></td><td><small>{{.TaskID}}</small></td></tr>
 {{end}}</table>{{else}}<p>No sync has run yet.</p>{{end}}
 
 <h2>Refreshes</h2>
