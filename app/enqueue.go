@@ -48,7 +48,8 @@ var enqueueCommands = map[string]enqueueCommand{
 	},
 }
 
-// IsSyncCommand reports whether NAME is a sync command, which takes --full.
+// IsSyncCommand reports whether NAME is a sync command, which takes --full
+// and --dry-run.
 func IsSyncCommand(name string) bool { return enqueueCommands[name].syncType != "" }
 
 // EnqueueTimeout is how long `enqueue NAME --wait` waits by default; ok is
@@ -73,6 +74,9 @@ type EnqueueRequest struct {
 	// hash (a repair: contacts deleted in GHL are created again, the
 	// others updated in place).
 	Full bool
+	// DryRun, for a sync command, counts what the sync would create,
+	// update, delete and refuse, and sends nothing to GHL.
+	DryRun bool
 }
 
 // RunEnqueue enqueues the task of req now. Without req.Wait it prints the
@@ -98,13 +102,13 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 		return err
 	}
 	defer rc.Close()
-	if req.Full && cmd.syncType == "" {
-		return Usagef("--full is for sync-patients and sync-appointments")
+	if (req.Full || req.DryRun) && cmd.syncType == "" {
+		return Usagef("--full and --dry-run are for sync-patients and sync-appointments")
 	}
 	var task *asynq.Task
 	switch {
-	case req.Full:
-		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: true})
+	case req.Full || req.DryRun:
+		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: req.Full, DryRun: req.DryRun})
 	case req.Location != "":
 		// The request's time is Redis's, the clock the workers compare it
 		// with: this machine's may be off.

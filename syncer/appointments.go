@@ -163,8 +163,12 @@ type appointmentRun struct {
 func appointmentPages(r *run) pageFunc {
 	ar := &appointmentRun{run: r}
 	return func(ctx context.Context, after string, limit int) ([]item, error) {
-		if _, err := ar.locationZone(ctx); err != nil {
-			return nil, err
+		// The zone comes from GHL, and only a push needs it: a dry run
+		// makes no call.
+		if !r.dryRun {
+			if _, err := ar.locationZone(ctx); err != nil {
+				return nil, err
+			}
 		}
 		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
 		if err != nil {
@@ -222,6 +226,7 @@ func (ar *appointmentRun) planAppointment(a *store.AppointmentRow) item {
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
+		it.creates = st.EventID == ""
 		it.push = func(ctx context.Context) (outcome, error) {
 			out, err := ar.pushAppointment(ctx, &st, a, *ga, hash)
 			var oe *ownerError

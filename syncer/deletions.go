@@ -69,6 +69,12 @@ func (r *run) deletions(ctx context.Context) {
 			records: records, configure: ls.DeletionCap == 0})
 		return
 	}
+	if r.dryRun {
+		r.mu.Lock()
+		r.n.deleted += len(found)
+		r.mu.Unlock()
+		return
+	}
 	for _, d := range found {
 		if r.stopping() || r.e.shuttingDown() {
 			return

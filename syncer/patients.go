@@ -180,6 +180,11 @@ func (r *run) planPatient(p *store.PatientRow, region string) (item, *store.Pati
 		it.invalid = err.Error()
 	} else {
 		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash) }
+		it.creates = st.ContactID == ""
+		it.check = func() error {
+			cc := *c
+			return normalizeContact(&cc, region)
+		}
 	}
 	return it, &st
 }

@@ -28,6 +28,12 @@ type item struct {
 	invalid string
 	// push sends the record to GHL.
 	push func(ctx context.Context) (outcome, error)
+	// creates: GHL holds no record of it yet, so push would create one;
+	// what a dry run counts.
+	creates bool
+	// check, when set, is what push would refuse without a call (a phone
+	// or country that cannot be read): what a dry run reports.
+	check func() error
 	// refuse records that GHL refused the content, or that it cannot be
 	// sent, so that it is not sent again until it changes.
 	refuse func(ctx context.Context, reason string) error
@@ -124,6 +130,9 @@ type run struct {
 	setup contactSetup
 	// force sends every record whatever its hash (Request.Force).
 	force bool
+	// dryRun decides as a run does and counts what it would do, making no
+	// GHL call and writing no state (Request.DryRun).
+	dryRun bool
 
 	start time.Time
 
@@ -188,9 +197,11 @@ func (r *run) stopCause() error {
 // external id of the last record covered: every record up to it was
 // looked at and, if sent, answered.
 func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor string, done bool) {
-	if err := r.ghl.load(ctx); err != nil {
-		r.stop(err)
-		return after, false
+	if !r.dryRun {
+		if err := r.ghl.load(ctx); err != nil {
+			r.stop(err)
+			return after, false
+		}
 	}
 	batch := orInt(r.e.BatchSize, 500)
 	pageSize := orInt(r.e.PageSize, 1000)
@@ -210,7 +221,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		handOver := false
 		pageStart := cursor
 		for i, it := range items {
-			if it.push != nil && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown()) {
+			if it.push != nil && !r.dryRun && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown()) {
 				handOver = true
 				break
 			}
@@ -225,6 +236,25 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 			}
 			r.mu.Unlock()
 			switch {
+			case r.dryRun && it.invalid != "":
+				r.mu.Lock()
+				r.failLocked(it.key, it.invalid)
+				r.mu.Unlock()
+			case r.dryRun && it.push != nil:
+				r.mu.Lock()
+				if it.check != nil {
+					if err := it.check(); err != nil {
+						r.failLocked(it.key, reason(err))
+						r.mu.Unlock()
+						continue
+					}
+				}
+				if it.creates {
+					r.n.created++
+				} else {
+					r.n.updated++
+				}
+				r.mu.Unlock()
 			case it.invalid != "":
 				r.refuse(ctx, it, it.invalid)
 			case it.push != nil:

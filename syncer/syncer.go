@@ -260,6 +260,8 @@ type Result struct {
 	StartedAt time.Time `json:"started_at"`
 	Duration  string    `json:"duration"`
 	Message   string    `json:"message,omitempty"`
+	// DryRun: the counts are what a sync would do; nothing was sent.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // add counts a run's tally into the pass's result.
@@ -304,6 +306,12 @@ type Request struct {
 	// Force sends every record whatever its hash, as if it had changed (a
 	// repair: a contact deleted in GHL is created again).
 	Force bool
+	// DryRun decides as a run does and counts what it would create,
+	// update, delete and refuse, with no GHL call and no write: the whole
+	// pass in one run, logged nowhere but in the result. GHL's own
+	// refusals and a record GHL lost (updated in the count, created for
+	// real) show only in a real run.
+	DryRun bool
 	// Continue hands the rest of the pass to a follow-up run that starts
 	// after pass.Cursor with pass as its Pass, and returns the follow-up's
 	// id. It is called only when the run stopped short of the table's end,
@@ -428,11 +436,16 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	runCtx := lk.Context()
 
 	runLog := &store.SyncRun{Kind: k.name, LocationID: loc, TaskID: req.RunID, After: req.After, StartedAt: e.now().UTC()}
-	if err := e.State.StartSyncRun(ctx, runLog); err != nil {
-		return res, err
+	// A dry run is kept out of the run log, which the recovery sweep
+	// reads to enqueue a pass's lost runs again, as real ones.
+	if !req.DryRun {
+		if err := e.State.StartSyncRun(ctx, runLog); err != nil {
+			return res, err
+		}
 	}
+	res.DryRun = req.DryRun
 	r := newRun(e, k, loc)
-	r.force = req.Force
+	r.force, r.dryRun = req.Force, req.DryRun
 	cursor, done := req.After, false
 	if req.After == "" {
 		// The pass's first run: act on what the clinic deleted first, so
@@ -472,8 +485,10 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	runLog.Cursor, runLog.Outcome, runLog.ContinuedBy, runLog.Error = cursor, outcome, res.ContinuedBy, msg
 	runLog.Scanned, runLog.Created, runLog.Updated, runLog.Unchanged, runLog.Failed = n.scanned, n.created, n.updated, n.unchanged, n.failedCount
 	runLog.Deleted = n.deleted
-	if err := e.State.FinishSyncRun(context.WithoutCancel(ctx), runLog); err != nil {
-		e.log().Warn("could not record the end of a sync run", "location", loc, "kind", k.name, "err", err)
+	if !req.DryRun {
+		if err := e.State.FinishSyncRun(context.WithoutCancel(ctx), runLog); err != nil {
+			e.log().Warn("could not record the end of a sync run", "location", loc, "kind", k.name, "err", err)
+		}
 	}
 	res = finish(outcome, msg)
 	attrs := []any{"kind", k.name, "location", loc, "batch", res.Batch, "outcome", outcome,

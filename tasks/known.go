@@ -53,13 +53,13 @@ var types = []TypeInfo{
 	},
 	{
 		Type: TypePatientsSync, Queue: QueueDefault,
-		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again`,
+		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again, "dry_run":true sends nothing and counts`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandlePatientsSync },
 	},
 	{
 		Type: TypeAppointmentsSync, Queue: QueueDefault,
-		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again`,
+		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again, "dry_run":true sends nothing and counts`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandleAppointmentsSync },
 	},
@@ -108,12 +108,13 @@ func (t TypeInfo) CheckPayload(payload []byte) error {
 }
 
 // checkSyncPayload accepts what an operator may ask of a sync: nothing
-// (every active location) or one location, and force (send every record
-// again). The rest of SyncPayload is a pass's own bookkeeping.
+// (every active location) or one location, force (send every record
+// again) and dry_run (count, send nothing). The rest of SyncPayload is a pass's own bookkeeping.
 func checkSyncPayload(p []byte) error {
 	var v struct {
 		LocationID string `json:"location_id"`
 		Force      bool   `json:"force"`
+		DryRun     bool   `json:"dry_run"`
 	}
 	if err := decodeStrict(p, &v); err != nil {
 		return err

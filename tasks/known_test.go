@@ -62,6 +62,7 @@ func TestCheckPayload(t *testing.T) {
 		{tasks.TypePatientsSync, `{"location_id":"loc1","after":"p-9"}`, false},
 		{tasks.TypePatientsSync, `{"location_id":"loc1","force":true}`, true},
 		{tasks.TypeAppointmentsSync, `{"force":true}`, true},
+		{tasks.TypePatientsSync, `{"location_id":"loc1","dry_run":true}`, true},
 		{tasks.TypePatientsSync, `{"force":"yes"}`, false},
 		{tasks.TypePatientsSync, `{"location_id":"a\u0000b"}`, false},
 		{tasks.TypePatientsSync, `{"location_id":"loc1"} {}`, false},

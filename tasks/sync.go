@@ -32,6 +32,16 @@ type SyncPayload struct {
 	// a repair of the CRM. A fan-out hands it to each location's task and a
 	// pass to its follow-ups.
 	Force bool `json:"force,omitempty"`
+	// DryRun counts what the sync would create, update, delete and
+	// refuse, with no GHL call and no write (enqueue --dry-run); handed on
+	// as Force is.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// modes is the operator's choices of p, which a fan-out and a pass hand
+// on.
+func (p SyncPayload) modes(loc string) SyncPayload {
+	return SyncPayload{LocationID: loc, Force: p.Force, DryRun: p.DryRun}
 }
 
 // syncTimeout bounds a run: the wait for the location's lock (syncer.Locks
@@ -46,12 +56,12 @@ func NewPatientsSyncTask(loc string) (*asynq.Task, error) {
 
 // NewSyncTask returns a sync task of taskType (TypePatientsSync or
 // TypeAppointmentsSync) with the operator's choices of p: its location
-// ("" for every active one) and Force.
+// ("" for every active one), Force and DryRun.
 func NewSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 	if _, ok := syncKinds[taskType]; !ok {
 		return nil, fmt.Errorf("tasks: %q is no sync task type", taskType)
 	}
-	return newSyncTask(taskType, SyncPayload{LocationID: p.LocationID, Force: p.Force})
+	return newSyncTask(taskType, p.modes(p.LocationID))
 }
 
 // NewAppointmentsSyncTask returns a task that pushes the changed
@@ -135,16 +145,16 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	if p.LocationID == "" {
-		return h.fanOut(ctx, t, p.Force)
+		return h.fanOut(ctx, t, p)
 	}
 	if err := checkLocationID(p.LocationID); err != nil {
 		return fmt.Errorf("%s: bad payload: %w: %w", t.Type(), err, asynq.SkipRetry)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	res, err := h.Run(ctx, syncer.Request{
-		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID, Force: p.Force,
+		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID, Force: p.Force, DryRun: p.DryRun,
 		Continue: func(ctx context.Context, pass syncer.Result) (string, error) {
-			return h.continuePass(ctx, t.Type(), taskID, pass, p.Force)
+			return h.continuePass(ctx, t.Type(), taskID, pass, p)
 		},
 	})
 	if res.Outcome != "" {
@@ -162,7 +172,7 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 
 // fanOut enqueues one task per active location. Each child's task id is
 // derived from the fan-out's, so a retried fan-out enqueues no child twice.
-func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, force bool) error {
+func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, p SyncPayload) error {
 	creds, err := h.Locations.Credentials(ctx)
 	if err != nil {
 		return err
@@ -174,7 +184,7 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, force bool) er
 			res.Skipped = append(res.Skipped, Skipped{LocationID: c.LocationID, Reason: reason})
 			continue
 		}
-		task, err := newSyncTask(t.Type(), SyncPayload{LocationID: c.LocationID, Force: force})
+		task, err := newSyncTask(t.Type(), p.modes(c.LocationID))
 		if err != nil {
 			return err
 		}
@@ -191,10 +201,10 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, force bool) er
 }
 
 // continuePass enqueues the follow-up of the run taskID, which carries the
-// pass's result so far and starts after its cursor, and force, and
-// returns its id.
-func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result, force bool) (string, error) {
-	next, err := newSyncTask(taskType, SyncPayload{LocationID: pass.Location, After: pass.Cursor, Batch: pass.Batch + 1, Pass: &pass, Force: force})
+// pass's result so far and starts after its cursor, with the modes of
+// p, and returns its id.
+func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result, p SyncPayload) (string, error) {
+	next, err := newSyncTask(taskType, withPass(p.modes(pass.Location), pass))
 	if err != nil {
 		return "", err
 	}
@@ -212,4 +222,10 @@ func derivedID(taskType, loc, parent, purpose string) string {
 	}
 	sum := sha256.Sum256([]byte(parent + "\x00" + purpose))
 	return taskType + ":" + loc + ":" + hex.EncodeToString(sum[:8])
+}
+
+// withPass is p continuing pass: after its cursor, as its next batch.
+func withPass(p SyncPayload, pass syncer.Result) SyncPayload {
+	p.After, p.Batch, p.Pass = pass.Cursor, pass.Batch+1, &pass
+	return p
 }

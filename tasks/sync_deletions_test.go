@@ -195,3 +195,53 @@ func TestSyncFullRepairsContactsGHLLost(t *testing.T) {
 	}
 	e.checkContacts(t, "loc1", n)
 }
+
+// Issue 10, test 3: --dry-run on 1,000 changed patients (and deletions,
+// and a record that cannot be sent) makes no GHL call and writes nothing,
+// and its counts equal those of the real sync that follows.
+func TestSyncDryRunCountsWhatTheSyncDoes(t *testing.T) {
+	t.Parallel()
+	e := setupSync(t, ghltest.Options{RateInterval: 100 * time.Millisecond}, nil, "loc1")
+	e.seed(t, "loc1", deletionPatients, 0)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.exec(t, `UPDATE patients SET first_name = first_name || ' changed' WHERE location_id = 'loc1'`)
+	e.exec(t, `DELETE FROM patients WHERE location_id = 'loc1' AND external_id IN ('p-0010', 'p-0011')`)
+	e.exec(t, `UPDATE patients SET country = 'Atlantis' WHERE location_id = 'loc1' AND external_id = 'p-0012'`)
+	e.seedPatients(t, "loc1", deletionPatients, deletionPatients+5) // five new ones
+	dry := func(loc string) (*asynq.Task, error) {
+		return tasks.NewSyncTask(tasks.TypePatientsSync, tasks.SyncPayload{LocationID: loc, DryRun: true})
+	}
+	calls, tokens := e.calls("loc1"), e.Fake.TokenCalls("loc1")
+	runs, err := e.Store.SyncRuns(context.Background(), "loc1", syncer.KindPatients, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.syncLocation(t, dry, "loc1")
+	if e.calls("loc1") != calls || e.Fake.TokenCalls("loc1") != tokens {
+		t.Errorf("dry run: %d GHL calls, %d token calls; want none", e.calls("loc1")-calls, e.Fake.TokenCalls("loc1")-tokens)
+	}
+	if after, _ := e.Store.SyncRuns(context.Background(), "loc1", syncer.KindPatients, 100); len(after) != len(runs) {
+		t.Errorf("dry run: %d runs logged, want none", len(after)-len(runs))
+	}
+	if !got.DryRun || got.Updated != deletionPatients-3 || got.Created != 5 || got.Deleted != 2 || got.FailedCount != 1 {
+		t.Errorf("dry run: %+v", got)
+	}
+	want := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	type counts struct{ Scanned, Created, Updated, Unchanged, Failed, Deleted int }
+	if g, w := (counts{got.Scanned, got.Created, got.Updated, got.Unchanged, got.FailedCount, got.Deleted}),
+		(counts{want.Scanned, want.Created, want.Updated, want.Unchanged, want.FailedCount, want.Deleted}); g != w {
+		t.Errorf("dry run counted %+v, the real sync did %+v", g, w)
+	}
+}
+
+// seedPatients inserts the test's patients from..to-1 of loc.
+func (e *syncEnv) seedPatients(t testing.TB, loc string, from, to int) {
+	t.Helper()
+	var ps []store.Patient
+	for i := from; i < to; i++ {
+		ps = append(ps, patient(loc, i))
+	}
+	if err := e.Store.InsertPatients(context.Background(), ps); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -13,8 +13,8 @@ import (
 )
 
 // enqueue sync-patients --full puts a sync that sends every record again
-// (force) into the queue, for one location or every one; --full is no
-// flag of refresh.
+// (force) into the queue, for one location or every one, and --dry-run
+// one that sends nothing; neither is a flag of refresh.
 func TestEnqueueSyncFull(t *testing.T) {
 	t.Parallel()
 	stack := storetest.NewStack(t, ghltest.Options{})
@@ -23,7 +23,9 @@ func TestEnqueueSyncFull(t *testing.T) {
 	for _, args := range [][]string{
 		{"sync-patients", "--location", "loc1", "--full"},
 		{"sync-appointments", "--full"},
+		{"sync-patients", "--location", "loc1", "--dry-run"},
 	} {
+		dry := args[len(args)-1] == "--dry-run"
 		code, stdout, stderr := enqueue(t, env, args...)
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
@@ -40,14 +42,16 @@ func TestEnqueueSyncFull(t *testing.T) {
 			t.Fatal(err)
 		}
 		var p tasks.SyncPayload
-		if err := json.Unmarshal(info.Payload, &p); err != nil || !p.Force {
-			t.Errorf("%v: payload %s (%v), want force", args, info.Payload, err)
+		if err := json.Unmarshal(info.Payload, &p); err != nil || p.Force == dry || p.DryRun != dry {
+			t.Errorf("%v: payload %s (%v)", args, info.Payload, err)
 		}
 		if ti, _ := tasks.Lookup(info.Type); ti.CheckPayload(info.Payload) != nil {
 			t.Errorf("%v: the payload %s fails its own check", args, info.Payload)
 		}
 	}
-	if code, _, stderr := enqueue(t, env, "refresh", "--full"); code != 2 || !strings.Contains(stderr, "-full") {
-		t.Errorf("refresh --full: exit %d, %q; want 2", code, stderr)
+	for _, flag := range []string{"--full", "--dry-run"} {
+		if code, _, stderr := enqueue(t, env, "refresh", flag); code != 2 || !strings.Contains(stderr, flag[1:]) {
+			t.Errorf("refresh %s: exit %d, %q; want 2", flag, code, stderr)
+		}
 	}
 }
