@@ -93,7 +93,9 @@ type Config struct {
 	// response has been read, with a stable low-cardinality endpoint name,
 	// the HTTP status (0 when no response arrived) and the time taken. The
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
-	// contacts.get, contacts.update, contacts.searchDuplicate,
+	// contacts.create, contacts.get, contacts.update, contacts.search,
+	// contacts.searchDuplicate, contacts.addTags, contacts.removeTags,
+	// locations.customFields, locations.createCustomField,
 	// contacts.appointments, oauth.installedLocations, calendars.list,
 	// calendars.get, calendars.events, calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment,
