@@ -75,6 +75,7 @@ var (
 	// /users/{id}, GHL issue #205): a missing record, not a token problem,
 	// so a refresh cannot help.
 	ErrUserMissing = errors.New("ghl: the user does not exist")
+
 	// ErrNotFound: GHL says the record does not exist. GHL documents no 404
 	// for contacts and events and answers an unknown one with 400 "Contact
 	// with id … not found", so a 404 or a 400 whose message says "not

@@ -80,7 +80,7 @@ type appointmentContent struct {
 	Owner       ownerInput
 }
 
-// contentOf is what the hash of the row a, mapped to ga, covers.
+// contentOf is what the hash of the appointment row a, mapped to ga, covers.
 func contentOf(ga *ghl.Appointment, a *store.AppointmentRow) appointmentContent {
 	return appointmentContent{ga, a.PatientExternalID, ownerInputOf(a)}
 }

@@ -15,6 +15,14 @@ import (
 	"github.com/ghlsync/ghlsync/tasks"
 )
 
+// exec runs SQL against the test's database.
+func (e *syncEnv) exec(t testing.TB, q string, args ...any) {
+	t.Helper()
+	if err := storetest.DB(t, e.DatabaseURL).Exec(q, args...).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (e *syncEnv) patientState(t testing.TB, loc, id string) store.PatientSync {
 	t.Helper()
 	p, err := e.Store.PatientByExternalID(context.Background(), loc, id)
@@ -49,8 +57,8 @@ func TestSyncRecreatesContactsDeletedInGHL(t *testing.T) {
 		t.Errorf("result %+v, want the 3 created again and nothing failed", res)
 	}
 	st := e.Fake.Stats()
-	if st.ContactsNotFound != 3 || st.ContactCreates["loc1"] != 3 {
-		t.Errorf("GHL answered not found %d times and created %d contacts; want 3 and 3", st.ContactsNotFound, st.ContactCreates["loc1"])
+	if st.NotFound["loc1"] != 3 || st.ContactCreates["loc1"] != 3 {
+		t.Errorf("GHL answered not found %d times and created %d contacts; want 3 and 3", st.NotFound["loc1"], st.ContactCreates["loc1"])
 	}
 	contacts := e.Fake.Contacts("loc1")
 	if len(contacts) != 12 {

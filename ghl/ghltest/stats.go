@@ -49,8 +49,9 @@ type Stats struct {
 	// OwnerRefusals counts creates and updates a calendar with team
 	// members refused for want of an assignedUserId of its team.
 	OwnerRefusals map[string]int
-	// NotFound counts the 400 "… not found" answers for unknown event and
-	// calendar ids; MalformedIDs the 500s for ids of the wrong shape.
+	// NotFound counts the 400 "… not found" answers for unknown contact,
+	// event and calendar ids; MalformedIDs the 500s for ids of the wrong
+	// shape.
 	NotFound     map[string]int
 	MalformedIDs map[string]int
 
@@ -59,8 +60,6 @@ type Stats struct {
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
 
-	ContactsNotFound    int // GET or PUT of an unknown contact id (400 "not found")
-	ContactMalformedIDs int // GET or PUT of a contact id of the wrong shape (500)
 	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
@@ -79,7 +78,7 @@ type counters struct {
 	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
-	contactsNotFound, contactMalformedIDs, unknownCustomFields      int
+	unknownCustomFields                                             int
 
 	requests map[reqKey]int
 }
@@ -91,12 +90,12 @@ func newCounters() *counters {
 		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
 		scopeDenied: m(), userMissing: m(), installedLocationPages: m(),
 		contactCreates: m(), contactUpdates: m(), contactDeletes: m(),
-		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
-		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
 		upsertsWithoutKey: m(), duplicateRefusals: m(), ignoredFields: m(),
 		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
 		searchLagged: m(),
-		requests:     make(map[reqKey]int),
+		apptCreates:  m(), apptUpdates: m(), apptDeletes: m(),
+		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
+		requests: make(map[reqKey]int),
 	}
 }
 
@@ -122,6 +121,14 @@ func (s *Server) Stats() Stats {
 		ContactCreates:         maps.Clone(c.contactCreates),
 		ContactUpdates:         maps.Clone(c.contactUpdates),
 		ContactDeletes:         maps.Clone(c.contactDeletes),
+		UpsertsWithoutKey:      maps.Clone(c.upsertsWithoutKey),
+		DuplicateRefusals:      maps.Clone(c.duplicateRefusals),
+		IgnoredFields:          maps.Clone(c.ignoredFields),
+		ContactSearches:        maps.Clone(c.contactSearches),
+		SearchLagged:           maps.Clone(c.searchLagged),
+		CustomFieldCreates:     maps.Clone(c.customFieldCreates),
+		TagAdds:                maps.Clone(c.tagAdds),
+		TagRemoves:             maps.Clone(c.tagRemoves),
 		AppointmentCreates:     maps.Clone(c.apptCreates),
 		AppointmentUpdates:     maps.Clone(c.apptUpdates),
 		AppointmentDeletes:     maps.Clone(c.apptDeletes),
@@ -132,17 +139,7 @@ func (s *Server) Stats() Stats {
 		ExpiredTokenCalls:      c.expiredTokenCalls,
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
-		UpsertsWithoutKey:      maps.Clone(c.upsertsWithoutKey),
-		DuplicateRefusals:      maps.Clone(c.duplicateRefusals),
-		IgnoredFields:          maps.Clone(c.ignoredFields),
-		ContactSearches:        maps.Clone(c.contactSearches),
-		SearchLagged:           maps.Clone(c.searchLagged),
-		CustomFieldCreates:     maps.Clone(c.customFieldCreates),
-		TagAdds:                maps.Clone(c.tagAdds),
-		TagRemoves:             maps.Clone(c.tagRemoves),
 		Faults:                 c.faults,
-		ContactsNotFound:       c.contactsNotFound,
-		ContactMalformedIDs:    c.contactMalformedIDs,
 		UnknownCustomFields:    c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
