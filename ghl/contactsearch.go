@@ -61,25 +61,32 @@ func (s *ContactsService) Search(ctx context.Context, accessToken, locationID st
 // AddTags adds tags to the contact contactID, keeping its others, and
 // returns the contact's tags.
 func (s *ContactsService) AddTags(ctx context.Context, accessToken, contactID string, tags []string) ([]string, *Response, error) {
-	return s.tags(ctx, "contacts.addTags", http.MethodPost, accessToken, contactID, tags)
+	return s.tags(ctx, &request{
+		endpoint: "contacts.addTags",
+		method:   http.MethodPost,
+		path:     "/contacts/" + url.PathEscape(contactID) + "/tags",
+		version:  versionContacts,
+		token:    accessToken,
+		json:     map[string][]string{"tags": append([]string{}, tags...)},
+	}, contactID)
 }
 
 // RemoveTags removes tags from the contact contactID, keeping its others,
 // and returns the contact's tags.
 func (s *ContactsService) RemoveTags(ctx context.Context, accessToken, contactID string, tags []string) ([]string, *Response, error) {
-	return s.tags(ctx, "contacts.removeTags", http.MethodDelete, accessToken, contactID, tags)
-}
-
-func (s *ContactsService) tags(ctx context.Context, endpoint, method, accessToken, contactID string, tags []string) ([]string, *Response, error) {
-	r := &request{
-		endpoint: endpoint,
-		method:   method,
+	return s.tags(ctx, &request{
+		endpoint: "contacts.removeTags",
+		method:   http.MethodDelete,
 		path:     "/contacts/" + url.PathEscape(contactID) + "/tags",
 		version:  versionContacts,
 		token:    accessToken,
 		json:     map[string][]string{"tags": append([]string{}, tags...)},
-	}
-	if err := r.require("access token", accessToken, "contact id", contactID); err != nil {
+	}, contactID)
+}
+
+// tags sends r, a tag call on the contact contactID.
+func (s *ContactsService) tags(ctx context.Context, r *request, contactID string) ([]string, *Response, error) {
+	if err := r.require("access token", r.token, "contact id", contactID); err != nil {
 		return nil, nil, err
 	}
 	var out struct {

@@ -36,6 +36,10 @@ var pathTemplates = map[string]string{
 	"oauth.locationToken":         "/oauth/locationToken",
 	"oauth.installedLocations":    "/oauth/installedLocations",
 	"contacts.upsert":             "/contacts/upsert",
+	"contacts.create":             "/contacts/",
+	"contacts.search":             "/contacts/search",
+	"contacts.addTags":            "/contacts/{contactID}/tags",
+	"contacts.removeTags":         "/contacts/{contactID}/tags",
 	"contacts.get":                "/contacts/{contactID}",
 	"contacts.update":             "/contacts/{contactID}",
 	"contacts.searchDuplicate":    "/contacts/search/duplicate",
@@ -48,6 +52,8 @@ var pathTemplates = map[string]string{
 	"calendars.getAppointment":    "/calendars/events/appointments/{eventID}",
 	"calendars.deleteEvent":       "/calendars/events/{eventID}",
 	"locations.get":               "/locations/{id}",
+	"locations.customFields":      "/locations/{locationID}/customFields",
+	"locations.createCustomField": "/locations/{locationID}/customFields",
 	"users.list":                  "/users/",
 }
 
