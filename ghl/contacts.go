@@ -3,8 +3,10 @@ package ghl
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // ContactsService manages a location's contacts. Its calls take that
@@ -15,7 +17,13 @@ type ContactsService struct {
 
 // Contact is a GHL contact. Empty fields are not sent, so an update leaves
 // them as they are in GHL; a non-empty Tags replaces all of the contact's
-// tags.
+// tags (AddTags and RemoveTags change some and keep the others).
+//
+// Decoding an answer reads only these fields, and leniently: a field of
+// another type than expected is left empty and dateOfBirth may come as
+// text or as epoch milliseconds (GHL's search answers so), so that no side
+// field of GHL's answer can turn a successful write into a failure. Only
+// the id must be a string.
 type Contact struct {
 	ID         string `json:"id,omitempty"`
 	LocationID string `json:"locationId,omitempty"`
@@ -28,12 +36,63 @@ type Contact struct {
 	City       string `json:"city,omitempty"`
 	State      string `json:"state,omitempty"`
 	PostalCode string `json:"postalCode,omitempty"`
-	Country    string `json:"country,omitempty"`
-	// DateOfBirth is YYYY-MM-DD when sent; GHL may answer with a timestamp.
+	// Country is an ISO 3166 alpha-2 code.
+	Country string `json:"country,omitempty"`
+	// DateOfBirth is YYYY-MM-DD when sent; decoded from GHL's text or
+	// epoch milliseconds as YYYY-MM-DD.
 	DateOfBirth  string        `json:"dateOfBirth,omitempty"`
 	Source       string        `json:"source,omitempty"`
 	Tags         []string      `json:"tags,omitempty"`
 	CustomFields []CustomField `json:"customFields,omitempty"`
+}
+
+// UnmarshalJSON decodes GHL's answer leniently; see Contact.
+func (c *Contact) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*c = Contact{}
+	if id, ok := raw["id"]; ok {
+		if err := json.Unmarshal(id, &c.ID); err != nil {
+			return fmt.Errorf("contact id: %w", err)
+		}
+	}
+	for key, dst := range map[string]*string{"locationId": &c.LocationID, "firstName": &c.FirstName,
+		"lastName": &c.LastName, "name": &c.Name, "email": &c.Email, "phone": &c.Phone, "address1": &c.Address1,
+		"city": &c.City, "state": &c.State, "postalCode": &c.PostalCode, "country": &c.Country, "source": &c.Source} {
+		_ = json.Unmarshal(raw[key], dst) // absent, null or another type: left empty
+	}
+	c.DateOfBirth = dateOfBirth(raw["dateOfBirth"])
+	_ = json.Unmarshal(raw["tags"], &c.Tags)
+	var fields []json.RawMessage
+	_ = json.Unmarshal(raw["customFields"], &fields)
+	for _, f := range fields {
+		var cf CustomField
+		if json.Unmarshal(f, &cf) == nil {
+			c.CustomFields = append(c.CustomFields, cf)
+		}
+	}
+	return nil
+}
+
+// dateOfBirth reads GHL's date of birth: YYYY-MM-DD, an ISO timestamp, or
+// epoch milliseconds; anything else is "".
+func dateOfBirth(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if len(s) >= 10 {
+			if t, err := time.Parse("2006-01-02", s[:10]); err == nil {
+				return t.Format("2006-01-02")
+			}
+		}
+		return ""
+	}
+	var ms float64
+	if json.Unmarshal(raw, &ms) == nil {
+		return time.UnixMilli(int64(ms)).UTC().Format("2006-01-02")
+	}
+	return ""
 }
 
 // CustomField is the value of one of the location's custom fields, named by
@@ -65,17 +124,38 @@ func (f *CustomField) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-type contactResponse struct {
-	New     bool     `json:"new"`
-	Contact *Contact `json:"contact"`
+// FieldValue returns the value c holds for the custom field id, as a
+// string, and whether c holds one.
+func (c *Contact) FieldValue(id string) (string, bool) {
+	for _, f := range c.CustomFields {
+		if f.ID == id {
+			s, ok := f.Value.(string)
+			return s, ok
+		}
+	}
+	return "", false
 }
+
+// contactResponse is GHL's {"contact": {…}} answer, with the upsert's
+// "new". Only a literal true is new: a side field of another type must not
+// fail the write.
+type contactResponse struct {
+	New     json.RawMessage `json:"new"`
+	Contact *Contact        `json:"contact"`
+}
+
+func (r *contactResponse) isNew() bool { return string(r.New) == "true" }
 
 // Upsert creates c in c.LocationID, or updates the contact GHL finds by the
 // location's duplicate rules (email, phone). It reports whether the contact
 // is new. c.ID is not sent.
 //
+// GHL's upsert needs an email or a phone. When the two match two different
+// contacts, GHL updates the one its duplicate setting puts first and
+// silently ignores the other field: compare the answer with what was sent.
+//
 // After a 422 or a temporary error GHL may have created the contact anyway:
-// look it up (FindByEmail) before creating it again.
+// look it up (Search, FindByEmail) before creating it again.
 func (s *ContactsService) Upsert(ctx context.Context, accessToken string, c *Contact) (*Contact, bool, *Response, error) {
 	body := Contact{}
 	if c != nil {
@@ -101,7 +181,32 @@ func (s *ContactsService) Upsert(ctx context.Context, accessToken string, c *Con
 	if out.Contact == nil || out.Contact.ID == "" {
 		return nil, false, resp, r.errorf("response has no contact id")
 	}
-	return out.Contact, out.New, resp, nil
+	return out.Contact, out.isNew(), resp, nil
+}
+
+// Create creates c in c.LocationID without looking for a match (a contact
+// needs neither email nor phone). A location that does not allow
+// duplicates refuses an email or phone another contact has, with an error
+// that errors.As turns into a *DuplicateContactError. c.ID is not sent.
+func (s *ContactsService) Create(ctx context.Context, accessToken string, c *Contact) (*Contact, *Response, error) {
+	body := Contact{}
+	if c != nil {
+		body = *c
+	}
+	body.ID = ""
+	r := &request{
+		endpoint: "contacts.create",
+		method:   http.MethodPost,
+		path:     "/contacts/",
+		version:  versionContacts,
+		token:    accessToken,
+		json:     &body,
+	}
+	con, resp, err := s.do(ctx, r, "access token", accessToken, "locationId", body.LocationID)
+	if err == nil && con.ID == "" {
+		return nil, resp, r.errorf("response has no contact id")
+	}
+	return con, resp, err
 }
 
 // Get returns the contact contactID.
@@ -117,7 +222,8 @@ func (s *ContactsService) Get(ctx context.Context, accessToken, contactID string
 }
 
 // Update changes the contact contactID to c's non-empty fields. c.ID and
-// c.LocationID are not sent: GHL refuses them on update.
+// c.LocationID are not sent: GHL refuses them on update. A contact GHL
+// does not have fails with an error IsNotFound knows (GHL answers 400).
 func (s *ContactsService) Update(ctx context.Context, accessToken, contactID string, c *Contact) (*Contact, *Response, error) {
 	body := Contact{}
 	if c != nil {

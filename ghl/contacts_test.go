@@ -195,8 +195,11 @@ func TestContactsGet(t *testing.T) {
 	b.mux.HandleFunc("/contacts/con-1", func(w http.ResponseWriter, r *http.Request) {
 		testMethod(t, r, http.MethodGet)
 		testAPIHeaders(t, r, "2021-07-28", testAccessToken)
+		// Side fields of odd types, and a city of the wrong type, fail
+		// nothing: only the id is decoded strictly.
 		writeJSON(w, http.StatusOK, `{"contact":{"id":"con-1","locationId":"loc-1","lastName":"Lovelace","state":"LDN",
-			"dateOfBirth":"1815-12-10T00:00:00.000Z","customFields":[{"id":"cf-1","value":["a","b"]},{"id":"cf-2","value":3}]}}`)
+			"city":{"name":"London"},"birthMonth":"twelve","dndSettings":[],"followers":"x","tags":"vip",
+			"dateOfBirth":"1815-12-10T00:00:00.000Z","customFields":[{"id":"cf-1","value":["a","b"]},{"id":"cf-2","value":3},7]}}`)
 	})
 	got, _, err := c.Contacts.Get(t.Context(), testAccessToken, "con-1")
 	if err != nil {
@@ -207,7 +210,7 @@ func TestContactsGet(t *testing.T) {
 		LocationID:  "loc-1",
 		LastName:    "Lovelace",
 		State:       "LDN",
-		DateOfBirth: "1815-12-10T00:00:00.000Z",
+		DateOfBirth: "1815-12-10",
 		CustomFields: []CustomField{
 			{ID: "cf-1", Value: []any{"a", "b"}},
 			{ID: "cf-2", Value: 3.0},
@@ -218,16 +221,25 @@ func TestContactsGet(t *testing.T) {
 	}
 }
 
+// "Not found" comes in two shapes: a 404, or GHL's 400 whose message says
+// not found; IsNotFound knows both, and no other 400.
 func TestContactsGet_NotFound(t *testing.T) {
 	t.Parallel()
 	c, b := setup(t)
-	b.mux.HandleFunc("GET /contacts/gone", func(w http.ResponseWriter, r *http.Request) {
+	b.mux.HandleFunc("GET /contacts/gone404", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, `{"statusCode":404,"message":"Contact not found"}`)
 	})
-	_, _, err := c.Contacts.Get(t.Context(), testAccessToken, "gone")
-	var er *ErrorResponse
-	if !errors.As(err, &er) || er.StatusCode != http.StatusNotFound || er.Err != nil {
-		t.Fatalf("error = %v, want a plain 404 *ErrorResponse", err)
+	b.mux.HandleFunc("GET /contacts/gone400", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusBadRequest, `{"statusCode":400,"message":"Contact with id gone400 not found"}`)
+	})
+	b.mux.HandleFunc("GET /contacts/bad", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusBadRequest, `{"statusCode":400,"message":"Invalid parameter: contactId"}`)
+	})
+	for id, want := range map[string]bool{"gone404": true, "gone400": true, "bad": false} {
+		_, _, err := c.Contacts.Get(t.Context(), testAccessToken, id)
+		if err == nil || IsNotFound(err) != want || !IsRefused(err) {
+			t.Errorf("%s: error = %v, IsNotFound = %t, want %t", id, err, IsNotFound(err), want)
+		}
 	}
 }
 

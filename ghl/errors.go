@@ -75,7 +75,50 @@ var (
 	// /users/{id}, GHL issue #205): a missing record, not a token problem,
 	// so a refresh cannot help.
 	ErrUserMissing = errors.New("ghl: the user does not exist")
+	// ErrNotFound: GHL says the record does not exist. GHL documents no 404
+	// for contacts and events and answers an unknown one with 400 "Contact
+	// with id … not found", so a 404 or a 400 whose message says "not
+	// found" is this.
+	ErrNotFound = errors.New("ghl: not found")
 )
+
+// DuplicateContactError is GHL's 400 "This location does not allow
+// duplicated contacts.": the email or phone of a create or update is
+// another contact's. It is the Err of the *ErrorResponse, so
+// errors.As(err, &dup) finds it.
+type DuplicateContactError struct {
+	// ContactID is the contact that holds the value (GHL's meta.contactId).
+	ContactID string
+	// MatchingField is the field that matched: "email" or "phone".
+	MatchingField string
+}
+
+func (e *DuplicateContactError) Error() string {
+	return fmt.Sprintf("ghl: duplicate of contact %s by %s", e.ContactID, e.MatchingField)
+}
+
+// duplicateOf reads the meta of GHL's duplicate-contact 400, nil for any
+// other answer. The values are ids and field names, kept only when short
+// and printable.
+func duplicateOf(status int, data []byte) *DuplicateContactError {
+	if status != http.StatusBadRequest {
+		return nil
+	}
+	var body struct {
+		Meta struct {
+			ContactID     string `json:"contactId"`
+			MatchingField string `json:"matchingField"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(data, &body) != nil || body.Meta.ContactID == "" {
+		return nil
+	}
+	id, field := cleanMessage(body.Meta.ContactID, nil), cleanMessage(body.Meta.MatchingField, nil)
+	if id != body.Meta.ContactID || len(id) > 255 || len(field) > 64 {
+		return nil
+	}
+	return &DuplicateContactError{ContactID: id, MatchingField: field}
+}
 
 // ErrorResponse is a non-2xx answer from GHL other than 429.
 //
@@ -92,7 +135,8 @@ type ErrorResponse struct {
 	// and path for errors from CheckResponse.
 	Endpoint string
 	// Err is the kind of error: ErrInvalidGrant, ErrLocationInactive,
-	// ErrUnauthorized, ErrScopeDenied, ErrUserMissing, or nil for any other.
+	// ErrUnauthorized, ErrNotFound, a *DuplicateContactError, or nil for any
+	// other.
 	Err error
 }
 
@@ -164,11 +208,15 @@ func checkResponse(r *http.Response, endpoint string, now time.Time, secrets []s
 			Message:    cleanMessage(msg, secrets),
 		}
 	}
+	kind := errorKind(r, all)
+	if dup := duplicateOf(r.StatusCode, data); dup != nil {
+		kind = dup
+	}
 	return &ErrorResponse{
 		StatusCode: r.StatusCode,
 		Message:    cleanMessage(msg, secrets),
 		Endpoint:   endpoint,
-		Err:        errorKind(r, all),
+		Err:        kind,
 	}
 }
 
@@ -240,6 +288,9 @@ func errorKind(r *http.Response, all string) error {
 		return ErrInvalidClient
 	case r.StatusCode >= 400 && r.StatusCode < 500 && strings.Contains(all, "redirect uri"):
 		return ErrRedirectMismatch
+	case r.StatusCode == http.StatusNotFound,
+		r.StatusCode == http.StatusBadRequest && strings.Contains(all, "not found"):
+		return ErrNotFound
 	}
 	return nil
 }

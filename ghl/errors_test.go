@@ -149,7 +149,18 @@ func TestCheckResponse(t *testing.T) {
 		},
 		{
 			name: "404 empty body", status: 404, bearer: true,
-			want: &ErrorResponse{404, "", ep, nil},
+			want: &ErrorResponse{404, "", ep, ErrNotFound},
+		},
+		{
+			// GHL's answer for a contact it does not have: no 404.
+			name: "400 contact not found", status: 400, bearer: true,
+			body: `{"statusCode":400,"message":"Contact with id AAAAAAAAAAAAAAAAAAAA not found"}`,
+			want: &ErrorResponse{400, "Contact with id AAAAAAAAAAAAAAAAAAAA not found", ep, ErrNotFound},
+		},
+		{
+			name: "422 saying not found is the record's refusal", status: 422, bearer: true,
+			body: `{"statusCode":422,"message":["calendar not found"]}`,
+			want: &ErrorResponse{422, "calendar not found", ep, nil},
 		},
 		{
 			name: "429 Retry-After seconds", status: 429, header: withRetry("3"),
@@ -332,6 +343,33 @@ func TestTemporary(t *testing.T) {
 		}
 		if got := IsServerError(tc.err); got != tc.serv {
 			t.Errorf("%s: IsServerError(%v) = %t, want %t", tc.name, tc.err, got, tc.serv)
+		}
+	}
+}
+
+// The duplicate-contact 400 keeps GHL's meta, reachable with errors.As;
+// a 400 without meta, or with a meta that is not an id, is a plain 400.
+func TestCheckResponse_DuplicateContact(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		body string
+		want *DuplicateContactError
+	}{
+		{"GHL's answer", `{"statusCode":400,"message":"This location does not allow duplicated contacts.","meta":{"contactId":"c-holder","matchingField":"email"}}`,
+			&DuplicateContactError{ContactID: "c-holder", MatchingField: "email"}},
+		{"no meta", `{"statusCode":400,"message":"This location does not allow duplicated contacts."}`, nil},
+		{"meta of another type", `{"statusCode":400,"message":"x","meta":{"contactId":7}}`, nil},
+		{"control character in the id", `{"statusCode":400,"message":"x","meta":{"contactId":"a\nb"}}`, nil},
+	} {
+		err := fmt.Errorf("ghl: PUT /contacts/c1: %w", checkResponse(httpResponse(400, nil, tc.body, true), "contacts.update", time.Now(), nil))
+		var dup *DuplicateContactError
+		got := errors.As(err, &dup)
+		if got != (tc.want != nil) || got && *dup != *tc.want {
+			t.Errorf("%s: errors.As = %t, %+v; want %+v", tc.name, got, dup, tc.want)
+		}
+		if !IsRefused(err) || IsNotFound(err) {
+			t.Errorf("%s: IsRefused %t, IsNotFound %t; want a refusal", tc.name, IsRefused(err), IsNotFound(err))
 		}
 	}
 }

@@ -93,9 +93,10 @@ type Config struct {
 	// response has been read, with a stable low-cardinality endpoint name,
 	// the HTTP status (0 when no response arrived) and the time taken. The
 	// names are oauth.token, oauth.locationToken, contacts.upsert,
-	// contacts.get, contacts.update, contacts.searchDuplicate,
-	// contacts.appointments, oauth.installedLocations, calendars.list,
-	// calendars.get, calendars.events, calendars.createAppointment,
+	// contacts.create, contacts.get, contacts.update, contacts.search,
+	// contacts.searchDuplicate, contacts.addTags, contacts.removeTags,
+	// locations.customFields, locations.createCustomField,
+	// contacts.appointments, calendars.list, calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment,
 	// calendars.deleteEvent, locations.get and users.list. It must be safe
 	// for concurrent use and return quickly: it runs on the caller's

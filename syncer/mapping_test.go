@@ -742,7 +742,7 @@ func TestContentHash(t *testing.T) {
 			// A new mapping version sends every record again.
 			name: "changed mapping version: changed",
 			a:    hashed{contactMapping, contact(nil)},
-			b:    hashed{"contact/2", contact(nil)},
+			b:    hashed{"contact/3", contact(nil)},
 		},
 		{
 			name: "same appointment: unchanged",

@@ -8,28 +8,67 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/store"
 )
 
-// A patient becomes a GHL contact. Idempotence:
+// A patient becomes a GHL contact. What is sent: the patient's names,
+// email, phone (E.164), address, country (ISO 3166 alpha-2) and date of
+// birth (normalize.go), and the clinic's patient id in the location's
+// custom field PatientIDFieldName (contactsetup.go), which every contact
+// ghlsync writes carries. Idempotence:
 //
 //   - Once GHL has named the contact, its id is recorded and the patient is
-//     updated by id (PUT); a contact deleted in GHL (404) is created again.
-//   - Without an id the patient is upserted. GHL's upsert finds an existing
-//     contact by email or phone, so an upsert repeated after a lost answer
-//     (timeout, crash) updates the contact the first one made.
-//   - A patient with neither email nor phone is the exception: GHL offers no
-//     way to find its contact again, so a create whose answer is lost (the
-//     worker dies between GHL's answer and the write of the id, or the
-//     answer never comes) can leave a second contact when it is sent again.
-//     CreatingAt marks such creates in flight, and a repeat is logged as a
-//     possible duplicate. The window is one round trip per such patient.
+//     updated by id (PUT). A contact deleted in GHL (GHL answers 400 "not
+//     found", or 404) is created again in the same push, never refused.
+//   - Without an id, CreatingAt is written first; then a patient with an
+//     email or a phone is upserted (GHL matches it by them), one with
+//     neither is created (POST /contacts/; GHL's upsert refuses it).
+//   - A push that finds CreatingAt set (an earlier create's answer was
+//     lost: a timeout, a reset, a dead worker) first searches the
+//     location's contacts for the patient id in the custom field, and
+//     updates the contact it finds instead of creating another. So a lost
+//     answer never makes a second contact, whether the patient has an
+//     email, only a phone or neither. GHL's search shows a write seconds
+//     after it, so the search waits until Engine.SearchSettle (10 s) has
+//     passed since the create was sent (within a run: since its call
+//     ended).
+//   - When GHL refuses an update as a duplicate (the location does not
+//     allow duplicates and another contact has the email or phone), the
+//     patient is linked to that contact (GHL's meta.contactId) and it is
+//     updated instead, unless another patient holds it; a second refusal
+//     is the record's conflict.
+//   - When an upsert's email and phone match two contacts, GHL updates the
+//     first by the location's priority and silently ignores the other
+//     field. The answer is compared with what was sent: a field that did
+//     not land is the record's failure, with the contact recorded, so that
+//     the reason shows in the run's result and in sync_patients.last_error
+//     until the patient changes.
 
-// contactMapping versions contactFor: change it when contactFor changes
-// what it sends, so that every patient is sent again.
-const contactMapping = "contact/1"
+// contactMapping versions what a patient's hash covers (patientContent):
+// change it when what is sent changes, so that every patient is sent
+// again. contact/2 added the patient id custom field and normalised phones
+// and countries.
+const contactMapping = "contact/2"
+
+// patientContent is what a patient's hash covers: the contact as the
+// clinic wrote it (trimmed), and the region its phone is read in when the
+// phone has no country code. Normalising comes at push time, so that an
+// unchanged pass parses no phone.
+type patientContent struct {
+	Contact     *ghl.Contact
+	PhoneRegion string `json:",omitempty"`
+}
+
+func patientContentOf(c *ghl.Contact, region string) patientContent {
+	if c.Phone == "" || strings.HasPrefix(c.Phone, "+") {
+		region = ""
+	}
+	return patientContent{c, region}
+}
 
 // contentHash hashes what is sent for a record (or the record itself when
 // it cannot be sent), under a mapping version.
@@ -93,13 +132,17 @@ func rawPatient(p *store.PatientRow) any {
 // patientPages reads the patients of the run's location as items.
 func patientPages(r *run) pageFunc {
 	return func(ctx context.Context, after string, limit int) ([]item, error) {
+		region, err := r.region(ctx)
+		if err != nil {
+			return nil, err
+		}
 		rows, err := r.e.State.PatientPage(ctx, r.loc, after, limit)
 		if err != nil {
 			return nil, err
 		}
 		items := make([]item, len(rows))
 		for i := range rows {
-			items[i], _ = r.planPatient(&rows[i])
+			items[i], _ = r.planPatient(&rows[i], region)
 		}
 		return items, nil
 	}
@@ -108,13 +151,13 @@ func patientPages(r *run) pageFunc {
 // planPatient decides what to do with a patient. The state it returns,
 // nil for a patient with nothing to send, is the one the item's push and
 // refuse update.
-func (r *run) planPatient(p *store.PatientRow) (item, *store.PatientSync) {
+func (r *run) planPatient(p *store.PatientRow, region string) (item, *store.PatientSync) {
 	c, err := contactFor(r.loc, p)
 	hash := ""
 	if err != nil {
 		hash = contentHash("patient-row/1", rawPatient(p))
 	} else {
-		hash = contentHash(contactMapping, c)
+		hash = contentHash(contactMapping, patientContentOf(c, region))
 	}
 	it := item{key: p.ExternalID}
 	switch {
@@ -134,38 +177,115 @@ func (r *run) planPatient(p *store.PatientRow) (item, *store.PatientSync) {
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
-		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, hash) }
+		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash) }
 	}
 	return it, &st
 }
 
-// pushPatient sends a changed patient and records GHL's contact.
-func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string) (outcome, error) {
+// pushPatient sends a changed patient and records GHL's contact; see the
+// top of this file. raw is the contact as planned, normalised here.
+func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.Contact, region, hash string) (outcome, error) {
+	c := *raw
+	if err := normalizeContact(&c, region); err != nil {
+		return 0, err
+	}
+	field, err := r.patientField(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c.CustomFields = []ghl.CustomField{{ID: field, Value: st.ExternalID}}
+
+	out := updated
+	if st.ContactID == "" && st.CreatingAt != nil {
+		if err := r.settleSearch(ctx, *st.CreatingAt); err != nil {
+			return 0, err
+		}
+		id, err := r.findPatientContact(ctx, st.ExternalID, field)
+		if err != nil {
+			return 0, err
+		}
+		if id != "" {
+			r.e.log().Info("found the contact an earlier, unanswered create made",
+				"location", r.loc, "patient", st.ExternalID, "contact", id)
+			st.ContactID, out = id, created
+		}
+	}
 	if st.ContactID != "" {
+		done, err := r.updatePatient(ctx, st, &c)
+		if err != nil {
+			return 0, err
+		}
+		if done {
+			return out, r.patientSent(ctx, st, st.ContactID, hash)
+		}
+	}
+	return r.createPatient(ctx, st, &c, hash)
+}
+
+// updatePatient updates the patient's contact. It reports false, with
+// st.ContactID cleared, when GHL does not have the contact any more. A
+// duplicate refusal links the patient to the contact GHL names, once.
+func (r *run) updatePatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact) (bool, error) {
+	linkedFrom := ""
+	for {
 		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
 			_, resp, err := r.e.Contacts.Update(ctx, token, st.ContactID, c)
 			return resp, err
 		})
+		var dup *ghl.DuplicateContactError
 		switch {
 		case err == nil:
-			return updated, r.patientSent(ctx, st, st.ContactID, hash)
-		case !ghl.IsNotFound(err):
-			return 0, err
+			return true, nil
+		case ghl.IsNotFound(err):
+			r.e.log().Warn("the patient's contact is gone from GHL; creating it again",
+				"location", r.loc, "patient", st.ExternalID, "contact", st.ContactID)
+			st.ContactID = ""
+			return false, nil
+		case !errors.As(err, &dup):
+			return false, err
+		case linkedFrom != "" || dup.ContactID == st.ContactID:
+			other := st.ContactID
+			if linkedFrom != "" {
+				st.ContactID = linkedFrom
+			}
+			return false, refusedf("conflict: GHL holds this patient's %s on contact %s and the rest of it on contact %s, "+
+				"and the location does not allow duplicates; merge the two contacts in GHL", dup.MatchingField, dup.ContactID, other)
 		}
-		r.e.log().Warn("the patient's contact is gone from GHL; creating it again",
-			"location", r.loc, "patient", st.ExternalID, "contact", st.ContactID)
-		st.ContactID = ""
+		holders, err := r.e.State.ContactHolders(ctx, r.loc, dup.ContactID, st.ExternalID)
+		if err != nil {
+			return false, err
+		}
+		if len(holders) > 0 {
+			return false, refusedf("conflict: this patient's %s is that of contact %s in GHL, which is patient %s's; "+
+				"give the two different emails and phones (or remove the duplicate) in the clinic system",
+				dup.MatchingField, dup.ContactID, holders[0])
+		}
+		r.e.log().Info("GHL has the patient's email or phone on another contact; linking the patient to it",
+			"location", r.loc, "patient", st.ExternalID, "contact", st.ContactID, "linked", dup.ContactID,
+			"field", dup.MatchingField)
+		linkedFrom, st.ContactID = st.ContactID, dup.ContactID
+	}
+}
+
+// createPatient creates the patient's contact: an upsert when it has an
+// email or a phone, else a create. CreatingAt is written first, so that a
+// lost answer is looked up on the next attempt.
+func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string) (outcome, error) {
+	st.CreatingAt = ptr(r.e.now().UTC())
+	if err := r.e.State.SavePatientSync(ctx, st); err != nil {
+		return 0, err
 	}
 	if c.Email == "" && c.Phone == "" {
-		if st.CreatingAt != nil {
-			r.e.log().Warn("an earlier create of this patient's contact may have reached GHL, and a contact "+
-				"without email or phone cannot be looked up: GHL may hold it twice",
-				"location", r.loc, "patient", st.ExternalID, "since", *st.CreatingAt)
-		}
-		st.CreatingAt = ptr(r.e.now().UTC())
-		if err := r.e.State.SavePatientSync(ctx, st); err != nil {
+		var got *ghl.Contact
+		err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+			got, resp, err = r.e.Contacts.Create(ctx, token, c)
+			return resp, err
+		})
+		if err != nil {
+			st.CreatingAt = ptr(r.e.now().UTC()) // GHL may have acted as late as this
 			return 0, err
 		}
+		return created, r.patientSent(ctx, st, got.ID, hash)
 	}
 	// Patients GHL would match to one contact upsert one at a time, so the
 	// second finds the first's contact recorded.
@@ -177,16 +297,92 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, c *ghl.Con
 		return resp, err
 	})
 	if err != nil {
+		st.CreatingAt = ptr(r.e.now().UTC())
 		return 0, err
 	}
 	if err := r.checkMerged(ctx, st.ExternalID, got.ID); err != nil {
 		return 0, err
+	}
+	if field := ignoredField(c, got); field != "" {
+		// The contact is the patient's: recorded, so appointments book for
+		// it and later pushes update it by id. The refusal records the
+		// reason against this content.
+		r.e.log().Warn("GHL's upsert ignored a field of the patient: another contact holds it",
+			"location", r.loc, "patient", st.ExternalID, "contact", got.ID, "field", field)
+		st.ContactID, st.SentHash, st.SentAt, st.CreatingAt = got.ID, hash, ptr(r.e.now().UTC()), nil
+		return 0, refusedf("GHL wrote this patient to contact %s but ignored its %s, which another GHL contact "+
+			"holds (GHL's upsert updates the contact its duplicate setting matches first and drops the other "+
+			"field); merge the two contacts in GHL, or correct the patient's %s", got.ID, field, field)
 	}
 	out := updated
 	if isNew {
 		out = created
 	}
 	return out, r.patientSent(ctx, st, got.ID, hash)
+}
+
+// ignoredField names the field ("email", "phone") that was sent but did
+// not come back in GHL's answer, "" when both landed.
+func ignoredField(sent, got *ghl.Contact) string {
+	switch {
+	case sent.Email != "" && !strings.EqualFold(strings.TrimSpace(got.Email), sent.Email):
+		return "email"
+	case sent.Phone != "" && digitsOf(got.Phone) != digitsOf(sent.Phone):
+		return "phone"
+	}
+	return ""
+}
+
+// defaultSearchSettle is Engine.SearchSettle's default: GHL says its
+// search shows a write "a few seconds" after it.
+const defaultSearchSettle = 10 * time.Second
+
+// settleSearch waits until a contact GHL may have created at shows in
+// its search (Engine.SearchSettle after it).
+func (r *run) settleSearch(ctx context.Context, at time.Time) error {
+	settle := r.e.SearchSettle
+	if settle <= 0 {
+		settle = defaultSearchSettle
+	}
+	wait := at.Add(settle).Sub(r.e.now())
+	if wait <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-r.e.ShuttingDown: // a nil channel never is
+		return errShuttingDown
+	case <-clock.Or(r.e.Clock).After(wait):
+		return nil
+	}
+}
+
+// findPatientContact returns the location's contact whose patient id
+// custom field holds patient, "" when there is none.
+func (r *run) findPatientContact(ctx context.Context, patient, field string) (string, error) {
+	var found []ghl.Contact
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		found, resp, err = r.e.Contacts.Search(ctx, token, r.loc, ghl.CustomFieldIs(field, patient))
+		return resp, err
+	})
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, c := range found {
+		if v, ok := c.FieldValue(field); ok && v == patient {
+			ids = append(ids, c.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	if len(ids) > 1 {
+		r.e.log().Warn("GHL holds several contacts with this patient's id; the first is used",
+			"location", r.loc, "patient", patient, "contacts", ids)
+	}
+	return ids[0], nil
 }
 
 // checkMerged fails the upsert of patient with a refusal when GHL answered
@@ -238,16 +434,19 @@ func matchKeys(c *ghl.Contact) []string {
 	if e := strings.ToLower(c.Email); e != "" {
 		keys = append(keys, "email:"+e)
 	}
-	digits := strings.Map(func(r rune) rune {
+	if digits := digitsOf(c.Phone); digits != "" {
+		keys = append(keys, "phone:"+digits)
+	}
+	return keys
+}
+
+func digitsOf(s string) string {
+	return strings.Map(func(r rune) rune {
 		if r >= '0' && r <= '9' {
 			return r
 		}
 		return -1
-	}, c.Phone)
-	if digits != "" {
-		keys = append(keys, "phone:"+digits)
-	}
-	return keys
+	}, s)
 }
 
 // patientSent records that GHL accepted the content with hash for contact.
@@ -270,7 +469,11 @@ func (r *run) patientContact(ctx context.Context, patient string) (string, error
 		if err != nil {
 			return "", err
 		}
-		it, st := r.planPatient(p)
+		region, err := r.region(ctx)
+		if err != nil {
+			return "", err
+		}
+		it, st := r.planPatient(p, region)
 		switch {
 		case it.unchanged:
 			return p.Sync.ContactID, nil

@@ -68,7 +68,11 @@ func classify(ctx context.Context, err error) (refused, temporary bool) {
 	}
 	var rf *refusal
 	var un *unanswered
+	var lf *locationFault
 	switch {
+	case errors.As(err, &lf):
+		// The location's setup, not the record.
+		return false, false
 	case errors.As(err, &rf), errors.Is(err, store.ErrDuplicateEvent):
 		return true, false
 	case ghl.IsUserMissing(err):
@@ -115,6 +119,9 @@ type run struct {
 	// claims serialises the upserts of patients GHL would match to one
 	// contact (patients.go).
 	claims keyLocks
+	// setup is the location's phone region and patient id custom field,
+	// looked up once (contactsetup.go).
+	setup contactSetup
 
 	start time.Time
 

@@ -69,6 +69,7 @@ type State interface {
 	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
+	// Settings returns the location's settings (its phone region, notify).
 	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 	SetLocationInfo(ctx context.Context, loc, name, timezone string) error
 }
@@ -77,7 +78,11 @@ type State interface {
 // *ghl.ContactsService is one.
 type Contacts interface {
 	Upsert(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, bool, *ghl.Response, error)
+	Create(ctx context.Context, accessToken string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
 	Update(ctx context.Context, accessToken, contactID string, c *ghl.Contact) (*ghl.Contact, *ghl.Response, error)
+	Search(ctx context.Context, accessToken, locationID string, filters ...ghl.SearchFilter) ([]ghl.Contact, *ghl.Response, error)
+	CustomFields(ctx context.Context, accessToken, locationID string) ([]ghl.FieldDef, *ghl.Response, error)
+	CreateCustomField(ctx context.Context, accessToken, locationID, name, dataType string) (*ghl.FieldDef, *ghl.Response, error)
 	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Event, *ghl.Response, error)
 }
 
@@ -151,6 +156,10 @@ type Engine struct {
 	// Budget is how long a run sends records before it hands over to a
 	// follow-up; 3m.
 	Budget time.Duration
+	// SearchSettle is how long after a contact create whose answer was
+	// lost the sync waits before it searches for the contact: GHL's search
+	// index shows a write seconds after it; 10s.
+	SearchSettle time.Duration
 }
 
 // Validate reports a required field that is not set. Call it at start.

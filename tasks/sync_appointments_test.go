@@ -26,13 +26,6 @@ func (e *syncEnv) ghlClient(t *testing.T, loc string) (*ghl.Client, string) {
 	return c, access
 }
 
-func (e *syncEnv) exec(t *testing.T, sql string, args ...any) {
-	t.Helper()
-	if err := storetest.DB(t, e.DatabaseURL).Exec(sql, args...).Error; err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Issue 9, test 1 for appointments: appointments deleted in GHL (GHL
 // answers their ids 400 "… not found", not 404) are booked again the next
 // time they are sent, and a move whose old booking is gone completes;

@@ -115,6 +115,9 @@ func newSyncEnvOn(t testing.TB, redisURL func(testing.TB) string, opts ghltest.O
 			Limiter:   e.limiter,
 			Locks:     &syncer.Locks{Redis: rc},
 			Log:       log,
+			// The fake shows a new contact in searches at once unless its
+			// SearchLag says otherwise; the tests of the lag set both.
+			SearchSettle: time.Second,
 		},
 		Locations: stack.Store,
 		Enqueuer:  e.client,
@@ -279,10 +282,26 @@ func contactKey(email, phone string) string {
 	}, phone)
 }
 
+// patientField returns the id of loc's patient id custom field, failing
+// the test when the location has none.
+func (e *syncEnv) patientField(t testing.TB, loc string) string {
+	t.Helper()
+	for _, f := range e.Fake.CustomFields(loc) {
+		if f.FieldKey == syncer.PatientIDFieldKey {
+			return f.ID
+		}
+	}
+	t.Fatalf("%s has no custom field %s", loc, syncer.PatientIDFieldKey)
+	return ""
+}
+
 // checkContacts checks that the fake holds exactly one contact per patient
-// of loc, with the patient's fields, and returns them by patient.
+// of loc, with the patient's fields (the phone in E.164) and the patient's
+// id in the location's patient id custom field, and returns them by
+// patient.
 func (e *syncEnv) checkContacts(t testing.TB, loc string, patients int) map[string]ghltest.Contact {
 	t.Helper()
+	field := e.patientField(t, loc)
 	contacts := e.Fake.Contacts(loc)
 	byKey := map[string]ghltest.Contact{}
 	for _, c := range contacts {
@@ -303,10 +322,15 @@ func (e *syncEnv) checkContacts(t testing.TB, loc string, patients int) map[stri
 			t.Errorf("%s: no contact for %s", loc, p.ExternalID)
 			continue
 		}
+		phone := ""
+		if p.Phone != "" {
+			phone = "+" + contactKey("", p.Phone)
+		}
 		want := ghltest.Contact{ID: c.ID, LocationID: loc, FirstName: p.FirstName, LastName: p.LastName,
-			Name: p.FirstName + " " + p.LastName, Email: p.Email, Phone: p.Phone, Address1: p.Address1,
+			Name: p.FirstName + " " + p.LastName, Email: p.Email, Phone: phone, Address1: p.Address1,
 			City: p.City, PostalCode: p.PostalCode, Country: p.Country, Tags: []string{},
-			DateAdded: c.DateAdded, DateUpdated: c.DateUpdated}
+			CustomFields: []ghltest.CustomField{{ID: field, Value: p.ExternalID}},
+			DateAdded:    c.DateAdded, DateUpdated: c.DateUpdated}
 		if p.DateOfBirth != nil {
 			want.DateOfBirth = p.DateOfBirth.Format("2006-01-02")
 		}
@@ -576,8 +600,10 @@ func TestSyncStopsWhenTheLocationNeedsReauth(t *testing.T) {
 		t.Errorf("task %s after %d retries (%s), want archived at once", info.State, info.Retried, info.LastErr)
 	}
 	if res.Outcome != syncer.OutcomeNeedsReauth || !strings.Contains(res.Message, "/api/auth/connect") ||
-		res.Created != 29 || res.FailedCount != 0 {
-		t.Errorf("result %+v, want needs_reauth after 29 patients", res)
+		res.Created != 27 || res.FailedCount != 0 {
+		// Of the 29 calls before the revocation, the first two list and
+		// create the location's patient id custom field.
+		t.Errorf("result %+v, want needs_reauth after 27 patients", res)
 	}
 	_, c := e.StoredTokens(t, "loc1")
 	if c.Status != store.StatusNeedsReauth {

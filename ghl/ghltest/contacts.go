@@ -9,22 +9,25 @@ import (
 	"time"
 )
 
-// Contact is a GHL contact as the fake stores and answers it.
+// Contact is a GHL contact as the fake stores it. Answers add the side
+// fields of GHL's answers (contactJSON).
 type Contact struct {
-	ID           string        `json:"id"`
-	LocationID   string        `json:"locationId"`
-	FirstName    string        `json:"firstName,omitempty"`
-	LastName     string        `json:"lastName,omitempty"`
-	Name         string        `json:"name,omitempty"`
-	Email        string        `json:"email,omitempty"`
-	Phone        string        `json:"phone,omitempty"`
-	Gender       string        `json:"gender,omitempty"`
-	Address1     string        `json:"address1,omitempty"`
-	City         string        `json:"city,omitempty"`
-	State        string        `json:"state,omitempty"`
-	PostalCode   string        `json:"postalCode,omitempty"`
-	Country      string        `json:"country,omitempty"`
-	Timezone     string        `json:"timezone,omitempty"`
+	ID         string `json:"id"`
+	LocationID string `json:"locationId"`
+	FirstName  string `json:"firstName,omitempty"`
+	LastName   string `json:"lastName,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Email      string `json:"email,omitempty"`
+	Phone      string `json:"phone,omitempty"`
+	Gender     string `json:"gender,omitempty"`
+	Address1   string `json:"address1,omitempty"`
+	City       string `json:"city,omitempty"`
+	State      string `json:"state,omitempty"`
+	PostalCode string `json:"postalCode,omitempty"`
+	Country    string `json:"country,omitempty"`
+	Timezone   string `json:"timezone,omitempty"`
+	// DateOfBirth is stored as YYYY-MM-DD; each endpoint answers it in its
+	// own form (see dobForm).
 	DateOfBirth  string        `json:"dateOfBirth,omitempty"`
 	Source       string        `json:"source,omitempty"`
 	CompanyName  string        `json:"companyName,omitempty"`
@@ -35,11 +38,11 @@ type Contact struct {
 	DateUpdated  time.Time     `json:"dateUpdated"`
 }
 
-// CustomField is one custom field value as written by an upsert.
+// CustomField is one custom field value of a contact, as GHL answers it:
+// the location's field id and the value.
 type CustomField struct {
-	ID         string `json:"id,omitempty"`
-	Key        string `json:"key,omitempty"`
-	FieldValue any    `json:"field_value,omitempty"`
+	ID    string `json:"id"`
+	Value any    `json:"value"`
 }
 
 func (c *Contact) clone() Contact {
@@ -52,48 +55,91 @@ func (c *Contact) clone() Contact {
 	return cc
 }
 
-// contactInput is an upsert or update body; nil fields were absent.
-type contactInput struct {
-	LocationID   *string        `json:"locationId"`
-	FirstName    *string        `json:"firstName"`
-	LastName     *string        `json:"lastName"`
-	Name         *string        `json:"name"`
-	Email        *string        `json:"email"`
-	Phone        *string        `json:"phone"`
-	Gender       *string        `json:"gender"`
-	Address1     *string        `json:"address1"`
-	City         *string        `json:"city"`
-	State        *string        `json:"state"`
-	PostalCode   *string        `json:"postalCode"`
-	Country      *string        `json:"country"`
-	Timezone     *string        `json:"timezone"`
-	DateOfBirth  *string        `json:"dateOfBirth"`
-	Source       *string        `json:"source"`
-	CompanyName  *string        `json:"companyName"`
-	DND          *bool          `json:"dnd"`
-	Tags         *[]string      `json:"tags"`
-	CustomFields *[]CustomField `json:"customFields"`
+// customFieldInput is one custom field value of a write, named by the
+// field's id or key, as GHL takes it.
+type customFieldInput struct {
+	ID         string `json:"id"`
+	Key        string `json:"key"`
+	FieldValue any    `json:"field_value"`
 }
 
+// contactInput is an upsert, create or update body; nil fields were absent.
+type contactInput struct {
+	LocationID   *string             `json:"locationId"`
+	FirstName    *string             `json:"firstName"`
+	LastName     *string             `json:"lastName"`
+	Name         *string             `json:"name"`
+	Email        *string             `json:"email"`
+	Phone        *string             `json:"phone"`
+	Gender       *string             `json:"gender"`
+	Address1     *string             `json:"address1"`
+	City         *string             `json:"city"`
+	State        *string             `json:"state"`
+	PostalCode   *string             `json:"postalCode"`
+	Country      *string             `json:"country"`
+	Timezone     *string             `json:"timezone"`
+	DateOfBirth  *string             `json:"dateOfBirth"`
+	Source       *string             `json:"source"`
+	CompanyName  *string             `json:"companyName"`
+	DND          *bool               `json:"dnd"`
+	Tags         *[]string           `json:"tags"`
+	CustomFields *[]customFieldInput `json:"customFields"`
+	// CreateNewIfDuplicateAllowed is the upsert's alone.
+	CreateNewIfDuplicateAllowed *bool `json:"createNewIfDuplicateAllowed"`
+}
+
+// The keys each write takes. GHL's update DTO has no locationId, gender
+// or companyName: PUT answers 422 "property X should not exist" for them
+// (#313).
 var (
 	upsertKeys = jsonKeys(reflect.TypeFor[contactInput]())
-	updateKeys = jsonKeys(reflect.TypeFor[contactInput](), "locationId")
+	createKeys = jsonKeys(reflect.TypeFor[contactInput](), "createNewIfDuplicateAllowed")
+	updateKeys = jsonKeys(reflect.TypeFor[contactInput](), "locationId", "gender", "companyName", "createNewIfDuplicateAllowed")
 )
 
-var emailRE = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
+var (
+	emailRE   = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
+	countryRE = regexp.MustCompile(`^[A-Z]{2}$`)
+)
 
-// validate returns the 422 messages of a body. An empty email is invalid
-// too: GHL's validator only skips absent or null fields.
+// dobLayouts are the forms GHL's DTOs list for dateOfBirth.
+var dobLayouts = []string{"2006-01-02", "2006/01/02", "01/02/2006", "01-02-2006", "2006.01.02", "01.02.2006",
+	"2006_01_02", "01_02_2006"}
+
+// validate returns the 422 messages of a body, and normalises its date of
+// birth to YYYY-MM-DD. An empty email is invalid too: GHL's validator only
+// skips absent or null fields. country must be an ISO 3166 alpha-2 code,
+// as GHL.md says GHL takes it.
 func (in *contactInput) validate() []string {
+	var msgs []string
 	if in.Email != nil && !emailRE.MatchString(*in.Email) {
-		return []string{"email must be an email"}
+		msgs = append(msgs, "email must be an email")
 	}
-	return nil
+	if in.Country != nil && *in.Country != "" && !countryRE.MatchString(*in.Country) {
+		msgs = append(msgs, "country must be a valid ISO 3166-1 alpha-2 country code")
+	}
+	if in.DateOfBirth != nil && *in.DateOfBirth != "" {
+		ok := false
+		for _, layout := range dobLayouts {
+			if t, err := time.Parse(layout, *in.DateOfBirth); err == nil {
+				day := t.Format("2006-01-02")
+				in.DateOfBirth, ok = &day, true
+				break
+			}
+		}
+		if !ok {
+			msgs = append(msgs, "dateOfBirth must be a valid date")
+		}
+	}
+	return msgs
 }
 
-// apply writes the present fields into c; skipPhone drops the phone, as an
-// upsert whose email and phone match two contacts does.
-func (in *contactInput) apply(c *Contact, skipPhone bool) {
+// apply writes the present fields into c; skip drops the email or phone
+// ("email", "phone"), as an upsert whose email and phone match two
+// contacts does. Custom fields are resolved against the location's fields
+// (fieldID); values of unknown fields are dropped, as GHL drops them, and
+// counted in *unknown.
+func (in *contactInput) apply(c *Contact, skip string, fieldID func(id, key string) string, unknown *int) {
 	set := func(dst *string, src *string) {
 		if src != nil {
 			*dst = *src
@@ -101,8 +147,10 @@ func (in *contactInput) apply(c *Contact, skipPhone bool) {
 	}
 	set(&c.FirstName, in.FirstName)
 	set(&c.LastName, in.LastName)
-	set(&c.Email, in.Email)
-	if !skipPhone {
+	if skip != "email" {
+		set(&c.Email, in.Email)
+	}
+	if skip != "phone" {
 		set(&c.Phone, in.Phone)
 	}
 	set(&c.Gender, in.Gender)
@@ -122,7 +170,20 @@ func (in *contactInput) apply(c *Contact, skipPhone bool) {
 		c.Tags = slices.Clone(*in.Tags) // GHL: tags replace all tags
 	}
 	if in.CustomFields != nil {
-		c.CustomFields = slices.Clone(*in.CustomFields)
+		// A write sets the fields it names and keeps the others.
+		for _, f := range *in.CustomFields {
+			id := fieldID(f.ID, f.Key)
+			if id == "" {
+				*unknown++
+				continue
+			}
+			i := slices.IndexFunc(c.CustomFields, func(v CustomField) bool { return v.ID == id })
+			if i < 0 {
+				c.CustomFields = append(c.CustomFields, CustomField{ID: id, Value: f.FieldValue})
+			} else {
+				c.CustomFields[i].Value = f.FieldValue
+			}
+		}
 	}
 	switch {
 	case in.Name != nil:
@@ -176,24 +237,82 @@ func (st *state) unindexContact(c *Contact) {
 	del(st.byPhone, phoneKey(c.LocationID, c.Phone))
 }
 
-// firstMatch returns the oldest contact indexed under k.
-func (st *state) firstMatch(m map[string][]string, k string) *Contact {
-	if k == "" || len(m[k]) == 0 {
+// firstMatch returns the oldest contact indexed under k other than the
+// contact except.
+func (st *state) firstMatch(m map[string][]string, k, except string) *Contact {
+	if k == "" {
 		return nil
 	}
-	return st.contacts[m[k][0]]
+	for _, id := range m[k] {
+		if id != except {
+			return st.contacts[id]
+		}
+	}
+	return nil
+}
+
+// match returns the location's contact that value of field ("email" or
+// "phone") matches, other than except.
+func (st *state) match(loc, field, value, except string) *Contact {
+	if field == "email" {
+		return st.firstMatch(st.byEmail, emailKey(loc, value), except)
+	}
+	return st.firstMatch(st.byPhone, phoneKey(loc, value), except)
 }
 
 func (st *state) insertContact(c *Contact) {
 	st.contacts[c.ID] = c
+	delete(st.searchableAt, c.ID)
 	st.contactsByLo[c.LocationID] = append(st.contactsByLo[c.LocationID], c.ID)
 	st.indexContact(c)
 }
 
-const msgNoLocationAccess = "The token does not have access to this location"
+// duplicateLocked returns the contact, other than except, that the
+// location's duplicate rule finds for the email and phone of in, and the
+// field that matched, when the location does not allow duplicates.
+func (s *Server) duplicateLocked(loc string, in *contactInput, except string) (*Contact, string) {
+	l := s.st.locations[loc]
+	if l == nil || l.AllowDuplicates {
+		return nil, ""
+	}
+	for _, field := range l.matchOrder() {
+		v := in.Email
+		if field == "phone" {
+			v = in.Phone
+		}
+		if c := s.st.match(loc, field, str(v), except); c != nil {
+			return c, field
+		}
+	}
+	return nil, ""
+}
 
-// handleUpsertContact serves POST /contacts/upsert: match the location's
-// contact by email (case-insensitive), else by phone; update it or create.
+// writeDuplicate answers GHL's refusal of a duplicate contact, which names
+// the contact that holds the value.
+func writeDuplicate(w http.ResponseWriter, contactID, field string) {
+	writeJSON(w, http.StatusBadRequest, struct {
+		StatusCode int    `json:"statusCode"`
+		Message    string `json:"message"`
+		Meta       any    `json:"meta"`
+	}{http.StatusBadRequest, "This location does not allow duplicated contacts.", struct {
+		ContactID     string `json:"contactId"`
+		MatchingField string `json:"matchingField"`
+	}{contactID, field}})
+}
+
+const (
+	msgNoLocationAccess = "The token does not have access to this location"
+	// msgUpsertNeedsKey is the upsert's refusal of a body with neither
+	// email nor phone (GHL issues #59, #37; the exact wording is
+	// unconfirmed).
+	msgUpsertNeedsKey = "Either email or phone is required to upsert a contact"
+)
+
+// handleUpsertContact serves POST /contacts/upsert: it needs an email or a
+// phone, matches the location's contact by them in the order of the
+// location's duplicate setting (email first unless PhoneFirst), updates it
+// or creates one. When the two fields match two contacts, the first one's
+// contact is updated and the other field silently ignored, as GHL does.
 func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *grant) {
 	var in contactInput
 	if !decodeBody(w, r, &in, upsertKeys) {
@@ -212,54 +331,137 @@ func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *
 		writeError(w, http.StatusForbidden, msgNoLocationAccess)
 		return
 	}
+	if str(in.Email) == "" && str(in.Phone) == "" {
+		s.mu.Lock()
+		s.stats.upsertsWithoutKey[loc]++
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, msgUpsertNeedsKey)
+		return
+	}
 	now := s.opts.Now()
 	s.mu.Lock()
-	match := s.st.firstMatch(s.st.byEmail, emailKey(loc, str(in.Email)))
-	skipPhone := false
-	if byPhone := s.st.firstMatch(s.st.byPhone, phoneKey(loc, str(in.Phone))); byPhone != nil {
-		if match == nil {
-			match = byPhone
-		} else {
-			// Email and phone match two contacts: GHL updates the email's
-			// and silently drops the phone.
-			skipPhone = byPhone != match
+	l := s.st.addLocationLockedIfMissing(loc)
+	var match *Contact
+	skip := ""
+	if !(l.AllowDuplicates && in.CreateNewIfDuplicateAllowed != nil && *in.CreateNewIfDuplicateAllowed) {
+		order := l.matchOrder()
+		values := map[string]string{"email": str(in.Email), "phone": str(in.Phone)}
+		first := s.st.match(loc, order[0], values[order[0]], "")
+		second := s.st.match(loc, order[1], values[order[1]], "")
+		match = first
+		switch {
+		case first == nil:
+			match = second
+		case second != nil && second != first:
+			skip = order[1]
+			s.stats.ignoredFields[loc]++
 		}
 	}
 	created := match == nil
 	if created {
 		match = &Contact{ID: newID(), LocationID: loc, Tags: []string{}, DateAdded: now, DateUpdated: now}
-		in.apply(match, false)
+		in.apply(match, "", s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
 		s.st.insertContact(match)
+		s.lagSearchLocked(match.ID, now)
 		s.stats.contactCreates[loc]++
 	} else {
 		s.st.unindexContact(match)
-		in.apply(match, skipPhone)
+		in.apply(match, skip, s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
 		match.DateUpdated = now
 		s.st.indexContact(match)
 		s.stats.contactUpdates[loc]++
 	}
 	s.changedLocked()
-	c := match.clone()
+	c := match.answer(dobDate)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
-		New     bool    `json:"new"`
-		Contact Contact `json:"contact"`
-		TraceID string  `json:"traceId"`
+		New     bool        `json:"new"`
+		Contact contactJSON `json:"contact"`
+		TraceID string      `json:"traceId"`
 	}{created, c, newTraceID()})
 }
 
-// contactFor returns a copy of contact id if g may read it, else answers.
+// handleCreateContact serves POST /contacts/: a new contact, without
+// matching, but refused with the duplicate answer when the location does
+// not allow duplicates and its email or phone is another contact's. It
+// answers 201 with the contact, its date of birth as an ISO timestamp.
+func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *grant) {
+	var in contactInput
+	if !decodeBody(w, r, &in, createKeys) {
+		return
+	}
+	loc := str(in.LocationID)
+	if loc == "" {
+		writeValidation(w, "locationId should not be empty")
+		return
+	}
+	if msgs := in.validate(); msgs != nil {
+		writeValidation(w, msgs...)
+		return
+	}
+	if !g.canAccess(loc) {
+		writeError(w, http.StatusForbidden, msgNoLocationAccess)
+		return
+	}
+	now := s.opts.Now()
+	s.mu.Lock()
+	s.st.addLocationLockedIfMissing(loc)
+	if dup, field := s.duplicateLocked(loc, &in, ""); dup != nil {
+		s.stats.duplicateRefusals[loc]++
+		s.mu.Unlock()
+		writeDuplicate(w, dup.ID, field)
+		return
+	}
+	c := &Contact{ID: newID(), LocationID: loc, Tags: []string{}, DateAdded: now, DateUpdated: now}
+	in.apply(c, "", s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
+	s.st.insertContact(c)
+	s.lagSearchLocked(c.ID, now)
+	s.stats.contactCreates[loc]++
+	s.changedLocked()
+	out := c.answer(dobISO)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusCreated, struct {
+		Contact contactJSON `json:"contact"`
+	}{out})
+}
+
+// wellFormedContactID reports whether id has the shape of the fake's ids: 20
+// characters of idAlphabet. GHL answers 500 to a GET or PUT of an id that
+// is not one of its ids' shape (#6); the fake calls that malformed.
+func wellFormedContactID(id string) bool {
+	if len(id) != 20 {
+		return false
+	}
+	for i := range len(id) {
+		if !strings.ContainsRune(idAlphabet, rune(id[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// contactFor returns a copy of contact id if g may read it, else answers:
+// 500 for a malformed id, 400 "Contact with id … not found" for an unknown
+// one (GHL documents no 404 for contacts), 403 for another location's.
 func (s *Server) contactFor(w http.ResponseWriter, id string, g *grant) (Contact, bool) {
 	s.mu.Lock()
 	c := s.st.contacts[id]
 	var cc Contact
-	if c != nil {
+	switch {
+	case c != nil:
 		cc = c.clone()
+	case !wellFormedContactID(id):
+		s.stats.contactMalformedIDs++
+	default:
+		s.stats.contactsNotFound++
 	}
 	s.mu.Unlock()
 	switch {
+	case c == nil && !wellFormedContactID(id):
+		writeError(w, http.StatusInternalServerError, "Internal server error")
+		return cc, false
 	case c == nil:
-		writeError(w, http.StatusNotFound, "Contact not found")
+		writeError(w, http.StatusBadRequest, "Contact with id "+id+" not found")
 		return cc, false
 	case !g.canAccess(cc.LocationID):
 		writeError(w, http.StatusForbidden, msgNoLocationAccess)
@@ -275,11 +477,13 @@ func (s *Server) handleGetContact(w http.ResponseWriter, r *http.Request, g *gra
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Contact Contact `json:"contact"`
-	}{c})
+		Contact contactJSON `json:"contact"`
+	}{c.answer(dobDate)})
 }
 
-// handleUpdateContact serves PUT /contacts/{id}.
+// handleUpdateContact serves PUT /contacts/{id}. When the location does
+// not allow duplicates, an email or phone that another contact holds is
+// refused with the duplicate answer.
 func (s *Server) handleUpdateContact(w http.ResponseWriter, r *http.Request, g *grant) {
 	id := r.PathValue("id")
 	if _, ok := s.contactFor(w, id, g); !ok {
@@ -296,18 +500,29 @@ func (s *Server) handleUpdateContact(w http.ResponseWriter, r *http.Request, g *
 	now := s.opts.Now()
 	s.mu.Lock()
 	c := s.st.contacts[id]
+	if c == nil { // deleted meanwhile
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "Contact with id "+id+" not found")
+		return
+	}
+	if dup, field := s.duplicateLocked(c.LocationID, &in, id); dup != nil {
+		s.stats.duplicateRefusals[c.LocationID]++
+		s.mu.Unlock()
+		writeDuplicate(w, dup.ID, field)
+		return
+	}
 	s.st.unindexContact(c)
-	in.apply(c, false)
+	in.apply(c, "", s.fieldIDLocked(c.LocationID), &s.stats.unknownCustomFields)
 	c.DateUpdated = now
 	s.st.indexContact(c)
 	s.stats.contactUpdates[c.LocationID]++
 	s.changedLocked()
-	cc := c.clone()
+	out := c.answer(dobDate)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
-		Succeded bool    `json:"succeded"` // sic, as GHL spells it
-		Contact  Contact `json:"contact"`
-	}{true, cc})
+		Succeded bool        `json:"succeded"` // sic, as GHL spells it
+		Contact  contactJSON `json:"contact"`
+	}{true, out})
 }
 
 // handleDuplicateContact serves GET /contacts/search/duplicate: the
@@ -324,19 +539,19 @@ func (s *Server) handleDuplicateContact(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	s.mu.Lock()
-	c := s.st.firstMatch(s.st.byEmail, emailKey(loc, q.Get("email")))
+	c := s.st.match(loc, "email", q.Get("email"), "")
 	if c == nil {
-		c = s.st.firstMatch(s.st.byPhone, phoneKey(loc, q.Get("number")))
+		c = s.st.match(loc, "phone", q.Get("number"), "")
 	}
-	var out *Contact
+	var out *contactJSON
 	if c != nil {
-		cc := c.clone()
+		cc := c.answer(dobDate)
 		out = &cc
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
-		Contact *Contact `json:"contact"`
-		TraceID string   `json:"traceId"`
+		Contact *contactJSON `json:"contact"`
+		TraceID string       `json:"traceId"`
 	}{out, newTraceID()})
 }
 
@@ -350,6 +565,22 @@ func (s *Server) Contacts(locationID string) []Contact {
 		out = append(out, s.st.contacts[id].clone())
 	}
 	return out
+}
+
+// DeleteContact removes a contact, as a user deleting it in GHL would;
+// its appointments stay. It reports whether the contact existed.
+func (s *Server) DeleteContact(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.st.contacts[id]
+	if c == nil {
+		return false
+	}
+	s.st.unindexContact(c)
+	delete(s.st.contacts, id)
+	s.st.contactsByLo[c.LocationID] = slices.DeleteFunc(s.st.contactsByLo[c.LocationID],
+		func(x string) bool { return x == id })
+	return true
 }
 
 // AddContact stores a contact directly, for seeding: it is not counted as

@@ -18,7 +18,11 @@ import (
 // a reused connection; use a POST or a fresh connection to see the drop.
 type Fault struct {
 	// Path matches requests whose URL path starts with it; "" matches all.
+	// A Path ending in "{$}" matches only the path before it ("/contacts/{$}"
+	// is the create, not every contact call).
 	Path string
+	// Method, when set, matches only requests of that method.
+	Method string
 	// Location matches requests about one location (or company), "" any:
 	// the subject of the Bearer token for API calls, of the code or refresh
 	// token for /oauth/token, the locationId field for /oauth/locationToken.
@@ -74,11 +78,12 @@ func (s *Server) ClearFaults() {
 
 // takeFault returns the fault that applies to a request, using up one of
 // its Times.
-func (s *Server) takeFault(path, subj string) (Fault, bool) {
+func (s *Server) takeFault(method, path, subj string) (Fault, bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	for i, e := range s.faults {
-		if !strings.HasPrefix(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) {
+		if !pathMatches(path, e.f.Path) || (e.f.Location != "" && e.f.Location != subj) ||
+			(e.f.Method != "" && e.f.Method != method) {
 			continue
 		}
 		if e.f.Times > 0 {
@@ -93,6 +98,15 @@ func (s *Server) takeFault(path, subj string) (Fault, bool) {
 	return Fault{}, false
 }
 
+// pathMatches reports whether a fault's Path applies to a request path:
+// a prefix, or the exact path when it ends in "{$}".
+func pathMatches(path, pattern string) bool {
+	if exact, ok := strings.CutSuffix(pattern, "{$}"); ok {
+		return path == exact
+	}
+	return strings.HasPrefix(path, pattern)
+}
+
 // serve answers a request, faults included; serveHTTP adds the saving.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	subj := s.observe(r)
@@ -100,7 +114,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mux.ServeHTTP(w, r)
 		return
 	}
-	f, ok := s.takeFault(r.URL.Path, subj)
+	f, ok := s.takeFault(r.Method, r.URL.Path, subj)
 	if !ok {
 		s.mux.ServeHTTP(w, r)
 		return

@@ -616,7 +616,9 @@ func TestContacts(t *testing.T) {
 	if diff := cmp.Diff(put.Contact, get.Contact); diff != "" {
 		t.Errorf("GET after PUT (-want +got):\n%s", diff)
 	}
-	checkError(t, call(t, s, "GET", "/contacts/nope", access, ghltest.VersionContacts, nil), 404, `{"statusCode":404,"message":"Contact not found"}`)
+	checkError(t, call(t, s, "GET", "/contacts/nope", access, ghltest.VersionContacts, nil), 500, `{"statusCode":500,"message":"Internal server error"}`)
+	checkError(t, call(t, s, "GET", "/contacts/"+unknownID, access, ghltest.VersionContacts, nil), 400,
+		`{"statusCode":400,"message":"Contact with id `+unknownID+` not found"}`)
 
 	var dup struct {
 		Contact *ghltest.Contact `json:"contact"`
@@ -1170,6 +1172,6 @@ func TestContactAppointments(t *testing.T) {
 
 	r = call(t, s, "GET", "/contacts/"+bob.ID+"/appointments", other, ghltest.VersionContacts, nil)
 	checkError(t, r, 403, `{"statusCode":403,"message":"The token does not have access to this location"}`)
-	r = call(t, s, "GET", "/contacts/nobody/appointments", access, ghltest.VersionContacts, nil)
-	checkError(t, r, 404, `{"statusCode":404,"message":"Contact not found"}`)
+	r = call(t, s, "GET", "/contacts/"+unknownID+"/appointments", access, ghltest.VersionContacts, nil)
+	checkError(t, r, 400, `{"statusCode":400,"message":"Contact with id `+unknownID+` not found"}`)
 }

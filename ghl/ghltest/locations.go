@@ -24,7 +24,7 @@ func (s *Server) handleGetLocation(w http.ResponseWriter, r *http.Request, g *gr
 	var out locationJSON
 	if l != nil {
 		out = locationJSON{ID: l.ID, CompanyID: l.CompanyID, Name: l.name(), Timezone: l.timezone(),
-			Settings: map[string]any{"allowDuplicateContact": false}, Social: map[string]any{}}
+			Settings: map[string]any{"allowDuplicateContact": l.AllowDuplicates}, Social: map[string]any{}}
 	}
 	s.mu.Unlock()
 	switch {

@@ -15,6 +15,16 @@
 // requires for it (scopes.go), and a token without it gets GHL's 401 "The
 // token is not authorized for this scope."
 //
+// Contacts behave as GHL.md's "What real GHL does that a kind fake hides"
+// says: an unknown contact id answers 400 "Contact with id … not found"
+// (never 404) and a malformed one 500; the upsert needs an email or a
+// phone and, when the two match two contacts, updates the one the
+// location's priority puts first and ignores the other field; creates and
+// updates of another contact's email or phone are refused with the
+// duplicate 400 and its meta unless the location allows duplicates
+// (SetContactSettings); PUT takes only the update DTO's fields; search
+// answers dates of birth in epoch ms. Counters for each are in Stats.
+//
 // Counters, rate limits and faults are keyed by the subject of a token: the
 // location ID for a Location token, the company ID for a Company (agency)
 // token. The methods name that parameter locationID because almost every
@@ -93,6 +103,11 @@ type Options struct {
 	// changed the state and before the answer is written (and before any
 	// LatencyAfter). A grace reuse does not call it. See SetOnTokenIssued.
 	OnTokenIssued func(locationID string)
+
+	// SearchLag is how long a new contact stays out of POST
+	// /contacts/search answers, as GHL's search index shows a write
+	// seconds after it; 0 shows it at once.
+	SearchLag time.Duration
 
 	// StatePath, if set, is a JSON state file: NewServer, New and Open load
 	// it when it exists, Close writes it (atomically, mode 0600).
@@ -280,6 +295,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v2/oauth/chooselocation", s.handleChooseLocation)
 
 	m.Handle("POST /contacts/upsert", s.api(VersionContacts, true, s.handleUpsertContact))
+	m.Handle("POST /contacts/{$}", s.api(VersionContacts, true, s.handleCreateContact))
+	m.Handle("POST /contacts/search", s.api(VersionContacts, true, s.handleSearchContacts))
+	m.Handle("POST /contacts/{id}/tags", s.api(VersionContacts, true, s.handleTags(true)))
+	m.Handle("DELETE /contacts/{id}/tags", s.api(VersionContacts, true, s.handleTags(false)))
+	m.Handle("GET /locations/{id}/customFields", s.api(VersionContacts, true, s.handleListCustomFields))
+	m.Handle("POST /locations/{id}/customFields", s.api(VersionContacts, true, s.handleCreateCustomField))
 	m.Handle("GET /contacts/search/duplicate", s.api(VersionContacts, true, s.handleDuplicateContact))
 	m.Handle("GET /contacts/{id}", s.api(VersionContacts, true, s.handleGetContact))
 	m.Handle("PUT /contacts/{id}", s.api(VersionContacts, true, s.handleUpdateContact))

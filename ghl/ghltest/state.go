@@ -23,7 +23,10 @@ type state struct {
 	current map[string]string // subject -> newest refresh token
 	codes   map[string]*authCode
 
-	contacts     map[string]*Contact
+	contacts map[string]*Contact
+	// searchableAt is when a contact created under Options.SearchLag shows
+	// in searches; not saved, as the lag is long past on a load.
+	searchableAt map[string]time.Time
 	contactsByLo map[string][]string // location -> contact IDs, oldest first
 	byEmail      map[string][]string // location+"\x00"+lower(email) -> contact IDs
 	byPhone      map[string][]string // location+"\x00"+digits(phone) -> contact IDs
@@ -76,6 +79,12 @@ type location struct {
 	// AppInstalled: the app is installed on the location (a consent,
 	// InstallApp, or the agency's InstallToFuture); Revoke uninstalls it.
 	AppInstalled bool `json:"appInstalled,omitempty"`
+	// AllowDuplicates and PhoneFirst are the location's duplicate contact
+	// settings (ContactSettings); Fields its custom fields, appended to
+	// only, so a snapshot's copy of the slice stays valid.
+	AllowDuplicates bool             `json:"allowDuplicates,omitempty"`
+	PhoneFirst      bool             `json:"phoneFirst,omitempty"`
+	Fields          []CustomFieldDef `json:"customFields,omitempty"`
 }
 
 // DefaultTimezone is the time zone of a location added without one. It is

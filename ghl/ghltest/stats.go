@@ -26,8 +26,18 @@ type Stats struct {
 	InstalledLocationPages map[string]int
 	MaxInWindow            map[string]int // most API requests accepted within one RateInterval
 
-	ContactCreates     map[string]int
-	ContactUpdates     map[string]int // by upsert or PUT
+	ContactCreates map[string]int
+	ContactUpdates map[string]int // by upsert or PUT
+
+	// What GHL refuses or does silently to contact writes, per location.
+	UpsertsWithoutKey  map[string]int // upserts refused for want of email and phone
+	DuplicateRefusals  map[string]int // creates and updates refused as duplicates
+	IgnoredFields      map[string]int // upserts whose email and phone matched two contacts: one field ignored
+	ContactSearches    map[string]int // POST /contacts/search calls answered
+	SearchLagged       map[string]int // contacts left out of a search answer by Options.SearchLag
+	CustomFieldCreates map[string]int
+	TagAdds            map[string]int
+	TagRemoves         map[string]int
 	AppointmentCreates map[string]int
 	AppointmentUpdates map[string]int
 	AppointmentDeletes map[string]int
@@ -47,6 +57,10 @@ type Stats struct {
 	UnknownTokenCalls int // API calls with no or an unknown access token
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
+
+	ContactsNotFound    int // GET or PUT of an unknown contact id (400 "not found")
+	ContactMalformedIDs int // GET or PUT of a contact id of the wrong shape (500)
+	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
 type reqKey struct{ path, subject string }
@@ -57,10 +71,14 @@ type counters struct {
 	invalidGrants, inactive, locationTokens, rateLimited           map[string]int
 	scopeDenied, userMissing, installedLocationPages               map[string]int
 	contactCreates, contactUpdates                                 map[string]int
+	upsertsWithoutKey, duplicateRefusals, ignoredFields            map[string]int
+	contactSearches, customFieldCreates, tagAdds, tagRemoves       map[string]int
+	searchLagged                                                   map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
 	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
+	contactsNotFound, contactMalformedIDs, unknownCustomFields      int
 
 	requests map[reqKey]int
 }
@@ -72,7 +90,10 @@ func newCounters() *counters {
 		invalidGrants: m(), inactive: m(), locationTokens: m(), rateLimited: m(),
 		scopeDenied: m(), userMissing: m(), installedLocationPages: m(),
 		contactCreates: m(), contactUpdates: m(),
-		apptCreates: m(), apptUpdates: m(), apptDeletes: m(),
+		upsertsWithoutKey: m(), duplicateRefusals: m(), ignoredFields: m(),
+		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
+		searchLagged: m(),
+		apptCreates:  m(), apptUpdates: m(), apptDeletes: m(),
 		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
 		requests: make(map[reqKey]int),
 	}
@@ -99,6 +120,14 @@ func (s *Server) Stats() Stats {
 		MaxInWindow:            make(map[string]int, len(s.limits)),
 		ContactCreates:         maps.Clone(c.contactCreates),
 		ContactUpdates:         maps.Clone(c.contactUpdates),
+		UpsertsWithoutKey:      maps.Clone(c.upsertsWithoutKey),
+		DuplicateRefusals:      maps.Clone(c.duplicateRefusals),
+		IgnoredFields:          maps.Clone(c.ignoredFields),
+		ContactSearches:        maps.Clone(c.contactSearches),
+		SearchLagged:           maps.Clone(c.searchLagged),
+		CustomFieldCreates:     maps.Clone(c.customFieldCreates),
+		TagAdds:                maps.Clone(c.tagAdds),
+		TagRemoves:             maps.Clone(c.tagRemoves),
 		AppointmentCreates:     maps.Clone(c.apptCreates),
 		AppointmentUpdates:     maps.Clone(c.apptUpdates),
 		AppointmentDeletes:     maps.Clone(c.apptDeletes),
@@ -110,6 +139,9 @@ func (s *Server) Stats() Stats {
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
 		Faults:                 c.faults,
+		ContactsNotFound:       c.contactsNotFound,
+		ContactMalformedIDs:    c.contactMalformedIDs,
+		UnknownCustomFields:    c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
 		if w.max > 0 {

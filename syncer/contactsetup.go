@@ -1,0 +1,108 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/ghlsync/ghlsync/ghl"
+)
+
+// PatientIDFieldName is the name of the contact custom field ghlsync
+// creates on a location (once, when the location has none) to hold the
+// clinic's patient id on every contact it writes: the key by which a
+// contact whose create went unanswered is found again. GHL makes its key,
+// PatientIDFieldKey, from the name.
+const (
+	PatientIDFieldName = "ghlsync patient id"
+	PatientIDFieldKey  = "contact.ghlsync_patient_id"
+)
+
+// contactSetup is what a run's contact writes need of the location,
+// looked up once per run when first needed: the phone region of its
+// settings, and its patient id custom field, which costs GHL calls and so
+// is looked up only by a run that writes a contact.
+type contactSetup struct {
+	mu      sync.Mutex
+	loaded  bool
+	region  string
+	fieldID string
+}
+
+// locationFault: a call about the location rather than a record failed
+// (its settings, its custom field). No record is to blame, so the run
+// stops, whatever GHL said, and is retried; Unwrap keeps a 429 or a lost
+// token recognisable to stopOutcome.
+type locationFault struct{ err error }
+
+func (e *locationFault) Error() string { return e.err.Error() }
+func (e *locationFault) Unwrap() error { return e.err }
+
+// region returns the location's phone region, reading its settings on
+// first use.
+func (r *run) region(ctx context.Context) (string, error) {
+	r.setup.mu.Lock()
+	defer r.setup.mu.Unlock()
+	if !r.setup.loaded {
+		ls, err := r.e.State.Settings(ctx, r.loc)
+		if err != nil {
+			return "", &locationFault{err}
+		}
+		r.setup.region, r.setup.loaded = ls.Region(), true
+	}
+	return r.setup.region, nil
+}
+
+// patientField returns the id of the location's patient id custom field,
+// creating the field when the location has none. A sync of a location
+// runs alone, so no two runs create it at once.
+func (r *run) patientField(ctx context.Context) (string, error) {
+	r.setup.mu.Lock()
+	defer r.setup.mu.Unlock()
+	if r.setup.fieldID != "" {
+		return r.setup.fieldID, nil
+	}
+	var fields []ghl.FieldDef
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		fields, resp, err = r.e.Contacts.CustomFields(ctx, token, r.loc)
+		return resp, err
+	})
+	if err != nil {
+		return "", fieldFault("listing the location's custom fields", err)
+	}
+	for _, f := range fields {
+		if f.FieldKey == PatientIDFieldKey {
+			r.setup.fieldID = f.ID
+			return f.ID, nil
+		}
+	}
+	var f *ghl.FieldDef
+	err = r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+		f, resp, err = r.e.Contacts.CreateCustomField(ctx, token, r.loc, PatientIDFieldName, "TEXT")
+		return resp, err
+	})
+	if err != nil {
+		return "", fieldFault("creating the custom field "+PatientIDFieldName, err)
+	}
+	r.e.log().Info("created the contact custom field that holds the clinic's patient id",
+		"location", r.loc, "field", f.ID, "key", f.FieldKey)
+	r.setup.fieldID = f.ID
+	return f.ID, nil
+}
+
+// fieldFault wraps an error of the custom field calls; shutdown stays
+// what it is, so the record is left to the follow-up.
+func fieldFault(op string, err error) error {
+	if errors.Is(err, errShuttingDown) {
+		return err
+	}
+	return &locationFault{&opError{op, err}}
+}
+
+type opError struct {
+	op  string
+	err error
+}
+
+func (e *opError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
