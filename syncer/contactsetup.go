@@ -24,10 +24,10 @@ const (
 // region, the field allow-list), and its patient id custom field, which costs GHL calls and so
 // is looked up only by a run that writes a contact.
 type contactSetup struct {
-	mu      sync.Mutex
-	loaded  bool
+	mu       sync.Mutex
+	loaded   bool
 	settings store.LocationSettings
-	fieldID string
+	fieldID  string
 }
 
 // locationFault: a call about the location rather than a record failed
