@@ -24,7 +24,10 @@ func SettingKeyNames() []string {
 // (an unknown field name, a title template that does not parse). It
 // checks against the defaults, before anything is opened; SetSetting
 // checks again against the location's settings.
-func CheckSetting(key, value string) error {
+func CheckSetting(loc, key, value string) error {
+	if err := checkLocation(loc); err != nil {
+		return err
+	}
 	k, err := store.LookupSettingKey(key)
 	if err != nil {
 		return Usage(err)
@@ -35,6 +38,22 @@ func CheckSetting(key, value string) error {
 	}
 	return nil
 }
+
+// checkLocation refuses, as a *UsageError, a location id no location
+// can have.
+func checkLocation(loc string) error {
+	if loc == "" {
+		return Usagef("the location id is empty")
+	}
+	if err := store.CheckID(loc); err != nil {
+		return Usagef("location %q: %v", loc, err)
+	}
+	return nil
+}
+
+// CheckLocation is checkLocation, for `settings get` before anything is
+// opened.
+func CheckLocation(loc string) error { return checkLocation(loc) }
 
 // ListSettings is `scheduler settings list`: every location's settings,
 // one line each, key=value.
@@ -72,8 +91,8 @@ func ListSettings(ctx context.Context, cfg *config.Config, stdout io.Writer) err
 // settings, one key=value line each (defaults for a location without a
 // row).
 func GetSettings(ctx context.Context, cfg *config.Config, loc string, stdout io.Writer) error {
-	if err := store.CheckID(loc); err != nil {
-		return Usagef("location %q: %v", loc, err)
+	if err := checkLocation(loc); err != nil {
+		return err
 	}
 	st, err := openSchedules(ctx, cfg)
 	if err != nil {
@@ -96,8 +115,8 @@ func GetSettings(ctx context.Context, cfg *config.Config, loc string, stdout io.
 // uses it; a change of fields or title_template sends the location's
 // records again, as what is sent changed.
 func SetSetting(ctx context.Context, cfg *config.Config, loc, key, value string, stdout io.Writer) error {
-	if err := store.CheckID(loc); err != nil {
-		return Usagef("location %q: %v", loc, err)
+	if err := checkLocation(loc); err != nil {
+		return err
 	}
 	k, err := store.LookupSettingKey(key)
 	if err != nil {

@@ -116,7 +116,9 @@ func (t *TitleTemplate) Render(d TitleData) (string, error) {
 		return "", fmt.Errorf("title_template: %s", oneLine(err.Error()))
 	}
 	var b bytes.Buffer
-	if err := tt.Execute(&b, nil); err != nil {
+	// No data: a template names what it shows by the functions only, and
+	// a field ({{.Title}}) fails.
+	if err := tt.Execute(&b, struct{}{}); err != nil {
 		return "", fmt.Errorf("title_template: %s", oneLine(err.Error()))
 	}
 	return strings.TrimSpace(b.String()), nil

@@ -220,16 +220,19 @@ location.`,
 		case "list":
 			return cli.WantArgs(fs, pos, "list")
 		case "get":
-			return cli.WantArgs(fs, pos, "get", "LOCATION")
+			if err := cli.WantArgs(fs, pos, "get", "LOCATION"); err != nil {
+				return err
+			}
+			return cli.WithHelp(fs.Name(), app.CheckLocation(pos[1]))
 		case "set":
 			if err := cli.WantArgs(fs, pos, "set", "LOCATION", "KEY", "VALUE"); err != nil {
 				return err
 			}
-			return cli.WithHelp(fs.Name(), app.CheckSetting(pos[2], pos[3]))
+			return cli.WithHelp(fs.Name(), app.CheckSetting(pos[1], pos[2], pos[3]))
 		}
 		return cli.UsageHelp(fs.Name(), "unknown settings command %q (one of list, get, set)", pos[0])
 	},
-	bind: func(*flag.FlagSet) (func() error, action) {
+	bind: func(fs *flag.FlagSet) (func() error, action) {
 		return nil, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
 			switch pos[0] {
 			case "list":
@@ -237,7 +240,9 @@ location.`,
 			case "get":
 				return app.GetSettings(ctx, cfg, pos[1], stdout)
 			}
-			return app.SetSetting(ctx, cfg, pos[1], pos[2], pos[3], stdout)
+			// A value refused against the location's other settings is
+			// found only once they are read.
+			return cli.WithHelp(fs.Name(), app.SetSetting(ctx, cfg, pos[1], pos[2], pos[3], stdout))
 		}
 	},
 }
