@@ -146,7 +146,11 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 
 // locationSettings returns the location's settings, read once per run.
 func (ar *appointmentRun) locationSettings(ctx context.Context) (store.LocationSettings, error) {
-	return ar.settings.get("", func() (store.LocationSettings, error) { return ar.e.State.Settings(ctx, ar.loc) })
+	ls, err := ar.settings.get("", func() (store.LocationSettings, error) { return loadSettings(ctx, ar.e.State, ar.loc) })
+	if err != nil {
+		return ls, &locationFault{err}
+	}
+	return ls, nil
 }
 
 // title is the title an appointment is sent with: the location's title

@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/ghlsync/ghlsync/ghl"
@@ -39,12 +40,27 @@ type locationFault struct{ err error }
 func (e *locationFault) Error() string { return e.err.Error() }
 func (e *locationFault) Unwrap() error { return e.err }
 
+// loadSettings reads the location's settings and refuses those that
+// plain SQL wrote around the checks of `scheduler settings set`: an
+// allow-list with a name it does not know would keep every field back
+// unnoticed.
+func loadSettings(ctx context.Context, st State, loc string) (store.LocationSettings, error) {
+	ls, err := st.Settings(ctx, loc)
+	if err != nil {
+		return ls, err
+	}
+	if err := ls.Validate(); err != nil {
+		return ls, fmt.Errorf("location_settings of %s: %w", loc, err)
+	}
+	return ls, nil
+}
+
 // locationSettings returns the location's settings, read on first use.
 func (r *run) locationSettings(ctx context.Context) (store.LocationSettings, error) {
 	r.setup.mu.Lock()
 	defer r.setup.mu.Unlock()
 	if !r.setup.loaded {
-		ls, err := r.e.State.Settings(ctx, r.loc)
+		ls, err := loadSettings(ctx, r.e.State, r.loc)
 		if err != nil {
 			return store.LocationSettings{}, &locationFault{err}
 		}
