@@ -21,15 +21,16 @@ const (
 	FieldPatientPhone       = "patient.phone"
 	FieldPatientDateOfBirth = "patient.date_of_birth"
 	// FieldPatientAddress is address1, city, postal_code and country.
-	FieldPatientAddress   = "patient.address"
-	FieldAppointmentTitle = "appointment.title"
+	FieldPatientAddress     = "patient.address"
+	FieldAppointmentTitle   = "appointment.title"
+	FieldAppointmentAddress = "appointment.address"
 )
 
 // FieldNames are the names an allow-list may hold, in the order they are
 // listed.
 var FieldNames = []string{
 	FieldPatientFirstName, FieldPatientLastName, FieldPatientEmail, FieldPatientPhone,
-	FieldPatientDateOfBirth, FieldPatientAddress, FieldAppointmentTitle,
+	FieldPatientDateOfBirth, FieldPatientAddress, FieldAppointmentTitle, FieldAppointmentAddress,
 }
 
 // AllFields is the allow-list value that allows every field, the default.

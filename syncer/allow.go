@@ -36,10 +36,15 @@ func allowedPatient(p *store.PatientRow, ls store.LocationSettings) *store.Patie
 // allowedAppointment returns a with the fields the allow-list of ls
 // leaves out emptied; a itself when it allows every field.
 func allowedAppointment(a *store.AppointmentRow, ls store.LocationSettings) *store.AppointmentRow {
-	if ls.Allows(store.FieldAppointmentTitle) {
+	if ls.Fields == "" {
 		return a
 	}
 	b := *a
-	b.Title = ""
+	if !ls.Allows(store.FieldAppointmentTitle) {
+		b.Title = ""
+	}
+	if !ls.Allows(store.FieldAppointmentAddress) {
+		b.Address = ""
+	}
 	return &b
 }

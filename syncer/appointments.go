@@ -115,6 +115,7 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 	if err := checkFields(
 		field{"calendar_id", strings.TrimSpace(a.CalendarID), maxID},
 		field{"title", strings.TrimSpace(a.Title), maxTitle},
+		field{"address", strings.TrimSpace(a.Address), maxAddress},
 	); err != nil {
 		return nil, err
 	}
@@ -136,6 +137,7 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 		StartTime:         start,
 		EndTime:           end,
 		Title:             strings.TrimSpace(a.Title),
+		Address:           strings.TrimSpace(a.Address),
 		AppointmentStatus: status,
 		// The clinic has booked it: GHL's own availability rules must not
 		// refuse the copy.

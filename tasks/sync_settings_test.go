@@ -96,6 +96,7 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 	rec := &bodyRecorder{}
 	e := newSyncEnv(t, ghltest.Options{}, recordBodies(rec), "loc1")
 	e.seed(t, "loc1", 10, 10)
+	e.exec(t, "UPDATE appointments SET address = 'Room 4, 1 Clinic Way'")
 	ctx := context.Background()
 	ls := store.DefaultSettings("loc1")
 	allBut := "patient.first_name,patient.last_name,patient.email,patient.phone,patient.address"
@@ -119,8 +120,9 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 	if nc < 10 || na != 10 {
 		t.Fatalf("%d contact and %d appointment bodies, want 10 or more and 10", nc, na)
 	}
-	if contactKeys["dateOfBirth"] != 0 || apptKeys["title"] != 0 {
-		t.Errorf("bodies with dateOfBirth %d, with title %d; want none", contactKeys["dateOfBirth"], apptKeys["title"])
+	if contactKeys["dateOfBirth"] != 0 || apptKeys["title"] != 0 || apptKeys["address"] != 0 {
+		t.Errorf("bodies with dateOfBirth %d, with title %d, with address %d; want none",
+			contactKeys["dateOfBirth"], apptKeys["title"], apptKeys["address"])
 	}
 	if contactKeys["firstName"] == 0 || contactKeys["address1"] == 0 {
 		t.Errorf("contact bodies' keys %v: the allowed fields were not sent", contactKeys)
@@ -163,10 +165,10 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 	}
 	rec.mu.Unlock()
 
-	// Dates of birth allowed again: every patient goes again, and those
-	// with one have it in GHL.
+	// Dates of birth and appointment addresses allowed: every patient and
+	// appointment goes again, and GHL has them.
 	k, _ = store.LookupSettingKey("fields")
-	if err := k.Set(&ls, allBut+",patient.date_of_birth"); err != nil {
+	if err := k.Set(&ls, allBut+",patient.date_of_birth,appointment.address"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Store.SaveSettings(ctx, ls); err != nil {
@@ -184,5 +186,13 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 	}
 	if withDOB != 5 {
 		t.Errorf("%d contacts with a date of birth, want the 5 patients that have one", withDOB)
+	}
+	if run := e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments); run.Updated != 10 {
+		t.Errorf("%d appointments updated after the allow-list changed, want 10", run.Updated)
+	}
+	for _, a := range e.Fake.Appointments("loc1") {
+		if a.Address != "Room 4, 1 Clinic Way" {
+			t.Errorf("appointment %s has address %q, want the row's", a.ID, a.Address)
+		}
 	}
 }
