@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/store"
@@ -194,5 +196,24 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 		if a.Address != "Room 4, 1 Clinic Way" {
 			t.Errorf("appointment %s has address %q, want the row's", a.ID, a.Address)
 		}
+	}
+}
+
+// Settings written with plain SQL around the CLI's checks (an allow-list
+// name the sync does not know would keep every field back unnoticed) stop
+// the location's sync with a reason that names them; nothing is sent.
+func TestSyncRefusesSettingsWrittenAroundTheCLI(t *testing.T) {
+	t.Parallel()
+	e := newSyncEnv(t, ghltest.Options{}, nil, "loc1")
+	e.seed(t, "loc1", 3, 3)
+	e.exec(t, "INSERT INTO location_settings (location_id, fields, updated_at) VALUES ('loc1', 'patient.dob', CURRENT_TIMESTAMP)")
+	for _, newTask := range []func(string) (*asynq.Task, error){tasks.NewPatientsSyncTask, tasks.NewAppointmentsSyncTask} {
+		err := e.runSync(context.Background(), t, newTask)
+		if err == nil || !strings.Contains(err.Error(), "location_settings of loc1") || !strings.Contains(err.Error(), "patient.dob") {
+			t.Errorf("sync: %v, want the settings named", err)
+		}
+	}
+	if st := e.Fake.Stats(); st.ContactCreates["loc1"]+st.AppointmentCreates["loc1"] != 0 {
+		t.Errorf("%d contacts and %d appointments created", st.ContactCreates["loc1"], st.AppointmentCreates["loc1"])
 	}
 }
