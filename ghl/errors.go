@@ -75,6 +75,7 @@ var (
 	// /users/{id}, GHL issue #205): a missing record, not a token problem,
 	// so a refresh cannot help.
 	ErrUserMissing = errors.New("ghl: the user does not exist")
+
 	// ErrNotFound: GHL says the record does not exist. GHL documents no 404
 	// for contacts and events and answers an unknown one with 400 "Contact
 	// with id … not found", so a 404 or a 400 whose message says "not
@@ -135,8 +136,8 @@ type ErrorResponse struct {
 	// and path for errors from CheckResponse.
 	Endpoint string
 	// Err is the kind of error: ErrInvalidGrant, ErrLocationInactive,
-	// ErrUnauthorized, ErrNotFound, a *DuplicateContactError, or nil for any
-	// other.
+	// ErrUnauthorized, ErrScopeDenied, ErrUserMissing, ErrNotFound, a
+	// *DuplicateContactError, or nil for any other.
 	Err error
 }
 
@@ -405,17 +406,9 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// IsNotFound reports whether GHL says the record does not exist: a 404,
-// or the 400 whose message says "not found" that GHL answers for most
-// unknown ids ("Contact with id … not found").
-func IsNotFound(err error) bool {
-	var e *ErrorResponse
-	if !errors.As(err, &e) {
-		return false
-	}
-	return e.StatusCode == http.StatusNotFound ||
-		e.StatusCode == http.StatusBadRequest && strings.Contains(strings.ToLower(e.Message), "not found")
-}
+// IsNotFound reports whether GHL says the record does not exist: a 404, or
+// a 400 whose message says not found (ErrNotFound).
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // IsTokenRejected reports whether an API call's bearer token was rejected
 // as invalid or expired (ErrUnauthorized): refresh the token and call

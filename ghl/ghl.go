@@ -96,7 +96,8 @@ type Config struct {
 	// contacts.create, contacts.get, contacts.update, contacts.search,
 	// contacts.searchDuplicate, contacts.addTags, contacts.removeTags,
 	// locations.customFields, locations.createCustomField,
-	// contacts.appointments, calendars.list, calendars.createAppointment,
+	// contacts.appointments, oauth.installedLocations, calendars.list,
+	// calendars.get, calendars.events, calendars.createAppointment,
 	// calendars.updateAppointment, calendars.getAppointment,
 	// calendars.deleteEvent, locations.get and users.list. It must be safe
 	// for concurrent use and return quickly: it runs on the caller's

@@ -85,7 +85,7 @@ type appointmentContent struct {
 	TitleTemplate string `json:",omitempty"`
 }
 
-// contentOf is what the hash of the row a, mapped to ga, covers.
+// contentOf is what the hash of the appointment row a, mapped to ga, covers.
 func contentOf(ga *ghl.Appointment, a *store.AppointmentRow) appointmentContent {
 	return appointmentContent{Appointment: ga, Patient: a.PatientExternalID, Owner: ownerInputOf(a)}
 }

@@ -69,7 +69,7 @@ type State interface {
 	ContactHolders(ctx context.Context, loc, contactID, except string) ([]string, error)
 	StartSyncRun(ctx context.Context, r *store.SyncRun) error
 	FinishSyncRun(ctx context.Context, r *store.SyncRun) error
-	// Settings returns the location's settings (its phone region, notify).
+	// Settings returns the location's settings (its phone region).
 	Settings(ctx context.Context, loc string) (store.LocationSettings, error)
 	SetLocationInfo(ctx context.Context, loc, name, timezone string) error
 }

@@ -57,8 +57,8 @@ func TestSyncRecreatesContactsDeletedInGHL(t *testing.T) {
 		t.Errorf("result %+v, want the 3 created again and nothing failed", res)
 	}
 	st := e.Fake.Stats()
-	if st.ContactsNotFound != 3 || st.ContactCreates["loc1"] != 3 {
-		t.Errorf("GHL answered not found %d times and created %d contacts; want 3 and 3", st.ContactsNotFound, st.ContactCreates["loc1"])
+	if st.NotFound["loc1"] != 3 || st.ContactCreates["loc1"] != 3 {
+		t.Errorf("GHL answered not found %d times and created %d contacts; want 3 and 3", st.NotFound["loc1"], st.ContactCreates["loc1"])
 	}
 	contacts := e.Fake.Contacts("loc1")
 	if len(contacts) != 12 {

@@ -216,8 +216,10 @@ func TestSyncKeepsGHLsLimitAcrossWorkers(t *testing.T) {
 		r := measure(rec.of(loc), 10*time.Second)
 		t.Logf("%s: %d requests in %s: %.1f per 10 s on average, at most %d in any 10 s (limit 100)",
 			loc, r.requests, r.span.Round(time.Millisecond), r.mean, r.max)
-		if r.requests != 600 || r.mean < 90 || r.max > 100 {
-			t.Errorf("%s: %+v; want 600 requests, at least 90 per 10 s, never more than 100", loc, r)
+		// 600 upserts, and the patient id custom field: looked up by each
+		// of the two runs, created by the first.
+		if r.requests != 603 || r.mean < 90 || r.max > 100 {
+			t.Errorf("%s: %+v; want 603 requests, at least 90 per 10 s, never more than 100", loc, r)
 		}
 		e.checkContacts(t, loc, 600)
 	}

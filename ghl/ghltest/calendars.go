@@ -287,16 +287,17 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 	writeJSON(w, http.StatusOK, out)
 }
 
-// wellFormedID reports whether id could be one of GHL's ids: letters and
-// digits (GHL's own), "_" (a recurring event's instance id_start_duration)
-// and "-" (the ids tests and the sandbox give calendars).
-var wellFormedID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString
+// wellFormedEventID reports whether id could be one of GHL's event or
+// calendar ids: letters and digits (GHL's own), "_" (a recurring event's
+// instance id_start_duration) and "-" (the ids tests and the sandbox give
+// calendars).
+var wellFormedEventID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString
 
 // checkEventIDLocked answers GHL's 500 for a malformed id (GHL issue #6) and
 // its 400 "… not found" for an unknown one (GHL documents no 404 for
 // events), counting each; ok when id is a known appointment.
 func (s *Server) checkEventIDLocked(w http.ResponseWriter, id string, g *grant) bool {
-	if !wellFormedID(id) {
+	if !wellFormedEventID(id) {
 		s.stats.malformedIDs[g.subject()]++
 		writeError(w, http.StatusInternalServerError, "Internal server error")
 		return false

@@ -417,7 +417,6 @@ func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *
 	s.st.insertContact(c)
 	s.lagSearchLocked(c.ID, now)
 	s.stats.contactCreates[loc]++
-	s.changedLocked()
 	out := c.answer(dobISO)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, struct {
@@ -425,10 +424,10 @@ func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *
 	}{out})
 }
 
-// wellFormedContactID reports whether id has the shape of the fake's ids: 20
+// wellFormedID reports whether id has the shape of the fake's ids: 20
 // characters of idAlphabet. GHL answers 500 to a GET or PUT of an id that
 // is not one of its ids' shape (#6); the fake calls that malformed.
-func wellFormedContactID(id string) bool {
+func wellFormedID(id string) bool {
 	if len(id) != 20 {
 		return false
 	}
@@ -450,14 +449,14 @@ func (s *Server) contactFor(w http.ResponseWriter, id string, g *grant) (Contact
 	switch {
 	case c != nil:
 		cc = c.clone()
-	case !wellFormedContactID(id):
-		s.stats.contactMalformedIDs++
+	case !wellFormedID(id):
+		s.stats.malformedIDs[g.subject()]++
 	default:
-		s.stats.contactsNotFound++
+		s.stats.notFound[g.subject()]++
 	}
 	s.mu.Unlock()
 	switch {
-	case c == nil && !wellFormedContactID(id):
+	case c == nil && !wellFormedID(id):
 		writeError(w, http.StatusInternalServerError, "Internal server error")
 		return cc, false
 	case c == nil:

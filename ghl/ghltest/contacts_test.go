@@ -61,8 +61,8 @@ func TestContactNotFoundShapes(t *testing.T) {
 		`{"statusCode":500,"message":"Internal server error"}`)
 	do("GET", "/contacts/has-a-dash-and-20-ch", nil, 500)
 	do("POST", "/contacts/"+unknownID+"/tags", map[string]any{"tags": []string{"a"}}, 400)
-	if st := s.Stats(); st.ContactsNotFound != 3 || st.ContactMalformedIDs != 2 {
-		t.Errorf("not found %d, malformed %d; want 3, 2", st.ContactsNotFound, st.ContactMalformedIDs)
+	if st := s.Stats(); st.NotFound["loc1"] != 3 || st.MalformedIDs["loc1"] != 2 {
+		t.Errorf("not found %d, malformed %d; want 3, 2", st.NotFound["loc1"], st.MalformedIDs["loc1"])
 	}
 	if len(s.Contacts("loc1")) != 0 {
 		t.Error("a contact appeared")

@@ -64,7 +64,7 @@ func (s *Server) handleGetCalendar(w http.ResponseWriter, r *http.Request, g *gr
 	s.mu.Lock()
 	c := s.st.calendars[id]
 	switch {
-	case !wellFormedID(id):
+	case !wellFormedEventID(id):
 		s.stats.malformedIDs[g.subject()]++
 		s.mu.Unlock()
 		writeError(w, http.StatusInternalServerError, "Internal server error")

@@ -98,8 +98,6 @@ func (s *Server) takeFault(method, path, subj string) (Fault, bool) {
 	return Fault{}, false
 }
 
-// pathMatches reports whether a fault's Path applies to a request path:
-// a prefix, or the exact path when it ends in "{$}".
 func pathMatches(path, pattern string) bool {
 	if exact, ok := strings.CutSuffix(pattern, "{$}"); ok {
 		return path == exact

@@ -48,8 +48,9 @@ type Stats struct {
 	// OwnerRefusals counts creates and updates a calendar with team
 	// members refused for want of an assignedUserId of its team.
 	OwnerRefusals map[string]int
-	// NotFound counts the 400 "… not found" answers for unknown event and
-	// calendar ids; MalformedIDs the 500s for ids of the wrong shape.
+	// NotFound counts the 400 "… not found" answers for unknown contact,
+	// event and calendar ids; MalformedIDs the 500s for ids of the wrong
+	// shape.
 	NotFound     map[string]int
 	MalformedIDs map[string]int
 
@@ -58,8 +59,6 @@ type Stats struct {
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
 
-	ContactsNotFound    int // GET or PUT of an unknown contact id (400 "not found")
-	ContactMalformedIDs int // GET or PUT of a contact id of the wrong shape (500)
 	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
@@ -78,7 +77,7 @@ type counters struct {
 	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
-	contactsNotFound, contactMalformedIDs, unknownCustomFields      int
+	unknownCustomFields                                             int
 
 	requests map[reqKey]int
 }
@@ -139,8 +138,6 @@ func (s *Server) Stats() Stats {
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
 		Faults:                 c.faults,
-		ContactsNotFound:       c.contactsNotFound,
-		ContactMalformedIDs:    c.contactMalformedIDs,
 		UnknownCustomFields:    c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
