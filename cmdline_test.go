@@ -56,6 +56,7 @@ var commandLines = []struct {
 	{[]string{"scheduler", "add"}, append(configFlags(config.VarDatabaseURL), "task", "payload", "every", "cron", "tz")},
 	{[]string{"scheduler", "delete"}, configFlags(config.VarDatabaseURL)},
 	{[]string{"scheduler", "run"}, configFlags(config.VarDatabaseURL, config.VarRedisURL)},
+	{[]string{"scheduler", "settings"}, configFlags(config.VarDatabaseURL)},
 	// The worker reads every variable: --standalone runs the web too.
 	{[]string{"worker"}, append(configFlags(), "concurrency", "token-concurrency", "standalone", "sandbox", "redis-addr")},
 	{[]string{"web"}, configFlags()},

@@ -192,7 +192,8 @@ func TestBrowser(t *testing.T) {
 	if err := e.Store.SetLocationInfo(ctx, "loc-sync", "Downtown Physio", "America/Denver"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc-sync", Notify: true, PhoneRegion: "GB"}); err != nil {
+	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc-sync", Notify: true, PhoneRegion: "GB",
+		Fields: "appointment.title,patient.email", TitleTemplate: "{{practitioner}}: session"}); err != nil {
 		t.Fatal(err)
 	}
 	err := e.Store.InsertPatients(ctx, []store.Patient{
@@ -226,8 +227,9 @@ func TestBrowser(t *testing.T) {
 		if got := text(t, tab, "h1"); got != "Downtown Physio loc-sync" {
 			t.Errorf("the page's title %q; want the GHL name and the id", got)
 		}
-		if got := text(t, tab, "#settings"); !regexp.MustCompile(`appointments ghlsync writes\s+on`).MatchString(got) || !strings.Contains(got, "GB") {
-			t.Errorf("settings %q; want automations on and phone region GB", got)
+		if got := text(t, tab, "#settings"); !regexp.MustCompile(`appointments ghlsync writes\s+on`).MatchString(got) || !strings.Contains(got, "GB") ||
+			!strings.Contains(got, "appointment.title,patient.email") || !strings.Contains(got, "{{practitioner}}: session") {
+			t.Errorf("settings %q; want automations on, phone region GB, the allow-list and the title template", got)
 		}
 		if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS(`button[value="sync-patients"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`p.notice`))); err != nil {

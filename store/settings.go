@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -33,7 +35,13 @@ type LocationSettings struct {
 	// finds more acts on none. 0 means the default: 5% of the location's
 	// records of that kind in GHL, or DefaultDeletionCap if larger.
 	DeletionCap int `gorm:"not null;default:0"`
-	UpdatedAt   time.Time
+	// Fields is the allow-list of what may be sent to GHL (ParseFields):
+	// "" for every field, else field names (FieldNames) joined by commas.
+	Fields string `gorm:"size:1024;not null;default:''"`
+	// TitleTemplate makes the title of the location's appointments in GHL
+	// (ParseTitleTemplate); "" sends the clinic's title as it is.
+	TitleTemplate string `gorm:"size:1024;not null;default:''"`
+	UpdatedAt     time.Time
 }
 
 // Deletion actions (LocationSettings.DeletionAction).
@@ -107,7 +115,134 @@ func (ls LocationSettings) Validate() error {
 	if ls.DeletionCap < 0 {
 		return fmt.Errorf("deletion cap %d: want 0 (the default) or more", ls.DeletionCap)
 	}
+	if f, err := ParseFields(ls.Fields); err != nil {
+		return fmt.Errorf("fields: %w", err)
+	} else if f != ls.Fields {
+		return fmt.Errorf("fields %q: not in the stored form %q", ls.Fields, f)
+	}
+	t, err := ParseTitleTemplate(ls.TitleTemplate)
+	if err != nil {
+		return err
+	}
+	if !ls.Allows(FieldAppointmentTitle) && ls.TitleTemplate != "" && t.UsesTitle() {
+		return fmt.Errorf("title_template shows {{title}}, the clinic's title, which fields does not allow (%s)", FieldAppointmentTitle)
+	}
 	return nil
+}
+
+// Title returns the location's appointment title template, parsed.
+// Validate has refused one that does not parse, so an error here is a
+// row written around it.
+func (ls LocationSettings) Title() (*TitleTemplate, error) {
+	return ParseTitleTemplate(ls.TitleTemplate)
+}
+
+// SettingKey is a setting as the settings command line shows and sets it.
+type SettingKey struct {
+	Name    string
+	Default string
+	Meaning string
+	get     func(LocationSettings) string
+	// set stores value in ls; Validate then checks the whole.
+	set func(ls *LocationSettings, value string) error
+}
+
+// SettingKeys are the settings a location has, in the order they are
+// listed.
+var SettingKeys = []SettingKey{
+	{
+		Name: "notify", Default: "off",
+		Meaning: "GHL runs the calendar's automations (confirmation SMS and email) for appointments ghlsync writes",
+		get:     func(ls LocationSettings) string { return onOff(ls.Notify) },
+		set: func(ls *LocationSettings, v string) (err error) {
+			ls.Notify, err = parseOnOff(v)
+			return err
+		},
+	},
+	{
+		Name: "phone_region", Default: DefaultPhoneRegion,
+		Meaning: "the ISO 3166 alpha-2 region a phone number without a country code is read in",
+		get:     func(ls LocationSettings) string { return ls.Region() },
+		set: func(ls *LocationSettings, v string) error {
+			ls.PhoneRegion = strings.ToUpper(strings.TrimSpace(v))
+			if ls.PhoneRegion == DefaultPhoneRegion {
+				ls.PhoneRegion = ""
+			}
+			return nil
+		},
+	},
+	{
+		Name: "fields", Default: AllFields,
+		Meaning: "the fields that may be sent to GHL: all, or a comma-separated list of " + strings.Join(FieldNames, ", "),
+		get: func(ls LocationSettings) string {
+			if ls.Fields == "" {
+				return AllFields
+			}
+			return ls.Fields
+		},
+		set: func(ls *LocationSettings, v string) (err error) {
+			ls.Fields, err = ParseFields(v)
+			return err
+		},
+	},
+	{
+		Name: "title_template", Default: "",
+		Meaning: "the title of appointments in GHL, a Go text/template with {{practitioner}}, {{calendar}}, {{status}}, {{title}}; empty sends the clinic's title",
+		get:     func(ls LocationSettings) string { return ls.TitleTemplate },
+		set: func(ls *LocationSettings, v string) error {
+			ls.TitleTemplate = strings.TrimSpace(v)
+			return nil
+		},
+	},
+}
+
+// LookupSettingKey returns the setting named name.
+func LookupSettingKey(name string) (SettingKey, error) {
+	for _, k := range SettingKeys {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	var names []string
+	for _, k := range SettingKeys {
+		names = append(names, k.Name)
+	}
+	return SettingKey{}, fmt.Errorf("unknown setting %q (one of %s)", name, strings.Join(names, ", "))
+}
+
+// Get returns the setting's value in ls, as set shows it.
+func (k SettingKey) Get(ls LocationSettings) string { return k.get(ls) }
+
+// Set sets the setting in ls to value and validates the result; on an
+// error ls is unchanged.
+func (k SettingKey) Set(ls *LocationSettings, value string) error {
+	next := *ls
+	if err := k.set(&next, value); err != nil {
+		return fmt.Errorf("%s: %w", k.Name, err)
+	}
+	// Validate names the setting at fault.
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	*ls = next
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func parseOnOff(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "on", "true", "yes", "1":
+		return true, nil
+	case "off", "false", "no", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q: want on or off", v)
 }
 
 // Settings returns the settings of loc: its row, or DefaultSettings.
@@ -138,4 +273,29 @@ func (s *Store) SaveSettings(ctx context.Context, ls LocationSettings) error {
 		return fmt.Errorf("store.SaveSettings %s: %w", ls.LocationID, err)
 	}
 	return nil
+}
+
+// AllSettings returns the settings of every location with a row or a
+// credential, by location id: a connected location without a row has
+// DefaultSettings.
+func (s *Store) AllSettings(ctx context.Context) ([]LocationSettings, error) {
+	var rows []LocationSettings
+	if err := s.db.WithContext(ctx).Order("location_id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("store.AllSettings: %w", err)
+	}
+	var locs []string
+	if err := s.db.WithContext(ctx).Model(&Credential{}).Where("user_type <> ?", UserTypeCompany).Order("location_id").Pluck("location_id", &locs).Error; err != nil {
+		return nil, fmt.Errorf("store.AllSettings: %w", err)
+	}
+	have := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		have[r.LocationID] = true
+	}
+	for _, l := range locs {
+		if !have[l] {
+			rows = append(rows, DefaultSettings(l))
+		}
+	}
+	slices.SortFunc(rows, func(a, b LocationSettings) int { return strings.Compare(a.LocationID, b.LocationID) })
+	return rows, nil
 }

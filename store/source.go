@@ -67,6 +67,9 @@ type Appointment struct {
 	// practitioners), whose GHL user the appointment is booked with; ''
 	// for none.
 	PractitionerExternalID string `gorm:"size:128;not null;default:''"`
+	// Address is the room or address of the appointment, sent as GHL's
+	// address; '' for none.
+	Address string `gorm:"size:255;not null;default:''"`
 	// DeletedAt is set when the clinic deletes the appointment: the sync
 	// cancels it in GHL and sends it no more.
 	DeletedAt *time.Time
@@ -124,6 +127,7 @@ type AppointmentRow struct {
 	EndsAt            string
 	Title             string
 	Status            string
+	Address           string
 	// PractitionerExternalID is the row's practitioner_external_id;
 	// Practitioner is that practitioner's row, nil when there is none.
 	PractitionerExternalID string
@@ -237,7 +241,7 @@ type PractitionerRow struct {
 // user.
 func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit int) ([]AppointmentRow, error) {
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
-			a.starts_at, a.ends_at, a.title, a.status, ps.contact_id,
+			a.starts_at, a.ends_at, a.title, a.status, a.address, ps.contact_id,
 			s.location_id, s.event_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
 			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
 			s.failed_hash, s.last_error, s.failed_at,
@@ -270,7 +274,7 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 			SentAt, CreatingAt, IntentStartsAt, FailedAt              sql.NullTime
 		}
 		err := rows.Scan(&a.ExternalID, &a.PatientExternalID, &a.CalendarID, &starts, &ends, &a.Title, &a.Status,
-			&contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
+			&a.Address, &contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
 			&st.IntentContactID, &st.IntentCalendarID, &st.IntentStartsAt, &st.IntentHash,
 			&st.FailedHash, &st.LastError, &st.FailedAt,
 			&a.PractitionerExternalID, &pr.ExternalID, &pr.Name, &pr.Email, &pr.GHLUserID, &pr.DefaultUserID)

@@ -78,11 +78,16 @@ type appointmentContent struct {
 	Appointment *ghl.Appointment
 	Patient     string
 	Owner       ownerInput
+	// Fields and TitleTemplate are the location's allow-list and title
+	// template: changing either sends every appointment again. Empty, they
+	// leave the hash as before.
+	Fields        string `json:",omitempty"`
+	TitleTemplate string `json:",omitempty"`
 }
 
 // contentOf is what the hash of the appointment row a, mapped to ga, covers.
 func contentOf(ga *ghl.Appointment, a *store.AppointmentRow) appointmentContent {
-	return appointmentContent{ga, a.PatientExternalID, ownerInputOf(a)}
+	return appointmentContent{Appointment: ga, Patient: a.PatientExternalID, Owner: ownerInputOf(a)}
 }
 
 // appointmentStatuses maps the clinic's statuses to GHL's.
@@ -110,6 +115,7 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 	if err := checkFields(
 		field{"calendar_id", strings.TrimSpace(a.CalendarID), maxID},
 		field{"title", strings.TrimSpace(a.Title), maxTitle},
+		field{"address", strings.TrimSpace(a.Address), maxAddress},
 	); err != nil {
 		return nil, err
 	}
@@ -131,12 +137,53 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 		StartTime:         start,
 		EndTime:           end,
 		Title:             strings.TrimSpace(a.Title),
+		Address:           strings.TrimSpace(a.Address),
 		AppointmentStatus: status,
 		// The clinic has booked it: GHL's own availability rules must not
 		// refuse the copy.
 		IgnoreDateRange:          true,
 		IgnoreFreeSlotValidation: true,
 	}, nil
+}
+
+// locationSettings returns the location's settings, read once per run.
+func (ar *appointmentRun) locationSettings(ctx context.Context) (store.LocationSettings, error) {
+	ls, err := ar.settings.get("", func() (store.LocationSettings, error) { return loadSettings(ctx, ar.e.State, ar.loc) })
+	if err != nil {
+		return ls, &locationFault{err}
+	}
+	return ls, nil
+}
+
+// title is the title an appointment is sent with: the location's title
+// template rendered for it, or the clinic's title (emptied when the
+// allow-list leaves titles out) when the location has none. The calendar's
+// name is GHL's, read once per run and only by a template.
+func (ar *appointmentRun) title(ctx context.Context, ls store.LocationSettings, a *store.AppointmentRow, ga ghl.Appointment) (string, error) {
+	if ls.TitleTemplate == "" {
+		return ga.Title, nil
+	}
+	tmpl, err := ls.Title()
+	if err != nil {
+		return "", refusedf("%v", err)
+	}
+	d := store.TitleData{Status: strings.ToLower(strings.TrimSpace(a.Status)), Title: ga.Title}
+	if a.Practitioner != nil {
+		d.Practitioner = strings.TrimSpace(a.Practitioner.Name)
+	}
+	cal, err := ar.calendar(ctx, ga.CalendarID)
+	if err != nil {
+		return "", err
+	}
+	d.Calendar = strings.TrimSpace(cal.Name)
+	title, err := tmpl.Render(d)
+	if err != nil {
+		return "", refusedf("%v", err)
+	}
+	if err := checkFields(field{"title (from title_template)", title, maxTitle}); err != nil {
+		return "", err
+	}
+	return title, nil
 }
 
 // rawAppointment is what identifies an appointment's content when it cannot
@@ -170,13 +217,17 @@ func appointmentPages(r *run) pageFunc {
 				return nil, err
 			}
 		}
+		ls, err := ar.locationSettings(ctx)
+		if err != nil {
+			return nil, err
+		}
 		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
 		if err != nil {
 			return nil, err
 		}
 		items := make([]item, len(rows))
 		for i := range rows {
-			items[i] = ar.planAppointment(&rows[i])
+			items[i] = ar.planAppointment(&rows[i], ls)
 		}
 		return items, nil
 	}
@@ -188,14 +239,17 @@ func appointmentPages(r *run) pageFunc {
 // patient has one. A refusal for want of an owner is not remembered: it
 // may be cured in GHL (a team member added), which no hash sees, so it is
 // tried again on every sync.
-func (ar *appointmentRun) planAppointment(a *store.AppointmentRow) item {
+func (ar *appointmentRun) planAppointment(row *store.AppointmentRow, ls store.LocationSettings) item {
 	r := ar.run
+	a := allowedAppointment(row, ls)
 	ga, err := appointmentFor(r.loc, a)
 	hash := ""
 	if err != nil {
 		hash = contentHash("appointment-row/1", rawAppointment(a))
 	} else {
-		hash = contentHash(appointmentMapping, contentOf(ga, a))
+		ac := contentOf(ga, a)
+		ac.Fields, ac.TitleTemplate = ls.Fields, ls.TitleTemplate
+		hash = contentHash(appointmentMapping, ac)
 	}
 	failKey := contentHash("refused/1", []string{hash, a.ContactID})
 	it := item{key: a.ExternalID}
@@ -247,8 +301,11 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 	if err != nil {
 		return 0, err
 	}
-	settings, err := ar.settings.get("", func() (store.LocationSettings, error) { return r.e.State.Settings(ctx, r.loc) })
+	settings, err := ar.locationSettings(ctx)
 	if err != nil {
+		return 0, err
+	}
+	if ga.Title, err = ar.title(ctx, settings, a, ga); err != nil {
 		return 0, err
 	}
 	ga.AssignedUserID = owner

@@ -3,9 +3,11 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/ghlsync/ghlsync/ghl"
+	"github.com/ghlsync/ghlsync/store"
 )
 
 // PatientIDFieldName is the name of the contact custom field ghlsync
@@ -19,14 +21,14 @@ const (
 )
 
 // contactSetup is what a run's contact writes need of the location,
-// looked up once per run when first needed: the phone region of its
-// settings, and its patient id custom field, which costs GHL calls and so
+// looked up once per run when first needed: its settings (the phone
+// region, the field allow-list), and its patient id custom field, which costs GHL calls and so
 // is looked up only by a run that writes a contact.
 type contactSetup struct {
-	mu      sync.Mutex
-	loaded  bool
-	region  string
-	fieldID string
+	mu       sync.Mutex
+	loaded   bool
+	settings store.LocationSettings
+	fieldID  string
 }
 
 // locationFault: a call about the location rather than a record failed
@@ -38,19 +40,33 @@ type locationFault struct{ err error }
 func (e *locationFault) Error() string { return e.err.Error() }
 func (e *locationFault) Unwrap() error { return e.err }
 
-// region returns the location's phone region, reading its settings on
-// first use.
-func (r *run) region(ctx context.Context) (string, error) {
+// loadSettings reads the location's settings and refuses those that
+// plain SQL wrote around the checks of `scheduler settings set`: an
+// allow-list with a name it does not know would keep every field back
+// unnoticed.
+func loadSettings(ctx context.Context, st State, loc string) (store.LocationSettings, error) {
+	ls, err := st.Settings(ctx, loc)
+	if err != nil {
+		return ls, err
+	}
+	if err := ls.Validate(); err != nil {
+		return ls, fmt.Errorf("location_settings of %s: %w", loc, err)
+	}
+	return ls, nil
+}
+
+// locationSettings returns the location's settings, read on first use.
+func (r *run) locationSettings(ctx context.Context) (store.LocationSettings, error) {
 	r.setup.mu.Lock()
 	defer r.setup.mu.Unlock()
 	if !r.setup.loaded {
-		ls, err := r.e.State.Settings(ctx, r.loc)
+		ls, err := loadSettings(ctx, r.e.State, r.loc)
 		if err != nil {
-			return "", &locationFault{err}
+			return store.LocationSettings{}, &locationFault{err}
 		}
-		r.setup.region, r.setup.loaded = ls.Region(), true
+		r.setup.settings, r.setup.loaded = ls, true
 	}
-	return r.setup.region, nil
+	return r.setup.settings, nil
 }
 
 // patientField returns the id of the location's patient id custom field,

@@ -61,13 +61,16 @@ const contactMapping = "contact/2"
 type patientContent struct {
 	Contact     *ghl.Contact
 	PhoneRegion string `json:",omitempty"`
+	// Fields is the location's allow-list: changing it sends every
+	// patient again. Empty (every field) it leaves the hash as before.
+	Fields string `json:",omitempty"`
 }
 
 func patientContentOf(c *ghl.Contact, region string) patientContent {
 	if c.Phone == "" || strings.HasPrefix(c.Phone, "+") {
 		region = ""
 	}
-	return patientContent{c, region}
+	return patientContent{Contact: c, PhoneRegion: region}
 }
 
 // contentHash hashes what is sent for a record (or the record itself when
@@ -132,7 +135,7 @@ func rawPatient(p *store.PatientRow) any {
 // patientPages reads the patients of the run's location as items.
 func patientPages(r *run) pageFunc {
 	return func(ctx context.Context, after string, limit int) ([]item, error) {
-		region, err := r.region(ctx)
+		ls, err := r.locationSettings(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +145,7 @@ func patientPages(r *run) pageFunc {
 		}
 		items := make([]item, len(rows))
 		for i := range rows {
-			items[i], _ = r.planPatient(&rows[i], region)
+			items[i], _ = r.planPatient(&rows[i], ls)
 		}
 		return items, nil
 	}
@@ -151,13 +154,17 @@ func patientPages(r *run) pageFunc {
 // planPatient decides what to do with a patient. The state it returns,
 // nil for a patient with nothing to send, is the one the item's push and
 // refuse update.
-func (r *run) planPatient(p *store.PatientRow, region string) (item, *store.PatientSync) {
-	c, err := contactFor(r.loc, p)
+func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item, *store.PatientSync) {
+	region := ls.Region()
+	allowed := allowedPatient(p, ls)
+	c, err := contactFor(r.loc, allowed)
 	hash := ""
 	if err != nil {
-		hash = contentHash("patient-row/1", rawPatient(p))
+		hash = contentHash("patient-row/1", rawPatient(allowed))
 	} else {
-		hash = contentHash(contactMapping, patientContentOf(c, region))
+		pc := patientContentOf(c, region)
+		pc.Fields = ls.Fields
+		hash = contentHash(contactMapping, pc)
 	}
 	it := item{key: p.ExternalID}
 	switch {
@@ -476,11 +483,11 @@ func (r *run) patientContact(ctx context.Context, patient string) (string, error
 		if err != nil {
 			return "", err
 		}
-		region, err := r.region(ctx)
+		ls, err := r.locationSettings(ctx)
 		if err != nil {
 			return "", err
 		}
-		it, st := r.planPatient(p, region)
+		it, st := r.planPatient(p, ls)
 		switch {
 		case it.unchanged:
 			return p.Sync.ContactID, nil

@@ -105,7 +105,10 @@ var locationPage = page(`{{$l := .L}}<h1>{{if $l.Name}}{{$l.Name}} <small>{{$l.L
 <table id="settings"><tr><th>Setting</th><th>Value</th></tr>
 <tr><td>GHL's automations (confirmation SMS and email) for the appointments ghlsync writes</td><td>{{if .Settings.Notify}}on{{else}}off{{end}}</td></tr>
 <tr><td>Phone region (numbers without a country code, addresses without a country)</td><td>{{.Settings.Region}}{{if not .Settings.PhoneRegion}} <small>(the default)</small>{{end}}</td></tr>
-</table>{{end}}
+<tr><td>Fields sent to GHL (the allow-list)</td><td>{{with .Settings.Fields}}{{.}}{{else}}all <small>(the default)</small>{{end}}</td></tr>
+<tr><td>Appointment title template</td><td>{{with .Settings.TitleTemplate}}<code>{{.}}</code>{{else}}none: the clinic's title <small>(the default)</small>{{end}}</td></tr>
+</table>
+<p><small>Change them with <code>scheduler settings set {{$l.LocationID}} KEY VALUE</code>.</small></p>{{end}}
 
 <h2>Failed records</h2>
 {{if .Failed}}<p>{{.FailedTotal}} failed{{if gt .FailedTotal (len .Failed)}}; {{.FailedFrom}} to {{.FailedTo}} shown{{end}}. Each is tried again when it changes in the clinic's tables.</p>

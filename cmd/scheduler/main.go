@@ -11,6 +11,7 @@
 //	scheduler add NAME --task TYPE [--payload JSON] --every D | --cron SPEC [--tz ZONE]
 //	scheduler delete NAME
 //	scheduler run NAME                       enqueue the schedule's task now
+//	scheduler settings list | get LOCATION | set LOCATION KEY VALUE
 //
 // Flags may come before or after the subcommand; scheduler SUBCOMMAND -h
 // lists a subcommand's own. Exit status 2 means bad input or
@@ -48,6 +49,7 @@ const overview = `usage:
   scheduler add NAME --task TYPE [--payload JSON] --every DURATION | --cron "SPEC" [--tz ZONE]
   scheduler delete NAME
   scheduler run NAME                         enqueue NAME's task now, through the scheduler's path
+  scheduler settings list | get LOCATION | set LOCATION KEY VALUE   a location's sync settings
 
 scheduler SUBCOMMAND -h lists the flags of SUBCOMMAND; below are the loop's.`
 
@@ -58,6 +60,9 @@ type subcommand struct {
 	vars []string
 	// args names its positional arguments.
 	args []string
+	// checkArgs, when set, checks the positional arguments instead of
+	// args: for a subcommand whose arguments depend on the first.
+	checkArgs func(fs *flag.FlagSet, pos []string) error
 	// bind registers its own flags on fs and returns check, which refuses
 	// bad flag values before anything is opened, and act.
 	bind func(fs *flag.FlagSet) (check func() error, act action)
@@ -128,8 +133,9 @@ within a second.`,
 			}
 		},
 	},
-	"enable":  enableCommand(true),
-	"disable": enableCommand(false),
+	"settings": settingsCommand,
+	"enable":   enableCommand(true),
+	"disable":  enableCommand(false),
 	"add": {
 		synopsis: `usage: scheduler add NAME --task TYPE [--payload JSON] --every DURATION | --cron "SPEC" [--tz ZONE]
 
@@ -193,6 +199,54 @@ is one interval from now.`,
 	},
 }
 
+// settingsCommand is `scheduler settings`: the per-location settings,
+// which live in the database beside the schedules.
+var settingsCommand = subcommand{
+	synopsis: `usage: scheduler settings list
+       scheduler settings get LOCATION
+       scheduler settings set LOCATION KEY VALUE
+
+Shows or changes a location's sync settings (README, "Location
+settings"): ` + strings.Join(app.SettingKeyNames(), ", ") + `. A location without settings has
+the defaults. A key or value that cannot be stored is refused, and nothing
+changes. Running workers use a change from their next sync of the
+location.`,
+	vars: []string{config.VarDatabaseURL},
+	checkArgs: func(fs *flag.FlagSet, pos []string) error {
+		if len(pos) == 0 {
+			return cli.UsageHelp(fs.Name(), "needs list, get LOCATION or set LOCATION KEY VALUE")
+		}
+		switch pos[0] {
+		case "list":
+			return cli.WantArgs(fs, pos, "list")
+		case "get":
+			if err := cli.WantArgs(fs, pos, "get", "LOCATION"); err != nil {
+				return err
+			}
+			return cli.WithHelp(fs.Name(), app.CheckLocation(pos[1]))
+		case "set":
+			if err := cli.WantArgs(fs, pos, "set", "LOCATION", "KEY", "VALUE"); err != nil {
+				return err
+			}
+			return cli.WithHelp(fs.Name(), app.CheckSetting(pos[1], pos[2], pos[3]))
+		}
+		return cli.UsageHelp(fs.Name(), "unknown settings command %q (one of list, get, set)", pos[0])
+	},
+	bind: func(fs *flag.FlagSet) (func() error, action) {
+		return nil, func(ctx context.Context, cfg *config.Config, pos []string, stdout, _ io.Writer) error {
+			switch pos[0] {
+			case "list":
+				return app.ListSettings(ctx, cfg, stdout)
+			case "get":
+				return app.GetSettings(ctx, cfg, pos[1], stdout)
+			}
+			// A value refused against the location's other settings is
+			// found only once they are read.
+			return cli.WithHelp(fs.Name(), app.SetSetting(ctx, cfg, pos[1], pos[2], pos[3], stdout))
+		}
+	},
+}
+
 func enableCommand(enable bool) subcommand {
 	name := map[bool]string{true: "enable", false: "disable"}[enable]
 	return subcommand{
@@ -250,7 +304,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		cli.Help(stderr, sub.synopsis, b.fs, b.loader.Secrets())
 		return cli.ExitOK
 	}
-	if err == nil {
+	switch {
+	case err == nil && sub.checkArgs != nil:
+		err = sub.checkArgs(b.fs, pos)
+	case err == nil:
 		err = cli.WantArgs(b.fs, pos, sub.args...)
 	}
 	// The subcommand is chosen, and bad input refused, before anything is

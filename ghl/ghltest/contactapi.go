@@ -237,6 +237,7 @@ func (s *Server) handleTags(add bool) apiHandler {
 		} else {
 			s.stats.tagRemoves[c.LocationID]++
 		}
+		s.changedLocked()
 		tags := slices.Clone(c.Tags)
 		s.mu.Unlock()
 		writeJSON(w, status, struct {
@@ -395,6 +396,7 @@ func (s *Server) handleCreateCustomField(w http.ResponseWriter, r *http.Request,
 	}
 	l.Fields = append(l.Fields, f)
 	s.stats.customFieldCreates[loc]++
+	s.changedLocked()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, struct {
 		CustomField customFieldJSON `json:"customField"`

@@ -308,27 +308,37 @@ const (
 	msgUpsertNeedsKey = "Either email or phone is required to upsert a contact"
 )
 
+// decodeContactWrite reads the body of an upsert or create, with the keys
+// that call takes, and checks it as GHL does: a valid body naming a
+// location the token may write. ok is false when it has answered.
+func (s *Server) decodeContactWrite(w http.ResponseWriter, r *http.Request, g *grant, keys []string) (in contactInput, loc string, ok bool) {
+	if !decodeBody(w, r, &in, keys) {
+		return in, "", false
+	}
+	loc = str(in.LocationID)
+	if loc == "" {
+		writeValidation(w, "locationId should not be empty")
+		return in, "", false
+	}
+	if msgs := in.validate(); msgs != nil {
+		writeValidation(w, msgs...)
+		return in, "", false
+	}
+	if !g.canAccess(loc) {
+		writeError(w, http.StatusForbidden, msgNoLocationAccess)
+		return in, "", false
+	}
+	return in, loc, true
+}
+
 // handleUpsertContact serves POST /contacts/upsert: it needs an email or a
 // phone, matches the location's contact by them in the order of the
 // location's duplicate setting (email first unless PhoneFirst), updates it
 // or creates one. When the two fields match two contacts, the first one's
 // contact is updated and the other field silently ignored, as GHL does.
 func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *grant) {
-	var in contactInput
-	if !decodeBody(w, r, &in, upsertKeys) {
-		return
-	}
-	loc := str(in.LocationID)
-	if loc == "" {
-		writeValidation(w, "locationId should not be empty")
-		return
-	}
-	if msgs := in.validate(); msgs != nil {
-		writeValidation(w, msgs...)
-		return
-	}
-	if !g.canAccess(loc) {
-		writeError(w, http.StatusForbidden, msgNoLocationAccess)
+	in, loc, ok := s.decodeContactWrite(w, r, g, upsertKeys)
+	if !ok {
 		return
 	}
 	if str(in.Email) == "" && str(in.Phone) == "" {
@@ -386,21 +396,8 @@ func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *
 // not allow duplicates and its email or phone is another contact's. It
 // answers 201 with the contact, its date of birth as an ISO timestamp.
 func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *grant) {
-	var in contactInput
-	if !decodeBody(w, r, &in, createKeys) {
-		return
-	}
-	loc := str(in.LocationID)
-	if loc == "" {
-		writeValidation(w, "locationId should not be empty")
-		return
-	}
-	if msgs := in.validate(); msgs != nil {
-		writeValidation(w, msgs...)
-		return
-	}
-	if !g.canAccess(loc) {
-		writeError(w, http.StatusForbidden, msgNoLocationAccess)
+	in, loc, ok := s.decodeContactWrite(w, r, g, createKeys)
+	if !ok {
 		return
 	}
 	now := s.opts.Now()
