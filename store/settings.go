@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -192,6 +193,24 @@ var SettingKeys = []SettingKey{
 		set: func(ls *LocationSettings, v string) error {
 			ls.TitleTemplate = strings.TrimSpace(v)
 			return nil
+		},
+	},
+	{
+		Name: "deletion_action", Default: DeletionTagDND,
+		Meaning: "what a sync does to the contact of a patient deleted in the clinic: tag_dnd (tag ghlsync:deleted, DND on), delete or none",
+		get:     func(ls LocationSettings) string { return ls.Deletion() },
+		set: func(ls *LocationSettings, v string) error {
+			ls.DeletionAction = strings.TrimSpace(v)
+			return nil
+		},
+	},
+	{
+		Name: "deletion_cap", Default: "0",
+		Meaning: "the most deletions one sync pass acts on; 0: 5% of the location's records in GHL, or 50 if larger",
+		get:     func(ls LocationSettings) string { return strconv.Itoa(ls.DeletionCap) },
+		set: func(ls *LocationSettings, v string) (err error) {
+			ls.DeletionCap, err = strconv.Atoi(strings.TrimSpace(v))
+			return err
 		},
 	},
 }
