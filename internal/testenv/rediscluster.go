@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -216,9 +217,10 @@ func RedisCluster(t testing.TB) string {
 
 // SharedRedisCluster starts one Redis Cluster (RedisCluster) for t and
 // returns a factory of it for subtests run one after another: each call
-// empties the cluster (it is t's own) and returns its URL, so each subtest
-// finds it as fresh as a cluster of its own, without the seconds a new one
-// takes. Subtests given it must not run in parallel.
+// deletes the keys written since the cluster started (the keys it held
+// then are kept, as RedisURL keeps a database's baseline) and returns its
+// URL, so each subtest finds it as fresh as a cluster of its own, without
+// the seconds a new one takes. Subtests given it must not run in parallel.
 func SharedRedisCluster(t testing.TB) func(testing.TB) string {
 	t.Helper()
 	u := RedisCluster(t)
@@ -228,16 +230,44 @@ func SharedRedisCluster(t testing.TB) func(testing.TB) string {
 	}
 	rc := redis.NewClusterClient(opt)
 	t.Cleanup(func() { rc.Close() })
+	baseline, err := clusterKeys(rc)
+	if err != nil {
+		t.Fatalf("testenv: listing the test's Redis Cluster keys: %v", err)
+	}
 	return func(sub testing.TB) string {
 		sub.Helper()
 		err := rc.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
-			return m.FlushAll(ctx).Err()
+			iter := m.Scan(ctx, 0, "*", 1000).Iterator()
+			for iter.Next(ctx) {
+				if k := iter.Val(); !baseline[k] {
+					if err := m.Del(ctx, k).Err(); err != nil {
+						return err
+					}
+				}
+			}
+			return iter.Err()
 		})
 		if err != nil {
 			sub.Fatalf("testenv: emptying the test's Redis Cluster: %v", err)
 		}
 		return u
 	}
+}
+
+// clusterKeys lists the keys every master of rc holds.
+func clusterKeys(rc *redis.ClusterClient) (map[string]bool, error) {
+	var mu sync.Mutex
+	keys := map[string]bool{}
+	err := rc.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
+		iter := m.Scan(ctx, 0, "*", 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			keys[iter.Val()] = true
+			mu.Unlock()
+		}
+		return iter.Err()
+	})
+	return keys, err
 }
 
 // Sentinel is a master, its replica and one sentinel watching them, as
