@@ -221,7 +221,7 @@ func appointmentPages(r *run) pageFunc {
 		if err != nil {
 			return nil, err
 		}
-		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
+		rows, err := r.e.State.AppointmentPageSince(ctx, r.loc, after, r.since, limit)
 		if err != nil {
 			return nil, err
 		}
