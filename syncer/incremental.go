@@ -66,7 +66,9 @@ func (e *Engine) planRead(ctx context.Context, req Request, res *Result) error {
 	if err != nil {
 		return err
 	}
-	if !ls.UpdatedAt.IsZero() && !ls.UpdatedAt.Before(since) {
+	if ls.UpdatedAt.After(mark) {
+		// Changed after the last completed pass started: that pass may
+		// have hashed with the settings before.
 		return nil
 	}
 	res.Read, res.Since = ReadChanged, &since
