@@ -24,6 +24,7 @@ const (
 	FieldPatientAddress     = "patient.address"
 	FieldAppointmentTitle   = "appointment.title"
 	FieldAppointmentAddress = "appointment.address"
+	FieldAppointmentNotes   = "appointment.notes"
 )
 
 // FieldNames are the names an allow-list may hold, in the order they are
@@ -31,6 +32,7 @@ const (
 var FieldNames = []string{
 	FieldPatientFirstName, FieldPatientLastName, FieldPatientEmail, FieldPatientPhone,
 	FieldPatientDateOfBirth, FieldPatientAddress, FieldAppointmentTitle, FieldAppointmentAddress,
+	FieldAppointmentNotes,
 }
 
 // AllFields is the allow-list value that allows every field, the default.

@@ -112,6 +112,10 @@ type Calendars interface {
 	DeleteEvent(ctx context.Context, accessToken, eventID string) (*ghl.Response, error)
 	Get(ctx context.Context, accessToken, calendarID string) (*ghl.Calendar, *ghl.Response, error)
 	Events(ctx context.Context, accessToken string, q ghl.EventsQuery) ([]ghl.Event, *ghl.Response, error)
+	Notes(ctx context.Context, accessToken, appointmentID string, limit, offset int) ([]ghl.Note, bool, *ghl.Response, error)
+	CreateNote(ctx context.Context, accessToken, appointmentID, body string) (*ghl.Note, *ghl.Response, error)
+	UpdateNote(ctx context.Context, accessToken, appointmentID, noteID, body string) (*ghl.Note, *ghl.Response, error)
+	DeleteNote(ctx context.Context, accessToken, appointmentID, noteID string) (*ghl.Response, error)
 }
 
 // Users lists a location's GHL users, whom appointments are assigned to;
