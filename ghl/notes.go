@@ -31,17 +31,13 @@ type noteBody struct {
 	UserID string `json:"userId,omitempty"`
 }
 
-func notesPath(appointmentID string) string {
-	return "/calendars/appointments/" + url.PathEscape(appointmentID) + "/notes"
-}
-
 // Notes returns up to limit (at most MaxNotesPage) notes of the
 // appointment appointmentID from offset, and whether GHL has more.
 func (s *CalendarsService) Notes(ctx context.Context, accessToken, appointmentID string, limit, offset int) ([]Note, bool, *Response, error) {
 	r := &request{
 		endpoint: "calendars.notes",
 		method:   http.MethodGet,
-		path:     notesPath(appointmentID),
+		path:     "/calendars/appointments/" + url.PathEscape(appointmentID) + "/notes",
 		query:    url.Values{"limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}},
 		version:  versionCalendars,
 		token:    accessToken,
@@ -69,7 +65,7 @@ func (s *CalendarsService) CreateNote(ctx context.Context, accessToken, appointm
 	r := &request{
 		endpoint: "calendars.createNote",
 		method:   http.MethodPost,
-		path:     notesPath(appointmentID),
+		path:     "/calendars/appointments/" + url.PathEscape(appointmentID) + "/notes",
 		version:  versionCalendars,
 		token:    accessToken,
 		json:     noteBody{Body: body},
@@ -83,7 +79,7 @@ func (s *CalendarsService) UpdateNote(ctx context.Context, accessToken, appointm
 	r := &request{
 		endpoint: "calendars.updateNote",
 		method:   http.MethodPut,
-		path:     notesPath(appointmentID) + "/" + url.PathEscape(noteID),
+		path:     "/calendars/appointments/" + url.PathEscape(appointmentID) + "/notes/" + url.PathEscape(noteID),
 		version:  versionCalendars,
 		token:    accessToken,
 		json:     noteBody{Body: body},
@@ -99,7 +95,7 @@ func (s *CalendarsService) DeleteNote(ctx context.Context, accessToken, appointm
 	r := &request{
 		endpoint: "calendars.deleteNote",
 		method:   http.MethodDelete,
-		path:     notesPath(appointmentID) + "/" + url.PathEscape(noteID),
+		path:     "/calendars/appointments/" + url.PathEscape(appointmentID) + "/notes/" + url.PathEscape(noteID),
 		version:  versionCalendars,
 		token:    accessToken,
 	}
