@@ -62,7 +62,7 @@ func NewPatientsSyncTask(loc string) (*asynq.Task, error) {
 
 // NewSyncTask returns a sync task of taskType (TypePatientsSync or
 // TypeAppointmentsSync) with the operator's choices of p: its location
-// ("" for every active one), Force and DryRun.
+// ("" for every active one), Force, DryRun, Full and Since.
 func NewSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 	if _, ok := syncKinds[taskType]; !ok {
 		return nil, fmt.Errorf("tasks: %q is no sync task type", taskType)
