@@ -67,7 +67,7 @@ func benchmarkRefreshDue(b *testing.B, concurrency int) {
 		}
 		opt, _ := asynq.ParseRedisURI(stack.RedisURL)
 		client := asynq.NewClient(opt)
-		task, _ := tasks.NewRefreshDueTask(false, false)
+		task, _ := tasks.NewRefreshDueTask(false, false, 0)
 
 		b.StartTimer()
 		start := time.Now()

@@ -47,7 +47,9 @@ func (s *Store) RecordRefresh(ctx context.Context, r *RefreshRun) error {
 		r.At = s.now()
 	}
 	r.At = r.At.UTC()
-	db := s.db.WithContext(ctx)
+	// Each statement stands alone (a prune that fails leaves one row
+	// too many, pruned by the next): no transaction around either.
+	db := s.single(ctx)
 	if err := db.Create(r).Error; err != nil {
 		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
 	}

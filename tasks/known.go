@@ -44,7 +44,7 @@ var types = []TypeInfo{
 	},
 	{
 		Type: TypeTokenRefreshDue, Queue: QueueCritical,
-		About: `refresh every token that expires within REFRESH_WINDOW; payload none, or {"all":true,"force":true}`,
+		About: `refresh every token that expires within REFRESH_WINDOW; payload none, or {"all":true,"force":true}; "keep_seconds":N lists the tasks it enqueues in its result and keeps them N seconds`,
 		check: func(p []byte) error {
 			var v RefreshDuePayload
 			return decodeStrict(p, &v)
@@ -115,6 +115,7 @@ func checkSyncPayload(p []byte) error {
 		LocationID string `json:"location_id"`
 		Force      bool   `json:"force"`
 		DryRun     bool   `json:"dry_run"`
+		Keep       int64  `json:"keep_seconds"`
 	}
 	if err := decodeStrict(p, &v); err != nil {
 		return err
