@@ -109,9 +109,10 @@ type Result struct {
 // Credentials is what the refresher needs of the store.
 type Credentials interface {
 	Credential(ctx context.Context, loc string) (*store.Credential, error)
-	// RefreshState reads a credential's status, token version, expiry
-	// and last refresh, and nothing else (no tokens).
-	RefreshState(ctx context.Context, loc string) (*store.Credential, error)
+	// RefreshStates reads the status, token version, expiry and last
+	// refresh of the credentials of locs, and nothing else (no tokens);
+	// a location without one is missing from the map.
+	RefreshStates(ctx context.Context, locs []string) (map[string]*store.Credential, error)
 	Tokens(c *store.Credential) (store.Tokens, error)
 	// SaveRefreshed and SetRefreshStatus are compare-and-sets on the
 	// token version spent, failing with store.ErrStale when the row holds
@@ -169,7 +170,8 @@ type Refresher struct {
 	History History
 	Clock   clock.Clock
 
-	hb heartbeat
+	hb    heartbeat
+	reads stateReads
 }
 
 const (
@@ -320,9 +322,13 @@ func (r *Refresher) credential(ctx context.Context, loc string) (*store.Credenti
 	return r.read(ctx, loc, r.Store.Credential)
 }
 
-// state reads what satisfied needs of loc's credential, without tokens.
+// state reads what satisfied needs of loc's credential, without tokens,
+// in one query with the other requests waiting for theirs (see
+// stateReads).
 func (r *Refresher) state(ctx context.Context, loc string) (*store.Credential, error) {
-	return r.read(ctx, loc, r.Store.RefreshState)
+	return r.read(ctx, loc, func(ctx context.Context, loc string) (*store.Credential, error) {
+		return r.reads.read(ctx, r.Store, loc)
+	})
 }
 
 func (r *Refresher) read(ctx context.Context, loc string, read func(context.Context, string) (*store.Credential, error)) (*store.Credential, error) {

@@ -296,20 +296,23 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 // whether a location's token needs a refresh, none of its tokens.
 var refreshStateColumns = []string{"location_id", "status", "token_version", "expires_at", "refreshed_at"}
 
-// RefreshState reads what decides whether loc's token needs refreshing
-// (its status, token version, expiry and last refresh), without the
-// sealed tokens and the rest of the row: a refresh that finds its request
-// answered stops there, and most scheduled ones do.
-func (s *Store) RefreshState(ctx context.Context, loc string) (*Credential, error) {
-	var c Credential
-	err := s.db.WithContext(ctx).Select(refreshStateColumns).Where("location_id = ?", loc).Take(&c).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, fmt.Errorf("store.RefreshState %s: %w", loc, ErrNotFound)
-	}
+// RefreshStates reads, for each of locs, what decides whether its token
+// needs refreshing (its status, token version, expiry and last refresh),
+// without the sealed tokens and the rest of the row, in one query: the
+// refreshes that run at once read their locations together, and most of
+// them (the token is not due, or another refresh answered them) stop
+// there. A location without a credential is missing from the map.
+func (s *Store) RefreshStates(ctx context.Context, locs []string) (map[string]*Credential, error) {
+	var cs []*Credential
+	err := s.db.WithContext(ctx).Select(refreshStateColumns).Where("location_id IN ?", locs).Find(&cs).Error
 	if err != nil {
-		return nil, fmt.Errorf("store.RefreshState %s: %w", loc, err)
+		return nil, fmt.Errorf("store.RefreshStates: %w", err)
 	}
-	return &c, nil
+	m := make(map[string]*Credential, len(cs))
+	for _, c := range cs {
+		m[c.LocationID] = c
+	}
+	return m, nil
 }
 
 // ErrStale says a write about a refresh token lost its compare-and-set:
