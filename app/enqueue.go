@@ -21,9 +21,11 @@ type enqueueCommand struct {
 	// timeout is how long --wait waits unless told otherwise.
 	timeout time.Duration
 	// one builds the task for a single location, asked for at now (on
-	// the shared clock); all the fan-out task.
-	one func(loc string, now time.Time) (*asynq.Task, error)
-	all func() (*asynq.Task, error)
+	// the shared clock) and kept keep (tasks.WaitRetention) with what it
+	// enqueues; all the fan-out task.
+	one func(loc string, now time.Time, keep time.Duration) (*asynq.Task, error)
+	// all's tasks are kept keep (tasks.WaitRetention), its children too.
+	all func(keep time.Duration) (*asynq.Task, error)
 	// syncType is the task type of a sync command, "" for the others: it
 	// takes --full.
 	syncType string
@@ -32,19 +34,29 @@ type enqueueCommand struct {
 var enqueueCommands = map[string]enqueueCommand{
 	"refresh": {
 		timeout: 60 * time.Second,
-		one:     func(loc string, now time.Time) (*asynq.Task, error) { return tasks.NewRefreshTask(loc, true, now) },
-		all:     func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(true, true) },
+		one: func(loc string, now time.Time, _ time.Duration) (*asynq.Task, error) {
+			return tasks.NewRefreshTask(loc, true, now)
+		},
+		all: func(keep time.Duration) (*asynq.Task, error) { return tasks.NewRefreshDueTask(true, true, keep) },
 	},
 	"sync-patients": {
-		timeout:  10 * time.Minute,
-		one:      func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewPatientsSyncTask(loc) },
-		all:      func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
+		timeout: 10 * time.Minute,
+		one: func(loc string, _ time.Time, keep time.Duration) (*asynq.Task, error) {
+			return tasks.NewSyncTask(tasks.TypePatientsSync, tasks.SyncPayload{LocationID: loc, KeepSeconds: int64(keep / time.Second)})
+		},
+		all: func(keep time.Duration) (*asynq.Task, error) {
+			return tasks.NewSyncTask(tasks.TypePatientsSync, tasks.SyncPayload{KeepSeconds: int64(keep / time.Second)})
+		},
 		syncType: tasks.TypePatientsSync,
 	},
 	"sync-appointments": {
-		timeout:  10 * time.Minute,
-		one:      func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask(loc) },
-		all:      func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
+		timeout: 10 * time.Minute,
+		one: func(loc string, _ time.Time, keep time.Duration) (*asynq.Task, error) {
+			return tasks.NewSyncTask(tasks.TypeAppointmentsSync, tasks.SyncPayload{LocationID: loc, KeepSeconds: int64(keep / time.Second)})
+		},
+		all: func(keep time.Duration) (*asynq.Task, error) {
+			return tasks.NewSyncTask(tasks.TypeAppointmentsSync, tasks.SyncPayload{KeepSeconds: int64(keep / time.Second)})
+		},
 		syncType: tasks.TypeAppointmentsSync,
 	},
 }
@@ -131,6 +143,10 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 		}
 		since = &t
 	}
+	// Someone asked for this task: it is kept for the wait and an hour
+	// after, for `enqueue result` and `enqueue wait` (with or without
+	// --wait now), where scheduled tasks are kept minutes.
+	keep := tasks.WaitRetention(timeout)
 	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -139,7 +155,7 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 	var task *asynq.Task
 	switch {
 	case req.Full || req.DryRun || since != nil:
-		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: req.Full, DryRun: req.DryRun, Since: since})
+		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: req.Full, DryRun: req.DryRun, Since: since, KeepSeconds: int64(keep / time.Second)})
 	case req.Location != "":
 		// The request's time is Redis's, the clock the workers compare it
 		// with: this machine's may be off.
@@ -147,14 +163,14 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 		if now, err = refresh.SharedTime(ctx, rc); err != nil {
 			return err
 		}
-		task, err = cmd.one(req.Location, now)
+		task, err = cmd.one(req.Location, now, keep)
 	default:
-		task, err = cmd.all()
+		task, err = cmd.all(keep)
 	}
 	if err != nil {
 		return Usage(err)
 	}
-	info, err := asynq.NewClientFromRedisClient(rc).EnqueueContext(ctx, task)
+	info, err := asynq.NewClientFromRedisClient(rc).EnqueueContext(ctx, task, asynq.Retention(keep))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/scheduler"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
 )
 
@@ -36,11 +37,14 @@ func (a webActions) Enqueue(ctx context.Context, action, loc string) (web.Enqueu
 	if err != nil {
 		return web.Enqueued{}, err
 	}
-	task, err := cmd.one(loc, now)
+	keep := tasks.WaitRetention(cmd.timeout)
+	task, err := cmd.one(loc, now, keep)
 	if err != nil {
 		return web.Enqueued{}, &web.InputError{Err: err}
 	}
-	info, err := a.client.EnqueueContext(ctx, task)
+	// Someone pressed the button and may follow the task: kept as the
+	// enqueue command keeps its tasks.
+	info, err := a.client.EnqueueContext(ctx, task, asynq.Retention(keep))
 	if err != nil {
 		return web.Enqueued{}, fmt.Errorf("enqueue %s %s: %w", action, loc, err)
 	}

@@ -40,13 +40,17 @@ type WorkerOptions struct {
 // WORKER_SHUTDOWN_TIMEOUT from terminationGracePeriodSeconds.
 const WorkerShutdownTimeout = config.DefaultWorkerShutdownTimeout
 
+// DefaultTokenConcurrency is the number of token tasks a worker runs at
+// once unless told otherwise (WorkerOptions.TokenConcurrency).
+const DefaultTokenConcurrency = 20
+
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 10
 	}
 	if o.TokenConcurrency <= 0 {
-		o.TokenConcurrency = 20
+		o.TokenConcurrency = DefaultTokenConcurrency
 	}
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = time.Second

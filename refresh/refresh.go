@@ -109,6 +109,10 @@ type Result struct {
 // Credentials is what the refresher needs of the store.
 type Credentials interface {
 	Credential(ctx context.Context, loc string) (*store.Credential, error)
+	// RefreshStates reads the status, token version, expiry and last
+	// refresh of the credentials of locs, and nothing else (no tokens);
+	// a location without one is missing from the map.
+	RefreshStates(ctx context.Context, locs []string) (map[string]*store.Credential, error)
 	Tokens(c *store.Credential) (store.Tokens, error)
 	// SaveRefreshed and SetRefreshStatus are compare-and-sets on the
 	// token version spent, failing with store.ErrStale when the row holds
@@ -166,7 +170,8 @@ type Refresher struct {
 	History History
 	Clock   clock.Clock
 
-	hb heartbeat
+	hb    heartbeat
+	reads stateReads
 }
 
 const (
@@ -239,6 +244,23 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 		}
 		req.RequestedAt = now
 	}
+	if !req.NoWait {
+		// Most requests end here, with one narrow read and no lock: the
+		// token is not due, or a refresh completed since the request was
+		// made (a burst, or a schedule behind a refresh on demand). What
+		// the database holds answers them whoever holds the lock, as it
+		// does below when another holds it. A request that is not
+		// answered is decided again under the lock, so a refresh token is
+		// still spent once. Recover's requests (NoWait) always take the
+		// lock: they also clear in-flight marks and pending slots.
+		st, err := r.state(ctx, loc)
+		if err != nil {
+			return Result{LocationID: loc}, err
+		}
+		if res, done := r.satisfied(st, req); done {
+			return res, res.err()
+		}
+	}
 	lk, hasPending, err := r.tryLock(ctx, loc)
 	if err != nil {
 		return Result{LocationID: loc}, err
@@ -297,7 +319,20 @@ func (r *Refresher) settledSince(ctx context.Context, lk *lock, c *store.Credent
 }
 
 func (r *Refresher) credential(ctx context.Context, loc string) (*store.Credential, error) {
-	c, err := r.Store.Credential(ctx, loc)
+	return r.read(ctx, loc, r.Store.Credential)
+}
+
+// state reads what satisfied needs of loc's credential, without tokens,
+// in one query with the other requests waiting for theirs (see
+// stateReads).
+func (r *Refresher) state(ctx context.Context, loc string) (*store.Credential, error) {
+	return r.read(ctx, loc, func(ctx context.Context, loc string) (*store.Credential, error) {
+		return r.reads.read(ctx, r.Store, loc)
+	})
+}
+
+func (r *Refresher) read(ctx context.Context, loc string, read func(context.Context, string) (*store.Credential, error)) (*store.Credential, error) {
+	c, err := read(ctx, loc)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("refresh %s: %w", loc, ErrUnknownLocation)
 	}

@@ -292,6 +292,29 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 	return &c, nil
 }
 
+// refreshStateColumns are the columns RefreshState reads: what decides
+// whether a location's token needs a refresh, none of its tokens.
+var refreshStateColumns = []string{"location_id", "status", "token_version", "expires_at", "refreshed_at"}
+
+// RefreshStates reads, for each of locs, what decides whether its token
+// needs refreshing (its status, token version, expiry and last refresh),
+// without the sealed tokens and the rest of the row, in one query: the
+// refreshes that run at once read their locations together, and most of
+// them (the token is not due, or another refresh answered them) stop
+// there. A location without a credential is missing from the map.
+func (s *Store) RefreshStates(ctx context.Context, locs []string) (map[string]*Credential, error) {
+	var cs []*Credential
+	err := s.db.WithContext(ctx).Select(refreshStateColumns).Where("location_id IN ?", locs).Find(&cs).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.RefreshStates: %w", err)
+	}
+	m := make(map[string]*Credential, len(cs))
+	for _, c := range cs {
+		m[c.LocationID] = c
+	}
+	return m, nil
+}
+
 // ErrStale says a write about a refresh token lost its compare-and-set:
 // the row holds a newer token pair than the one that refresh spent (another
 // worker refreshed meanwhile, or the location was connected again), so
@@ -311,8 +334,9 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, err)
 	}
 	// An uninstall that landed meanwhile wins: the app is gone from the
-	// location, whatever the refresh brought back.
-	res := s.db.WithContext(ctx).Model(&Credential{}).
+	// location, whatever the refresh brought back. One UPDATE is atomic
+	// on its own: no transaction around it (two round trips fewer).
+	res := s.single(ctx).Model(&Credential{}).
 		Where("location_id = ? AND status <> ? AND token_version = ?", loc, StatusUninstalled, spent).
 		Updates(map[string]any{
 			"access_token_enc":  access,
@@ -414,6 +438,35 @@ func (s *Store) Refreshable(ctx context.Context) ([]string, error) {
 		Order("location_id").Pluck("location_id", &ids).Error
 	if err != nil {
 		return nil, fmt.Errorf("store.Refreshable: %w", err)
+	}
+	return ids, nil
+}
+
+// DueForRefreshPage is a page of DueForRefresh's locations, ordered by
+// location id: up to limit of them after the id after ("" for the first
+// page). Paging by key (not by offset) costs the same on every page and
+// neither skips nor repeats a location while refreshes move the others
+// out of the due set.
+func (s *Store) DueForRefreshPage(ctx context.Context, before time.Time, after string, limit int) ([]string, error) {
+	var ids []string
+	err := s.db.WithContext(ctx).Model(&Credential{}).
+		Where("((status = ? AND expires_at < ?) OR status = ?) AND location_id > ?", StatusActive, before.UTC(), StatusInactive, after).
+		Order("location_id").Limit(limit).Pluck("location_id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.DueForRefreshPage: %w", err)
+	}
+	return ids, nil
+}
+
+// RefreshablePage is a page of Refreshable's locations, as
+// DueForRefreshPage pages.
+func (s *Store) RefreshablePage(ctx context.Context, after string, limit int) ([]string, error) {
+	var ids []string
+	err := s.db.WithContext(ctx).Model(&Credential{}).
+		Where("status IN ? AND location_id > ?", []Status{StatusActive, StatusInactive}, after).
+		Order("location_id").Limit(limit).Pluck("location_id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.RefreshablePage: %w", err)
 	}
 	return ids, nil
 }

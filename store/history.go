@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // RefreshRun is the log of one refresh of a location's token that called
@@ -47,15 +49,22 @@ func (s *Store) RecordRefresh(ctx context.Context, r *RefreshRun) error {
 		r.At = s.now()
 	}
 	r.At = r.At.UTC()
-	db := s.db.WithContext(ctx)
-	if err := db.Create(r).Error; err != nil {
+	// One transaction: one commit (one WAL flush) for the row and its
+	// prune, where two statements of their own would cost two.
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(r).Error; err != nil {
+			return err
+		}
+		// With fewer rows the subquery is NULL, and nothing is older than it.
+		oldest := tx.Session(&gorm.Session{NewDB: true}).Model(&RefreshRun{}).Select("id").Where("location_id = ?", r.LocationID).
+			Order("id DESC").Offset(KeepRefreshRuns - 1).Limit(1)
+		if err := tx.Where("location_id = ? AND id < (?)", r.LocationID, oldest).Delete(&RefreshRun{}).Error; err != nil {
+			return fmt.Errorf("pruning: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
-	}
-	// With fewer rows the subquery is NULL, and nothing is older than it.
-	oldest := s.db.Model(&RefreshRun{}).Select("id").Where("location_id = ?", r.LocationID).
-		Order("id DESC").Offset(KeepRefreshRuns - 1).Limit(1)
-	if err := db.Where("location_id = ? AND id < (?)", r.LocationID, oldest).Delete(&RefreshRun{}).Error; err != nil {
-		return fmt.Errorf("store.RecordRefresh %s: pruning: %w", r.LocationID, err)
 	}
 	return nil
 }

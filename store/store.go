@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -90,6 +91,41 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		o(s)
 	}
 	return s, nil
+}
+
+// single is the store's database for one statement that is atomic on its
+// own: GORM wraps every create, update and delete in a transaction unless
+// told not to, which costs a BEGIN and a COMMIT round trip each.
+func (s *Store) single(ctx context.Context) *gorm.DB {
+	return s.db.WithContext(ctx).Session(&gorm.Session{SkipDefaultTransaction: true})
+}
+
+// CountStatements counts in n every SQL statement the store sends: each
+// query, write and raw statement, and the BEGIN and COMMIT of the
+// transaction GORM wraps a write in. Benchmarks report statements per
+// task with it.
+func CountStatements(n *atomic.Int64) Option {
+	return func(s *Store) {
+		count := func(db *gorm.DB) {
+			n.Add(1)
+			if started, _ := db.InstanceGet("gorm:started_transaction"); started == true {
+				n.Add(2)
+			}
+		}
+		cb := s.db.Callback()
+		for _, err := range []error{
+			cb.Query().After("*").Register("ghlsync:count_query", count),
+			cb.Row().After("*").Register("ghlsync:count_row", count),
+			cb.Raw().After("*").Register("ghlsync:count_raw", count),
+			cb.Create().After("*").Register("ghlsync:count_create", count),
+			cb.Update().After("*").Register("ghlsync:count_update", count),
+			cb.Delete().After("*").Register("ghlsync:count_delete", count),
+		} {
+			if err != nil {
+				panic("store.CountStatements: " + err.Error())
+			}
+		}
+	}
 }
 
 // Dialector is the GORM dialector Open uses for databaseURL, for the test

@@ -27,7 +27,7 @@ func NewAlertsEvaluateTask() (*asynq.Task, error) {
 		return nil, err
 	}
 	return asynq.NewTask(TypeAlertsEvaluate, b, asynq.Queue(QueueCritical), asynq.MaxRetry(3),
-		asynq.Timeout(5*time.Minute), asynq.Retention(24*time.Hour)), nil
+		asynq.Timeout(5*time.Minute), asynq.Retention(ScheduledRetention)), nil
 }
 
 // AlertHandlers runs the alert task.

@@ -45,7 +45,7 @@ var types = []TypeInfo{
 	},
 	{
 		Type: TypeTokenRefreshDue, Queue: QueueCritical,
-		About: `refresh every token that expires within REFRESH_WINDOW; payload none, or {"all":true,"force":true}`,
+		About: `refresh every token that expires within REFRESH_WINDOW; payload none, or {"all":true,"force":true}; "keep_seconds":N lists the tasks it enqueues in its result and keeps them N seconds`,
 		check: func(p []byte) error {
 			var v RefreshDuePayload
 			return decodeStrict(p, &v)
@@ -119,6 +119,7 @@ func checkSyncPayload(p []byte) error {
 		DryRun     bool       `json:"dry_run"`
 		Full       bool       `json:"full"`
 		Since      *time.Time `json:"since"`
+		Keep       int64      `json:"keep_seconds"`
 	}
 	if err := decodeStrict(p, &v); err != nil {
 		return err

@@ -19,7 +19,7 @@ func TestTypesAndTheirQueues(t *testing.T) {
 	client := asynq.NewClientFromRedisClient(testenv.RedisClient(t))
 	build := map[string]func() (*asynq.Task, error){
 		tasks.TypeTokenRefresh:     func() (*asynq.Task, error) { return tasks.NewRefreshTask("loc1", false, time.Now()) },
-		tasks.TypeTokenRefreshDue:  func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(false, false) },
+		tasks.TypeTokenRefreshDue:  func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(false, false, 0) },
 		tasks.TypePatientsSync:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
 		tasks.TypeAppointmentsSync: func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
 		tasks.TypeAlertsEvaluate:   tasks.NewAlertsEvaluateTask,

@@ -42,12 +42,18 @@ type SyncPayload struct {
 	// changed at or after it (enqueue --since). Handed on as Force is.
 	Full  bool       `json:"full,omitempty"`
 	Since *time.Time `json:"since,omitempty"`
+	// KeepSeconds, when positive, says someone waits for the task (the
+	// enqueue command): it, its follow-ups and a fan-out's children are
+	// kept this long, and a fan-out lists its children in its result for
+	// the wait to follow. Without it a task is kept ScheduledRetention
+	// and a fan-out's result holds counts.
+	KeepSeconds int64 `json:"keep_seconds,omitempty"`
 }
 
 // modes is the operator's choices of p, which a fan-out and a pass hand
 // on.
 func (p SyncPayload) modes(loc string) SyncPayload {
-	return SyncPayload{LocationID: loc, Force: p.Force, DryRun: p.DryRun, Full: p.Full, Since: p.Since}
+	return SyncPayload{LocationID: loc, Force: p.Force, DryRun: p.DryRun, Full: p.Full, Since: p.Since, KeepSeconds: p.KeepSeconds}
 }
 
 // syncTimeout bounds a run: the wait for the location's lock (syncer.Locks
@@ -62,7 +68,7 @@ func NewPatientsSyncTask(loc string) (*asynq.Task, error) {
 
 // NewSyncTask returns a sync task of taskType (TypePatientsSync or
 // TypeAppointmentsSync) with the operator's choices of p: its location
-// ("" for every active one), Force, DryRun, Full and Since.
+// ("" for every active one), Force, DryRun, Full, Since and KeepSeconds.
 func NewSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 	if _, ok := syncKinds[taskType]; !ok {
 		return nil, fmt.Errorf("tasks: %q is no sync task type", taskType)
@@ -87,7 +93,7 @@ func newSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 		return nil, err
 	}
 	return newTask(taskType, b, asynq.Queue(QueueDefault), asynq.MaxRetry(10),
-		asynq.Timeout(syncTimeout), asynq.Retention(24*time.Hour)), nil
+		asynq.Timeout(syncTimeout), asynq.Retention(max(time.Duration(p.KeepSeconds)*time.Second, ScheduledRetention))), nil
 }
 
 // SyncLocations lists the connected locations for a fan-out; *store.Store
@@ -185,7 +191,10 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, p SyncPayload)
 		return err
 	}
 	parent, _ := asynq.GetTaskID(ctx)
-	res := FanOutResult{Enqueued: []Child{}}
+	var res FanOutResult
+	if p.KeepSeconds > 0 {
+		res.Enqueued = []Child{}
+	}
 	for _, c := range creds {
 		if reason := syncer.NotSyncable(&c); reason != "" {
 			res.Skipped = append(res.Skipped, Skipped{LocationID: c.LocationID, Reason: reason})
@@ -200,9 +209,12 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, p SyncPayload)
 			return fmt.Errorf("%s: enqueue sync of %s: %w", t.Type(), c.LocationID, err)
 		}
 		child.LocationID = c.LocationID
-		res.Enqueued = append(res.Enqueued, child)
+		res.Count++
+		if p.KeepSeconds > 0 {
+			res.Enqueued = append(res.Enqueued, child)
+		}
 	}
-	logOr(h.Log).Info("enqueued syncs", "kind", syncKinds[t.Type()], "count", len(res.Enqueued), "skipped", len(res.Skipped))
+	logOr(h.Log).Info("enqueued syncs", "kind", syncKinds[t.Type()], "count", res.Count, "skipped", len(res.Skipped))
 	writeResult(t, res)
 	return nil
 }

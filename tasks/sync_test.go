@@ -245,6 +245,11 @@ func (e *syncEnv) syncAll(t testing.TB, newTask func(string) (*asynq.Task, error
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Waited for, as `enqueue --wait` waits: the result lists the
+	// children, which the scheduled fan-out's holds only the count of.
+	if task, err = tasks.NewSyncTask(task.Type(), tasks.SyncPayload{KeepSeconds: 600}); err != nil {
+		t.Fatal(err)
+	}
 	info, err := e.client.Enqueue(task)
 	if err != nil {
 		t.Fatal(err)

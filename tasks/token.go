@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -27,24 +29,35 @@ type RefreshPayload struct {
 	// It is on the shared clock (refresh.SharedTime), as is a refresh's
 	// completion: an enqueuer's own clock may be minutes off.
 	RequestedAt time.Time `json:"requested_at"`
+	// Quiet: no one waits for this task (a scheduled fan-out's child), so
+	// it writes no result; the refresh history records what it did.
+	Quiet bool `json:"quiet,omitempty"`
 }
 
 // NewRefreshTask returns a task that refreshes loc's token, requested at
 // requestedAt, a time read from refresh.SharedTime (not the caller's
 // clock).
 func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task, error) {
+	return newRefreshTask(RefreshPayload{LocationID: loc, Force: force, RequestedAt: requestedAt})
+}
+
+func newRefreshTask(p RefreshPayload) (*asynq.Task, error) {
+	loc := p.LocationID
 	if loc == "" {
 		return nil, errors.New("tasks.NewRefreshTask: empty location id")
 	}
 	if err := checkLocationID(loc); err != nil {
 		return nil, fmt.Errorf("tasks.NewRefreshTask: %w", err)
 	}
-	b, err := json.Marshal(RefreshPayload{LocationID: loc, Force: force, RequestedAt: requestedAt.UTC()})
+	p.RequestedAt = p.RequestedAt.UTC()
+	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}
+	// Kept minutes (ScheduledRetention): the refresh history holds what
+	// it did. Whoever waits for it sets a longer retention as it enqueues.
 	return newTask(TypeTokenRefresh, b,
-		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(24*time.Hour)), nil
+		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(ScheduledRetention)), nil
 }
 
 // RefreshDuePayload asks for refresh tasks to be enqueued: for every
@@ -53,17 +66,25 @@ func NewRefreshTask(loc string, force bool, requestedAt time.Time) (*asynq.Task,
 type RefreshDuePayload struct {
 	All   bool `json:"all,omitempty"`
 	Force bool `json:"force,omitempty"`
+	// KeepSeconds, when positive, says someone waits for the fan-out and
+	// its children (`enqueue refresh`): the result lists every child, for
+	// the wait to follow, and each child is kept this long. Without it
+	// (the schedule's fan-out) the result holds counts only and the
+	// children are kept ScheduledRetention.
+	KeepSeconds int64 `json:"keep_seconds,omitempty"`
 }
 
 // NewRefreshDueTask returns the fan-out task of the token-refresh schedule
-// (all=false) or of `enqueue refresh` without a location (all=true).
-func NewRefreshDueTask(all, force bool) (*asynq.Task, error) {
-	b, err := json.Marshal(RefreshDuePayload{All: all, Force: force})
+// (all=false, keep=0) or of `enqueue refresh` without a location
+// (all=true, keep: how long its children are kept for the wait; see
+// WaitRetention).
+func NewRefreshDueTask(all, force bool, keep time.Duration) (*asynq.Task, error) {
+	b, err := json.Marshal(RefreshDuePayload{All: all, Force: force, KeepSeconds: int64(keep / time.Second)})
 	if err != nil {
 		return nil, err
 	}
 	return newTask(TypeTokenRefreshDue, b,
-		asynq.Queue(QueueCritical), asynq.MaxRetry(5), asynq.Timeout(10*time.Minute), asynq.Retention(24*time.Hour)), nil
+		asynq.Queue(QueueCritical), asynq.MaxRetry(5), asynq.Timeout(10*time.Minute), asynq.Retention(max(keep, ScheduledRetention))), nil
 }
 
 // Child names a task that a fan-out task enqueued.
@@ -75,7 +96,14 @@ type Child struct {
 
 // FanOutResult is the result of a fan-out task.
 type FanOutResult struct {
-	Enqueued []Child `json:"enqueued"`
+	// Count is how many tasks it enqueued (a child that an earlier
+	// attempt of the same fan-out enqueued counts).
+	Count int `json:"count"`
+	// Enqueued lists them when someone waits for them (the refresh
+	// fan-out lists them only when asked, see RefreshDuePayload): a
+	// scheduled fan-out of 50,000 locations would otherwise keep a list
+	// of megabytes.
+	Enqueued []Child `json:"enqueued,omitempty"`
 	// Skipped lists locations left out, with why (sync tasks skip
 	// locations that need reconnecting).
 	Skipped []Skipped `json:"skipped,omitempty"`
@@ -87,10 +115,12 @@ type Skipped struct {
 	Reason     string `json:"reason"`
 }
 
-// RefreshLocations lists the locations to refresh; *store.Store is one.
+// RefreshLocations lists the locations to refresh a page at a time,
+// ordered by location id, up to limit after the id after; *store.Store is
+// one.
 type RefreshLocations interface {
-	DueForRefresh(ctx context.Context, before time.Time) ([]string, error)
-	Refreshable(ctx context.Context) ([]string, error)
+	DueForRefreshPage(ctx context.Context, before time.Time, after string, limit int) ([]string, error)
+	RefreshablePage(ctx context.Context, after string, limit int) ([]string, error)
 }
 
 // Enqueuer puts tasks into the queue; *asynq.Client is one.
@@ -139,7 +169,7 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 		return fmt.Errorf("%s: bad payload: %w: %w", TypeTokenRefresh, err, asynq.SkipRetry)
 	}
 	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force})
-	if res.Outcome != "" {
+	if res.Outcome != "" && !p.Quiet {
 		writeResult(t, res)
 	}
 	switch {
@@ -157,7 +187,10 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	}
 }
 
-// HandleRefreshDue runs a TypeTokenRefreshDue task.
+// HandleRefreshDue runs a TypeTokenRefreshDue task: it reads the due
+// locations a page at a time and enqueues their refreshes, fanOutParallel
+// at once, while it reads the next page, so its memory does not grow with
+// the number of locations.
 func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) error {
 	var p RefreshDuePayload
 	if len(t.Payload()) > 0 {
@@ -165,39 +198,58 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 			return fmt.Errorf("%s: bad payload: %w", TypeTokenRefreshDue, asynq.SkipRetry)
 		}
 	}
-	now := clock.Or(h.Clock).Now()
-	var locs []string
-	var err error
-	if p.All {
-		locs, err = h.Locations.Refreshable(ctx)
-	} else {
-		locs, err = h.Locations.DueForRefresh(ctx, now.Add(h.Window))
-	}
-	if err != nil {
-		return err
+	before := clock.Or(h.Clock).Now().Add(h.Window)
+	page := func(after string) ([]string, error) {
+		if p.All {
+			return h.Locations.RefreshablePage(ctx, after, fanOutPage)
+		}
+		return h.Locations.DueForRefreshPage(ctx, before, after, fanOutPage)
 	}
 	requestedAt, err := refresh.SharedTime(ctx, h.Redis)
 	if err != nil {
 		return fmt.Errorf("%s: %w", TypeTokenRefreshDue, err)
 	}
-	res := FanOutResult{Enqueued: make([]Child, 0, len(locs))}
+	var opts []asynq.Option
+	var res FanOutResult
+	var list func(Child)
+	if p.KeepSeconds > 0 {
+		opts = append(opts, asynq.Retention(time.Duration(p.KeepSeconds)*time.Second))
+		res.Enqueued = []Child{}
+		list = func(c Child) { res.Enqueued = append(res.Enqueued, c) }
+	}
 	// Children's ids derive from this task's, so a retry of it does not
 	// enqueue them again.
 	parent, _ := asynq.GetTaskID(ctx)
-	for _, loc := range locs {
-		task, err := NewRefreshTask(loc, p.Force, requestedAt)
-		if err != nil {
-			return err
+	pool := newEnqueuePool(ctx, h.Enqueuer, QueueCritical, list)
+	readErr := func() error {
+		for after := ""; ; {
+			locs, err := page(after)
+			if err != nil || len(locs) == 0 {
+				return err
+			}
+			for _, loc := range locs {
+				task, err := newRefreshTask(RefreshPayload{LocationID: loc, Force: p.Force, RequestedAt: requestedAt, Quiet: p.KeepSeconds <= 0})
+				if err != nil {
+					return err
+				}
+				if !pool.Add(loc, derivedID(TypeTokenRefresh, loc, parent, "refresh"), task, opts...) {
+					return nil // the pool's error says why
+				}
+			}
+			if len(locs) < fanOutPage {
+				return nil
+			}
+			after = locs[len(locs)-1]
 		}
-		c, err := enqueueOnce(ctx, h.Enqueuer, task, derivedID(TypeTokenRefresh, loc, parent, "refresh"), QueueCritical)
-		if err != nil {
-			return fmt.Errorf("%s: enqueue refresh of %s: %w", TypeTokenRefreshDue, loc, err)
-		}
-		c.LocationID = loc
-		res.Enqueued = append(res.Enqueued, c)
+	}()
+	n, err := pool.Wait()
+	if err = errors.Join(readErr, err); err != nil {
+		return fmt.Errorf("%s: %d refreshes enqueued, then: %w", TypeTokenRefreshDue, n, err)
 	}
-	if len(locs) > 0 {
-		logOr(h.Log).Info("enqueued token refreshes", "count", len(locs), "all", p.All)
+	res.Count = n
+	slices.SortFunc(res.Enqueued, func(a, b Child) int { return strings.Compare(a.LocationID, b.LocationID) })
+	if n > 0 {
+		logOr(h.Log).Info("enqueued token refreshes", "count", n, "all", p.All)
 	}
 	writeResult(t, res)
 	return nil

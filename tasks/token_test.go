@@ -57,7 +57,7 @@ func TestSkewedEnqueuerBurstCostsOneCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	fanOut, err := tasks.NewRefreshDueTask(true, true)
+	fanOut, err := tasks.NewRefreshDueTask(true, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,3 +104,32 @@ func FreeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// StartBinary starts the program at path (a binary the test built, such
+// as a real cmd/ binary) with args and env on top of this process's
+// environment, as StartProcess starts the test binary: output kept, killed
+// at cleanup.
+func StartBinary(t testing.TB, path string, env map[string]string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &Process{Cmd: cmd, Output: &Buffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Output, p.Output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("output of %s (pid %d):\n%s", path, cmd.Process.Pid, p.Output)
+		}
+	})
+	return p
+}

@@ -347,3 +347,15 @@ func (s *Sentinel) Failover(t testing.TB) {
 		return err == nil && len(role) > 0 && role[0] == "master"
 	})
 }
+
+// RedisServer starts a standalone redis-server of t's own on a port of
+// TEST_REDIS_PORTS and returns its redis:// URL: a benchmark that reads
+// INFO memory needs a server that holds nothing but its own keys. It is
+// skipped as RedisCluster is where redis-server is missing.
+func RedisServer(t testing.TB) string {
+	t.Helper()
+	server, _ := redisBinaries(t)
+	port := claimPorts(t, 1)[0]
+	n := startRedisNode(t, server, filepath.Join(t.TempDir(), "redis"), port, "", false)
+	return "redis://" + n.Addr + "/0"
+}
