@@ -168,6 +168,10 @@ var models = []any{
 	&RefreshRun{},
 	&Practitioner{},
 	&CalendarSetting{},
+	&WebhookEvent{},
+	&Change{},
+	&SentFields{},
+	&SeenFields{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

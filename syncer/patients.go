@@ -208,6 +208,9 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 		return 0, err
 	}
 	c.CustomFields = []ghl.CustomField{{ID: field, Value: st.ExternalID}}
+	if err := r.recordSent(ctx, store.RecordContact, st.ExternalID, st.ContactID, sentContactFields(&c)); err != nil {
+		return 0, err
+	}
 
 	out := updated
 	if st.ContactID == "" && st.CreatingAt != nil {

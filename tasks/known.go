@@ -72,6 +72,21 @@ var types = []TypeInfo{
 		},
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.alerts.HandleEvaluate },
 	},
+	{
+		Type: TypeWebhookProcess, Queue: QueueDefault,
+		About: `process one recorded GHL webhook into the inbox (ghl_changes); payload {"event_id":…}`,
+		check: func(p []byte) error {
+			var v WebhookPayload
+			if err := decodeStrict(p, &v); err != nil {
+				return err
+			}
+			if v.EventID <= 0 {
+				return fmt.Errorf(`needs {"event_id":…}`)
+			}
+			return nil
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.inbound.HandleWebhookProcess },
+	},
 }
 
 // handlerSets are the handlers NewMux routes to.
@@ -79,6 +94,8 @@ type handlerSets struct {
 	tokens *TokenHandlers
 	syncs  *SyncHandlers
 	alerts *AlertHandlers
+	// inbound is nil for a mux built without InboundHandlers.
+	inbound *InboundHandlers
 }
 
 // Types lists every task type a worker handles, in a copy.
