@@ -1,0 +1,233 @@
+package tasks_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ghlsync/ghlsync/ghl/ghltest"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/syncer"
+	"github.com/ghlsync/ghlsync/tasks"
+	"github.com/ghlsync/ghlsync/web"
+)
+
+// inboundEnv is syncEnv with both directions: the fake sends its
+// webhooks to a web server of the test's own, whose recorded events a
+// worker in process (sync and inbound tasks) processes into the inbox.
+type inboundEnv struct {
+	*syncEnv
+	inbound *tasks.InboundHandlers
+	key     ed25519.PrivateKey
+	web     *httptest.Server
+	srv     *asynq.Server
+}
+
+func setupInbound(t *testing.T, locs ...string) *inboundEnv {
+	t.Helper()
+	e := &inboundEnv{syncEnv: newSyncEnv(t, ghltest.Options{}, nil, locs...)}
+	contacts, ok := e.h.Contacts.(syncer.ContactReader)
+	if !ok {
+		t.Fatal("the engine's contacts cannot read a contact")
+	}
+	e.inbound = &tasks.InboundHandlers{Inbound: &syncer.Inbound{Store: e.Store, Engine: &e.h.Engine, Contacts: contacts}}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.key = priv
+	s := &web.Server{
+		Redis: e.Redis(t),
+		Log:   slog.New(slog.NewTextHandler(e.logs, nil)),
+		Webhooks: web.Webhooks{Key: pub, Events: e.Store,
+			Process: func(ctx context.Context, id int64) error { return tasks.EnqueueWebhookEvent(ctx, e.client, id) }},
+	}
+	e.web = httptest.NewServer(s.Handler())
+	t.Cleanup(e.web.Close)
+	e.Fake.SetWebhooks(ghltest.WebhookOptions{URL: e.web.URL + "/api/webhooks/ghl", Key: priv, Backoff: 20 * time.Millisecond})
+	e.startWorker(t)
+	return e
+}
+
+// startWorker starts the in-process worker of sync and inbound tasks.
+func (e *inboundEnv) startWorker(t *testing.T) {
+	t.Helper()
+	redisOpt, err := redisconn.Parse(e.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = asynq.NewServer(redisOpt, asynq.Config{
+		Concurrency:       10,
+		Queues:            map[string]int{tasks.QueueDefault: 1},
+		RetryDelayFunc:    tasks.RetryDelay,
+		IsFailure:         tasks.IsFailure,
+		TaskCheckInterval: 20 * time.Millisecond,
+		LogLevel:          asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypePatientsSync, e.h.HandlePatientsSync)
+	mux.HandleFunc(tasks.TypeAppointmentsSync, e.h.HandleAppointmentsSync)
+	mux.HandleFunc(tasks.TypeWebhookProcess, e.inbound.HandleWebhookProcess)
+	if err := e.srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	srv := e.srv
+	t.Cleanup(srv.Shutdown)
+}
+
+// settle waits until the fake has delivered every webhook and every
+// recorded event is processed.
+func (e *inboundEnv) settle(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := e.Fake.WaitWebhooks(ctx); err != nil {
+		t.Fatalf("the fake's webhooks: %v (%+v)", err, e.Fake.WebhookStats())
+	}
+	if st := e.Fake.WebhookStats(); st.Dropped > 0 {
+		t.Fatalf("the fake dropped webhooks: %+v", st)
+	}
+	waitFor(t, ctx, "every recorded event processed", func() bool {
+		evs, err := e.Store.UnprocessedWebhookEvents(ctx, time.Now().Add(time.Hour), 0, 1)
+		return err == nil && len(evs) == 0
+	})
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (e *inboundEnv) inbox(t *testing.T, loc string) []store.Change {
+	t.Helper()
+	rows, err := e.Store.Changes(context.Background(), loc, false, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func changesOf(t *testing.T, c store.Change) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(c.Changes), &m); err != nil {
+		t.Fatalf("changes of row %d: %v: %s", c.ID, err, c.Changes)
+	}
+	return m
+}
+
+// TestInboundEchoesOfASyncStayOutOfTheInbox: a sync that creates and
+// then updates 100 contacts makes the fake send 200 webhooks, all of them
+// ghlsync's own writes: the inbox stays empty. A staff edit in GHL then
+// lands as exactly one row, with the patient's external id and what
+// changed.
+func TestInboundEchoesOfASyncStayOutOfTheInbox(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.seed(t, "loc1", 100, 0)
+	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Created != 100 {
+		t.Fatalf("first sync: %+v", res)
+	}
+	e.exec(t, `UPDATE patients SET city = 'Shelbyville', first_name = first_name || 'x'`)
+	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Updated != 100 {
+		t.Fatalf("second sync: %+v", res)
+	}
+	e.settle(t, time.Minute)
+	if st := e.Fake.WebhookStats(); st.Delivered < 200 {
+		t.Fatalf("the fake delivered %d webhooks, want the 200 of the two syncs", st.Delivered)
+	}
+	if rows := e.inbox(t, "loc1"); len(rows) != 0 {
+		t.Fatalf("inbox after the syncs' echoes: %d rows, want 0; first %+v", len(rows), rows[0])
+	}
+
+	st := e.patientState(t, "loc1", "p-0007")
+	if _, ok := e.Fake.StaffEditContact(st.ContactID, func(c *ghltest.Contact) { c.LastName = "Edited-in-GHL" }); !ok {
+		t.Fatal("no contact of p-0007 in the fake")
+	}
+	e.settle(t, time.Minute)
+	rows := e.inbox(t, "loc1")
+	if len(rows) != 1 {
+		t.Fatalf("inbox after one staff edit: %d rows, want 1: %+v", len(rows), rows)
+	}
+	r := rows[0]
+	if r.Kind != store.ChangeContactUpdated || r.ExternalID != "p-0007" || r.GHLID != st.ContactID || r.Processed {
+		t.Fatalf("row: %+v", r)
+	}
+	if got := changesOf(t, r); len(got) != 1 || got["lastName"] != "Edited-in-GHL" {
+		t.Fatalf("changes: %v, want only lastName", got)
+	}
+	if r.GHLOccurredAt == nil || r.ReceivedAt.IsZero() {
+		t.Fatalf("times of the row: %+v", r)
+	}
+}
+
+// TestInboundBookingInGHLCarriesThePatient: an appointment booked in
+// GHL for a synced patient lands in the inbox with the patient's external
+// id; one booked for a contact ghlsync does not know carries the
+// contact's details.
+func TestInboundBookingInGHLCarriesThePatient(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.seed(t, "loc1", 3, 0)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.settle(t, time.Minute)
+	st := e.patientState(t, "loc1", "p-0001")
+	start := time.Date(2026, 12, 3, 15, 0, 0, 0, time.UTC)
+	booked := e.Fake.BookAppointment(ghltest.Appointment{LocationID: "loc1", CalendarID: "cal-loc1", ContactID: st.ContactID,
+		Title: "Booked online", StartTime: start.Format(time.RFC3339), EndTime: start.Add(time.Hour).Format(time.RFC3339)})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var rows []store.Change
+	waitFor(t, ctx, "the booking in the inbox", func() bool {
+		rows = e.inbox(t, "loc1")
+		return len(rows) > 0
+	})
+	r := rows[0]
+	if len(rows) != 1 || r.Kind != store.ChangeAppointmentCreated || r.GHLID != booked.ID || r.PatientExternalID != "p-0001" || r.ExternalID != "" {
+		t.Fatalf("inbox: %+v", rows)
+	}
+	got := changesOf(t, r)
+	if got["title"] != "Booked online" || got["calendarId"] != "cal-loc1" || got["contact"] != nil {
+		t.Fatalf("changes: %v", got)
+	}
+
+	stranger := e.Fake.StaffCreateContact(ghltest.Contact{LocationID: "loc1", FirstName: "Walk", LastName: "In", Email: "walk.in@example.com"})
+	e.Fake.BookAppointment(ghltest.Appointment{LocationID: "loc1", CalendarID: "cal-loc1", ContactID: stranger.ID,
+		StartTime: start.Add(2 * time.Hour).Format(time.RFC3339), EndTime: start.Add(3 * time.Hour).Format(time.RFC3339)})
+	e.settle(t, time.Minute)
+	rows = e.inbox(t, "loc1")
+	if len(rows) != 3 {
+		t.Fatalf("inbox: %d rows, want the booking, the new contact and its booking: %+v", len(rows), rows)
+	}
+	var appt *store.Change
+	for i := range rows {
+		if rows[i].Kind == store.ChangeAppointmentCreated && rows[i].GHLID != booked.ID {
+			appt = &rows[i]
+		}
+	}
+	if appt == nil || appt.PatientExternalID != "" {
+		t.Fatalf("the stranger's booking: %+v", rows)
+	}
+	contact, _ := changesOf(t, *appt)["contact"].(map[string]any)
+	if contact["id"] != stranger.ID || contact["email"] != "walk.in@example.com" || contact["firstName"] != "Walk" {
+		t.Fatalf("the stranger's details: %v", contact)
+	}
+}
