@@ -45,11 +45,18 @@ func webhookTaskID(id int64) string { return fmt.Sprintf("webhook-event:%d", id)
 // EnqueueWebhookEvent enqueues the processing of event id; one already
 // queued counts as enqueued.
 func EnqueueWebhookEvent(ctx context.Context, enq Enqueuer, id int64) error {
+	_, err := enqueueWebhookEvent(ctx, enq, id)
+	return err
+}
+
+// enqueueWebhookEvent is EnqueueWebhookEvent, saying whether the task is
+// new (not queued already).
+func enqueueWebhookEvent(ctx context.Context, enq Enqueuer, id int64) (bool, error) {
 	_, err := enq.EnqueueContext(ctx, NewWebhookProcessTask(id))
 	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // InboundHandlers runs the inbound tasks.
@@ -145,7 +152,7 @@ func cmpOr(d, def time.Duration) time.Duration {
 }
 
 // SweepOnce sweeps once under the lease and returns how many events it
-// enqueued again.
+// enqueued again (those still queued are left as they are).
 func (s *WebhookSweep) SweepOnce(ctx context.Context) (int, error) {
 	lk, err := lease.TryAcquire(ctx, s.Redis, keyWebhookSweep, lease.Options{TTL: time.Minute, Clock: s.Clock}, nil)
 	if err != nil || lk == nil {
@@ -163,10 +170,13 @@ func (s *WebhookSweep) SweepOnce(ctx context.Context) (int, error) {
 		}
 		for _, ev := range evs {
 			after = ev.ID
-			if err := EnqueueWebhookEvent(ctx, s.Enqueuer, ev.ID); err != nil {
+			fresh, err := enqueueWebhookEvent(ctx, s.Enqueuer, ev.ID)
+			if err != nil {
 				return n, err
 			}
-			n++
+			if fresh {
+				n++
+			}
 		}
 		if len(evs) < 1000 {
 			break

@@ -1,12 +1,21 @@
 package tasks_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,4 +239,159 @@ func TestInboundBookingInGHLCarriesThePatient(t *testing.T) {
 	if contact["id"] != stranger.ID || contact["email"] != "walk.in@example.com" || contact["firstName"] != "Walk" {
 		t.Fatalf("the stranger's details: %v", contact)
 	}
+}
+
+// killableStore is the store of a worker that can be killed: the
+// processing of an event stops, until the worker's context ends, as a
+// worker killed there would: with killAfter, after the event's
+// transaction committed and before its task is done (asynq runs it
+// again); with killIn, after it wrote its inbox row and before its
+// transaction commits.
+type killableStore struct {
+	*store.Store
+	killIn, killAfter atomic.Bool
+	cutIn, cutAfter   atomic.Int64
+}
+
+func (s *killableStore) ProcessWebhookEvent(ctx context.Context, id int64, lockKey string, fn func(tx *store.InboundTx, ev *store.WebhookEvent) error) error {
+	err := s.Store.ProcessWebhookEvent(ctx, id, lockKey, func(tx *store.InboundTx, ev *store.WebhookEvent) error {
+		if err := fn(tx, ev); err != nil || !s.killIn.Load() {
+			return err
+		}
+		s.cutIn.Add(1)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err != nil || !s.killAfter.Load() {
+		return err
+	}
+	s.cutAfter.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestInboundBurstLandsEachChangeOnce: 2,000 webhooks posted at once,
+// 200 of them twice, while the worker processing them is killed half way
+// (its transactions cut after the inbox write) and another takes over,
+// and while one enqueue in 25 fails after the event was recorded: the
+// inbox holds each change exactly once.
+func TestInboundBurstLandsEachChangeOnce(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.srv.Shutdown() // this test runs its own workers
+	ks := &killableStore{Store: e.Store}
+	killable := *e.inbound.Inbound
+	killable.Store = ks
+
+	var enqueues atomic.Int64
+	s := &web.Server{
+		Redis: e.Redis(t),
+		Log:   slog.New(slog.NewTextHandler(e.logs, nil)),
+		Webhooks: web.Webhooks{Key: e.key.Public().(ed25519.PublicKey), Events: e.Store,
+			Process: func(ctx context.Context, id int64) error {
+				if enqueues.Add(1)%25 == 0 {
+					return errors.New("redis: connection refused")
+				}
+				return tasks.EnqueueWebhookEvent(ctx, e.client, id)
+			}},
+	}
+	ws := httptest.NewServer(s.Handler())
+	t.Cleanup(ws.Close)
+
+	startWorker := func(in *syncer.Inbound) *asynq.Server {
+		redisOpt, err := redisconn.Parse(e.RedisURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := asynq.NewServer(redisOpt, asynq.Config{Concurrency: 10, Queues: map[string]int{tasks.QueueDefault: 1},
+			RetryDelayFunc: tasks.RetryDelay, IsFailure: tasks.IsFailure, TaskCheckInterval: 20 * time.Millisecond,
+			ShutdownTimeout: 100 * time.Millisecond, LogLevel: asynq.FatalLevel})
+		mux := asynq.NewServeMux()
+		mux.HandleFunc(tasks.TypeWebhookProcess, (&tasks.InboundHandlers{Inbound: in}).HandleWebhookProcess)
+		if err := srv.Start(mux); err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	first := startWorker(&killable)
+
+	const n = 2000
+	bodies := make([][]byte, n)
+	now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z")
+	for i := range bodies {
+		bodies[i], _ = json.Marshal(map[string]any{"type": "ContactUpdate", "locationId": "loc1",
+			"id": fmt.Sprintf("contact%013d", i), "firstName": fmt.Sprintf("Changed%d", i),
+			"webhookId": fmt.Sprintf("wh-%d", i), "timestamp": now})
+	}
+	var posts []int
+	for i := range n {
+		posts = append(posts, i)
+		if i%10 == 0 {
+			posts = append(posts, i)
+		}
+	}
+	mrand.Shuffle(len(posts), func(i, j int) { posts[i], posts[j] = posts[j], posts[i] })
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				req, _ := http.NewRequest(http.MethodPost, ws.URL+"/api/webhooks/ghl", bytes.NewReader(bodies[i]))
+				req.Header.Set("x-ghl-signature", base64.StdEncoding.EncodeToString(ed25519.Sign(e.key, bodies[i])))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() {
+		for _, i := range posts {
+			work <- i
+		}
+		close(work)
+	}()
+	waitFor(t, ctx, "a quarter of the changes in the inbox", func() bool { return len(e.inbox(t, "loc1")) >= n/4 })
+	// The kill: tasks whose change committed are cut first (on SQLite a
+	// transaction cut open holds the one writer), then transactions.
+	ks.killAfter.Store(true)
+	waitFor(t, ctx, "tasks cut after their commit", func() bool { return ks.cutAfter.Load() >= 3 })
+	ks.killIn.Store(true)
+	waitFor(t, ctx, "a transaction cut", func() bool { return ks.cutIn.Load() >= 1 })
+	first.Shutdown()
+	before := len(e.inbox(t, "loc1"))
+	second := startWorker(e.inbound.Inbound)
+	t.Cleanup(second.Shutdown)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d posts were not answered 200", failed.Load())
+	}
+	sweep := &tasks.WebhookSweep{Events: e.Store, Enqueuer: e.client, Redis: e.Redis(t), After: time.Nanosecond}
+	swept, err := sweep.SweepOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "every event processed", func() bool {
+		evs, err := e.Store.UnprocessedWebhookEvents(ctx, time.Now().Add(time.Hour), 0, 1)
+		return err == nil && len(evs) == 0
+	})
+	rows := e.inbox(t, "loc1")
+	seen := map[string]int{}
+	for _, r := range rows {
+		seen[r.EventID]++
+		if got := changesOf(t, r); got["firstName"] != "Changed"+strings.TrimPrefix(r.EventID, "wh-") {
+			t.Fatalf("row %+v: changes %v", r, got)
+		}
+	}
+	if len(rows) != n || len(seen) != n {
+		t.Fatalf("inbox: %d rows of %d events, want %d each once (%d landed before the kill)", len(rows), len(seen), n, before)
+	}
+	t.Logf("%d posts, %d rows before the kill, %d transactions cut by it, %d tasks cut after their commit, %d enqueues failed, %d swept",
+		len(posts), before, ks.cutIn.Load(), ks.cutAfter.Load(), enqueues.Load()/25, swept)
 }
