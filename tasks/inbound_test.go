@@ -395,3 +395,75 @@ func TestInboundBurstLandsEachChangeOnce(t *testing.T) {
 	t.Logf("%d posts, %d rows before the kill, %d transactions cut by it, %d tasks cut after their commit, %d enqueues failed, %d swept",
 		len(posts), before, ks.cutIn.Load(), ks.cutAfter.Load(), enqueues.Load()/25, swept)
 }
+
+// TestInboundConflictPolicy: a contact edited in GHL and in the clinic
+// since the last sync. With report, the sync leaves GHL's value, the
+// record fails saying why and the inbox has the conflict; with clinic
+// (the default), GHL gets the clinic's value and the inbox shows what
+// was overwritten, while the overwrite's own webhook adds nothing.
+func TestInboundConflictPolicy(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1", "loc2")
+	ctx := context.Background()
+	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc1", ConflictPolicy: store.ConflictReport}); err != nil {
+		t.Fatal(err)
+	}
+	for _, loc := range []string{"loc1", "loc2"} {
+		e.seed(t, loc, 3, 0)
+		e.syncLocation(t, tasks.NewPatientsSyncTask, loc)
+	}
+	e.settle(t, time.Minute)
+	contactOf := map[string]string{}
+	for _, loc := range []string{"loc1", "loc2"} {
+		contactOf[loc] = e.patientState(t, loc, "p-0001").ContactID
+		e.Fake.StaffEditContact(contactOf[loc], func(c *ghltest.Contact) { c.LastName = "Staff-" + loc })
+	}
+	e.settle(t, time.Minute)
+	e.exec(t, `UPDATE patients SET last_name = 'Clinic-' || location_id, city = 'Ogdenville' WHERE external_id = 'p-0001'`)
+
+	lastName := func(loc string) string {
+		for _, c := range e.Fake.Contacts(loc) {
+			if c.ID == contactOf[loc] {
+				return c.LastName
+			}
+		}
+		t.Fatalf("no contact %s in %s", contactOf[loc], loc)
+		return ""
+	}
+	kinds := func(loc string) map[string]store.Change {
+		out := map[string]store.Change{}
+		for _, r := range e.inbox(t, loc) {
+			if _, dup := out[r.Kind]; dup {
+				t.Fatalf("%s: two %s rows: %+v", loc, r.Kind, e.inbox(t, loc))
+			}
+			out[r.Kind] = r
+		}
+		return out
+	}
+
+	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	if res.FailedCount != 1 || !strings.Contains(res.Failed[0].Reason, "conflict: lastName changed in GHL") {
+		t.Fatalf("report: %+v", res)
+	}
+	e.settle(t, time.Minute)
+	if got := lastName("loc1"); got != "Staff-loc1" {
+		t.Fatalf("report: GHL's last name is %q, want staff's kept", got)
+	}
+	rows := kinds("loc1")
+	if c, ok := rows[store.ChangeContactConflict]; !ok || c.ExternalID != "p-0001" || changesOf(t, c)["lastName"] != "Staff-loc1" || len(rows) != 2 {
+		t.Fatalf("report: inbox %+v", rows)
+	}
+
+	res = e.syncLocation(t, tasks.NewPatientsSyncTask, "loc2")
+	if res.FailedCount != 0 || res.Updated != 1 {
+		t.Fatalf("clinic: %+v", res)
+	}
+	e.settle(t, time.Minute)
+	if got := lastName("loc2"); got != "Clinic-loc2" {
+		t.Fatalf("clinic: GHL's last name is %q, want the clinic's", got)
+	}
+	rows = kinds("loc2")
+	if c, ok := rows[store.ChangeContactOverwritten]; !ok || c.ExternalID != "p-0001" || changesOf(t, c)["lastName"] != "Staff-loc2" || len(rows) != 2 {
+		t.Fatalf("clinic: inbox %+v", rows)
+	}
+}
