@@ -46,6 +46,11 @@ var enqueueCommands = map[string]enqueueCommand{
 		all:      func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
 		syncType: tasks.TypeAppointmentsSync,
 	},
+	"reconcile": {
+		timeout: 30 * time.Minute,
+		one:     func(loc string, _ time.Time) (*asynq.Task, error) { return tasks.NewReconcileTask(loc) },
+		all:     func() (*asynq.Task, error) { return tasks.NewReconcileTask("") },
+	},
 }
 
 // IsSyncCommand reports whether NAME is a sync command, which takes --full

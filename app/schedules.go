@@ -31,6 +31,7 @@ var DefaultSchedules = []scheduler.Default{
 	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
 	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
 	{Name: "alerts", TaskType: tasks.TypeAlertsEvaluate, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: time.Minute}},
+	{Name: "reconcile", TaskType: tasks.TypeReconcile, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Cron: "30 3 * * *"}},
 }
 
 // openSchedules opens and migrates the database of cfg for the scheduler

@@ -172,6 +172,7 @@ var models = []any{
 	&Change{},
 	&SentFields{},
 	&SeenFields{},
+	&ReconcileRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

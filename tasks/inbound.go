@@ -62,13 +62,26 @@ func enqueueWebhookEvent(ctx context.Context, enq Enqueuer, id int64) (bool, err
 // InboundHandlers runs the inbound tasks.
 type InboundHandlers struct {
 	Inbound *syncer.Inbound
-	Log     *slog.Logger
+	// Reconciles, Pager, Locations and Enqueuer are the reconciliation's
+	// (TypeReconcile): the store, GHL's contact pages, the locations to
+	// fan out to, and the queue its fan-out and follow-up syncs go to.
+	Reconciles syncer.ReconcileStore
+	Pager      syncer.ContactPager
+	Locations  SyncLocations
+	Enqueuer   Enqueuer
+	Log        *slog.Logger
 }
 
 // Validate reports a required field that is not set.
 func (h *InboundHandlers) Validate() error {
 	if h == nil || h.Inbound == nil {
 		return errors.New("tasks.InboundHandlers: Inbound is required")
+	}
+	for name, missing := range map[string]bool{"Reconciles": h.Reconciles == nil, "Pager": h.Pager == nil,
+		"Locations": h.Locations == nil, "Enqueuer": h.Enqueuer == nil} {
+		if missing {
+			return fmt.Errorf("tasks.InboundHandlers: %s is required", name)
+		}
 	}
 	return h.Inbound.Validate()
 }

@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,12 @@ func setupInbound(t *testing.T, locs ...string) *inboundEnv {
 	if !ok {
 		t.Fatal("the engine's contacts cannot read a contact")
 	}
-	e.inbound = &tasks.InboundHandlers{Inbound: &syncer.Inbound{Store: e.Store, Engine: &e.h.Engine, Contacts: contacts}}
+	pager, ok := e.h.Contacts.(syncer.ContactPager)
+	if !ok {
+		t.Fatal("the engine's contacts cannot page")
+	}
+	e.inbound = &tasks.InboundHandlers{Inbound: &syncer.Inbound{Store: e.Store, Engine: &e.h.Engine, Contacts: contacts},
+		Reconciles: e.Store, Pager: pager, Locations: e.Store, Enqueuer: e.client}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +91,7 @@ func (e *inboundEnv) startWorker(t *testing.T) {
 	mux.HandleFunc(tasks.TypePatientsSync, e.h.HandlePatientsSync)
 	mux.HandleFunc(tasks.TypeAppointmentsSync, e.h.HandleAppointmentsSync)
 	mux.HandleFunc(tasks.TypeWebhookProcess, e.inbound.HandleWebhookProcess)
+	mux.HandleFunc(tasks.TypeReconcile, e.inbound.HandleReconcile)
 	if err := e.srv.Start(mux); err != nil {
 		t.Fatal(err)
 	}
@@ -465,5 +472,85 @@ func TestInboundConflictPolicy(t *testing.T) {
 	rows = kinds("loc2")
 	if c, ok := rows[store.ChangeContactOverwritten]; !ok || c.ExternalID != "p-0001" || changesOf(t, c)["lastName"] != "Staff-loc2" || len(rows) != 2 {
 		t.Fatalf("clinic: inbox %+v", rows)
+	}
+}
+
+// reconcile runs the reconciliation task of loc and returns its result.
+func (e *inboundEnv) reconcile(t *testing.T, loc string) syncer.ReconcileResult {
+	t.Helper()
+	task, err := tasks.NewReconcileTask(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.client.Enqueue(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info = finished(t, e.insp, info.ID, time.Minute)
+	var res syncer.ReconcileResult
+	if err := json.Unmarshal(info.Result, &res); err != nil || info.State != asynq.TaskStateCompleted {
+		t.Fatalf("reconciliation of %s: %s %s: %v", loc, info.State, info.LastErr, err)
+	}
+	return res
+}
+
+// TestInboundReconciliationRepairs: the fake lost 20 contacts and gained
+// 5 duplicates behind ghlsync's back, and two staff edits sent no
+// webhook. The reconciliation has the 20 sent again (by the sync it
+// enqueues), reports the 5 with both ids and lands the two edits in the
+// inbox; a second one finds nothing.
+func TestInboundReconciliationRepairs(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.seed(t, "loc1", 60, 0)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.settle(t, time.Minute)
+
+	e.Fake.SetWebhooks(ghltest.WebhookOptions{}) // what follows sends no webhook
+	contacts := e.Fake.Contacts("loc1")
+	lost := map[string]bool{}
+	for _, c := range contacts[:20] {
+		lost[c.ID] = e.Fake.DeleteContact(c.ID)
+	}
+	var dups []string
+	for _, c := range contacts[20:25] {
+		c.ID = ""
+		dups = append(dups, e.Fake.AddContact(c).ID)
+	}
+	edited := contacts[30].ID
+	e.Fake.StaffEditContact(edited, func(c *ghltest.Contact) { c.City = "Capital City" })
+	e.Fake.StaffEditContact(contacts[31].ID, func(c *ghltest.Contact) { c.Tags = append(c.Tags, "vip") })
+
+	res := e.reconcile(t, "loc1")
+	if res.MissingCount != 20 || len(res.Duplicates) != 5 || res.NewDuplicates != 5 || res.Changes != 2 || res.Contacts != 45 {
+		t.Fatalf("first reconciliation: %+v", res)
+	}
+	for _, d := range res.Duplicates {
+		if d.ContactID == "" || d.Duplicate == "" || d.ContactID == d.Duplicate || !slices.Contains(dups, d.Duplicate) {
+			t.Fatalf("duplicate %+v, want one of %v beside the patient's contact", d, dups)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitFor(t, ctx, "the 20 lost patients sent again", func() bool { return len(e.Fake.Contacts("loc1")) == 65 })
+	for i := range 60 {
+		if st := e.patientState(t, "loc1", fmt.Sprintf("p-%04d", i)); lost[st.ContactID] || st.ContactID == "" {
+			t.Fatalf("p-%04d still holds a lost contact: %+v", i, st)
+		}
+	}
+	kinds := map[string]int{}
+	for _, r := range e.inbox(t, "loc1") {
+		kinds[r.Kind]++
+		if r.Kind == store.ChangeContactUpdated && r.GHLID == edited && changesOf(t, r)["city"] != "Capital City" {
+			t.Fatalf("the undelivered edit: %+v", r)
+		}
+	}
+	if kinds[store.ChangeContactDuplicate] != 5 || kinds[store.ChangeContactUpdated] != 2 || len(kinds) != 2 {
+		t.Fatalf("inbox: %v", kinds)
+	}
+
+	res = e.reconcile(t, "loc1")
+	if res.MissingCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 {
+		t.Fatalf("second reconciliation found something: %+v", res)
 	}
 }

@@ -87,6 +87,21 @@ var types = []TypeInfo{
 		},
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.inbound.HandleWebhookProcess },
 	},
+	{
+		Type: TypeReconcile, Queue: QueueDefault,
+		About: `reconcile the contacts in GHL with the sync state (missing sent again, duplicates and changes no webhook delivered into the inbox); payload none, or {"location_id":…}`,
+		check: func(p []byte) error {
+			var v ReconcilePayload
+			if err := decodeStrict(p, &v); err != nil {
+				return err
+			}
+			if v.LocationID != "" {
+				return checkLocationID(v.LocationID)
+			}
+			return nil
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.inbound.HandleReconcile },
+	},
 }
 
 // handlerSets are the handlers NewMux routes to.
@@ -168,6 +183,9 @@ func IsFanOut(taskType string, payload []byte) bool {
 		return true
 	case TypePatientsSync, TypeAppointmentsSync:
 		var p SyncPayload
+		return json.Unmarshal(payload, &p) != nil || p.LocationID == ""
+	case TypeReconcile:
+		var p ReconcilePayload
 		return json.Unmarshal(payload, &p) != nil || p.LocationID == ""
 	}
 	return false
