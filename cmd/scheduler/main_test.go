@@ -84,14 +84,15 @@ func TestSetupAndSet(t *testing.T) {
 		t.Fatalf("setup: exit %d: %s", code, stderr)
 	}
 	first := rows(t, st)
-	if len(first) != 4 {
-		t.Fatalf("setup created %d schedules, want 4:\n%s", len(first), out)
+	if len(first) != 5 {
+		t.Fatalf("setup created %d schedules, want 5:\n%s", len(first), out)
 	}
 	want := map[string][3]any{
 		"token-refresh":    {tasks.TypeTokenRefreshDue, tasks.QueueCritical, int64(600)},
 		"patient-sync":     {tasks.TypePatientsSync, tasks.QueueDefault, int64(3600)},
 		"appointment-sync": {tasks.TypeAppointmentsSync, tasks.QueueDefault, int64(3600)},
 		"alerts":           {tasks.TypeAlertsEvaluate, tasks.QueueCritical, int64(60)},
+		"reconcile":        {tasks.TypeReconcile, tasks.QueueDefault, int64(0)}, // nightly, a cron
 	}
 	for _, r := range first {
 		if d := cmp.Diff(want[r.Name], [3]any{r.TaskType, r.Queue, r.EverySeconds}); d != "" || !r.Enabled || r.NextRunAt == nil {
@@ -106,7 +107,7 @@ func TestSetupAndSet(t *testing.T) {
 	if d := cmp.Diff(first, rows(t, st)); d != "" {
 		t.Errorf("second setup changed rows (-first +second):\n%s", d)
 	}
-	if strings.Count(out, ": unchanged") != 4 {
+	if strings.Count(out, ": unchanged") != 5 {
 		t.Errorf("second setup said:\n%s", out)
 	}
 
@@ -203,8 +204,8 @@ func TestList(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("list printed %d lines, want a header and 4:\n%s", len(lines), out)
+	if len(lines) != 6 {
+		t.Fatalf("list printed %d lines, want a header and 5:\n%s", len(lines), out)
 	}
 	for _, col := range []string{"TASK", "QUEUE", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN", "RUNS"} {
 		i := strings.Index(lines[0], col)
