@@ -32,6 +32,7 @@ type ReconcileStore interface {
 	RecordWebhookEvent(ctx context.Context, ev *store.WebhookEvent) (bool, error)
 	AddChange(ctx context.Context, c *store.Change) (bool, error)
 	SaveReconcileRun(ctx context.Context, r *store.ReconcileRun) error
+	SaveSeen(ctx context.Context, loc, kind, ghlID string, fields store.FieldHashes, at time.Time) error
 }
 
 // ContactPager pages through a location's contacts;
@@ -121,6 +122,10 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 	inGHL := map[string]bool{}
 	byPatient := map[string][]string{}
 	var drifted []json.RawMessage
+	// baselines are patients' contacts of which ghlsync knows nothing
+	// field by field (synced before it kept fields): GHL's values are
+	// taken as they are, not reported.
+	baselines := map[string]store.FieldHashes{}
 	for page := 1; ; page++ {
 		var p *ghl.ContactPage
 		err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
@@ -151,6 +156,10 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 				// Neither a patient's nor seen by a webhook: the CRM's own.
 				continue
 			}
+			if !known && len(sentAll[ext]) == 0 {
+				baselines[id] = hashFields(text)
+				continue
+			}
 			if !known {
 				seen = store.FieldHashes{}
 			}
@@ -158,11 +167,16 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 				drifted = append(drifted, raw)
 			}
 		}
-		if len(p.Contacts) < ghl.MaxSearchPage {
+		if len(p.Contacts) < ghl.MaxSearchPage || p.Total > 0 && page*ghl.MaxSearchPage >= p.Total {
 			break
 		}
 	}
 	res.Contacts = len(inGHL)
+	for id, h := range baselines {
+		if err := rs.SaveSeen(ctx, loc, store.RecordContact, id, h, res.StartedAt); err != nil {
+			return res, err
+		}
+	}
 
 	var missing []string
 	for ext, c := range synced {

@@ -41,7 +41,7 @@ type inboundEnv struct {
 	srv     *asynq.Server
 }
 
-func setupInbound(t *testing.T, locs ...string) *inboundEnv {
+func setupInbound(t testing.TB, locs ...string) *inboundEnv {
 	t.Helper()
 	e := &inboundEnv{syncEnv: newSyncEnv(t, ghltest.Options{}, nil, locs...)}
 	contacts, ok := e.h.Contacts.(syncer.ContactReader)
@@ -73,7 +73,7 @@ func setupInbound(t *testing.T, locs ...string) *inboundEnv {
 }
 
 // startWorker starts the in-process worker of sync and inbound tasks.
-func (e *inboundEnv) startWorker(t *testing.T) {
+func (e *inboundEnv) startWorker(t testing.TB) {
 	t.Helper()
 	redisOpt, err := redisconn.Parse(e.RedisURL)
 	if err != nil {
@@ -101,7 +101,7 @@ func (e *inboundEnv) startWorker(t *testing.T) {
 
 // settle waits until the fake has delivered every webhook and every
 // recorded event is processed.
-func (e *inboundEnv) settle(t *testing.T, timeout time.Duration) {
+func (e *inboundEnv) settle(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -118,7 +118,7 @@ func (e *inboundEnv) settle(t *testing.T, timeout time.Duration) {
 }
 
 // waitFor polls cond until it holds or ctx ends.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
+func waitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -131,7 +131,7 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	}
 }
 
-func (e *inboundEnv) inbox(t *testing.T, loc string) []store.Change {
+func (e *inboundEnv) inbox(t testing.TB, loc string) []store.Change {
 	t.Helper()
 	rows, err := e.Store.Changes(context.Background(), loc, false, 100000)
 	if err != nil {
@@ -476,7 +476,7 @@ func TestInboundConflictPolicy(t *testing.T) {
 }
 
 // reconcile runs the reconciliation task of loc and returns its result.
-func (e *inboundEnv) reconcile(t *testing.T, loc string) syncer.ReconcileResult {
+func (e *inboundEnv) reconcile(t testing.TB, loc string) syncer.ReconcileResult {
 	t.Helper()
 	task, err := tasks.NewReconcileTask(loc)
 	if err != nil {
