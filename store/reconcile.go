@@ -109,3 +109,37 @@ func (s *Store) ResendPatients(ctx context.Context, loc string, externalIDs []st
 	}
 	return nil
 }
+
+// InboundStatus is a location's inbound direction at a glance, for the
+// status page.
+type InboundStatus struct {
+	// Changes and Pending count the inbox rows, all and those the clinic
+	// has not processed; Conflicts those of the pending that are
+	// conflicts a sync left alone (conflict_policy report).
+	Changes, Pending, Conflicts int64
+	// LastReconcile is the latest reconciliation, nil when none ran.
+	LastReconcile *ReconcileRun
+}
+
+// InboundStatus returns the inbox counts and the latest reconciliation of
+// loc.
+func (s *Store) InboundStatus(ctx context.Context, loc string) (InboundStatus, error) {
+	var st InboundStatus
+	var err error
+	if st.Changes, st.Pending, err = s.CountChanges(ctx, loc); err != nil {
+		return st, err
+	}
+	err = s.db.WithContext(ctx).Model(&Change{}).Where("location_id = ? AND processed = ? AND kind = ?", loc, false, ChangeContactConflict).
+		Count(&st.Conflicts).Error
+	if err != nil {
+		return st, fmt.Errorf("store.InboundStatus %s: %w", loc, err)
+	}
+	var runs []ReconcileRun
+	if err := s.db.WithContext(ctx).Where("location_id = ?", loc).Order("id DESC").Limit(1).Find(&runs).Error; err != nil {
+		return st, fmt.Errorf("store.InboundStatus %s: %w", loc, err)
+	}
+	if len(runs) == 1 {
+		st.LastReconcile = &runs[0]
+	}
+	return st, nil
+}
