@@ -104,7 +104,7 @@ type SentFields struct {
 	LocationID string `gorm:"primaryKey;size:255"`
 	Kind       string `gorm:"primaryKey;size:16"`
 	ExternalID string `gorm:"primaryKey;size:128"`
-	GHLID      string `gorm:"column:ghl_id;size:255;not null;default:''"`
+	GHLID      string `gorm:"column:ghl_id;size:255;not null;default:'';index"`
 	Fields     string `gorm:"type:text;not null;default:'{}'"`
 	UpdatedAt  time.Time
 }
@@ -349,6 +349,21 @@ func (tx *InboundTx) Sent(loc, kind, externalID string) (FieldHashes, error) {
 		return nil, fmt.Errorf("store.Sent %s %s: %w", loc, externalID, err)
 	}
 	return decodeHashes(row.Fields), nil
+}
+
+// SentByGHLID returns the record of loc and kind whose sent fields were
+// last sent to GHL's ghlID (a record whose sync state is gone, after a
+// deletion), "" when none.
+func (tx *InboundTx) SentByGHLID(loc, kind, ghlID string) (string, FieldHashes, error) {
+	var rows []SentFields
+	err := tx.db.Where("location_id = ? AND kind = ? AND ghl_id = ?", loc, kind, ghlID).Order("updated_at DESC").Limit(1).Find(&rows).Error
+	if err != nil {
+		return "", nil, fmt.Errorf("store.SentByGHLID %s %s: %w", loc, ghlID, err)
+	}
+	if len(rows) == 0 {
+		return "", FieldHashes{}, nil
+	}
+	return rows[0].ExternalID, decodeHashes(rows[0].Fields), nil
 }
 
 // Seen returns what the webhooks last showed of ghlID and as of when.

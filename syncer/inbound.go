@@ -278,6 +278,17 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 			return nil, false, err
 		}
 	}
+	if len(sent) == 0 {
+		// A record whose sync state is gone (ghlsync deleted it) is
+		// known by the GHL id it was last sent to.
+		ext, bySent, err := tx.SentByGHLID(loc, kind, ghlID)
+		if err != nil {
+			return nil, false, err
+		}
+		if ext != "" && (c.ExternalID == "" || c.ExternalID == ext) {
+			c.ExternalID, sent = ext, bySent
+		}
+	}
 	if ev.Type == EventContactDelete || ev.Type == EventAppointmentDelete {
 		if sent[deletedField] != "" {
 			return nil, true, nil
@@ -288,6 +299,16 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 	seen, seenAt, err := tx.Seen(loc, kind, ghlID)
 	if err != nil {
 		return nil, false, err
+	}
+	at := ev.ReceivedAt
+	if ev.OccurredAt != nil {
+		at = *ev.OccurredAt
+	}
+	if at.Before(seenAt) {
+		// Older than a webhook already processed, which showed the
+		// record whole as of later: what this one shows is superseded
+		// (GHL delivers in no set order).
+		return nil, false, nil
 	}
 	changes := map[string]json.RawMessage{}
 	echo := false
@@ -303,14 +324,8 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 			changes[f] = raw[f]
 		}
 	}
-	at := ev.ReceivedAt
-	if ev.OccurredAt != nil {
-		at = *ev.OccurredAt
-	}
-	if !at.Before(seenAt) {
-		if err := tx.SaveSeen(loc, kind, ghlID, hashFields(text), at); err != nil {
-			return nil, false, err
-		}
+	if err := tx.SaveSeen(loc, kind, ghlID, hashFields(text), at); err != nil {
+		return nil, false, err
 	}
 	if len(changes) == 0 {
 		return nil, echo, nil

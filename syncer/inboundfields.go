@@ -71,6 +71,10 @@ func normField(field, v string) string {
 			return "true"
 		}
 		return ""
+	case "tags":
+		// The tag a deletion adds is ghlsync's own (store.DeletedTag).
+		tags := strings.Split(v, ",")
+		return strings.Join(slices.DeleteFunc(tags, func(t string) bool { return t == store.DeletedTag }), ",")
 	}
 	return v
 }
@@ -211,4 +215,20 @@ func (r *run) recordSent(ctx context.Context, kind, externalID, ghlID string, fi
 		return nil
 	}
 	return rec.RecordSent(ctx, r.loc, kind, externalID, ghlID, hashFields(fields))
+}
+
+// recordDeletion records, before the calls, what acting on a deletion
+// writes to GHL, so that its webhooks (the cancellation, the tag and DND,
+// the contact's deletion) are known for ghlsync's own; the record's GHL id
+// goes with it, as its sync state is forgotten after.
+func (r *run) recordDeletion(ctx context.Context, action string, d store.Deletion) error {
+	switch {
+	case r.kind.name == KindAppointments:
+		return r.recordSent(ctx, store.RecordAppointment, d.ExternalID, d.GHLID, map[string]string{"appointmentStatus": ghl.AppointmentStatusCancelled})
+	case action == store.DeletionTagDND:
+		return r.recordSent(ctx, store.RecordContact, d.ExternalID, d.GHLID, map[string]string{"dnd": "true"})
+	case action == store.DeletionDelete:
+		return r.recordSent(ctx, store.RecordContact, d.ExternalID, d.GHLID, map[string]string{deletedField: "1"})
+	}
+	return nil
 }

@@ -532,11 +532,16 @@ func TestInboundReconciliationRepairs(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waitFor(t, ctx, "the 20 lost patients sent again", func() bool { return len(e.Fake.Contacts("loc1")) == 65 })
-	for i := range 60 {
-		if st := e.patientState(t, "loc1", fmt.Sprintf("p-%04d", i)); lost[st.ContactID] || st.ContactID == "" {
-			t.Fatalf("p-%04d still holds a lost contact: %+v", i, st)
+	waitFor(t, ctx, "the 20 lost patients sent again", func() bool {
+		for i := range 60 {
+			if st := e.patientState(t, "loc1", fmt.Sprintf("p-%04d", i)); lost[st.ContactID] || st.ContactID == "" || st.SentHash == "" {
+				return false
+			}
 		}
+		return true
+	})
+	if n := len(e.Fake.Contacts("loc1")); n != 65 {
+		t.Fatalf("the fake holds %d contacts, want the 40 kept, the 5 duplicates and the 20 sent again", n)
 	}
 	kinds := map[string]int{}
 	for _, r := range e.inbox(t, "loc1") {
@@ -552,5 +557,44 @@ func TestInboundReconciliationRepairs(t *testing.T) {
 	res = e.reconcile(t, "loc1")
 	if res.MissingCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 {
 		t.Fatalf("second reconciliation found something: %+v", res)
+	}
+}
+
+// TestInboundDeletionEchoesStayOut: what a sync does for deletions in
+// the clinic (a cancelled appointment; a contact tagged and set DND, or
+// deleted) comes back as webhooks that are ghlsync's own: no inbox row. A
+// contact staff delete in GHL is one.
+func TestInboundDeletionEchoesStayOut(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1", "loc2")
+	ctx := context.Background()
+	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc2", DeletionAction: store.DeletionDelete}); err != nil {
+		t.Fatal(err)
+	}
+	for _, loc := range []string{"loc1", "loc2"} {
+		e.seed(t, loc, 4, 4)
+		e.syncLocation(t, tasks.NewPatientsSyncTask, loc)
+		e.syncLocation(t, tasks.NewAppointmentsSyncTask, loc)
+	}
+	e.settle(t, time.Minute)
+	e.exec(t, `UPDATE appointments SET deleted_at = CURRENT_TIMESTAMP WHERE external_id = 'a-0002'`)
+	e.exec(t, `UPDATE patients SET deleted_at = CURRENT_TIMESTAMP WHERE external_id = 'p-0003'`)
+	for _, loc := range []string{"loc1", "loc2"} {
+		if res := e.syncLocation(t, tasks.NewAppointmentsSyncTask, loc); res.Deleted != 1 {
+			t.Fatalf("%s appointments: %+v", loc, res)
+		}
+		if res := e.syncLocation(t, tasks.NewPatientsSyncTask, loc); res.Deleted != 1 {
+			t.Fatalf("%s patients: %+v", loc, res)
+		}
+	}
+	e.settle(t, time.Minute)
+	for _, loc := range []string{"loc1", "loc2"} {
+		if rows := e.inbox(t, loc); len(rows) != 0 {
+			t.Fatalf("%s: the deletions' echoes made %d rows: %+v", loc, len(rows), rows)
+		}
+	}
+	// 16 creates; a cancellation each; loc1's tag and DND, loc2's deletion.
+	if st := e.Fake.WebhookStats(); st.Delivered != 2*(4+4)+2+2+1 {
+		t.Fatalf("the fake delivered only %+v", st)
 	}
 }
