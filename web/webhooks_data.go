@@ -18,6 +18,11 @@ type EventRecorder interface {
 	RecordWebhookEvent(ctx context.Context, ev *store.WebhookEvent) (fresh bool, err error)
 }
 
+// enqueueTimeout bounds the enqueue of a recorded event: an enqueue takes
+// a millisecond, and one that cannot be made in time is left to the sweep
+// rather than holding GHL's request.
+const enqueueTimeout = 500 * time.Millisecond
+
 // isDataEvent reports whether typ is one of the contact and appointment
 // webhooks ghlsync takes into the inbox.
 func isDataEvent(typ string) bool { return slices.Contains(syncer.DataEvents, typ) }
@@ -78,7 +83,7 @@ func (s *Server) dataWebhook(w http.ResponseWriter, r *http.Request, ev *appEven
 		return
 	}
 	if wh.Process != nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), enqueueTimeout)
 		if err := wh.Process(ctx, rec.ID); err != nil {
 			s.Log.Warn("webhook recorded, but its processing could not be enqueued; the worker's sweep takes it up",
 				"type", ev.Type, "webhook_id", ev.WebhookID, "event", rec.ID, "err", err)
