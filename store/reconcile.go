@@ -143,3 +143,74 @@ func (s *Store) InboundStatus(ctx context.Context, loc string) (InboundStatus, e
 	}
 	return st, nil
 }
+
+// AppointmentWindow returns the calendars the appointments of loc that
+// GHL holds are in, and the span of their times, for a reconciliation's
+// reading of GHL's calendars; no calendars when there are none.
+func (s *Store) AppointmentWindow(ctx context.Context, loc string) (calendars []string, from, to time.Time, err error) {
+	err = s.db.WithContext(ctx).Raw(`SELECT DISTINCT a.calendar_id FROM appointments a
+		JOIN sync_appointments s ON s.location_id = a.location_id AND s.external_id = a.external_id
+		WHERE a.location_id = ? AND s.event_id <> '' ORDER BY a.calendar_id`, loc).Scan(&calendars).Error
+	if err != nil || len(calendars) == 0 {
+		return nil, time.Time{}, time.Time{}, err
+	}
+	var span struct {
+		From, To string
+	}
+	// Read as text: SQLite keeps the times as text, and MIN of those is a
+	// string to the driver.
+	err = s.db.WithContext(ctx).Raw(`SELECT MIN(a.starts_at) AS "from", MAX(a.ends_at) AS "to" FROM appointments a
+		JOIN sync_appointments s ON s.location_id = a.location_id AND s.external_id = a.external_id
+		WHERE a.location_id = ? AND s.event_id <> ''`, loc).Scan(&span).Error
+	if err != nil {
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("store.AppointmentWindow %s: %w", loc, err)
+	}
+	if from, err = parseDBTime(span.From); err == nil {
+		to, err = parseDBTime(span.To)
+	}
+	if err != nil {
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("store.AppointmentWindow %s: %w", loc, err)
+	}
+	return calendars, from, to, nil
+}
+
+// parseDBTime reads a time as PostgreSQL and SQLite write it as text.
+func parseDBTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999-07:00", "2006-01-02 15:04:05.999999999Z07:00",
+		"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05-07"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("cannot read the time %q", s)
+}
+
+// SyncedEvents returns, for every appointment of loc that GHL holds, its
+// GHL event id by external id.
+func (s *Store) SyncedEvents(ctx context.Context, loc string) (map[string]string, error) {
+	var rows []AppointmentSync
+	err := s.db.WithContext(ctx).Select("external_id", "event_id").
+		Where("location_id = ? AND event_id <> ''", loc).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.SyncedEvents %s: %w", loc, err)
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		out[r.ExternalID] = r.EventID
+	}
+	return out, nil
+}
+
+// ResendAppointments makes the next sync send the appointments of loc
+// again, as changed: their event is gone from GHL.
+func (s *Store) ResendAppointments(ctx context.Context, loc string, externalIDs []string) error {
+	for i := 0; i < len(externalIDs); i += 500 {
+		batch := externalIDs[i:min(i+500, len(externalIDs))]
+		err := s.db.WithContext(ctx).Model(&AppointmentSync{}).Where("location_id = ? AND external_id IN ?", loc, batch).
+			Updates(map[string]any{"sent_hash": "", "failed_hash": "", "updated_at": s.now().UTC()}).Error
+		if err != nil {
+			return fmt.Errorf("store.ResendAppointments %s: %w", loc, err)
+		}
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
@@ -33,6 +34,9 @@ type ReconcileStore interface {
 	AddChange(ctx context.Context, c *store.Change) (bool, error)
 	SaveReconcileRun(ctx context.Context, r *store.ReconcileRun) error
 	SaveSeen(ctx context.Context, loc, kind, ghlID string, fields store.FieldHashes, at time.Time) error
+	AppointmentWindow(ctx context.Context, loc string) (calendars []string, from, to time.Time, err error)
+	SyncedEvents(ctx context.Context, loc string) (map[string]string, error)
+	ResendAppointments(ctx context.Context, loc string, externalIDs []string) error
 }
 
 // ContactPager pages through a location's contacts;
@@ -41,10 +45,14 @@ type ContactPager interface {
 	SearchPage(ctx context.Context, accessToken, locationID string, page, limit int) (*ghl.ContactPage, *ghl.Response, error)
 }
 
-// Duplicate is a second GHL contact of one patient.
+// Duplicate is a second GHL contact of one patient, or a second GHL
+// appointment of one of the clinic's (Kind store.RecordAppointment; its
+// ContactID is then the recorded event's id).
 type Duplicate struct {
+	Kind       string `json:"kind"`
 	ExternalID string `json:"external_id"`
-	ContactID  string `json:"contact_id"`
+	ContactID  string `json:"contact_id,omitempty"`
+	EventID    string `json:"event_id,omitempty"`
 	Duplicate  string `json:"duplicate_id"`
 }
 
@@ -65,6 +73,13 @@ type ReconcileResult struct {
 	// Changes counts the changes no webhook had delivered, now in the
 	// inbox.
 	Changes int `json:"changes"`
+	// Events is how many events GHL's calendars hold in the span of the
+	// location's appointments; MissingAppointments lists (up to
+	// MaxFailedListed) the appointments whose event is gone, marked to be
+	// sent again, MissingAppointmentsCount counts them all.
+	Events                   int      `json:"events"`
+	MissingAppointments      []string `json:"missing_appointments"`
+	MissingAppointmentsCount int      `json:"missing_appointments_count"`
 	// Calls is the GHL calls made.
 	Calls     int       `json:"ghl_calls"`
 	StartedAt time.Time `json:"started_at"`
@@ -75,7 +90,8 @@ type ReconcileResult struct {
 // Reconcile reconciles the location loc once; see the top of this file.
 func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager ContactPager, loc string) (res ReconcileResult, err error) {
 	e := in.Engine
-	res = ReconcileResult{Location: loc, StartedAt: e.now().UTC(), Missing: []string{}, Duplicates: []Duplicate{}}
+	res = ReconcileResult{Location: loc, StartedAt: e.now().UTC(), Missing: []string{}, Duplicates: []Duplicate{},
+		MissingAppointments: []string{}}
 	logRun := &store.ReconcileRun{LocationID: loc, StartedAt: res.StartedAt}
 	if err := rs.SaveReconcileRun(ctx, logRun); err != nil {
 		return res, err
@@ -88,7 +104,7 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 		res.Duration = e.now().Sub(res.StartedAt).Round(time.Millisecond).String()
 		now := e.now().UTC()
 		logRun.FinishedAt, logRun.Outcome, logRun.Error = &now, res.Outcome, res.Message
-		logRun.Contacts, logRun.Missing, logRun.Duplicates = res.Contacts, res.MissingCount, len(res.Duplicates)
+		logRun.Contacts, logRun.Missing, logRun.Duplicates = res.Contacts, res.MissingCount+res.MissingAppointmentsCount, len(res.Duplicates)
 		logRun.Changes, logRun.Calls = res.Changes, res.Calls
 		if serr := rs.SaveReconcileRun(context.WithoutCancel(ctx), logRun); serr != nil && err == nil {
 			err = serr
@@ -208,7 +224,7 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 			if other == kept {
 				continue
 			}
-			d := Duplicate{ExternalID: ext, ContactID: kept, Duplicate: other}
+			d := Duplicate{Kind: store.RecordContact, ExternalID: ext, ContactID: kept, Duplicate: other}
 			res.Duplicates = append(res.Duplicates, d)
 			b, _ := json.Marshal(d)
 			fresh, err := rs.AddChange(ctx, &store.Change{EventID: "duplicate:" + loc + ":" + other, LocationID: loc,
@@ -228,6 +244,9 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 			return res, err
 		}
 		res.Changes += n
+	}
+	if err := in.reconcileEvents(ctx, rs, r, &res); err != nil {
+		return res, err
 	}
 	e.log().Info("reconciled the location with GHL", "location", loc, "contacts", res.Contacts,
 		"missing", res.MissingCount, "duplicates", len(res.Duplicates), "new_duplicates", res.NewDuplicates,
@@ -285,4 +304,107 @@ func (in *Inbound) landDrift(ctx context.Context, rs ReconcileStore, loc string,
 		return 1, nil
 	}
 	return 0, nil
+}
+
+// eventSpan is the longest span of time one calendar events call reads.
+const eventSpan = 31 * 24 * time.Hour
+
+// reconcileEvents reads the events of the calendars the location's
+// appointments are in, over their span (a call per calendar and month),
+// and compares them with the recorded events: an appointment whose event
+// is gone is marked to be sent again, and a second event for one
+// appointment (its contact, calendar and start) is reported in the inbox.
+func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *run, res *ReconcileResult) error {
+	loc := r.loc
+	cals, from, to, err := rs.AppointmentWindow(ctx, loc)
+	if err != nil || len(cals) == 0 {
+		return err
+	}
+	synced, err := rs.SyncedEvents(ctx, loc)
+	if err != nil {
+		return err
+	}
+	events := map[string]ghl.Event{}
+	for _, cal := range cals {
+		for start := from.Add(-time.Minute); start.Before(to); start = start.Add(eventSpan) {
+			var page []ghl.Event
+			err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+				page, resp, err = in.Engine.Calendars.Events(ctx, token, ghl.EventsQuery{LocationID: loc, CalendarID: cal,
+					Start: start, End: earliest(start.Add(eventSpan), to.Add(time.Minute))})
+				return resp, err
+			})
+			res.Calls++
+			if err != nil {
+				return fmt.Errorf("reading the events of calendar %s: %w", cal, err)
+			}
+			for _, ev := range page {
+				events[ev.ID] = ev
+			}
+		}
+	}
+	res.Events = len(events)
+	recorded := make(map[string]string, len(synced)) // event id -> appointment
+	var missing []string
+	for ext, id := range synced {
+		recorded[id] = ext
+		if _, ok := events[id]; !ok {
+			missing = append(missing, ext)
+		}
+	}
+	slices.Sort(missing)
+	res.MissingAppointmentsCount = len(missing)
+	res.MissingAppointments = append(res.MissingAppointments, missing[:min(len(missing), MaxFailedListed)]...)
+	if err := rs.ResendAppointments(ctx, loc, missing); err != nil {
+		return err
+	}
+	type slot struct {
+		contact, calendar string
+		start             int64
+	}
+	bySlot := map[slot][]string{}
+	for id, ev := range events {
+		k := slot{ev.ContactID, ev.CalendarID, 0}
+		if t, err := ev.StartTime.In(time.UTC); err == nil {
+			k.start = t.Unix()
+		}
+		bySlot[k] = append(bySlot[k], id)
+	}
+	var dups []Duplicate
+	for _, ids := range bySlot {
+		kept := ""
+		for _, id := range ids {
+			if recorded[id] != "" {
+				kept = id
+			}
+		}
+		if kept == "" || len(ids) < 2 {
+			continue
+		}
+		for _, id := range ids {
+			if recorded[id] == "" {
+				dups = append(dups, Duplicate{Kind: store.RecordAppointment, ExternalID: recorded[kept], EventID: kept, Duplicate: id})
+			}
+		}
+	}
+	slices.SortFunc(dups, func(a, b Duplicate) int { return strings.Compare(a.Duplicate, b.Duplicate) })
+	for _, d := range dups {
+		res.Duplicates = append(res.Duplicates, d)
+		b, _ := json.Marshal(d)
+		fresh, err := rs.AddChange(ctx, &store.Change{EventID: "duplicate:" + loc + ":" + d.Duplicate, LocationID: loc,
+			Kind: store.ChangeAppointmentDuplicate, GHLID: d.Duplicate, ExternalID: d.ExternalID, Changes: string(b)})
+		if err != nil {
+			return err
+		}
+		if fresh {
+			res.NewDuplicates++
+		}
+	}
+	return nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

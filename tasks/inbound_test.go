@@ -494,54 +494,95 @@ func (e *inboundEnv) reconcile(t testing.TB, loc string) syncer.ReconcileResult 
 	return res
 }
 
-// TestInboundReconciliationRepairs: the fake lost 20 contacts and gained
-// 5 duplicates behind ghlsync's back, and two staff edits sent no
-// webhook. The reconciliation has the 20 sent again (by the sync it
-// enqueues), reports the 5 with both ids and lands the two edits in the
-// inbox; a second one finds nothing.
+// TestInboundReconciliationRepairs: behind ghlsync's back the fake lost
+// 20 contacts and 2 appointments, gained 5 duplicate contacts and a
+// duplicate appointment, and two staff edits sent no webhook. The
+// reconciliation has the lost ones sent again (by the syncs it
+// enqueues), reports the duplicates with both ids and lands the two edits
+// in the inbox; a second one finds nothing.
 func TestInboundReconciliationRepairs(t *testing.T) {
 	t.Parallel()
 	e := setupInbound(t, "loc1")
-	e.seed(t, "loc1", 60, 0)
+	e.seed(t, "loc1", 60, 10)
 	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
 	e.settle(t, time.Minute)
 
 	e.Fake.SetWebhooks(ghltest.WebhookOptions{}) // what follows sends no webhook
-	contacts := e.Fake.Contacts("loc1")
+	byID := map[string]ghltest.Contact{}
+	for _, c := range e.Fake.Contacts("loc1") {
+		byID[c.ID] = c
+	}
+	contactOf := func(i int) string { return e.patientState(t, "loc1", fmt.Sprintf("p-%04d", i)).ContactID }
 	lost := map[string]bool{}
-	for _, c := range contacts[:20] {
-		lost[c.ID] = e.Fake.DeleteContact(c.ID)
+	for i := 30; i < 50; i++ {
+		lost[contactOf(i)] = e.Fake.DeleteContact(contactOf(i))
 	}
 	var dups []string
-	for _, c := range contacts[20:25] {
+	for i := 10; i < 15; i++ {
+		c := byID[contactOf(i)]
 		c.ID = ""
 		dups = append(dups, e.Fake.AddContact(c).ID)
 	}
-	edited := contacts[30].ID
+	edited := contactOf(50)
 	e.Fake.StaffEditContact(edited, func(c *ghltest.Contact) { c.City = "Capital City" })
-	e.Fake.StaffEditContact(contacts[31].ID, func(c *ghltest.Contact) { c.Tags = append(c.Tags, "vip") })
+	e.Fake.StaffEditContact(contactOf(51), func(c *ghltest.Contact) { c.Tags = append(c.Tags, "vip") })
+	events := map[string]ghltest.Appointment{}
+	for _, a := range e.Fake.Appointments("loc1") {
+		events[a.ID] = a
+	}
+	eventOf := func(ext string) string {
+		p, err := e.Store.AppointmentPage(context.Background(), "loc1", "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range p {
+			if a.ExternalID == ext {
+				return a.Sync.EventID
+			}
+		}
+		t.Fatalf("no appointment %s", ext)
+		return ""
+	}
+	lostEvents := map[string]bool{eventOf("a-0003"): e.Fake.LoseAppointment(eventOf("a-0003")), eventOf("a-0004"): e.Fake.LoseAppointment(eventOf("a-0004"))}
+	twin := events[eventOf("a-0005")]
+	dupEvent := e.Fake.BookAppointment(ghltest.Appointment{LocationID: "loc1", CalendarID: twin.CalendarID, ContactID: twin.ContactID,
+		StartTime: twin.StartTime, EndTime: twin.EndTime, Title: twin.Title}).ID
 
 	res := e.reconcile(t, "loc1")
-	if res.MissingCount != 20 || len(res.Duplicates) != 5 || res.NewDuplicates != 5 || res.Changes != 2 || res.Contacts != 45 {
+	if res.MissingCount != 20 || res.MissingAppointmentsCount != 2 || len(res.Duplicates) != 6 || res.NewDuplicates != 6 ||
+		res.Changes != 2 || res.Contacts != 45 || res.Events != 9 {
 		t.Fatalf("first reconciliation: %+v", res)
 	}
 	for _, d := range res.Duplicates {
-		if d.ContactID == "" || d.Duplicate == "" || d.ContactID == d.Duplicate || !slices.Contains(dups, d.Duplicate) {
-			t.Fatalf("duplicate %+v, want one of %v beside the patient's contact", d, dups)
+		switch {
+		case d.Kind == store.RecordContact && d.ContactID != "" && slices.Contains(dups, d.Duplicate) && d.ContactID != d.Duplicate:
+		case d.Kind == store.RecordAppointment && d.ExternalID == "a-0005" && d.EventID == twin.ID && d.Duplicate == dupEvent:
+		default:
+			t.Fatalf("duplicate %+v, want one of contacts %v or the appointment %s beside %s", d, dups, dupEvent, twin.ID)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waitFor(t, ctx, "the 20 lost patients sent again", func() bool {
+	waitFor(t, ctx, "the lost patients and appointments sent again", func() bool {
 		for i := range 60 {
 			if st := e.patientState(t, "loc1", fmt.Sprintf("p-%04d", i)); lost[st.ContactID] || st.ContactID == "" || st.SentHash == "" {
 				return false
 			}
 		}
+		p, err := e.Store.AppointmentPage(context.Background(), "loc1", "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range p {
+			if lostEvents[a.Sync.EventID] || a.Sync.EventID == "" || a.Sync.SentHash == "" {
+				return false
+			}
+		}
 		return true
 	})
-	if n := len(e.Fake.Contacts("loc1")); n != 65 {
-		t.Fatalf("the fake holds %d contacts, want the 40 kept, the 5 duplicates and the 20 sent again", n)
+	if n, m := len(e.Fake.Contacts("loc1")), len(e.Fake.Appointments("loc1")); n != 65 || m != 11 {
+		t.Fatalf("the fake holds %d contacts and %d appointments, want 65 (40 kept, 5 duplicates, 20 sent again) and 11 (8, 1, 2)", n, m)
 	}
 	kinds := map[string]int{}
 	for _, r := range e.inbox(t, "loc1") {
@@ -550,12 +591,12 @@ func TestInboundReconciliationRepairs(t *testing.T) {
 			t.Fatalf("the undelivered edit: %+v", r)
 		}
 	}
-	if kinds[store.ChangeContactDuplicate] != 5 || kinds[store.ChangeContactUpdated] != 2 || len(kinds) != 2 {
+	if kinds[store.ChangeContactDuplicate] != 5 || kinds[store.ChangeAppointmentDuplicate] != 1 || kinds[store.ChangeContactUpdated] != 2 || len(kinds) != 3 {
 		t.Fatalf("inbox: %v", kinds)
 	}
 
 	res = e.reconcile(t, "loc1")
-	if res.MissingCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 {
+	if res.MissingCount != 0 || res.MissingAppointmentsCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 {
 		t.Fatalf("second reconciliation found something: %+v", res)
 	}
 }

@@ -39,7 +39,8 @@ func NewReconcileTask(loc string) (*asynq.Task, error) {
 
 // HandleReconcile runs a TypeReconcile task. A location with patients
 // whose contact is gone from GHL gets a patient sync enqueued, which
-// sends them again.
+// sends them again; one with appointments whose event is gone, an
+// appointment sync.
 func (h *InboundHandlers) HandleReconcile(ctx context.Context, t *asynq.Task) error {
 	if h == nil || h.Reconciles == nil || h.Pager == nil || h.Locations == nil || h.Enqueuer == nil {
 		return fmt.Errorf("%s: this worker cannot reconcile: %w", TypeReconcile, asynq.SkipRetry)
@@ -78,13 +79,19 @@ func (h *InboundHandlers) HandleReconcile(ctx context.Context, t *asynq.Task) er
 		return fmt.Errorf("%s: bad payload: %w: %w", TypeReconcile, err, asynq.SkipRetry)
 	}
 	res, err := h.Inbound.Reconcile(ctx, h.Reconciles, h.Pager, p.LocationID)
-	if err == nil && res.MissingCount > 0 {
-		sync, terr := NewPatientsSyncTask(p.LocationID)
+	for _, follow := range []struct {
+		missing int
+		task    func(string) (*asynq.Task, error)
+	}{{res.MissingCount, NewPatientsSyncTask}, {res.MissingAppointmentsCount, NewAppointmentsSyncTask}} {
+		if err != nil || follow.missing == 0 {
+			continue
+		}
+		sync, terr := follow.task(p.LocationID)
 		if terr == nil {
 			_, terr = h.Enqueuer.EnqueueContext(ctx, sync)
 		}
 		if terr != nil && !errors.Is(terr, asynq.ErrTaskIDConflict) {
-			logOr(h.Log).Warn("reconciliation: enqueueing the sync that sends the missing patients again; the next scheduled one will",
+			logOr(h.Log).Warn("reconciliation: enqueueing the sync that sends the missing records again; the next scheduled one will",
 				"location", p.LocationID, "err", terr)
 		}
 	}

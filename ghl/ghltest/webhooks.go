@@ -313,3 +313,19 @@ func (s *Server) StaffEditAppointment(id string, edit func(a *Appointment)) (App
 	s.emitAppointmentLocked("AppointmentUpdate", a)
 	return *a, true
 }
+
+// LoseAppointment removes appointment id behind the app's back (a user
+// deleting it with no webhook delivered): no webhook goes out. It reports
+// whether the appointment existed.
+func (s *Server) LoseAppointment(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.st.appointments[id]
+	if a == nil {
+		return false
+	}
+	delete(s.st.appointments, id)
+	s.st.apptsByLo[a.LocationID] = slices.DeleteFunc(s.st.apptsByLo[a.LocationID], func(x string) bool { return x == id })
+	s.changedLocked()
+	return true
+}
