@@ -258,6 +258,20 @@ type killableStore struct {
 	*store.Store
 	killIn, killAfter atomic.Bool
 	cutIn, cutAfter   atomic.Int64
+	// dead, closed, ends what the cut processing waits for, as the
+	// death of a process ends its connections: its transactions roll
+	// back.
+	dead chan struct{}
+}
+
+// wait waits for the worker's context to end, or for its death.
+func (s *killableStore) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.dead:
+		return errors.New("the worker is dead")
+	}
 }
 
 func (s *killableStore) ProcessWebhookEvent(ctx context.Context, id int64, lockKey string, fn func(tx *store.InboundTx, ev *store.WebhookEvent) error) error {
@@ -266,15 +280,13 @@ func (s *killableStore) ProcessWebhookEvent(ctx context.Context, id int64, lockK
 			return err
 		}
 		s.cutIn.Add(1)
-		<-ctx.Done()
-		return ctx.Err()
+		return s.wait(ctx)
 	})
 	if err != nil || !s.killAfter.Load() {
 		return err
 	}
 	s.cutAfter.Add(1)
-	<-ctx.Done()
-	return ctx.Err()
+	return s.wait(ctx)
 }
 
 // TestInboundBurstLandsEachChangeOnce: 2,000 webhooks posted at once,
@@ -286,7 +298,7 @@ func TestInboundBurstLandsEachChangeOnce(t *testing.T) {
 	t.Parallel()
 	e := setupInbound(t, "loc1")
 	e.srv.Shutdown() // this test runs its own workers
-	ks := &killableStore{Store: e.Store}
+	ks := &killableStore{Store: e.Store, dead: make(chan struct{})}
 	killable := *e.inbound.Inbound
 	killable.Store = ks
 
@@ -356,7 +368,7 @@ func TestInboundBurstLandsEachChangeOnce(t *testing.T) {
 			}
 		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	go func() {
 		for _, i := range posts {
@@ -372,6 +384,7 @@ func TestInboundBurstLandsEachChangeOnce(t *testing.T) {
 	ks.killIn.Store(true)
 	waitFor(t, ctx, "a transaction cut", func() bool { return ks.cutIn.Load() >= 1 })
 	first.Shutdown()
+	close(ks.dead)
 	before := len(e.inbox(t, "loc1"))
 	second := startWorker(e.inbound.Inbound)
 	t.Cleanup(second.Shutdown)
