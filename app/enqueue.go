@@ -59,6 +59,15 @@ var enqueueCommands = map[string]enqueueCommand{
 		},
 		syncType: tasks.TypeAppointmentsSync,
 	},
+	"reconcile": {
+		timeout: 30 * time.Minute,
+		// The enqueue keeps it for the wait (asynq.Retention); its
+		// children are kept minutes, long enough to be followed.
+		one: func(loc string, _ time.Time, _ time.Duration) (*asynq.Task, error) {
+			return tasks.NewReconcileTask(loc)
+		},
+		all: func(time.Duration) (*asynq.Task, error) { return tasks.NewReconcileTask("") },
+	},
 }
 
 // IsSyncCommand reports whether NAME is a sync command, which takes --full

@@ -36,6 +36,7 @@ var DefaultSchedules = []scheduler.Default{
 	{Name: "patient-sync-full", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Payload: `{"full":true}`, Spec: scheduler.Spec{Cron: "30 2 * * *"}},
 	{Name: "appointment-sync-full", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Payload: `{"full":true}`, Spec: scheduler.Spec{Cron: "45 2 * * *"}},
 	{Name: "alerts", TaskType: tasks.TypeAlertsEvaluate, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: time.Minute}},
+	{Name: "reconcile", TaskType: tasks.TypeReconcile, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Cron: "30 3 * * *"}},
 }
 
 // openSchedules opens and migrates the database of cfg for the scheduler

@@ -106,6 +106,13 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 		cfg.GHLAPIURL, cfg.GHLMarketplace = sb.URL, sb.URL
 		cfg.GHLClientID, cfg.GHLClientSecret = sb.ClientID(), sb.ClientSecret()
 		cfg.GHLRedirectURI = webURL + "/api/auth/callback"
+		if cfg.WebhookKey == nil && cfg.WebhookRSAKey == nil {
+			// The fake's webhooks reach the inbox, signed with a key of
+			// the sandbox's own.
+			if cfg.WebhookKey, err = sb.SendWebhooks(webURL + "/api/webhooks/ghl"); err != nil {
+				return err
+			}
+		}
 	}
 
 	d, err := Open(ctx, cfg, log, true)

@@ -36,6 +36,7 @@ func WebHandlers(d *Deps) (public, private http.Handler) {
 }
 
 func webHandler(d *Deps, withOps bool) http.Handler {
+	inboundClient := tracing.Enqueue(d.Tracer, asynq.NewClientFromRedisClient(d.Redis))
 	s := &web.Server{
 		OAuth:          d.GHL.OAuth,
 		Store:          d.connector(tracing.Enqueue(d.Tracer, asynq.NewClientFromRedisClient(d.Redis))),
@@ -54,6 +55,10 @@ func webHandler(d *Deps, withOps bool) http.Handler {
 			RSAKey: d.Config.WebhookRSAKey,
 			AppID:  web.AppID(d.Config.GHLClientID),
 			Clock:  d.Clock,
+			Events: d.Store,
+			Process: func(ctx context.Context, id int64) error {
+				return tasks.EnqueueWebhookEvent(ctx, inboundClient, id)
+			},
 		},
 	}
 	if d.Config.WebhookKey == nil && d.Config.WebhookRSAKey == nil {

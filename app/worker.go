@@ -73,7 +73,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		Window:    d.Config.RefreshWindow,
 		Clock:     d.Clock,
 		Log:       d.Log,
-	}, syncHandlers, &tasks.AlertHandlers{Evaluator: d.Evaluator()})
+	}, syncHandlers, &tasks.AlertHandlers{Evaluator: d.Evaluator()}, d.InboundHandlers(syncHandlers))
 	if err != nil {
 		return err
 	}
@@ -139,6 +139,12 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(syncRecovered)
 		syncRecovery.Run(recoverCtx)
 	}()
+	sweep := &tasks.WebhookSweep{Events: d.Store, Enqueuer: client, Redis: d.Redis, Log: d.Log, Clock: d.Clock}
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		sweep.Run(recoverCtx)
+	}()
 	// Connections whose tokens the web callback kept in Redis while the
 	// database was down are written here once it is back.
 	pending := &web.PendingConnections{Store: d.connector(client), Redis: d.Redis, Cipher: d.Cipher, Log: d.Log, Clock: d.Clock}
@@ -166,6 +172,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	stopRecover()
 	<-recovered
 	<-syncRecovered
+	<-swept
 	<-completed
 	syncSrv.Stop()
 	tokenSrv.Stop()

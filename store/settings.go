@@ -42,7 +42,30 @@ type LocationSettings struct {
 	// TitleTemplate makes the title of the location's appointments in GHL
 	// (ParseTitleTemplate); "" sends the clinic's title as it is.
 	TitleTemplate string `gorm:"size:1024;not null;default:''"`
-	UpdatedAt     time.Time
+	// ConflictPolicy says what wins when a contact changed in GHL and in
+	// the clinic since the last sync: ConflictClinic (also for '') or
+	// ConflictReport.
+	ConflictPolicy string `gorm:"size:16;not null;default:''"`
+	UpdatedAt      time.Time
+}
+
+// Conflict policies (LocationSettings.ConflictPolicy).
+const (
+	// ConflictClinic: the sync overwrites GHL, and the inbox records what
+	// it overwrote.
+	ConflictClinic = "clinic"
+	// ConflictReport: the sync leaves the contact alone and reports it, in
+	// the inbox and as the record's failure.
+	ConflictReport = "report"
+)
+
+// Conflicts returns the location's conflict policy, ConflictClinic when
+// unset.
+func (ls LocationSettings) Conflicts() string {
+	if ls.ConflictPolicy == "" {
+		return ConflictClinic
+	}
+	return ls.ConflictPolicy
 }
 
 // Deletion actions (LocationSettings.DeletionAction).
@@ -112,6 +135,9 @@ func (ls LocationSettings) Validate() error {
 	case "", DeletionTagDND, DeletionDelete, DeletionNone:
 	default:
 		return fmt.Errorf("deletion action %q: want %s, %s or %s", ls.DeletionAction, DeletionTagDND, DeletionDelete, DeletionNone)
+	}
+	if p := ls.ConflictPolicy; p != "" && p != ConflictClinic && p != ConflictReport {
+		return fmt.Errorf("conflict policy %q: want %s or %s", p, ConflictClinic, ConflictReport)
 	}
 	if ls.DeletionCap < 0 {
 		return fmt.Errorf("deletion cap %d: want 0 (the default) or more", ls.DeletionCap)
@@ -211,6 +237,15 @@ var SettingKeys = []SettingKey{
 		set: func(ls *LocationSettings, v string) (err error) {
 			ls.DeletionCap, err = strconv.Atoi(strings.TrimSpace(v))
 			return err
+		},
+	},
+	{
+		Name: "conflict_policy", Default: ConflictClinic,
+		Meaning: "what wins when a contact changed in GHL and in the clinic since the last sync: clinic (GHL is overwritten, the inbox says what was) or report (GHL's values stay, the inbox and status page say so)",
+		get:     func(ls LocationSettings) string { return ls.Conflicts() },
+		set: func(ls *LocationSettings, v string) error {
+			ls.ConflictPolicy = strings.TrimSpace(v)
+			return nil
 		},
 	},
 }

@@ -205,6 +205,11 @@ var models = []any{
 	&Practitioner{},
 	&CalendarSetting{},
 	&SyncWatermark{},
+	&WebhookEvent{},
+	&Change{},
+	&SentFields{},
+	&SeenFields{},
+	&ReconcileRun{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one

@@ -355,6 +355,11 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 		}
 	}
 
+	sent := sentAppointmentFields(&ga)
+	sent["contactId"] = contact
+	if err := r.recordSent(ctx, store.RecordAppointment, st.ExternalID, st.EventID, sent); err != nil {
+		return 0, err
+	}
 	if st.EventID != "" && st.ContactID == contact {
 		err := r.ghl.call(ctx, func(ctx context.Context, token string) (*ghl.Response, error) {
 			_, resp, err := r.e.Calendars.UpdateAppointment(ctx, token, st.EventID, &ga)

@@ -119,6 +119,9 @@ func (r *run) deletions(ctx context.Context) {
 // actOnDeletion acts on one deletion in GHL and forgets its sync state.
 func (r *run) actOnDeletion(ctx context.Context, ls store.LocationSettings, d store.Deletion) error {
 	action := ls.Deletion()
+	if err := r.recordDeletion(ctx, action, d); err != nil {
+		return err
+	}
 	var err error
 	switch {
 	case r.kind.name == KindAppointments:

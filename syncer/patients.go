@@ -208,6 +208,13 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 		return 0, err
 	}
 	c.CustomFields = []ghl.CustomField{{ID: field, Value: st.ExternalID}}
+	sent := sentContactFields(&c)
+	if err := r.settleConflict(ctx, st.ExternalID, st.ContactID, hash, sent); err != nil {
+		return 0, err
+	}
+	if err := r.recordSent(ctx, store.RecordContact, st.ExternalID, st.ContactID, sent); err != nil {
+		return 0, err
+	}
 
 	out := updated
 	if st.ContactID == "" && st.CreatingAt != nil {

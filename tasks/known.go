@@ -73,6 +73,36 @@ var types = []TypeInfo{
 		},
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.alerts.HandleEvaluate },
 	},
+	{
+		Type: TypeWebhookProcess, Queue: QueueDefault,
+		About: `process one recorded GHL webhook into the inbox (ghl_changes); payload {"event_id":…}`,
+		check: func(p []byte) error {
+			var v WebhookPayload
+			if err := decodeStrict(p, &v); err != nil {
+				return err
+			}
+			if v.EventID <= 0 {
+				return fmt.Errorf(`needs {"event_id":…}`)
+			}
+			return nil
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.inbound.HandleWebhookProcess },
+	},
+	{
+		Type: TypeReconcile, Queue: QueueDefault,
+		About: `reconcile the contacts in GHL with the sync state (missing sent again, duplicates and changes no webhook delivered into the inbox); payload none, or {"location_id":…}`,
+		check: func(p []byte) error {
+			var v ReconcilePayload
+			if err := decodeStrict(p, &v); err != nil {
+				return err
+			}
+			if v.LocationID != "" {
+				return checkLocationID(v.LocationID)
+			}
+			return nil
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.inbound.HandleReconcile },
+	},
 }
 
 // handlerSets are the handlers NewMux routes to.
@@ -80,6 +110,8 @@ type handlerSets struct {
 	tokens *TokenHandlers
 	syncs  *SyncHandlers
 	alerts *AlertHandlers
+	// inbound is nil for a mux built without InboundHandlers.
+	inbound *InboundHandlers
 }
 
 // Types lists every task type a worker handles, in a copy.
@@ -156,6 +188,9 @@ func IsFanOut(taskType string, payload []byte) bool {
 		return true
 	case TypePatientsSync, TypeAppointmentsSync:
 		var p SyncPayload
+		return json.Unmarshal(payload, &p) != nil || p.LocationID == ""
+	case TypeReconcile:
+		var p ReconcilePayload
 		return json.Unmarshal(payload, &p) != nil || p.LocationID == ""
 	}
 	return false

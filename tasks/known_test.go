@@ -23,6 +23,8 @@ func TestTypesAndTheirQueues(t *testing.T) {
 		tasks.TypePatientsSync:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
 		tasks.TypeAppointmentsSync: func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
 		tasks.TypeAlertsEvaluate:   tasks.NewAlertsEvaluateTask,
+		tasks.TypeWebhookProcess:   func() (*asynq.Task, error) { return tasks.NewWebhookProcessTask(1), nil },
+		tasks.TypeReconcile:        func() (*asynq.Task, error) { return tasks.NewReconcileTask("") },
 	}
 	if len(tasks.Types()) != len(build) {
 		t.Fatalf("Types lists %d task types, want the %d there are", len(tasks.Types()), len(build))

@@ -122,6 +122,9 @@ type locationData struct {
 	FailedFrom, FailedTo   int
 	FailedPrev, FailedNext int
 	Actions                []struct{ Name, Label string }
+	// Inbound is the inbox and the last reconciliation, nil when the
+	// source has none.
+	Inbound *store.InboundStatus
 }
 
 func (p *pages) location(w http.ResponseWriter, r *http.Request) {
@@ -145,6 +148,9 @@ func (p *pages) location(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		if d.Settings, err = p.Source.Settings(ctx, id); err != nil {
+			return err
+		}
+		if d.Inbound, err = p.inboundStatus(ctx, id); err != nil {
 			return err
 		}
 		if d.Refreshes, err = p.Source.RefreshRuns(ctx, id, recentRefreshes); err != nil {

@@ -107,8 +107,12 @@ var locationPage = page(`{{$l := .L}}<h1>{{if $l.Name}}{{$l.Name}} <small>{{$l.L
 <tr><td>Phone region (numbers without a country code, addresses without a country)</td><td>{{.Settings.Region}}{{if not .Settings.PhoneRegion}} <small>(the default)</small>{{end}}</td></tr>
 <tr><td>Fields sent to GHL (the allow-list)</td><td>{{with .Settings.Fields}}{{.}}{{else}}all <small>(the default)</small>{{end}}</td></tr>
 <tr><td>Appointment title template</td><td>{{with .Settings.TitleTemplate}}<code>{{.}}</code>{{else}}none: the clinic's title <small>(the default)</small>{{end}}</td></tr>
+<tr><td>Conflict policy (a contact changed in GHL and in the clinic)</td><td>{{.Settings.Conflicts}}{{if not .Settings.ConflictPolicy}} <small>(the default)</small>{{end}}</td></tr>
 </table>
-<p><small>Change them with <code>scheduler settings set {{$l.LocationID}} KEY VALUE</code>.</small></p>{{end}}
+<p><small>Change them with <code>scheduler settings set {{$l.LocationID}} KEY VALUE</code>.</small></p>
+{{with .Inbound}}<h2>Changes from GHL</h2>
+<p id="inbox">The inbox (<code>ghl_changes</code>) holds {{.Changes}} changes of this location, {{.Pending}} not processed by the clinic yet.{{if .Conflicts}} <span class="failed">{{.Conflicts}} conflicts</span> were left alone in GHL (conflict_policy report): see the failed records below.{{end}}</p>
+<p id="reconcile">Last reconciliation: {{with .LastReconcile}}{{at .StartedAt}} <small>{{rel $.Now .StartedAt}}</small>, <span class="{{.Outcome}}">{{with .Outcome}}{{.}}{{else}}running{{end}}</span>: {{.Contacts}} contacts in GHL, {{.Missing}} missing (sent again), {{.Duplicates}} duplicates, {{.Changes}} changes no webhook delivered, {{.Calls}} GHL calls{{with .Error}}<br><small>{{.}}</small>{{end}}{{else}}none yet (<code>enqueue reconcile --location {{$l.LocationID}}</code>, or the nightly schedule){{end}}</p>{{end}}{{end}}
 
 <h2>Failed records</h2>
 {{if .Failed}}<p>{{.FailedTotal}} failed{{if gt .FailedTotal (len .Failed)}}; {{.FailedFrom}} to {{.FailedTo}} shown{{end}}. Each is tried again when it changes in the clinic's tables.</p>

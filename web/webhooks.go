@@ -47,6 +47,11 @@ type Webhooks struct {
 	AppID string
 	// Clock is what the timestamps are checked against.
 	Clock clock.Clock
+	// Events records the contact and appointment webhooks (the inbox's
+	// intake); without it they are ignored.
+	Events EventRecorder
+	// Process enqueues the processing of a recorded event.
+	Process func(ctx context.Context, eventID int64) error
 }
 
 // AppID returns the marketplace app id of a client id, which GHL issues as
@@ -112,6 +117,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	var ev appEvent
 	if err := json.Unmarshal(body, &ev); err != nil {
 		http.Error(w, "body is not a JSON webhook", http.StatusBadRequest)
+		return
+	}
+	if isDataEvent(ev.Type) {
+		s.dataWebhook(w, r, &ev, body)
 		return
 	}
 	if ev.Type != "INSTALL" && ev.Type != "UNINSTALL" {

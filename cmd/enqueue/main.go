@@ -6,6 +6,7 @@
 //	enqueue refresh           [--location ID] [--wait] [--timeout 60s]
 //	enqueue sync-patients     [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
 //	enqueue sync-appointments [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
+//	enqueue reconcile         [--location ID] [--wait] [--timeout 30m]
 //	enqueue result TASK_ID
 //	enqueue wait TASK_ID [--timeout 10m]
 //	enqueue inspect [queues | active | workers | registered] [--json]
@@ -51,6 +52,7 @@ commands:
   refresh [--location ID] [--wait] [--timeout 60s]     refresh tokens now
   sync-patients [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
   sync-appointments [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
+  reconcile [--location ID] [--wait] [--timeout 30m]   compare GHL's contacts with the sync state
   result TASK_ID                        a task's state and result, as JSON
   wait TASK_ID [--timeout 10m]          wait for a task, print its result
   inspect [queues | active | workers | registered] [--json]
@@ -122,6 +124,7 @@ var commands = map[string]command{
 	"refresh":           enqueueCommand("refresh"),
 	"sync-patients":     enqueueCommand("sync-patients"),
 	"sync-appointments": enqueueCommand("sync-appointments"),
+	"reconcile":         enqueueCommand("reconcile"),
 	"result": {
 		synopsis: `usage: enqueue result TASK_ID
 
@@ -259,7 +262,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return cli.ExitOK
 		}
 		if err == nil {
-			err = cli.UsageHelp("enqueue", "needs a COMMAND (refresh, sync-patients, sync-appointments, result, wait, inspect, task, queue)")
+			err = cli.UsageHelp("enqueue", "needs a COMMAND (refresh, sync-patients, sync-appointments, reconcile, result, wait, inspect, task, queue)")
 		}
 		return cli.Exit(stderr, "enqueue", err)
 	}

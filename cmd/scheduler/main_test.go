@@ -84,8 +84,8 @@ func TestSetupAndSet(t *testing.T) {
 		t.Fatalf("setup: exit %d: %s", code, stderr)
 	}
 	first := rows(t, st)
-	if len(first) != 6 {
-		t.Fatalf("setup created %d schedules, want 6:\n%s", len(first), out)
+	if len(first) != 7 {
+		t.Fatalf("setup created %d schedules, want 7:\n%s", len(first), out)
 	}
 	want := map[string][]any{
 		"token-refresh":    {tasks.TypeTokenRefreshDue, tasks.QueueCritical, int64(600)},
@@ -95,6 +95,7 @@ func TestSetupAndSet(t *testing.T) {
 		// The nightly full passes: every row read, only changes sent.
 		"patient-sync-full":     {tasks.TypePatientsSync, tasks.QueueDefault, `{"full":true}`, "30 2 * * *"},
 		"appointment-sync-full": {tasks.TypeAppointmentsSync, tasks.QueueDefault, `{"full":true}`, "45 2 * * *"},
+		"reconcile":             {tasks.TypeReconcile, tasks.QueueDefault, "", "30 3 * * *"},
 	}
 	for _, r := range first {
 		got := []any{r.TaskType, r.Queue, r.EverySeconds}
@@ -113,7 +114,7 @@ func TestSetupAndSet(t *testing.T) {
 	if d := cmp.Diff(first, rows(t, st)); d != "" {
 		t.Errorf("second setup changed rows (-first +second):\n%s", d)
 	}
-	if strings.Count(out, ": unchanged") != 6 {
+	if strings.Count(out, ": unchanged") != 7 {
 		t.Errorf("second setup said:\n%s", out)
 	}
 
@@ -210,8 +211,8 @@ func TestList(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 7 {
-		t.Fatalf("list printed %d lines, want a header and 6:\n%s", len(lines), out)
+	if len(lines) != 8 {
+		t.Fatalf("list printed %d lines, want a header and 7:\n%s", len(lines), out)
 	}
 	for _, col := range []string{"TASK", "QUEUE", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN", "RUNS"} {
 		i := strings.Index(lines[0], col)

@@ -281,6 +281,7 @@ func (s *Server) handleCreateAppointment(w http.ResponseWriter, r *http.Request,
 	s.st.apptsByLo[loc] = append(s.st.apptsByLo[loc], a.ID)
 	s.stats.apptCreates[loc]++
 	s.changedLocked()
+	s.emitAppointmentLocked("AppointmentCreate", a)
 	s.notifiedLocked(loc, &in)
 	out := *a
 	s.mu.Unlock()
@@ -400,6 +401,7 @@ func (s *Server) handleUpdateAppointment(w http.ResponseWriter, r *http.Request,
 	a.DateUpdated = now
 	s.stats.apptUpdates[a.LocationID]++
 	s.changedLocked()
+	s.emitAppointmentLocked("AppointmentUpdate", a)
 	s.notifiedLocked(a.LocationID, &in)
 	out := *a
 	s.mu.Unlock()
@@ -424,6 +426,7 @@ func (s *Server) handleDeleteAppointment(w http.ResponseWriter, r *http.Request,
 		func(x string) bool { return x == id })
 	s.stats.apptDeletes[a.LocationID]++
 	s.changedLocked()
+	s.emitAppointmentLocked("AppointmentDelete", a)
 	s.mu.Unlock()
 	// GHL answers a delete with 201, its spec's DeleteEventSuccessfulResponseDto.
 	writeJSON(w, http.StatusCreated, struct {

@@ -238,6 +238,7 @@ func (s *Server) handleTags(add bool) apiHandler {
 			s.stats.tagRemoves[c.LocationID]++
 		}
 		s.changedLocked()
+		s.emitContactLocked("ContactTagUpdate", c)
 		tags := slices.Clone(c.Tags)
 		s.mu.Unlock()
 		writeJSON(w, status, struct {

@@ -27,6 +27,7 @@ func (s *Server) handleDeleteContact(w http.ResponseWriter, r *http.Request, g *
 		func(x string) bool { return x == id })
 	s.stats.contactDeletes[c.LocationID]++
 	s.changedLocked()
+	s.emitContactLocked("ContactDelete", c)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
 		Succeded bool `json:"succeded"` // sic, as GHL spells it

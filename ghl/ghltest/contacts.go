@@ -374,12 +374,14 @@ func (s *Server) handleUpsertContact(w http.ResponseWriter, r *http.Request, g *
 		s.st.insertContact(match)
 		s.lagSearchLocked(match.ID, now)
 		s.stats.contactCreates[loc]++
+		s.emitContactLocked("ContactCreate", match)
 	} else {
 		s.st.unindexContact(match)
 		in.apply(match, skip, s.fieldIDLocked(loc), &s.stats.unknownCustomFields)
 		match.DateUpdated = now
 		s.st.indexContact(match)
 		s.stats.contactUpdates[loc]++
+		s.emitContactLocked("ContactUpdate", match)
 	}
 	s.changedLocked()
 	c := match.answer(dobDate)
@@ -414,6 +416,7 @@ func (s *Server) handleCreateContact(w http.ResponseWriter, r *http.Request, g *
 	s.st.insertContact(c)
 	s.lagSearchLocked(c.ID, now)
 	s.stats.contactCreates[loc]++
+	s.emitContactLocked("ContactCreate", c)
 	out := c.answer(dobISO)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, struct {
@@ -513,6 +516,7 @@ func (s *Server) handleUpdateContact(w http.ResponseWriter, r *http.Request, g *
 	s.st.indexContact(c)
 	s.stats.contactUpdates[c.LocationID]++
 	s.changedLocked()
+	s.emitContactLocked("ContactUpdate", c)
 	out := c.answer(dobDate)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {

@@ -181,6 +181,9 @@ type Server struct {
 	// see SetTokenAnswer.
 	answers map[string]TokenAnswer
 
+	// hooks sends the data webhooks (webhooks.go).
+	hooks webhookSender
+
 	faultMu sync.Mutex
 	faults  []*faultEntry
 	nFaults atomic.Int32
