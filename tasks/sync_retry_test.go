@@ -86,8 +86,8 @@ func TestSyncIncrementalRetriesAppointmentsOnceTheirPatientSyncs(t *testing.T) {
 // An appointment refused for want of an owner goes through on the next
 // incremental pass once its cause is cured outside its row: its
 // practitioner's ghl_user_id set in the practitioners table (which has no
-// updated_at), or the practitioner's GHL user made and added to the
-// calendar's team in GHL.
+// updated_at), the practitioner's GHL user made and added to the
+// calendar's team in GHL, or a default user given to the calendar.
 func TestSyncIncrementalRetriesAppointmentsWithoutAnOwner(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
@@ -105,6 +105,7 @@ func TestSyncIncrementalRetriesAppointmentsWithoutAnOwner(t *testing.T) {
 	rows := []store.Appointment{appointment("loc1", 0, 3), appointment("loc1", 1, 3), appointment("loc1", 2, 3)}
 	rows[0].CalendarID, rows[0].PractitionerExternalID = "cal-team", "pr-bob"
 	rows[1].CalendarID, rows[1].PractitionerExternalID = "cal-team", "pr-cat"
+	rows[2].CalendarID = "cal-team"
 	if err := e.Store.InsertAppointments(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
@@ -113,13 +114,13 @@ func TestSyncIncrementalRetriesAppointmentsWithoutAnOwner(t *testing.T) {
 
 	res := e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
 	why := failedReasons(res)
-	if res.Created != 1 || res.FailedCount != 2 || !strings.Contains(why["a-0000"], "calendar cal-team has team members") ||
-		!strings.Contains(why["a-0001"], "calendar cal-team has team members") {
-		t.Fatalf("first pass: %+v; want a-0000 and a-0001 failed for want of an owner", res)
+	if res.Created != 0 || res.FailedCount != 3 || !strings.Contains(why["a-0000"], "calendar cal-team has team members") ||
+		!strings.Contains(why["a-0001"], "calendar cal-team has team members") || !strings.Contains(why["a-0002"], "no practitioner_external_id") {
+		t.Fatalf("first pass: %+v; want the three failed for want of an owner", res)
 	}
 	res = e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
-	if res.Read != syncer.ReadChanged || res.Scanned != 2 || res.FailedCount != 2 || res.Created != 0 {
-		t.Errorf("pass with the causes still there: %+v; want the two re-read and failed again", res)
+	if res.Read != syncer.ReadChanged || res.Scanned != 3 || res.FailedCount != 3 || res.Created != 0 {
+		t.Errorf("pass with the causes still there: %+v; want the three re-read and failed again", res)
 	}
 
 	// Bob is mapped in the practitioners table; Cat gets a GHL user on the
@@ -127,16 +128,20 @@ func TestSyncIncrementalRetriesAppointmentsWithoutAnOwner(t *testing.T) {
 	e.exec(t, `UPDATE practitioners SET ghl_user_id = ? WHERE external_id = 'pr-bob'`, ada.ID)
 	cat := e.Fake.AddUser(ghltest.User{LocationID: "loc1", Name: "Cat Jones", Email: "cat@example.com"})
 	e.Fake.SetCalendarTeam("cal-team", ada.ID, cat.ID)
+	if err := e.Store.SetCalendarDefaultUser(ctx, "loc1", "cal-team", ada.ID); err != nil {
+		t.Fatal(err)
+	}
 	res = e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
-	if res.Read != syncer.ReadChanged || res.Created != 2 || res.FailedCount != 0 {
-		t.Errorf("pass after the fixes: %+v; want both booked", res)
+	if res.Read != syncer.ReadChanged || res.Created != 3 || res.FailedCount != 0 {
+		t.Errorf("pass after the fixes: %+v; want the three booked", res)
 	}
 	owners := map[string]string{}
 	for _, a := range e.Fake.Appointments("loc1") {
 		owners[a.Title] = a.AssignedUserID
 	}
-	if owners[rows[0].Title] != ada.ID || owners[rows[1].Title] != cat.ID {
-		t.Errorf("owners in GHL: %v; want %s booked with %s, %s with %s", owners, rows[0].Title, ada.ID, rows[1].Title, cat.ID)
+	if owners[rows[0].Title] != ada.ID || owners[rows[1].Title] != cat.ID || owners[rows[2].Title] != ada.ID {
+		t.Errorf("owners in GHL: %v; want %s and %s booked with %s, %s with %s", owners, rows[0].Title, rows[2].Title, ada.ID,
+			rows[1].Title, cat.ID)
 	}
 }
 
