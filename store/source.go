@@ -162,21 +162,21 @@ func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) (
 }
 
 // PatientPageSince is PatientPage of the patients changed (updated_at) at
-// or after since, or of all when since is nil: an incremental pass's read
-// (watermark.go), which the index on (location_id, updated_at) answers.
+// or after since and of those whose last sync failed, or of all when since
+// is nil: an incremental pass's read (watermark.go, failed.go), which the
+// index on (location_id, updated_at) and the partial index of the failed
+// records answer.
 func (s *Store) PatientPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]PatientRow, error) {
-	hint, changed, args := "", "", []any{loc, after}
+	from, changed, args := "patients p", "", []any(nil)
 	if since != nil {
-		var arg any
-		changed, arg, hint = s.changedSince("p", "patients", *since)
-		changed, args = " AND "+changed, append(args, arg)
+		from, changed, args = s.changedOrFailed("p", "patients", "sync_patients", loc, after, *since, limit)
 	}
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
-		FROM patients p`+hint+` LEFT JOIN sync_patients s
+		FROM `+from+` LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
 		WHERE p.location_id = ? AND p.external_id > ? AND p.deleted_at IS NULL`+changed+`
 		ORDER BY p.external_id
-		LIMIT ?`, append(args, limit)...).Rows()
+		LIMIT ?`, append(args, loc, after, limit)...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("store.PatientPage %s: %w", loc, err)
 	}
@@ -262,13 +262,12 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 }
 
 // AppointmentPageSince is AppointmentPage of the appointments changed at or
-// after since, or of all when since is nil, as PatientPageSince.
+// after since and of those whose last sync failed, or of all when since is
+// nil, as PatientPageSince.
 func (s *Store) AppointmentPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]AppointmentRow, error) {
-	hint, changed, args := "", "", []any{loc, after}
+	from, changed, args := "appointments a", "", []any(nil)
 	if since != nil {
-		var arg any
-		changed, arg, hint = s.changedSince("a", "appointments", *since)
-		changed, args = " AND "+changed, append(args, arg)
+		from, changed, args = s.changedOrFailed("a", "appointments", "sync_appointments", loc, after, *since, limit)
 	}
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
 			a.starts_at, a.ends_at, a.title, a.status, a.address, a.notes, ps.contact_id,
@@ -276,7 +275,7 @@ func (s *Store) AppointmentPageSince(ctx context.Context, loc, after string, sin
 			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
 			s.failed_hash, s.last_error, s.failed_at, s.note_id, s.note_intent,
 			a.practitioner_external_id, pr.external_id, pr.name, pr.email, pr.ghl_user_id, cs.default_user_id
-		FROM appointments a`+hint+`
+		FROM `+from+`
 		LEFT JOIN sync_appointments s
 			ON s.location_id = a.location_id AND s.external_id = a.external_id
 		LEFT JOIN sync_patients ps
@@ -287,7 +286,7 @@ func (s *Store) AppointmentPageSince(ctx context.Context, loc, after string, sin
 			ON cs.location_id = a.location_id AND cs.calendar_id = a.calendar_id
 		WHERE a.location_id = ? AND a.external_id > ? AND a.deleted_at IS NULL`+changed+`
 		ORDER BY a.external_id
-		LIMIT ?`, append(args, limit)...).Rows()
+		LIMIT ?`, append(args, loc, after, limit)...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
 	}

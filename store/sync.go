@@ -18,8 +18,8 @@ import (
 
 // PatientSync is what ghlsync knows of one patient's contact in GHL.
 type PatientSync struct {
-	LocationID string `gorm:"primaryKey;size:255;index:sync_patients_contact,priority:1"`
-	ExternalID string `gorm:"primaryKey;size:128"`
+	LocationID string `gorm:"primaryKey;size:255;index:sync_patients_contact,priority:1;index:sync_patients_failed,priority:1,where:failed_at IS NOT NULL"`
+	ExternalID string `gorm:"primaryKey;size:128;index:sync_patients_failed,priority:2"`
 	// ContactID is the GHL contact, recorded as soon as GHL names it. The
 	// index serves ContactHolders, asked after every upsert.
 	ContactID string `gorm:"size:255;not null;default:'';index:sync_patients_contact,priority:2"`
@@ -44,8 +44,8 @@ func (PatientSync) TableName() string { return "sync_patients" }
 
 // AppointmentSync is what ghlsync knows of one appointment in GHL.
 type AppointmentSync struct {
-	LocationID string `gorm:"primaryKey;size:255"`
-	ExternalID string `gorm:"primaryKey;size:128"`
+	LocationID string `gorm:"primaryKey;size:255;index:sync_appointments_failed,priority:1,where:failed_at IS NOT NULL"`
+	ExternalID string `gorm:"primaryKey;size:128;index:sync_appointments_failed,priority:2"`
 	// EventID is the GHL appointment, recorded as soon as GHL names it. No
 	// two appointments of a location may hold the same one.
 	EventID string `gorm:"size:255;not null;default:'';uniqueIndex:sync_appointments_event,where:event_id <> ''"`

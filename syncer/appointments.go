@@ -242,7 +242,8 @@ func appointmentPages(r *run) pageFunc {
 // appointment refused for want of a contact is tried again once its
 // patient has one. A refusal for want of an owner is not remembered: it
 // may be cured in GHL (a team member added), which no hash sees, so it is
-// tried again on every sync.
+// tried again on every sync (an incremental pass reads it again as a
+// failed record: incremental.go).
 func (ar *appointmentRun) planAppointment(row *store.AppointmentRow, ls store.LocationSettings) item {
 	r := ar.run
 	a := allowedAppointment(row, ls)

@@ -13,6 +13,18 @@ import (
 // clock plays no part, and the overlap covers a clinic transaction that
 // stamped updated_at before the read and committed after it.
 //
+// An incremental pass also reads the records whose last sync failed
+// (store/failed.go), changed or not, whose cause may have been cured
+// outside their rows: an appointment whose patient had no contact yet
+// (failed with the contact it had, so the patient's contact makes it
+// changed), one refused for want of an owner (not remembered, so that a
+// practitioner mapped in the practitioners table, which has no
+// updated_at, or a team member added in GHL cure it), a patient whose
+// contact another patient's write overwrote. So they go through on the
+// next pass after the cure, not the next full pass. A record refused for
+// its own content is failed again as known, without a GHL call; the read
+// costs what failed, nothing when nothing did.
+//
 // A full pass (Request.Full; the first pass of a location, and every pass
 // with Force, are full too) reads every row and compares the sync state
 // with the table, which is the only way to see a row deleted from it; an

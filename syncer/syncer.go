@@ -59,7 +59,8 @@ type Credentials interface {
 // *store.Store is one. It must be safe for concurrent use.
 type State interface {
 	// PatientPageSince and AppointmentPageSince read a page of the rows
-	// changed at or after since, of every row when since is nil.
+	// changed at or after since and of the records whose last sync failed
+	// (incremental.go), of every row when since is nil.
 	PatientPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]store.PatientRow, error)
 	PatientByExternalID(ctx context.Context, loc, externalID string) (*store.PatientRow, error)
 	AppointmentPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]store.AppointmentRow, error)
