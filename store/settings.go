@@ -42,8 +42,19 @@ type LocationSettings struct {
 	// TitleTemplate makes the title of the location's appointments in GHL
 	// (ParseTitleTemplate); "" sends the clinic's title as it is.
 	TitleTemplate string `gorm:"size:1024;not null;default:''"`
-	UpdatedAt     time.Time
+	// RefuseCustomFields: a patient whose custom_fields name a key the
+	// location has no custom field for is refused, saying so, instead of
+	// the field being created (the default). The command line shows it
+	// as create_custom_fields, on by default; it is stored the other way
+	// round so that the zero value, and a row written with plain SQL, is
+	// the default.
+	RefuseCustomFields bool `gorm:"not null;default:false"`
+	UpdatedAt          time.Time
 }
+
+// CreatesCustomFields reports whether a sync creates the custom fields a
+// patient's custom_fields name and the location lacks.
+func (ls LocationSettings) CreatesCustomFields() bool { return !ls.RefuseCustomFields }
 
 // Deletion actions (LocationSettings.DeletionAction).
 const (
@@ -210,6 +221,16 @@ var SettingKeys = []SettingKey{
 		get:     func(ls LocationSettings) string { return strconv.Itoa(ls.DeletionCap) },
 		set: func(ls *LocationSettings, v string) (err error) {
 			ls.DeletionCap, err = strconv.Atoi(strings.TrimSpace(v))
+			return err
+		},
+	},
+	{
+		Name: "create_custom_fields", Default: "on",
+		Meaning: "a key of a patient's custom_fields that the location has no custom field for is created as one (on), or refuses the patient (off)",
+		get:     func(ls LocationSettings) string { return onOff(ls.CreatesCustomFields()) },
+		set: func(ls *LocationSettings, v string) error {
+			on, err := parseOnOff(v)
+			ls.RefuseCustomFields = !on
 			return err
 		},
 	},

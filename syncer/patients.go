@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -74,8 +75,10 @@ func patientContentOf(c *ghl.Contact, region string) patientContent {
 }
 
 // contentHash hashes what is sent for a record (or the record itself when
-// it cannot be sent), under a mapping version.
-func contentHash(mapping string, v any) string {
+// it cannot be sent), under a mapping version. extra are name, value pairs
+// hashed as they are, after v, those with an empty value left out: raw
+// column text that is hashed without being parsed (patientExtras).
+func contentHash(mapping string, v any, extra ...string) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		// Only our own plain structs are hashed.
@@ -85,6 +88,16 @@ func contentHash(mapping string, v any) string {
 	h.Write([]byte(mapping))
 	h.Write([]byte{0})
 	h.Write(b)
+	var n [8]byte
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i+1] == "" {
+			continue
+		}
+		h.Write([]byte{0})
+		h.Write([]byte(extra[i]))
+		h.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(extra[i+1]))))
+		h.Write([]byte(extra[i+1]))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -164,7 +177,7 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 	} else {
 		pc := patientContentOf(c, region)
 		pc.Fields = ls.Fields
-		hash = contentHash(contactMapping, pc)
+		hash = contentHash(contactMapping, pc, patientExtras(allowed)...)
 	}
 	it := item{key: p.ExternalID}
 	switch {
@@ -183,10 +196,15 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 		st.FailedHash, st.LastError, st.FailedAt = hash, why, ptr(r.e.now().UTC())
 		return r.e.State.SavePatientSync(ctx, &st)
 	}
+	var ex *contactExtras
+	if err == nil {
+		// Only a patient to be sent has its JSON columns parsed.
+		ex, err = readExtras(allowed, ls)
+	}
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
-		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash) }
+		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash, ex) }
 		it.creates = st.ContactID == ""
 		it.check = func() error {
 			cc := *c
@@ -198,7 +216,8 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 
 // pushPatient sends a changed patient and records GHL's contact; see the
 // top of this file. raw is the contact as planned, normalised here.
-func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.Contact, region, hash string) (outcome, error) {
+func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.Contact, region, hash string,
+	ex *contactExtras) (outcome, error) {
 	c := *raw
 	if err := normalizeContact(&c, region); err != nil {
 		return 0, err
@@ -208,6 +227,9 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 		return 0, err
 	}
 	c.CustomFields = []ghl.CustomField{{ID: field, Value: st.ExternalID}}
+	if err := r.applyExtras(ctx, &c, st, ex); err != nil {
+		return 0, err
+	}
 
 	out := updated
 	if st.ContactID == "" && st.CreatingAt != nil {
@@ -230,10 +252,10 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 			return 0, err
 		}
 		if done {
-			return out, r.patientSent(ctx, st, st.ContactID, hash)
+			return out, r.patientSent(ctx, st, st.ContactID, hash, ex)
 		}
 	}
-	return r.createPatient(ctx, st, &c, hash)
+	return r.createPatient(ctx, st, &c, hash, ex)
 }
 
 // updatePatient updates the patient's contact. It reports false, with
@@ -284,7 +306,8 @@ func (r *run) updatePatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 // createPatient creates the patient's contact: an upsert when it has an
 // email or a phone, else a create. CreatingAt is written first, so that a
 // lost answer is looked up on the next attempt.
-func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string) (outcome, error) {
+func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string,
+	ex *contactExtras) (outcome, error) {
 	st.CreatingAt = ptr(r.e.now().UTC())
 	if err := r.e.State.SavePatientSync(ctx, st); err != nil {
 		return 0, err
@@ -299,7 +322,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 			st.CreatingAt = ptr(r.e.now().UTC()) // GHL may have acted as late as this
 			return 0, err
 		}
-		return created, r.patientSent(ctx, st, got.ID, hash)
+		return created, r.patientSent(ctx, st, got.ID, hash, ex)
 	}
 	// Patients GHL would match to one contact upsert one at a time, so the
 	// second finds the first's contact recorded.
@@ -332,7 +355,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 	if isNew {
 		out = created
 	}
-	return out, r.patientSent(ctx, st, got.ID, hash)
+	return out, r.patientSent(ctx, st, got.ID, hash, ex)
 }
 
 // ignoredField names the field ("email", "phone") that was sent but did
@@ -463,8 +486,17 @@ func digitsOf(s string) string {
 	}, s)
 }
 
-// patientSent records that GHL accepted the content with hash for contact.
-func (r *run) patientSent(ctx context.Context, st *store.PatientSync, contact, hash string) error {
+// patientSent brings the contact's managed tags to the patient's and
+// records that GHL accepted the content with hash for contact.
+func (r *run) patientSent(ctx context.Context, st *store.PatientSync, contact, hash string, ex *contactExtras) error {
+	if ex.manageTags {
+		if err := r.applyTags(ctx, st, contact, ex); err != nil {
+			return err
+		}
+	}
+	if ex.manageDND {
+		st.DND = ex.dnd
+	}
 	st.ContactID, st.SentHash, st.SentAt, st.CreatingAt = contact, hash, ptr(r.e.now().UTC()), nil
 	st.FailedHash, st.LastError, st.FailedAt = "", "", nil
 	return r.persist(ctx, func(ctx context.Context) error { return r.e.State.SavePatientSync(ctx, st) })
