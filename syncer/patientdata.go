@@ -180,7 +180,7 @@ func readConsent(raw string) (map[string]ghl.DNDSetting, error) {
 		}
 		var given bool
 		if err := json.Unmarshal(consent[ch], &given); err != nil || bytes.Equal(bytes.TrimSpace(consent[ch]), []byte("null")) {
-			return nil, refusedf("consent.%s is %s, not true or false", ch, clip(string(consent[ch])))
+			return nil, refusedf("consent.%s is %s, not true or false", ch, short(string(consent[ch])))
 		}
 		status := ghl.DNDActive // no consent: do not disturb on that channel
 		if given {
@@ -224,7 +224,7 @@ func readCustomFields(raw string) ([]fieldValue, error) {
 	for _, k := range slices.Sorted(maps.Keys(values)) {
 		key := strings.TrimPrefix(k, "contact.")
 		if len(key) > maxCustomField || !fieldKeyRE.MatchString(key) {
-			return nil, refusedf("custom_fields key %q is not a GHL custom field key (lower-case letters, digits and _, "+
+			return nil, refusedf("custom_fields key %s is not a GHL custom field key (lower-case letters, digits and _, "+
 				"with or without \"contact.\")", clip(k))
 		}
 		if "contact."+key == PatientIDFieldKey {
@@ -279,7 +279,7 @@ func readFieldValue(raw json.RawMessage) (any, error) {
 		}
 		return list, nil
 	}
-	return nil, fmt.Errorf("want a string, a number or a list of strings, not %s", clip(string(raw)))
+	return nil, fmt.Errorf("want a string, a number or a list of strings, not %s", short(string(raw)))
 }
 
 // checkValue refuses a custom field value GHL should not get; multi-line
@@ -305,12 +305,15 @@ func jsonProblem(err error) string {
 	return err.Error()
 }
 
-// clip shortens a value quoted in a reason.
-func clip(s string) string {
-	if len(s) > 40 {
-		return strconv.Quote(s[:40] + "…")
+// clip quotes a value in a reason, shortened.
+func clip(s string) string { return strconv.Quote(short(s)) }
+
+// short shortens a value shown in a reason to 40 bytes (of valid UTF-8).
+func short(s string) string {
+	if len(s) <= 40 {
+		return s
 	}
-	return strconv.Quote(s)
+	return strings.ToValidUTF8(s[:40], "") + "…"
 }
 
 // applyExtras puts what ex says of the contact into c: consent, time
