@@ -56,6 +56,9 @@ func (c *Contact) clone() Contact {
 	}
 	cc.CustomFields = slices.Clone(c.CustomFields)
 	cc.DNDSettings = maps.Clone(c.DNDSettings)
+	if cc.DNDSettings == nil {
+		cc.DNDSettings = map[string]DNDSetting{} // as GHL answers it
+	}
 	return cc
 }
 
