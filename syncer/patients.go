@@ -18,9 +18,10 @@ import (
 
 // A patient becomes a GHL contact. What is sent: the patient's names,
 // email, phone (E.164), address, country (ISO 3166 alpha-2) and date of
-// birth (normalize.go), and the clinic's patient id in the location's
+// birth (normalize.go), the clinic's patient id in the location's
 // custom field PatientIDFieldName (contactsetup.go), which every contact
-// ghlsync writes carries. Idempotence:
+// ghlsync writes carries, and its tags, DND, consent, time zone and custom
+// fields (patientdata.go). Idempotence:
 //
 //   - Once GHL has named the contact, its id is recorded and the patient is
 //     updated by id (PUT). A contact deleted in GHL (GHL answers 400 "not
