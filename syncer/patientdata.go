@@ -55,13 +55,13 @@ const (
 // patientExtras are the JSON columns of p as name, value pairs for the
 // content hash, each "" when it holds its default, so that a patient whose
 // columns all hold theirs hashes as before they existed.
-func patientExtras(p *store.PatientRow) []string {
+func patientExtras(p *store.PatientRow) [10]string {
 	dnd := p.DND
 	switch dnd {
 	case "0", "false", "f", "FALSE":
 		dnd = ""
 	}
-	return []string{
+	return [10]string{
 		"tags", orDefault(p.Tags, "[]"),
 		"dnd", dnd,
 		"consent", orDefault(p.Consent, "{}"),

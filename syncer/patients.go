@@ -85,21 +85,28 @@ func contentHash(mapping string, v any, extra ...string) string {
 		// Only our own plain structs are hashed.
 		panic("syncer: hash: " + err.Error())
 	}
-	h := sha256.New()
-	h.Write([]byte(mapping))
-	h.Write([]byte{0})
-	h.Write(b)
-	var n [8]byte
+	// One buffer and one Sum256: an unchanged pass hashes every record.
+	n := len(mapping) + 1 + len(b)
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i+1] != "" {
+			n += 1 + len(extra[i]) + 8 + len(extra[i+1])
+		}
+	}
+	buf := make([]byte, 0, n)
+	buf = append(buf, mapping...)
+	buf = append(buf, 0)
+	buf = append(buf, b...)
 	for i := 0; i+1 < len(extra); i += 2 {
 		if extra[i+1] == "" {
 			continue
 		}
-		h.Write([]byte{0})
-		h.Write([]byte(extra[i]))
-		h.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(extra[i+1]))))
-		h.Write([]byte(extra[i+1]))
+		buf = append(buf, 0)
+		buf = append(buf, extra[i]...)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(extra[i+1])))
+		buf = append(buf, extra[i+1]...)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:])
 }
 
 // contactFor maps a patient to the contact sent to GHL. Empty fields are
@@ -178,7 +185,8 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 	} else {
 		pc := patientContentOf(c, region)
 		pc.Fields = ls.Fields
-		hash = contentHash(contactMapping, pc, patientExtras(allowed)...)
+		extras := patientExtras(allowed)
+		hash = contentHash(contactMapping, pc, extras[:]...)
 	}
 	it := item{key: p.ExternalID}
 	switch {
