@@ -9,6 +9,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,16 +129,22 @@ func BenchmarkSyncUnchangedPatients(b *testing.B) {
 	for _, loc := range locs {
 		calls[loc] = e.calls(loc) + e.Fake.Requests("/locations", loc)
 	}
-	best := map[string]time.Duration{}
+	// best is each location's fastest pass in wall time, bestCPU in the
+	// CPU time the process spent (user and system, the fake GHL and GC
+	// included), which a machine busy with other work disturbs less.
+	best, bestCPU := map[string]time.Duration{}, map[string]time.Duration{}
 	b.ResetTimer()
 	for range b.N * passes {
 		for _, loc := range locs {
-			start := time.Now()
+			start, startCPU := time.Now(), cpuTime(b)
 			if err := e.h.HandlePatientsSync(ctx, tasksOf[loc]); err != nil {
 				b.Fatal(err)
 			}
 			if d := time.Since(start); best[loc] == 0 || d < best[loc] {
 				best[loc] = d
+			}
+			if d := cpuTime(b) - startCPU; bestCPU[loc] == 0 || d < bestCPU[loc] {
+				bestCPU[loc] = d
 			}
 		}
 	}
@@ -168,10 +175,10 @@ func BenchmarkSyncUnchangedPatients(b *testing.B) {
 		if loc == "loc2" {
 			what = "with tags, consent, time zone and 3 custom fields"
 		}
-		fmt.Printf("%s: %d unchanged patients (%s, %s): decided in %s (fastest of %d passes), %d GHL calls; "+
+		fmt.Printf("%s: %d unchanged patients (%s, %s): decided in %s, %s of CPU (fastest of %d passes), %d GHL calls; "+
 			"the pass held at most %.1f MB of live heap above the %.1f MB before it (the in-process fake GHL "+
 			"included), and allocated %.0f MB in all\n",
-			loc, n, what, backend(e.Store), best[loc].Round(time.Millisecond), b.N*passes, made, mb(peak-base), mb(base),
+			loc, n, what, backend(e.Store), best[loc].Round(time.Millisecond), bestCPU[loc].Round(time.Millisecond), b.N*passes, made, mb(peak-base), mb(base),
 			mb(allocsAfter-allocs))
 		b.ReportMetric(float64(made), loc+"-ghl-calls")
 		b.ReportMetric(float64(n)/best[loc].Seconds(), loc+"-patients/s")
@@ -180,9 +187,21 @@ func BenchmarkSyncUnchangedPatients(b *testing.B) {
 		}
 	}
 	ratio := best["loc2"].Seconds() / best["loc1"].Seconds()
-	fmt.Printf("with tags and custom fields / without: %.2fx (%s against %s)\n", ratio,
-		best["loc2"].Round(time.Millisecond), best["loc1"].Round(time.Millisecond))
+	ratioCPU := bestCPU["loc2"].Seconds() / bestCPU["loc1"].Seconds()
+	fmt.Printf("with tags and custom fields / without: %.2fx in wall time (%s against %s), %.2fx in CPU time (%s against %s)\n",
+		ratio, best["loc2"].Round(time.Millisecond), best["loc1"].Round(time.Millisecond),
+		ratioCPU, bestCPU["loc2"].Round(time.Millisecond), bestCPU["loc1"].Round(time.Millisecond))
 	b.ReportMetric(ratio, "data/plain")
+	b.ReportMetric(ratioCPU, "data/plain-cpu")
+}
+
+// cpuTime is the CPU time the process has spent, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchEnv reads a positive number from the environment variable name,
