@@ -40,8 +40,8 @@ var commandLines = []struct {
 }{
 	{[]string{"enqueue"}, nil},
 	{[]string{"enqueue", "refresh"}, append(configFlags(config.VarRedisURL), "location", "wait", "timeout")},
-	{[]string{"enqueue", "sync-patients"}, append(configFlags(config.VarRedisURL), "location", "full", "dry-run", "wait", "timeout")},
-	{[]string{"enqueue", "sync-appointments"}, append(configFlags(config.VarRedisURL), "location", "full", "dry-run", "wait", "timeout")},
+	{[]string{"enqueue", "sync-patients"}, append(configFlags(config.VarRedisURL), "location", "full", "dry-run", "since", "wait", "timeout")},
+	{[]string{"enqueue", "sync-appointments"}, append(configFlags(config.VarRedisURL), "location", "full", "dry-run", "since", "wait", "timeout")},
 	{[]string{"enqueue", "result"}, configFlags(config.VarRedisURL)},
 	{[]string{"enqueue", "wait"}, append(configFlags(config.VarRedisURL), "timeout")},
 	{[]string{"enqueue", "inspect"}, append(configFlags(config.VarRedisURL), "json")},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -77,6 +78,28 @@ type EnqueueRequest struct {
 	// DryRun, for a sync command, counts what the sync would create,
 	// update, delete and refuse, and sends nothing to GHL.
 	DryRun bool
+	// Since, for a sync command, limits the pass to the rows changed at or
+	// after a time (see ParseSince); "" for none.
+	Since string
+}
+
+// ParseSince reads enqueue's --since: an RFC 3339 time, a date and time or
+// a date (UTC), or a duration before now (2h: the last two hours).
+func ParseSince(v string, now time.Time) (time.Time, error) {
+	v = strings.TrimSpace(v)
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			if t.After(now) {
+				return time.Time{}, Usagef("--since %q is in the future: no row has changed after it yet", v)
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, Usagef("--since %q is not a time: give an RFC 3339 time (2026-12-01T09:00:00Z, 2026-12-01T10:00:00+01:00), "+
+		"a UTC date and time (2026-12-01 09:00) or date (2026-12-01), or a duration before now (90m, 2h)", v)
 }
 
 // RunEnqueue enqueues the task of req now. Without req.Wait it prints the
@@ -97,18 +120,26 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 	if timeout < 0 {
 		return Usagef("--timeout must be positive")
 	}
+	if (req.Full || req.DryRun || req.Since != "") && cmd.syncType == "" {
+		return Usagef("--full, --dry-run and --since are for sync-patients and sync-appointments")
+	}
+	var since *time.Time
+	if req.Since != "" {
+		t, err := ParseSince(req.Since, time.Now())
+		if err != nil {
+			return err
+		}
+		since = &t
+	}
 	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if (req.Full || req.DryRun) && cmd.syncType == "" {
-		return Usagef("--full and --dry-run are for sync-patients and sync-appointments")
-	}
 	var task *asynq.Task
 	switch {
-	case req.Full || req.DryRun:
-		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: req.Full, DryRun: req.DryRun})
+	case req.Full || req.DryRun || since != nil:
+		task, err = tasks.NewSyncTask(cmd.syncType, tasks.SyncPayload{LocationID: req.Location, Force: req.Full, DryRun: req.DryRun, Since: since})
 	case req.Location != "":
 		// The request's time is Redis's, the clock the workers compare it
 		// with: this machine's may be off.

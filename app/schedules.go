@@ -30,6 +30,11 @@ var DefaultSchedules = []scheduler.Default{
 	{Name: "token-refresh", TaskType: tasks.TypeTokenRefreshDue, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: 10 * time.Minute}},
 	{Name: "patient-sync", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
 	{Name: "appointment-sync", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Spec: scheduler.Spec{Every: time.Hour}},
+	// The full passes read every row and find the rows gone from the
+	// tables, which the hourly incremental passes do not (syncer's
+	// incremental.go); they send only what changed.
+	{Name: "patient-sync-full", TaskType: tasks.TypePatientsSync, Queue: tasks.QueueDefault, Payload: `{"full":true}`, Spec: scheduler.Spec{Cron: "30 2 * * *"}},
+	{Name: "appointment-sync-full", TaskType: tasks.TypeAppointmentsSync, Queue: tasks.QueueDefault, Payload: `{"full":true}`, Spec: scheduler.Spec{Cron: "45 2 * * *"}},
 	{Name: "alerts", TaskType: tasks.TypeAlertsEvaluate, Queue: tasks.QueueCritical, Spec: scheduler.Spec{Every: time.Minute}},
 }
 

@@ -246,7 +246,9 @@ func enqueueStartSyncs(ctx context.Context, d *Deps, client *asynq.Client, setup
 	}
 	for _, s := range DefaultSchedules {
 		nt := newTask[s.TaskType]
-		if nt == nil || created[s.Name] {
+		if nt == nil || created[s.Name] || s.Payload != "" {
+			// A new schedule runs at once anyway; the full passes wait
+			// for their night.
 			continue
 		}
 		task, err := nt("")

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/syncer"
 	"github.com/ghlsync/ghlsync/tasks"
@@ -28,8 +30,19 @@ func (d *Deps) SyncHandlers(refresher refresh.Renewer, enq tasks.Enqueuer) *task
 			},
 			Log:   d.Log,
 			Clock: d.Clock,
+			// Tests build Deps without a Config.
+			Overlap: d.syncOverlap(),
 		},
 		Locations: d.Store,
 		Enqueuer:  enq,
 	}
+}
+
+// syncOverlap is the configured SYNC_OVERLAP, 0 (the engine's default)
+// without a configuration.
+func (d *Deps) syncOverlap() time.Duration {
+	if d.Config == nil {
+		return 0
+	}
+	return d.Config.SyncOverlap
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +22,9 @@ type Default struct {
 	Name     string
 	TaskType string
 	Queue    string
-	Spec     Spec
+	// Payload is the task's payload, "" for none.
+	Payload string
+	Spec    Spec
 }
 
 // SetupResult says what Setup did to one default schedule.
@@ -38,7 +41,7 @@ type SetupResult struct {
 // does, it brings the task type and queue (which the code defines) in line
 // with the defaults, and keeps what an operator may have chosen: the
 // schedule, the payload and whether it is enabled. With reset it restores
-// those to the defaults as well (enabled, empty payload). A second run
+// those to the defaults as well (enabled, the default's payload). A second run
 // changes nothing, not even changed_at. A new interval schedule is due at once, so
 // the first scheduler to start refreshes tokens and syncs right away.
 func Setup(ctx context.Context, st *store.Store, defaults []Default, now time.Time, reset bool) ([]SetupResult, error) {
@@ -49,7 +52,7 @@ func Setup(ctx context.Context, st *store.Store, defaults []Default, now time.Ti
 			return out, fmt.Errorf("scheduler.Setup %s: %w", d.Name, err)
 		}
 		next := p.resume(nil, now)
-		row := store.Schedule{Name: d.Name, TaskType: d.TaskType, Queue: d.Queue, Enabled: true, NextRunAt: &next}
+		row := store.Schedule{Name: d.Name, TaskType: d.TaskType, Queue: d.Queue, Payload: d.Payload, Enabled: true, NextRunAt: &next}
 		d.Spec.applyTo(&row)
 		created, err := st.CreateSchedule(ctx, row)
 		if err != nil {
@@ -80,10 +83,10 @@ func Setup(ctx context.Context, st *store.Store, defaults []Default, now time.Ti
 					kept = append(kept, sp.String()+" (default "+d.Spec.String()+")")
 				}
 			}
-			if r.Payload != "" {
+			if r.Payload != d.Payload {
 				if reset {
-					changes = append(changes, "payload cleared")
-					r.Payload = ""
+					changes = append(changes, "payload "+cmp.Or(d.Payload, "cleared"))
+					r.Payload = d.Payload
 				} else {
 					kept = append(kept, "payload "+r.Payload)
 				}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Deletions: a record ghlsync pushed to GHL whose source row has deleted_at
@@ -79,4 +80,36 @@ func (s *Store) ForgetAppointmentSync(ctx context.Context, loc, externalID strin
 		return fmt.Errorf("store.ForgetAppointmentSync %s %s: %w", loc, externalID, err)
 	}
 	return nil
+}
+
+// DeletedPatientsSince returns up to limit patients of loc that have a
+// contact in GHL and whose row was deleted (deleted_at set) and changed at
+// or after since, in external id order: the deletions an incremental pass
+// sees. A row gone from the table is seen only by DeletedPatients, which
+// a full pass asks.
+func (s *Store) DeletedPatientsSince(ctx context.Context, loc string, since time.Time, limit int) ([]Deletion, error) {
+	changed, arg, hint := s.changedSince("p", "patients", since)
+	var out []Deletion
+	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id, s.contact_id AS ghl_id FROM patients p`+hint+`
+		JOIN sync_patients s ON s.location_id = p.location_id AND s.external_id = p.external_id
+		WHERE p.location_id = ? AND `+changed+` AND p.deleted_at IS NOT NULL AND s.contact_id <> ''
+		ORDER BY s.external_id LIMIT ?`, loc, arg, limit).Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.DeletedPatientsSince %s: %w", loc, err)
+	}
+	return out, nil
+}
+
+// DeletedAppointmentsSince is DeletedPatientsSince for appointments.
+func (s *Store) DeletedAppointmentsSince(ctx context.Context, loc string, since time.Time, limit int) ([]Deletion, error) {
+	changed, arg, hint := s.changedSince("a", "appointments", since)
+	var out []Deletion
+	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id, s.event_id AS ghl_id FROM appointments a`+hint+`
+		JOIN sync_appointments s ON s.location_id = a.location_id AND s.external_id = a.external_id
+		WHERE a.location_id = ? AND `+changed+` AND a.deleted_at IS NOT NULL AND s.event_id <> ''
+		ORDER BY s.external_id LIMIT ?`, loc, arg, limit).Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("store.DeletedAppointmentsSince %s: %w", loc, err)
+	}
+	return out, nil
 }

@@ -31,6 +31,7 @@ const (
 	FieldPatientCustomFields = "patient.custom_fields"
 	FieldAppointmentTitle    = "appointment.title"
 	FieldAppointmentAddress  = "appointment.address"
+	FieldAppointmentNotes    = "appointment.notes"
 )
 
 // FieldNames are the names an allow-list may hold, in the order they are
@@ -38,7 +39,7 @@ const (
 var FieldNames = []string{
 	FieldPatientFirstName, FieldPatientLastName, FieldPatientEmail, FieldPatientPhone,
 	FieldPatientDateOfBirth, FieldPatientAddress, FieldPatientTags, FieldPatientConsent, FieldPatientTimezone,
-	FieldPatientCustomFields, FieldAppointmentTitle, FieldAppointmentAddress,
+	FieldPatientCustomFields, FieldAppointmentTitle, FieldAppointmentAddress, FieldAppointmentNotes,
 }
 
 // AllFields is the allow-list value that allows every field, the default.

@@ -86,6 +86,10 @@ type Appointment struct {
 	// Address is the room or address of the appointment, sent as GHL's
 	// address; '' for none.
 	Address string `gorm:"size:255;not null;default:''"`
+	// Notes is the appointment's note, kept in GHL as the appointment's
+	// one note of ghlsync's (updated in place; emptied, it is deleted);
+	// '' for none.
+	Notes string `gorm:"type:text;not null;default:''"`
 	// DeletedAt is set when the clinic deletes the appointment: the sync
 	// cancels it in GHL and sends it no more.
 	DeletedAt *time.Time
@@ -153,6 +157,7 @@ type AppointmentRow struct {
 	Title             string
 	Status            string
 	Address           string
+	Notes             string
 	// PractitionerExternalID is the row's practitioner_external_id;
 	// Practitioner is that practitioner's row, nil when there is none.
 	PractitionerExternalID string
@@ -179,12 +184,25 @@ const patientSyncColumns = `s.location_id, s.contact_id, s.sent_hash, s.sent_at,
 // after after, in external id order, with their sync state: one page of a
 // keyset walk through the table that holds at most one page in memory.
 func (s *Store) PatientPage(ctx context.Context, loc, after string, limit int) ([]PatientRow, error) {
+	return s.PatientPageSince(ctx, loc, after, nil, limit)
+}
+
+// PatientPageSince is PatientPage of the patients changed (updated_at) at
+// or after since, or of all when since is nil: an incremental pass's read
+// (watermark.go), which the index on (location_id, updated_at) answers.
+func (s *Store) PatientPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]PatientRow, error) {
+	hint, changed, args := "", "", []any{loc, after}
+	if since != nil {
+		var arg any
+		changed, arg, hint = s.changedSince("p", "patients", *since)
+		changed, args = " AND "+changed, append(args, arg)
+	}
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+patientColumns+`
-		FROM patients p LEFT JOIN sync_patients s
+		FROM patients p`+hint+` LEFT JOIN sync_patients s
 			ON s.location_id = p.location_id AND s.external_id = p.external_id
-		WHERE p.location_id = ? AND p.external_id > ? AND p.deleted_at IS NULL
+		WHERE p.location_id = ? AND p.external_id > ? AND p.deleted_at IS NULL`+changed+`
 		ORDER BY p.external_id
-		LIMIT ?`, loc, after, limit).Rows()
+		LIMIT ?`, append(args, limit)...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("store.PatientPage %s: %w", loc, err)
 	}
@@ -269,13 +287,25 @@ type PractitionerRow struct {
 // patient's GHL contact, their practitioner and their calendar's default
 // user.
 func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit int) ([]AppointmentRow, error) {
+	return s.AppointmentPageSince(ctx, loc, after, nil, limit)
+}
+
+// AppointmentPageSince is AppointmentPage of the appointments changed at or
+// after since, or of all when since is nil, as PatientPageSince.
+func (s *Store) AppointmentPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]AppointmentRow, error) {
+	hint, changed, args := "", "", []any{loc, after}
+	if since != nil {
+		var arg any
+		changed, arg, hint = s.changedSince("a", "appointments", *since)
+		changed, args = " AND "+changed, append(args, arg)
+	}
 	rows, err := s.db.WithContext(ctx).Raw(`SELECT a.external_id, a.patient_external_id, a.calendar_id,
-			a.starts_at, a.ends_at, a.title, a.status, a.address, ps.contact_id,
+			a.starts_at, a.ends_at, a.title, a.status, a.address, a.notes, ps.contact_id,
 			s.location_id, s.event_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
 			s.intent_contact_id, s.intent_calendar_id, s.intent_starts_at, s.intent_hash,
-			s.failed_hash, s.last_error, s.failed_at,
+			s.failed_hash, s.last_error, s.failed_at, s.note_id, s.note_intent,
 			a.practitioner_external_id, pr.external_id, pr.name, pr.email, pr.ghl_user_id, cs.default_user_id
-		FROM appointments a
+		FROM appointments a`+hint+`
 		LEFT JOIN sync_appointments s
 			ON s.location_id = a.location_id AND s.external_id = a.external_id
 		LEFT JOIN sync_patients ps
@@ -284,9 +314,9 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 			ON pr.location_id = a.location_id AND pr.external_id = a.practitioner_external_id
 		LEFT JOIN calendar_settings cs
 			ON cs.location_id = a.location_id AND cs.calendar_id = a.calendar_id
-		WHERE a.location_id = ? AND a.external_id > ? AND a.deleted_at IS NULL
+		WHERE a.location_id = ? AND a.external_id > ? AND a.deleted_at IS NULL`+changed+`
 		ORDER BY a.external_id
-		LIMIT ?`, loc, after, limit).Rows()
+		LIMIT ?`, append(args, limit)...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
 	}
@@ -299,13 +329,13 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 		var st struct {
 			LocationID, EventID, ContactID, SentHash                  sql.NullString
 			IntentContactID, IntentCalendarID, IntentHash, FailedHash sql.NullString
-			LastError                                                 sql.NullString
+			LastError, NoteID, NoteIntent                             sql.NullString
 			SentAt, CreatingAt, IntentStartsAt, FailedAt              sql.NullTime
 		}
 		err := rows.Scan(&a.ExternalID, &a.PatientExternalID, &a.CalendarID, &starts, &ends, &a.Title, &a.Status,
-			&a.Address, &contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
+			&a.Address, &a.Notes, &contact, &st.LocationID, &st.EventID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
 			&st.IntentContactID, &st.IntentCalendarID, &st.IntentStartsAt, &st.IntentHash,
-			&st.FailedHash, &st.LastError, &st.FailedAt,
+			&st.FailedHash, &st.LastError, &st.FailedAt, &st.NoteID, &st.NoteIntent,
 			&a.PractitionerExternalID, &pr.ExternalID, &pr.Name, &pr.Email, &pr.GHLUserID, &pr.DefaultUserID)
 		if err != nil {
 			return nil, fmt.Errorf("store.AppointmentPage %s: %w", loc, err)
@@ -323,6 +353,7 @@ func (s *Store) AppointmentPage(ctx context.Context, loc, after string, limit in
 				IntentCalendarID: st.IntentCalendarID.String, IntentStartsAt: timePtr(st.IntentStartsAt),
 				IntentHash: st.IntentHash.String, FailedHash: st.FailedHash.String,
 				LastError: st.LastError.String, FailedAt: timePtr(st.FailedAt),
+				NoteID: st.NoteID.String, NoteIntent: st.NoteIntent.String,
 			}
 		}
 		out = append(out, a)

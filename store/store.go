@@ -168,6 +168,7 @@ var models = []any{
 	&RefreshRun{},
 	&Practitioner{},
 	&CalendarSetting{},
+	&SyncWatermark{},
 }
 
 // Migrate creates or updates every table. On PostgreSQL it runs in one
@@ -183,7 +184,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if err := db.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)
 		}
-		return nil
+		return s.createChangedIndexes(db)
 	}
 	h := fnv.New64a()
 	h.Write([]byte("ghlsync.migrate"))
@@ -194,6 +195,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		if err := tx.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store.Migrate: %w", err)
+		}
+		if err := s.createChangedIndexes(tx); err != nil {
+			return err
 		}
 		return widenPrimaryKeys(tx)
 	})

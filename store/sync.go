@@ -73,7 +73,14 @@ type AppointmentSync struct {
 	FailedHash       string `gorm:"size:64;not null;default:''"`
 	LastError        string `gorm:"type:text;not null;default:''"`
 	FailedAt         *time.Time
-	UpdatedAt        time.Time
+	// NoteID is the GHL note of the appointment's notes, recorded as soon
+	// as GHL names it, so an edited note is updated in place. NoteIntent
+	// is set before a note's create whose answer may be lost, to the hash
+	// of the body it carries: found set, the note may exist already and
+	// is looked for among the appointment's notes first.
+	NoteID     string `gorm:"size:255;not null;default:''"`
+	NoteIntent string `gorm:"size:64;not null;default:''"`
+	UpdatedAt  time.Time
 }
 
 // TableName pins the table name.
@@ -140,7 +147,7 @@ var (
 		"failed_hash", "last_error", "failed_at", "tags", "dnd", "updated_at"}
 	appointmentSyncColumnNames = []string{"event_id", "contact_id", "sent_hash", "sent_at", "creating_at",
 		"intent_contact_id", "intent_calendar_id", "intent_starts_at", "intent_hash",
-		"failed_hash", "last_error", "failed_at", "updated_at"}
+		"failed_hash", "last_error", "failed_at", "note_id", "note_intent", "updated_at"}
 )
 
 func upsert(columns []string) clause.OnConflict {

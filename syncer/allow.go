@@ -50,5 +50,8 @@ func allowedAppointment(a *store.AppointmentRow, ls store.LocationSettings) *sto
 	if !ls.Allows(store.FieldAppointmentAddress) {
 		b.Address = ""
 	}
+	if !ls.Allows(store.FieldAppointmentNotes) {
+		b.Notes = ""
+	}
 	return &b
 }

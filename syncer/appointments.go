@@ -83,11 +83,14 @@ type appointmentContent struct {
 	// leave the hash as before.
 	Fields        string `json:",omitempty"`
 	TitleTemplate string `json:",omitempty"`
+	// Notes is the appointment's note (notes.go); empty, it leaves the
+	// hash as before.
+	Notes string `json:",omitempty"`
 }
 
 // contentOf is what the hash of the appointment row a, mapped to ga, covers.
 func contentOf(ga *ghl.Appointment, a *store.AppointmentRow) appointmentContent {
-	return appointmentContent{Appointment: ga, Patient: a.PatientExternalID, Owner: ownerInputOf(a)}
+	return appointmentContent{Appointment: ga, Patient: a.PatientExternalID, Owner: ownerInputOf(a), Notes: strings.TrimSpace(a.Notes)}
 }
 
 // appointmentStatuses maps the clinic's statuses to GHL's.
@@ -116,6 +119,7 @@ func appointmentFor(loc string, a *store.AppointmentRow) (*ghl.Appointment, erro
 		field{"calendar_id", strings.TrimSpace(a.CalendarID), maxID},
 		field{"title", strings.TrimSpace(a.Title), maxTitle},
 		field{"address", strings.TrimSpace(a.Address), maxAddress},
+		field{"notes", strings.TrimSpace(a.Notes), ghl.MaxNoteBody},
 	); err != nil {
 		return nil, err
 	}
@@ -221,7 +225,7 @@ func appointmentPages(r *run) pageFunc {
 		if err != nil {
 			return nil, err
 		}
-		rows, err := r.e.State.AppointmentPage(ctx, r.loc, after, limit)
+		rows, err := r.e.State.AppointmentPageSince(ctx, r.loc, after, r.since, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -338,8 +342,10 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 			sentHash := st.IntentHash
 			st.EventID, st.ContactID = id, st.IntentContactID
 			clearIntent(st)
+			// The create made no note: notes follow a recorded id.
+			st.NoteID, st.NoteIntent = "", ""
 			if sentHash == hash && st.ContactID == contact {
-				return created, r.appointmentSent(ctx, st, hash)
+				return created, ar.sent(ctx, st, a, hash)
 			}
 			// Booked with older content or for another contact: record
 			// the id, then update or move it below.
@@ -356,7 +362,7 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 		})
 		switch {
 		case err == nil:
-			return out, r.appointmentSent(ctx, st, hash)
+			return out, ar.sent(ctx, st, a, hash)
 		case !ghl.IsNotFound(err):
 			return 0, err
 		}
@@ -402,8 +408,9 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 		return 0, err
 	}
 	st.EventID, st.ContactID = got.ID, contact
+	st.NoteID, st.NoteIntent = "", "" // a new appointment has no note yet
 	clearIntent(st)
-	return out, r.appointmentSent(ctx, st, hash)
+	return out, ar.sent(ctx, st, a, hash)
 }
 
 // gone reports whether GHL no longer has the appointment eventID.

@@ -48,18 +48,37 @@ func (r *run) deletions(ctx context.Context) {
 		r.stop(err)
 		return
 	}
-	patients, appointments, err := r.e.State.SyncedCounts(ctx, r.loc)
-	if err != nil {
-		r.stop(err)
-		return
-	}
-	records, list := patients, r.e.State.DeletedPatients
+	list, listSince := r.e.State.DeletedPatients, r.e.State.DeletedPatientsSince
 	if r.kind.name == KindAppointments {
-		records, list = appointments, r.e.State.DeletedAppointments
+		list, listSince = r.e.State.DeletedAppointments, r.e.State.DeletedAppointmentsSince
 	}
-	limit := ls.DeletionLimit(records)
-	// One more than the cap is enough to know the cap is passed.
+	if r.since != nil {
+		// An incremental pass sees the rows deleted by deleted_at since
+		// it changed updated_at; only a full pass sees the rows gone.
+		since := *r.since
+		list = func(ctx context.Context, loc string, limit int) ([]store.Deletion, error) {
+			return listSince(ctx, loc, since, limit)
+		}
+	}
+	// One more than the cap is enough to know the cap is passed. The cap
+	// is never under DefaultDeletionCap, so the records GHL holds are
+	// counted only when more deletions than that are found.
+	limit, records := ls.DeletionCap, 0
+	if limit <= 0 {
+		limit = store.DefaultDeletionCap
+	}
 	found, err := list(ctx, r.loc, limit+1)
+	if err == nil && ls.DeletionCap <= 0 && len(found) > limit {
+		var patients, appointments int
+		patients, appointments, err = r.e.State.SyncedCounts(ctx, r.loc)
+		records = patients
+		if r.kind.name == KindAppointments {
+			records = appointments
+		}
+		if limit = ls.DeletionLimit(records); err == nil && limit > store.DefaultDeletionCap {
+			found, err = list(ctx, r.loc, limit+1)
+		}
+	}
 	if err != nil {
 		r.stop(err)
 		return

@@ -160,7 +160,7 @@ func patientPages(r *run) pageFunc {
 		if err != nil {
 			return nil, err
 		}
-		rows, err := r.e.State.PatientPage(ctx, r.loc, after, limit)
+		rows, err := r.e.State.PatientPageSince(ctx, r.loc, after, r.since, limit)
 		if err != nil {
 			return nil, err
 		}

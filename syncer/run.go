@@ -130,6 +130,9 @@ type run struct {
 	setup contactSetup
 	// force sends every record whatever its hash (Request.Force).
 	force bool
+	// since, when set, limits the run's read to the rows changed at or
+	// after it (incremental.go).
+	since *time.Time
 	// dryRun decides as a run does and counts what it would do, making no
 	// GHL call and writing no state (Request.DryRun).
 	dryRun bool
@@ -149,6 +152,8 @@ type run struct {
 // tally counts what a run did with its records.
 type tally struct {
 	scanned, created, updated, unchanged, contactsCreated, deleted int
+	// unanswered counts the failed records GHL did not answer for.
+	unanswered int
 	// failed lists up to MaxFailedListed of the failedCount failures.
 	failed      []FailedRecord
 	failedCount int
@@ -379,6 +384,7 @@ func (r *run) refuse(ctx context.Context, it item, why string) {
 func (r *run) failUnanswered(key string, err error) {
 	r.mu.Lock()
 	r.failLocked(key, err.Error()+" (tried again on the next sync)")
+	r.n.unanswered++
 	r.unanswered++
 	giveUp := r.unanswered >= maxUnansweredRow
 	r.mu.Unlock()

@@ -58,9 +58,11 @@ type Credentials interface {
 // State reads the source tables and keeps ghlsync's sync state;
 // *store.Store is one. It must be safe for concurrent use.
 type State interface {
-	PatientPage(ctx context.Context, loc, after string, limit int) ([]store.PatientRow, error)
+	// PatientPageSince and AppointmentPageSince read a page of the rows
+	// changed at or after since, of every row when since is nil.
+	PatientPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]store.PatientRow, error)
 	PatientByExternalID(ctx context.Context, loc, externalID string) (*store.PatientRow, error)
-	AppointmentPage(ctx context.Context, loc, after string, limit int) ([]store.AppointmentRow, error)
+	AppointmentPageSince(ctx context.Context, loc, after string, since *time.Time, limit int) ([]store.AppointmentRow, error)
 	SavePatientSync(ctx context.Context, st *store.PatientSync) error
 	SaveAppointmentSync(ctx context.Context, st *store.AppointmentSync) error
 	EventHolders(ctx context.Context, loc string, eventIDs []string) (map[string]string, error)
@@ -75,6 +77,12 @@ type State interface {
 	// Deletions (deletions.go).
 	DeletedPatients(ctx context.Context, loc string, limit int) ([]store.Deletion, error)
 	DeletedAppointments(ctx context.Context, loc string, limit int) ([]store.Deletion, error)
+	DeletedPatientsSince(ctx context.Context, loc string, since time.Time, limit int) ([]store.Deletion, error)
+	DeletedAppointmentsSince(ctx context.Context, loc string, since time.Time, limit int) ([]store.Deletion, error)
+	// Incremental passes (incremental.go).
+	DatabaseNow(ctx context.Context) (time.Time, error)
+	Watermark(ctx context.Context, loc, kind string) (time.Time, bool, error)
+	AdvanceWatermark(ctx context.Context, loc, kind string, t time.Time) error
 	SyncedCounts(ctx context.Context, loc string) (patients, appointments int, err error)
 	ForgetPatientSync(ctx context.Context, loc, externalID string) error
 	ForgetAppointmentSync(ctx context.Context, loc, externalID string) error
@@ -105,6 +113,10 @@ type Calendars interface {
 	DeleteEvent(ctx context.Context, accessToken, eventID string) (*ghl.Response, error)
 	Get(ctx context.Context, accessToken, calendarID string) (*ghl.Calendar, *ghl.Response, error)
 	Events(ctx context.Context, accessToken string, q ghl.EventsQuery) ([]ghl.Event, *ghl.Response, error)
+	Notes(ctx context.Context, accessToken, appointmentID string, limit, offset int) ([]ghl.Note, bool, *ghl.Response, error)
+	CreateNote(ctx context.Context, accessToken, appointmentID, body string) (*ghl.Note, *ghl.Response, error)
+	UpdateNote(ctx context.Context, accessToken, appointmentID, noteID, body string) (*ghl.Note, *ghl.Response, error)
+	DeleteNote(ctx context.Context, accessToken, appointmentID, noteID string) (*ghl.Response, error)
 }
 
 // Users lists a location's GHL users, whom appointments are assigned to;
@@ -166,6 +178,10 @@ type Engine struct {
 	// Budget is how long a run sends records before it hands over to a
 	// follow-up; 3m.
 	Budget time.Duration
+	// Overlap is how far before its watermark an incremental pass starts
+	// to read, so that a row whose transaction committed after the last
+	// pass read, with an updated_at before that, is not missed; 10m.
+	Overlap time.Duration
 	// SearchSettle is how long after a contact create whose answer was
 	// lost the sync waits before it searches for the contact: GHL's search
 	// index shows a write seconds after it; 10s.
@@ -263,6 +279,18 @@ type Result struct {
 	Message   string    `json:"message,omitempty"`
 	// DryRun: the counts are what a sync would do; nothing was sent.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Read is what the pass reads (incremental.go): ReadFull, every row
+	// (which also finds rows gone from the table), or ReadChanged, the rows
+	// changed at or after Since. ReadAt is the database's clock when the
+	// pass started to read, the watermark a completed incremental or full
+	// pass leaves.
+	Read   string     `json:"read"`
+	Since  *time.Time `json:"since,omitempty"`
+	ReadAt *time.Time `json:"read_at,omitempty"`
+	// Unanswered counts the records GHL did not answer for, which the
+	// next pass tries again: a pass with any leaves the watermark where it
+	// was, so that it reads them again.
+	Unanswered int `json:"unanswered,omitempty"`
 }
 
 // add counts a run's tally into the pass's result.
@@ -274,6 +302,7 @@ func (res *Result) add(n tally) {
 	res.ContactsCreated += n.contactsCreated
 	res.Deleted += n.deleted
 	res.FailedCount += n.failedCount
+	res.Unanswered += n.unanswered
 	for _, f := range n.failed {
 		if len(res.Failed) < MaxFailedListed {
 			res.Failed = append(res.Failed, f)
@@ -313,6 +342,13 @@ type Request struct {
 	// refusals and a record GHL lost (updated in the count, created for
 	// real) show only in a real run.
 	DryRun bool
+	// Full reads every row of the table, whatever the watermark, and
+	// compares the sync state with it to find the rows gone from it: the
+	// nightly full pass. Force implies it.
+	Full bool
+	// Since, when set, reads only the rows changed at or after it (enqueue
+	// --since), and leaves the watermark alone.
+	Since *time.Time
 	// Continue hands the rest of the pass to a follow-up run that starts
 	// after pass.Cursor with pass as its Pass, and returns the follow-up's
 	// id. It is called only when the run stopped short of the table's end,
@@ -447,8 +483,14 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	res.DryRun = req.DryRun
 	r := newRun(e, k, loc)
 	r.force, r.dryRun = req.Force, req.DryRun
+	if req.Pass == nil {
+		if err := e.planRead(runCtx, req, &res); err != nil {
+			r.stop(err)
+		}
+	}
+	r.since = res.Since
 	cursor, done := req.After, false
-	if req.After == "" {
+	if req.After == "" && !r.stopping() {
 		// The pass's first run: act on what the clinic deleted first, so
 		// that a capped pass changes nothing in GHL.
 		r.deletions(runCtx)
@@ -470,6 +512,7 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	outcome, msg, retErr := OutcomeCompleted, "", error(nil)
 	switch {
 	case stopErr == nil && done:
+		e.advanceWatermark(ctx, req, res)
 	case stopErr == nil:
 		outcome = OutcomeContinued
 		pass := res

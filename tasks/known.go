@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 )
@@ -53,13 +54,13 @@ var types = []TypeInfo{
 	},
 	{
 		Type: TypePatientsSync, Queue: QueueDefault,
-		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again, "dry_run":true sends nothing and counts`,
+		About:   `sync changed patients of every active location; payload none, or {"location_id":…} for one; "full":true reads every row, "since":"RFC 3339 time" only those changed since, "force":true sends every record again, "dry_run":true sends nothing and counts`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandlePatientsSync },
 	},
 	{
 		Type: TypeAppointmentsSync, Queue: QueueDefault,
-		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one; "force":true sends every record again, "dry_run":true sends nothing and counts`,
+		About:   `sync changed appointments of every active location; payload none, or {"location_id":…} for one; "full":true reads every row, "since":"RFC 3339 time" only those changed since, "force":true sends every record again, "dry_run":true sends nothing and counts`,
 		check:   checkSyncPayload,
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.syncs.HandleAppointmentsSync },
 	},
@@ -109,12 +110,15 @@ func (t TypeInfo) CheckPayload(payload []byte) error {
 
 // checkSyncPayload accepts what an operator may ask of a sync: nothing
 // (every active location) or one location, force (send every record
-// again) and dry_run (count, send nothing). The rest of SyncPayload is a pass's own bookkeeping.
+// again), dry_run (count, send nothing), full (read every row) and since
+// (read the rows changed at or after an RFC 3339 time). The rest of SyncPayload is a pass's own bookkeeping.
 func checkSyncPayload(p []byte) error {
 	var v struct {
-		LocationID string `json:"location_id"`
-		Force      bool   `json:"force"`
-		DryRun     bool   `json:"dry_run"`
+		LocationID string     `json:"location_id"`
+		Force      bool       `json:"force"`
+		DryRun     bool       `json:"dry_run"`
+		Full       bool       `json:"full"`
+		Since      *time.Time `json:"since"`
 	}
 	if err := decodeStrict(p, &v); err != nil {
 		return err

@@ -36,12 +36,18 @@ type SyncPayload struct {
 	// refuse, with no GHL call and no write (enqueue --dry-run); handed on
 	// as Force is.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Full reads every row, not only those changed since the last pass,
+	// and finds the rows gone from the table (the nightly full pass);
+	// unlike Force it sends only what changed. Since reads only the rows
+	// changed at or after it (enqueue --since). Handed on as Force is.
+	Full  bool       `json:"full,omitempty"`
+	Since *time.Time `json:"since,omitempty"`
 }
 
 // modes is the operator's choices of p, which a fan-out and a pass hand
 // on.
 func (p SyncPayload) modes(loc string) SyncPayload {
-	return SyncPayload{LocationID: loc, Force: p.Force, DryRun: p.DryRun}
+	return SyncPayload{LocationID: loc, Force: p.Force, DryRun: p.DryRun, Full: p.Full, Since: p.Since}
 }
 
 // syncTimeout bounds a run: the wait for the location's lock (syncer.Locks
@@ -56,7 +62,7 @@ func NewPatientsSyncTask(loc string) (*asynq.Task, error) {
 
 // NewSyncTask returns a sync task of taskType (TypePatientsSync or
 // TypeAppointmentsSync) with the operator's choices of p: its location
-// ("" for every active one), Force and DryRun.
+// ("" for every active one), Force, DryRun, Full and Since.
 func NewSyncTask(taskType string, p SyncPayload) (*asynq.Task, error) {
 	if _, ok := syncKinds[taskType]; !ok {
 		return nil, fmt.Errorf("tasks: %q is no sync task type", taskType)
@@ -153,6 +159,7 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 	taskID, _ := asynq.GetTaskID(ctx)
 	res, err := h.Run(ctx, syncer.Request{
 		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID, Force: p.Force, DryRun: p.DryRun,
+		Full: p.Full, Since: p.Since,
 		Continue: func(ctx context.Context, pass syncer.Result) (string, error) {
 			return h.continuePass(ctx, t.Type(), taskID, pass, p)
 		},

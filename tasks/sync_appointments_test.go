@@ -49,7 +49,7 @@ func TestSyncBooksAgainWhatGHLDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.exec(t, `UPDATE appointments SET title = 'Session 0, longer' WHERE location_id = 'loc1' AND external_id = 'a-0000'`)
+	e.exec(t, `UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, title = 'Session 0, longer' WHERE location_id = 'loc1' AND external_id = 'a-0000'`)
 	e.movePatient(t, "a-0001", "p-0002")
 
 	run := e.mustSync(t, tasks.NewAppointmentsSyncTask, syncer.KindAppointments)
@@ -288,7 +288,7 @@ func TestSyncRefusesAnUnknownCalendar(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 3, 3)
-	e.exec(t, `UPDATE appointments SET calendar_id = 'cal-gone' WHERE external_id = 'a-0001'`)
+	e.exec(t, `UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, calendar_id = 'cal-gone' WHERE external_id = 'a-0001'`)
 	res := e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
 	if res.Created != 2 || res.FailedCount != 1 || res.Failed[0].Reason != "calendar_id cal-gone: GHL has no such calendar" {
 		t.Errorf("result %+v", res)

@@ -40,7 +40,7 @@ func TestSyncRecreatesContactsDeletedInGHL(t *testing.T) {
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 12, 0)
 	// An email patient, a phone patient, and one with neither.
-	e.exec(t, `UPDATE patients SET email = '' WHERE external_id = 'p-0002'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = '' WHERE external_id = 'p-0002'`)
 	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	before := map[string]string{}
 	for _, id := range []string{"p-0001", "p-0002", "p-0003"} {
@@ -49,7 +49,7 @@ func TestSyncRecreatesContactsDeletedInGHL(t *testing.T) {
 			t.Fatalf("contact of %s not in the fake", id)
 		}
 	}
-	e.exec(t, `UPDATE patients SET city = 'Shelbyville' WHERE external_id IN ('p-0001','p-0002','p-0003')`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, city = 'Shelbyville' WHERE external_id IN ('p-0001','p-0002','p-0003')`)
 	e.Fake.ResetCounters()
 
 	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
@@ -87,7 +87,7 @@ func TestSyncLostCreatesAreFoundNotMadeTwice(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 3, 0) // p-0000: phone only; p-0001, p-0002: email only
-	e.exec(t, `UPDATE patients SET email = '' WHERE external_id = 'p-0002'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = '' WHERE external_id = 'p-0002'`)
 	e.Fake.InjectFault(ghltest.Fault{Method: "POST", Path: "/contacts/upsert", DropAfter: true, Times: 2})
 	e.Fake.InjectFault(ghltest.Fault{Method: "POST", Path: "/contacts/{$}", DropAfter: true, Times: 1})
 	e.Fake.InjectFault(ghltest.Fault{Path: "/contacts/search", Status: 503, Times: 6})
@@ -99,9 +99,9 @@ func TestSyncLostCreatesAreFoundNotMadeTwice(t *testing.T) {
 	if st := e.Fake.Stats(); st.ContactCreates["loc1"] != 3 || st.Faults != 9 {
 		t.Fatalf("%d contacts created, %d faults; want 3 and 9", st.ContactCreates["loc1"], st.Faults)
 	}
-	e.exec(t, `UPDATE patients SET email = 'moved@example.com' WHERE external_id = 'p-0001'`)
-	e.exec(t, `UPDATE patients SET phone = '+1 555 0000099' WHERE external_id = 'p-0000'`)
-	e.exec(t, `UPDATE patients SET first_name = 'Renamed' WHERE external_id = 'p-0002'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'moved@example.com' WHERE external_id = 'p-0001'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, phone = '+1 555 0000099' WHERE external_id = 'p-0000'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, first_name = 'Renamed' WHERE external_id = 'p-0002'`)
 
 	res = e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	if res.FailedCount != 0 || res.Created != 3 {
@@ -136,7 +136,7 @@ func TestSyncDuplicateLinksToGHLsContact(t *testing.T) {
 	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	staff := e.Fake.AddContact(ghltest.Contact{LocationID: "loc1", FirstName: "Walk-in", Email: "walkin@example.com",
 		Tags: []string{"front-desk"}})
-	e.exec(t, `UPDATE patients SET email = 'walkin@example.com' WHERE external_id = 'p-0001'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'walkin@example.com' WHERE external_id = 'p-0001'`)
 
 	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	if res.FailedCount != 0 || res.Updated != 1 {
@@ -160,7 +160,7 @@ func TestSyncDuplicateLinksToGHLsContact(t *testing.T) {
 	}
 
 	// p-0002 takes p-0001's email, whose contact p-0001 holds: a conflict.
-	e.exec(t, `UPDATE patients SET email = 'walkin@example.com' WHERE external_id = 'p-0002'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'walkin@example.com' WHERE external_id = 'p-0002'`)
 	res = e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	if res.FailedCount != 1 || !strings.Contains(res.Failed[0].Reason, "patient p-0001's") {
 		t.Errorf("result %+v, want p-0002 failed naming p-0001", res)
@@ -250,7 +250,7 @@ func TestSyncRepeated500IsTheRecordsFailure(t *testing.T) {
 	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
 	bad := e.patientState(t, "loc1", "p-0004").ContactID
 	e.Fake.InjectFault(ghltest.Fault{Method: "PUT", Path: "/contacts/" + bad, Status: 500})
-	e.exec(t, `UPDATE patients SET city = 'Shelbyville'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, city = 'Shelbyville'`)
 
 	start := time.Now()
 	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")

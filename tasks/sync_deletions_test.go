@@ -36,11 +36,21 @@ func (e *syncEnv) contactsByPatientID(t testing.TB, loc string) map[string][]ghl
 	return out
 }
 
+// fullSync returns the task of a full pass (the nightly full schedules'
+// payload) of taskType: every row read, so rows gone from the table are
+// seen.
+func fullSync(taskType string) func(string) (*asynq.Task, error) {
+	return func(loc string) (*asynq.Task, error) {
+		return tasks.NewSyncTask(taskType, tasks.SyncPayload{LocationID: loc, Full: true})
+	}
+}
+
 // Issue 10, test 2: deleting 10 of 1,000 patients and 5 appointments, by
 // deleted_at and by removing rows: exactly those are tagged (tag_dnd, the
 // default), deleted (delete) or left alone (none), the appointments
 // cancelled; removing 600 rows at once stops the pass under the cap and
-// changes nothing in GHL.
+// changes nothing in GHL. Rows removed from the table are seen by the
+// full pass.
 func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{RateInterval: 100 * time.Millisecond}, nil, "loc1")
@@ -52,16 +62,16 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 
 	// Patients with no appointments (those hold 0..19): five marked
 	// deleted, five rows removed.
-	e.exec(t, `UPDATE patients SET deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id IN
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id IN
 		('p-0100', 'p-0101', 'p-0102', 'p-0103', 'p-0104')`)
 	e.exec(t, `DELETE FROM patients WHERE location_id = 'loc1' AND external_id IN
 		('p-0200', 'p-0201', 'p-0202', 'p-0203', 'p-0204')`)
-	e.exec(t, `UPDATE appointments SET deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id IN
+	e.exec(t, `UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id IN
 		('a-0001', 'a-0002', 'a-0003')`)
 	e.exec(t, `DELETE FROM appointments WHERE location_id = 'loc1' AND external_id IN ('a-0004', 'a-0005')`)
 	tagged := []string{"p-0100", "p-0101", "p-0102", "p-0103", "p-0104", "p-0200", "p-0201", "p-0202", "p-0203", "p-0204"}
 
-	res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	res := e.syncLocation(t, fullSync(tasks.TypePatientsSync), "loc1")
 	if res.Deleted != 10 || res.Scanned != deletionPatients-10 || res.Created+res.Updated != 0 || res.FailedCount != 0 {
 		t.Errorf("patient sync after the deletions: %+v, want 10 deleted, the rest unchanged", res)
 	}
@@ -79,7 +89,7 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 	if len(after) != deletionPatients {
 		t.Errorf("%d contacts, want all %d: tag_dnd deletes none", len(after), deletionPatients)
 	}
-	res = e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
+	res = e.syncLocation(t, fullSync(tasks.TypeAppointmentsSync), "loc1")
 	if res.Deleted != 5 || res.Created+res.Updated != 0 {
 		t.Errorf("appointment sync after the deletions: %+v, want 5 deleted (cancelled)", res)
 	}
@@ -98,7 +108,7 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 	}
 	// Acted on once: the next passes find nothing to do.
 	calls := e.calls("loc1")
-	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Deleted != 0 || e.calls("loc1") != calls {
+	if res := e.syncLocation(t, fullSync(tasks.TypePatientsSync), "loc1"); res.Deleted != 0 || e.calls("loc1") != calls {
 		t.Errorf("the pass after: %+v, %d calls; want nothing", res, e.calls("loc1")-calls)
 	}
 
@@ -107,7 +117,7 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.exec(t, `DELETE FROM patients WHERE location_id = 'loc1' AND external_id IN ('p-0300', 'p-0301', 'p-0302')`)
-	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Deleted != 3 {
+	if res := e.syncLocation(t, fullSync(tasks.TypePatientsSync), "loc1"); res.Deleted != 3 {
 		t.Errorf("delete: %+v, want 3 deleted", res)
 	}
 	after = e.contactsByPatientID(t, "loc1")
@@ -122,9 +132,9 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc1", DeletionAction: store.DeletionNone}); err != nil {
 		t.Fatal(err)
 	}
-	e.exec(t, `UPDATE patients SET deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id = 'p-0400'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, deleted_at = CURRENT_TIMESTAMP WHERE location_id = 'loc1' AND external_id = 'p-0400'`)
 	calls = e.calls("loc1")
-	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Deleted != 1 || e.calls("loc1") != calls {
+	if res := e.syncLocation(t, fullSync(tasks.TypePatientsSync), "loc1"); res.Deleted != 1 || e.calls("loc1") != calls {
 		t.Errorf("none: %+v, %d calls; want 1 deleted, no call", res, e.calls("loc1")-calls)
 	}
 
@@ -135,9 +145,9 @@ func TestSyncActsOnDeletionsUnderTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.exec(t, `DELETE FROM patients WHERE location_id = 'loc1' AND external_id < 'p-0600'`)
-	e.exec(t, `UPDATE patients SET first_name = 'Changed' WHERE location_id = 'loc1' AND external_id = 'p-0700'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, first_name = 'Changed' WHERE location_id = 'loc1' AND external_id = 'p-0700'`)
 	calls, contacts := e.calls("loc1"), len(e.Fake.Contacts("loc1"))
-	res, info := e.start(t, tasks.NewPatientsSyncTask, "loc1")
+	res, info := e.start(t, fullSync(tasks.TypePatientsSync), "loc1")
 	if info.State != asynq.TaskStateArchived || info.Retried != 0 {
 		t.Errorf("capped pass: task %s after %d retries, want archived at once", info.State, info.Retried)
 	}
@@ -198,18 +208,19 @@ func TestSyncFullRepairsContactsGHLLost(t *testing.T) {
 
 // Issue 10, test 3: --dry-run on 1,000 changed patients (and deletions,
 // and a record that cannot be sent) makes no GHL call and writes nothing,
-// and its counts equal those of the real sync that follows.
+// and its counts equal those of the real sync that follows. Both are full
+// passes, which see the rows removed from the table.
 func TestSyncDryRunCountsWhatTheSyncDoes(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{RateInterval: 100 * time.Millisecond}, nil, "loc1")
 	e.seed(t, "loc1", deletionPatients, 0)
 	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
-	e.exec(t, `UPDATE patients SET first_name = first_name || ' changed' WHERE location_id = 'loc1'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, first_name = first_name || ' changed' WHERE location_id = 'loc1'`)
 	e.exec(t, `DELETE FROM patients WHERE location_id = 'loc1' AND external_id IN ('p-0010', 'p-0011')`)
-	e.exec(t, `UPDATE patients SET country = 'Atlantis' WHERE location_id = 'loc1' AND external_id = 'p-0012'`)
+	e.exec(t, `UPDATE patients SET updated_at = CURRENT_TIMESTAMP, country = 'Atlantis' WHERE location_id = 'loc1' AND external_id = 'p-0012'`)
 	e.seedPatients(t, "loc1", deletionPatients, deletionPatients+5) // five new ones
 	dry := func(loc string) (*asynq.Task, error) {
-		return tasks.NewSyncTask(tasks.TypePatientsSync, tasks.SyncPayload{LocationID: loc, DryRun: true})
+		return tasks.NewSyncTask(tasks.TypePatientsSync, tasks.SyncPayload{LocationID: loc, DryRun: true, Full: true})
 	}
 	calls, tokens := e.calls("loc1"), e.Fake.TokenCalls("loc1")
 	runs, err := e.Store.SyncRuns(context.Background(), "loc1", syncer.KindPatients, 100)
@@ -226,7 +237,7 @@ func TestSyncDryRunCountsWhatTheSyncDoes(t *testing.T) {
 	if !got.DryRun || got.Updated != deletionPatients-3 || got.Created != 5 || got.Deleted != 2 || got.FailedCount != 1 {
 		t.Errorf("dry run: %+v", got)
 	}
-	want := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	want := e.syncLocation(t, fullSync(tasks.TypePatientsSync), "loc1")
 	type counts struct{ Scanned, Created, Updated, Unchanged, Failed, Deleted int }
 	if g, w := (counts{got.Scanned, got.Created, got.Updated, got.Unchanged, got.FailedCount, got.Deleted}),
 		(counts{want.Scanned, want.Created, want.Updated, want.Unchanged, want.FailedCount, want.Deleted}); g != w {

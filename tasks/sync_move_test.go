@@ -84,7 +84,7 @@ func (e *syncEnv) bookedFor(t *testing.T, patients int, want map[string]string) 
 
 func (e *syncEnv) movePatient(t *testing.T, appt, patient string) {
 	t.Helper()
-	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE appointments SET patient_external_id = ?
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, patient_external_id = ?
 		WHERE location_id = 'loc1' AND external_id = ?`, patient, appt).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestSyncAllowListKeepsFieldsOutOfGHL(t *testing.T) {
 	rec := &bodyRecorder{}
 	e := newSyncEnv(t, ghltest.Options{}, recordBodies(rec), "loc1")
 	e.seed(t, "loc1", 10, 10)
-	e.exec(t, "UPDATE appointments SET address = 'Room 4, 1 Clinic Way'")
+	e.exec(t, "UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, address = 'Room 4, 1 Clinic Way'")
 	ctx := context.Background()
 	ls := store.DefaultSettings("loc1")
 	allBut := "patient.first_name,patient.last_name,patient.email,patient.phone,patient.address"

@@ -415,7 +415,7 @@ func TestSyncPushesEachChangeOnce(t *testing.T) {
 		t.Errorf("second pass over loc2's appointments: %+v", a)
 	}
 
-	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET city = 'Shelbyville'
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, city = 'Shelbyville'
 		WHERE location_id = 'loc1' AND external_id IN ('p-0000','p-0001','p-0002','p-0100','p-0200','p-0300','p-0400','p-0500','p-0598','p-0599')`).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +442,7 @@ func TestSyncReportsRefusedRecordAndGoesOn(t *testing.T) {
 	t.Parallel()
 	e := setupSync(t, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 100, 0)
-	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = 'not-an-email', phone = '' WHERE external_id = 'p-0042'`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'not-an-email', phone = '' WHERE external_id = 'p-0042'`).Error; err != nil {
 		t.Fatal(err)
 	}
 
@@ -469,7 +469,7 @@ func TestSyncReportsRefusedRecordAndGoesOn(t *testing.T) {
 		t.Errorf("second sync: %d calls, result %+v; want no call and p-0042 still reported", n, res)
 	}
 
-	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = 'p42@example.com' WHERE external_id = 'p-0042'`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'p42@example.com' WHERE external_id = 'p-0042'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	res = e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
@@ -486,10 +486,10 @@ func TestSyncReportsUnreadableRecords(t *testing.T) {
 	e.seed(t, "loc1", 10, 10)
 	db := storetest.DB(t, e.DatabaseURL)
 	for _, q := range []string{
-		`UPDATE appointments SET status = 'maybe' WHERE external_id = 'a-0001'`,
-		`UPDATE appointments SET ends_at = starts_at WHERE external_id = 'a-0002'`,
-		`UPDATE appointments SET patient_external_id = 'p-nobody' WHERE external_id = 'a-0003'`,
-		`UPDATE patients SET email = 'bad-email' WHERE external_id = 'p-0004'`,
+		`UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, status = 'maybe' WHERE external_id = 'a-0001'`,
+		`UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, ends_at = starts_at WHERE external_id = 'a-0002'`,
+		`UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, patient_external_id = 'p-nobody' WHERE external_id = 'a-0003'`,
+		`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = 'bad-email' WHERE external_id = 'p-0004'`,
 	} {
 		if err := db.Exec(q).Error; err != nil {
 			t.Fatal(err)
@@ -498,7 +498,7 @@ func TestSyncReportsUnreadableRecords(t *testing.T) {
 	wantPatientFailures := 1
 	if !e.Store.Postgres() {
 		// Only SQLite lets an unreadable date in.
-		if err := db.Exec(`UPDATE patients SET date_of_birth = '17/05/1980' WHERE external_id = 'p-0005'`).Error; err != nil {
+		if err := db.Exec(`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, date_of_birth = '17/05/1980' WHERE external_id = 'p-0005'`).Error; err != nil {
 			t.Fatal(err)
 		}
 		wantPatientFailures = 2
@@ -727,7 +727,7 @@ func TestSyncsOfALocationTakeTurns(t *testing.T) {
 func testSyncsOfALocationTakeTurns(t *testing.T, redisURL func(testing.TB) string) {
 	e := setupSyncOn(t, redisURL, ghltest.Options{}, nil, "loc1")
 	e.seed(t, "loc1", 60, 120)
-	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET email = '', phone = ''`).Error; err != nil {
+	if err := storetest.DB(t, e.DatabaseURL).Exec(`UPDATE patients SET updated_at = CURRENT_TIMESTAMP, email = '', phone = ''`).Error; err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

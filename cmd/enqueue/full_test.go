@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -53,5 +54,60 @@ func TestEnqueueSyncFull(t *testing.T) {
 		if code, _, stderr := enqueue(t, env, "refresh", flag); code != 2 || !strings.Contains(stderr, flag[1:]) {
 			t.Errorf("refresh %s: exit %d, %q; want 2", flag, code, stderr)
 		}
+	}
+}
+
+// enqueue sync-patients --since TIME puts a sync limited to the rows
+// changed at or after TIME into the queue; a TIME that cannot be read, or
+// one in the future, is one line on stderr, exit status 2, and nothing is
+// enqueued.
+func TestEnqueueSyncSince(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	env := stack.Env()
+	insp := asynq.NewInspectorFromRedisClient(stack.Redis(t))
+	for arg, want := range map[string]time.Time{
+		"2026-11-30T09:00:00+01:00": time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC),
+		"2026-11-30 09:30":          time.Date(2026, 11, 30, 9, 30, 0, 0, time.UTC),
+		"2026-11-30":                time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC),
+	} {
+		code, stdout, stderr := enqueue(t, env, "sync-patients", "--location", "loc1", "--since", arg)
+		if code != 0 {
+			t.Fatalf("--since %s: exit %d: %s", arg, code, stderr)
+		}
+		var out struct {
+			TaskID string `json:"task_id"`
+			Queue  string `json:"queue"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Fatalf("--since %s: %q: %v", arg, stdout, err)
+		}
+		info, err := insp.GetTaskInfo(out.Queue, out.TaskID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p tasks.SyncPayload
+		if err := json.Unmarshal(info.Payload, &p); err != nil || p.Since == nil || !p.Since.Equal(want) || p.Force || p.LocationID != "loc1" {
+			t.Errorf("--since %s: payload %s (%v), want since %s", arg, info.Payload, err, want)
+		}
+		if ti, _ := tasks.Lookup(info.Type); ti.CheckPayload(info.Payload) != nil {
+			t.Errorf("--since %s: the payload %s fails its own check", arg, info.Payload)
+		}
+	}
+	before, err := insp.ListPendingTasks(tasks.QueueDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, arg := range []string{"yesterday", "30/11/2026", "2999-01-01", "-2h"} {
+		code, stdout, stderr := enqueue(t, env, "sync-patients", "--since", arg)
+		if code != 2 || stdout != "" || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "--since") {
+			t.Errorf("--since %s: exit %d, stdout %q, stderr %q; want exit 2 and one line naming --since", arg, code, stdout, stderr)
+		}
+	}
+	if code, _, stderr := enqueue(t, env, "refresh", "--since", "2h"); code != 2 || !strings.Contains(stderr, "since") {
+		t.Errorf("refresh --since: exit %d, %q; want 2", code, stderr)
+	}
+	if after, err := insp.ListPendingTasks(tasks.QueueDefault); err != nil || len(after) != len(before) {
+		t.Errorf("bad --since values enqueued %d tasks (%v)", len(after)-len(before), err)
 	}
 }

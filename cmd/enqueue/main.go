@@ -4,8 +4,8 @@
 // deletes a task or purges a queue. It needs only REDIS_URL.
 //
 //	enqueue refresh           [--location ID] [--wait] [--timeout 60s]
-//	enqueue sync-patients     [--location ID] [--full] [--dry-run] [--wait] [--timeout 10m]
-//	enqueue sync-appointments [--location ID] [--full] [--dry-run] [--wait] [--timeout 10m]
+//	enqueue sync-patients     [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
+//	enqueue sync-appointments [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
 //	enqueue result TASK_ID
 //	enqueue wait TASK_ID [--timeout 10m]
 //	enqueue inspect [queues | active | workers | registered] [--json]
@@ -49,8 +49,8 @@ reads only REDIS_URL.
 
 commands:
   refresh [--location ID] [--wait] [--timeout 60s]     refresh tokens now
-  sync-patients [--location ID] [--full] [--dry-run] [--wait] [--timeout 10m]
-  sync-appointments [--location ID] [--full] [--dry-run] [--wait] [--timeout 10m]
+  sync-patients [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
+  sync-appointments [--location ID] [--full] [--dry-run] [--since TIME] [--wait] [--timeout 10m]
   result TASK_ID                        a task's state and result, as JSON
   wait TASK_ID [--timeout 10m]          wait for a task, print its result
   inspect [queues | active | workers | registered] [--json]
@@ -75,13 +75,16 @@ func enqueueCommand(name string) command {
 	sync := app.IsSyncCommand(name)
 	full, fullHelp := "", ""
 	if sync {
-		full = " [--full] [--dry-run]"
+		full = " [--full] [--dry-run] [--since TIME]"
 		fullHelp = `
 
---full sends every record again whatever GHL was last sent (a repair: a
-contact or appointment deleted in GHL is created again, the rest updated
-in place). --dry-run counts what the sync would create, update, delete and
-refuse, and makes no GHL call.`
+A sync reads the rows changed since the location's last completed pass.
+--full reads every row and sends every record again whatever GHL was last
+sent (a repair: a contact or appointment deleted in GHL is created again,
+the rest updated in place). --dry-run counts what the sync would create,
+update, delete and refuse, and makes no GHL call. --since TIME reads only
+the rows changed at or after TIME: 2026-12-01T09:00:00Z, 2026-12-01 09:00
+(UTC), 2026-12-01, or a duration before now such as 2h.`
 	}
 	return command{
 		synopsis: fmt.Sprintf(`usage: enqueue %s [--location ID]%s [--wait] [--timeout %s]
@@ -97,6 +100,7 @@ prints it as JSON: exit status 0 when the task succeeded, 1 when it failed.%s`, 
 			if sync {
 				fs.BoolVar(&req.Full, "full", false, "send every record again, whatever its hash (a repair)")
 				fs.BoolVar(&req.DryRun, "dry-run", false, "count what the sync would create, update, delete and refuse; send nothing")
+				fs.StringVar(&req.Since, "since", "", "read only the rows changed at or after `TIME` (RFC 3339, a UTC date, or a duration before now such as 2h)")
 			}
 			check := func(pos []string) error {
 				if err := cli.WantArgs(fs, pos); err != nil {

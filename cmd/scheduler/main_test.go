@@ -84,17 +84,24 @@ func TestSetupAndSet(t *testing.T) {
 		t.Fatalf("setup: exit %d: %s", code, stderr)
 	}
 	first := rows(t, st)
-	if len(first) != 4 {
-		t.Fatalf("setup created %d schedules, want 4:\n%s", len(first), out)
+	if len(first) != 6 {
+		t.Fatalf("setup created %d schedules, want 6:\n%s", len(first), out)
 	}
-	want := map[string][3]any{
+	want := map[string][]any{
 		"token-refresh":    {tasks.TypeTokenRefreshDue, tasks.QueueCritical, int64(600)},
 		"patient-sync":     {tasks.TypePatientsSync, tasks.QueueDefault, int64(3600)},
 		"appointment-sync": {tasks.TypeAppointmentsSync, tasks.QueueDefault, int64(3600)},
 		"alerts":           {tasks.TypeAlertsEvaluate, tasks.QueueCritical, int64(60)},
+		// The nightly full passes: every row read, only changes sent.
+		"patient-sync-full":     {tasks.TypePatientsSync, tasks.QueueDefault, `{"full":true}`, "30 2 * * *"},
+		"appointment-sync-full": {tasks.TypeAppointmentsSync, tasks.QueueDefault, `{"full":true}`, "45 2 * * *"},
 	}
 	for _, r := range first {
-		if d := cmp.Diff(want[r.Name], [3]any{r.TaskType, r.Queue, r.EverySeconds}); d != "" || !r.Enabled || r.NextRunAt == nil {
+		got := []any{r.TaskType, r.Queue, r.EverySeconds}
+		if r.Cron != "" {
+			got = []any{r.TaskType, r.Queue, r.Payload, r.Cron}
+		}
+		if d := cmp.Diff(want[r.Name], got); d != "" || !r.Enabled || r.NextRunAt == nil {
 			t.Errorf("schedule %s: enabled %t, next %v, (-want +got):\n%s", r.Name, r.Enabled, r.NextRunAt, d)
 		}
 	}
@@ -106,7 +113,7 @@ func TestSetupAndSet(t *testing.T) {
 	if d := cmp.Diff(first, rows(t, st)); d != "" {
 		t.Errorf("second setup changed rows (-first +second):\n%s", d)
 	}
-	if strings.Count(out, ": unchanged") != 4 {
+	if strings.Count(out, ": unchanged") != 6 {
 		t.Errorf("second setup said:\n%s", out)
 	}
 
@@ -203,8 +210,8 @@ func TestList(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("list printed %d lines, want a header and 4:\n%s", len(lines), out)
+	if len(lines) != 7 {
+		t.Fatalf("list printed %d lines, want a header and 6:\n%s", len(lines), out)
 	}
 	for _, col := range []string{"TASK", "QUEUE", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN", "RUNS"} {
 		i := strings.Index(lines[0], col)

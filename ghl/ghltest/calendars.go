@@ -419,6 +419,7 @@ func (s *Server) handleDeleteAppointment(w http.ResponseWriter, r *http.Request,
 	}
 	a := s.st.appointments[id]
 	delete(s.st.appointments, id)
+	delete(s.st.notes, id)
 	s.st.apptsByLo[a.LocationID] = slices.DeleteFunc(s.st.apptsByLo[a.LocationID],
 		func(x string) bool { return x == id })
 	s.stats.apptDeletes[a.LocationID]++

@@ -36,6 +36,7 @@ type snapshot struct {
 	Contacts      []Contact         `json:"contacts"`
 	Calendars     []Calendar        `json:"calendars"`
 	Appointments  []Appointment     `json:"appointments"`
+	Notes         map[string][]Note `json:"notes,omitempty"` // appointment ID -> its notes
 	Users         []User            `json:"users,omitempty"`
 
 	// changes is the change count the snapshot holds.
@@ -44,7 +45,7 @@ type snapshot struct {
 
 // Save writes the whole state (locations, companies, tokens with their
 // rotation history, pending codes, contacts, calendars with their teams,
-// appointments, users) as JSON. Counters and faults are not saved.
+// appointments and their notes, users) as JSON. Counters and faults are not saved.
 func (s *Server) Save(w io.Writer) error {
 	snap := s.snapshot()
 	enc := json.NewEncoder(w)
@@ -100,6 +101,12 @@ func (s *Server) snapshot() *snapshot {
 	for _, loc := range slices.Sorted(maps.Keys(st.apptsByLo)) {
 		for _, id := range st.apptsByLo[loc] {
 			snap.Appointments = append(snap.Appointments, *st.appointments[id])
+			for _, n := range st.notes[id] {
+				if snap.Notes == nil {
+					snap.Notes = map[string][]Note{}
+				}
+				snap.Notes[id] = append(snap.Notes[id], *n)
+			}
 		}
 	}
 	for _, loc := range slices.Sorted(maps.Keys(st.usersByLo)) {
@@ -155,6 +162,12 @@ func (s *Server) Load(r io.Reader) error {
 	for _, a := range snap.Appointments {
 		st.appointments[a.ID] = &a
 		st.apptsByLo[a.LocationID] = append(st.apptsByLo[a.LocationID], a.ID)
+	}
+	for id, notes := range snap.Notes {
+		for _, n := range notes {
+			n.AppointmentID = id
+			st.notes[id] = append(st.notes[id], &n)
+		}
 	}
 	for _, u := range snap.Users {
 		if _, dup := st.users[u.ID]; !dup {

@@ -47,6 +47,11 @@ var routeScopes = map[string]string{
 	"POST /calendars/events/appointments":   "calendars/events.write",
 	"PUT /calendars/events/appointments/{}": "calendars/events.write",
 	"DELETE /calendars/events/{}":           "calendars/events.write",
+
+	"GET /calendars/appointments/{}/notes":       "calendars/events.readonly",
+	"POST /calendars/appointments/{}/notes":      "calendars/events.write",
+	"PUT /calendars/appointments/{}/notes/{}":    "calendars/events.write",
+	"DELETE /calendars/appointments/{}/notes/{}": "calendars/events.write",
 }
 
 // Messages of GHL's 401s that no refresh cures (GHL issue #205).

@@ -317,6 +317,10 @@ func (s *Server) routes() {
 	m.Handle("GET /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleGetAppointment))
 	m.Handle("PUT /calendars/events/appointments/{id}", s.api(VersionCalendars, true, s.handleUpdateAppointment))
 	m.Handle("DELETE /calendars/events/{id}", s.api(VersionCalendars, true, s.handleDeleteAppointment))
+	m.Handle("GET /calendars/appointments/{id}/notes", s.api(VersionCalendars, true, s.handleListNotes))
+	m.Handle("POST /calendars/appointments/{id}/notes", s.api(VersionCalendars, true, s.handleCreateNote))
+	m.Handle("PUT /calendars/appointments/{id}/notes/{noteId}", s.api(VersionCalendars, true, s.handleUpdateNote))
+	m.Handle("DELETE /calendars/appointments/{id}/notes/{noteId}", s.api(VersionCalendars, true, s.handleDeleteNote))
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Cannot "+r.Method+" "+r.URL.Path)

@@ -36,6 +36,7 @@ type state struct {
 
 	appointments map[string]*Appointment
 	apptsByLo    map[string][]string // location -> appointment IDs, oldest first
+	notes        map[string][]*Note  // appointment ID -> its notes, oldest first
 
 	users     map[string]*User
 	usersByLo map[string][]string // location -> user IDs, oldest first
@@ -56,6 +57,7 @@ func newState() *state {
 		calendars:    make(map[string]*Calendar),
 		appointments: make(map[string]*Appointment),
 		apptsByLo:    make(map[string][]string),
+		notes:        make(map[string][]*Note),
 		users:        make(map[string]*User),
 		usersByLo:    make(map[string][]string),
 	}

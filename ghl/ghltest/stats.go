@@ -42,6 +42,9 @@ type Stats struct {
 	AppointmentCreates map[string]int
 	AppointmentUpdates map[string]int
 	AppointmentDeletes map[string]int
+	NoteCreates        map[string]int // appointment notes created
+	NoteUpdates        map[string]int
+	NoteDeletes        map[string]int
 	// Notifications counts the appointment creates and updates GHL took
 	// without toNotify false: each would have run the calendar's
 	// automations (confirmation SMS and email to the patient).
@@ -75,6 +78,7 @@ type counters struct {
 	contactSearches, customFieldCreates, tagAdds, tagRemoves       map[string]int
 	searchLagged                                                   map[string]int
 	apptCreates, apptUpdates, apptDeletes                          map[string]int
+	noteCreates, noteUpdates, noteDeletes                          map[string]int
 	notifications, ownerRefusals, notFound, malformedIDs           map[string]int
 
 	expiredTokenCalls, unknownTokenCalls, revokedTokenCalls, faults int
@@ -94,6 +98,7 @@ func newCounters() *counters {
 		contactSearches: m(), customFieldCreates: m(), tagAdds: m(), tagRemoves: m(),
 		searchLagged: m(),
 		apptCreates:  m(), apptUpdates: m(), apptDeletes: m(),
+		noteCreates: m(), noteUpdates: m(), noteDeletes: m(),
 		notifications: m(), ownerRefusals: m(), notFound: m(), malformedIDs: m(),
 		requests: make(map[reqKey]int),
 	}
@@ -132,6 +137,9 @@ func (s *Server) Stats() Stats {
 		AppointmentCreates:     maps.Clone(c.apptCreates),
 		AppointmentUpdates:     maps.Clone(c.apptUpdates),
 		AppointmentDeletes:     maps.Clone(c.apptDeletes),
+		NoteCreates:            maps.Clone(c.noteCreates),
+		NoteUpdates:            maps.Clone(c.noteUpdates),
+		NoteDeletes:            maps.Clone(c.noteDeletes),
 		Notifications:          maps.Clone(c.notifications),
 		OwnerRefusals:          maps.Clone(c.ownerRefusals),
 		NotFound:               maps.Clone(c.notFound),

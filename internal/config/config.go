@@ -86,6 +86,9 @@ type Config struct {
 	// must allow the worker more than this before it kills it (Kubernetes:
 	// terminationGracePeriodSeconds).
 	WorkerShutdownTimeout time.Duration
+	// SyncOverlap is how far before its watermark an incremental sync
+	// pass starts to read (syncer.Engine.Overlap).
+	SyncOverlap time.Duration
 	// AlertWebhookURLs receive alerts as JSON, AlertSlackURLs as Slack
 	// messages. Both are credentials (a Slack webhook URL is one): never
 	// log or print them.
@@ -118,6 +121,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("web_public_url", c.WebPublicURL),
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.Duration("worker_shutdown_timeout", c.WorkerShutdownTimeout),
+		slog.Duration("sync_overlap", c.SyncOverlap),
 		slog.Int("alert_webhooks", len(c.AlertWebhookURLs)),
 		slog.Int("alert_slack_webhooks", len(c.AlertSlackURLs)),
 	)
@@ -187,6 +191,7 @@ const (
 	VarWebhookKey            = "GHL_WEBHOOK_PUBLIC_KEY"
 	VarWebhookRSAKey         = "GHL_WEBHOOK_RSA_PUBLIC_KEY"
 	VarWorkerShutdownTimeout = "WORKER_SHUTDOWN_TIMEOUT"
+	VarSyncOverlap           = "SYNC_OVERLAP"
 	VarAlertWebhook          = "ALERT_WEBHOOK_URL"
 	VarAlertSlack            = "ALERT_SLACK_WEBHOOK_URL"
 	VarAlertFailures         = "ALERT_SYNC_FAILURES"
@@ -237,6 +242,7 @@ func NewLoader(fs *flag.FlagSet, getenv func(string) string, metricsAddr string,
 	add(VarWebhookKey, "", "GHL's Ed25519 webhook public key: PEM, or base64 of the DER or of the 32 raw bytes")
 	add(VarWebhookRSAKey, "", "GHL's legacy RSA webhook public key (PEM or base64 DER): also accept x-wh-signature")
 	add(VarWorkerShutdownTimeout, DefaultWorkerShutdownTimeout.String(), "how long a stopping worker lets its running tasks finish before they go back to the queue")
+	add(VarSyncOverlap, DefaultSyncOverlap.String(), "an incremental sync reads the rows changed since its last completed pass less this overlap (longer than a clinic transaction lasts)")
 	add(VarAlertWebhook, "", "URLs (comma separated) that receive alerts as JSON")
 	add(VarAlertSlack, "", "Slack-compatible incoming webhook URLs (comma separated) that receive alerts")
 	add(VarAlertFailures, "3", "sync runs in a row that must fail for an alert")
@@ -482,6 +488,10 @@ func (l *Loader) Load() (*Config, error) {
 		return nil, &Error{VarWorkerShutdownTimeout, fmt.Sprintf("%q is not a duration of at least %s (a token call may take 20 s, and what GHL answered must then be stored)",
 			l.value(VarWorkerShutdownTimeout), DefaultWorkerShutdownTimeout)}
 	}
+	if c.SyncOverlap, err = time.ParseDuration(l.value(VarSyncOverlap)); err != nil || c.SyncOverlap < time.Minute || c.SyncOverlap > 24*time.Hour {
+		return nil, &Error{VarSyncOverlap, fmt.Sprintf("%q is not a duration from 1m to 24h (default %s): it must outlast the clinic system's longest transaction",
+			l.value(VarSyncOverlap), DefaultSyncOverlap)}
+	}
 	for _, a := range []struct{ env, v string }{{VarWebAddr, c.WebAddr}, {VarMetricsAddr, c.MetricsAddr}} {
 		if err := checkAddr(a.env, a.v); err != nil {
 			return nil, err
@@ -520,6 +530,9 @@ func (l *Loader) Load() (*Config, error) {
 // CallTimeout, 20 s), so that a stopping worker never abandons a refresh
 // while GHL may still answer it.
 const DefaultWorkerShutdownTimeout = 25 * time.Second
+
+// DefaultSyncOverlap is SYNC_OVERLAP's default.
+const DefaultSyncOverlap = 10 * time.Minute
 
 // User types of GHL_APP_USER_TYPE, as GHL spells them.
 const (
