@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
@@ -80,34 +82,33 @@ func patientContentOf(c *ghl.Contact, region string) patientContent {
 // hashed as they are, after v, those with an empty value left out: raw
 // column text that is hashed without being parsed (patientExtras).
 func contentHash(mapping string, v any, extra ...string) string {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// One pooled buffer and one Sum256: an unchanged pass hashes every
+	// record, and allocates for it no more than the encoder.
+	buf := hashBufs.Get().(*bytes.Buffer)
+	defer hashBufs.Put(buf)
+	buf.Reset()
+	buf.WriteString(mapping)
+	buf.WriteByte(0)
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		// Only our own plain structs are hashed.
 		panic("syncer: hash: " + err.Error())
 	}
-	// One buffer and one Sum256: an unchanged pass hashes every record.
-	n := len(mapping) + 1 + len(b)
-	for i := 0; i+1 < len(extra); i += 2 {
-		if extra[i+1] != "" {
-			n += 1 + len(extra[i]) + 8 + len(extra[i+1])
-		}
-	}
-	buf := make([]byte, 0, n)
-	buf = append(buf, mapping...)
-	buf = append(buf, 0)
-	buf = append(buf, b...)
+	buf.Truncate(buf.Len() - 1) // Encode's newline: the bytes are json.Marshal's
+	var n [8]byte
 	for i := 0; i+1 < len(extra); i += 2 {
 		if extra[i+1] == "" {
 			continue
 		}
-		buf = append(buf, 0)
-		buf = append(buf, extra[i]...)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(len(extra[i+1])))
-		buf = append(buf, extra[i+1]...)
+		buf.WriteByte(0)
+		buf.WriteString(extra[i])
+		buf.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(extra[i+1]))))
+		buf.WriteString(extra[i+1])
 	}
-	sum := sha256.Sum256(buf)
+	sum := sha256.Sum256(buf.Bytes())
 	return hex.EncodeToString(sum[:])
 }
+
+var hashBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // contactFor maps a patient to the contact sent to GHL. Empty fields are
 // left out, so a value cleared in the clinic system stays in GHL.
