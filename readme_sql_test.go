@@ -1,6 +1,7 @@
 package ghlsync_test
 
 import (
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -58,5 +59,37 @@ func TestReadmeSQL(t *testing.T) {
 		if err := db.Exec(stmt).Error; err != nil {
 			t.Errorf("second run: %v\n%s", err, stmt)
 		}
+	}
+
+	// The patients' JSON columns hold what "Feeding the tables" says, as
+	// a sync reads them (as text); an insert that leaves them out has the
+	// defaults.
+	row := func(id string) (tags, dnd, consent, tz, fields string) {
+		t.Helper()
+		err := db.Raw(`SELECT tags, dnd, consent, timezone, custom_fields FROM patients
+			WHERE location_id = 've9EPM428h8vShlRW1KT' AND external_id = ?`, id).Row().Scan(&tags, &dnd, &consent, &tz, &fields)
+		if err != nil {
+			t.Fatalf("patient %s: %v", id, err)
+		}
+		return tags, dnd, consent, tz, fields
+	}
+	rawTags, _, rawConsent, tz, rawFields := row("P-1042")
+	var tags []string
+	var consent map[string]bool
+	var fields map[string]any
+	for col, v := range map[string]struct {
+		raw string
+		dst any
+	}{"tags": {rawTags, &tags}, "consent": {rawConsent, &consent}, "custom_fields": {rawFields, &fields}} {
+		if err := json.Unmarshal([]byte(v.raw), v.dst); err != nil {
+			t.Errorf("P-1042's %s %q: %v", col, v.raw, err)
+		}
+	}
+	if len(tags) != 2 || len(consent) != 4 || len(fields) != 3 || tz != "Europe/London" {
+		t.Errorf("P-1042: tags %v, consent %v, custom_fields %v, timezone %q", tags, consent, fields, tz)
+	}
+	rawTags, dnd, rawConsent, tz, rawFields := row("P-1043")
+	if rawTags != `["new patient"]` || rawConsent != `{"sms": false}` || rawFields != "{}" || tz != "" || (dnd != "0" && dnd != "false") {
+		t.Errorf("P-1043: tags %s, dnd %s, consent %s, timezone %q, custom_fields %s", rawTags, dnd, rawConsent, tz, rawFields)
 	}
 }

@@ -193,7 +193,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := e.Store.SaveSettings(ctx, store.LocationSettings{LocationID: "loc-sync", Notify: true, PhoneRegion: "GB",
-		Fields: "appointment.title,patient.email", TitleTemplate: "{{practitioner}}: session"}); err != nil {
+		Fields: "appointment.title,patient.email", TitleTemplate: "{{practitioner}}: session", RefuseCustomFields: true}); err != nil {
 		t.Fatal(err)
 	}
 	err := e.Store.InsertPatients(ctx, []store.Patient{
@@ -228,8 +228,9 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("the page's title %q; want the GHL name and the id", got)
 		}
 		if got := text(t, tab, "#settings"); !regexp.MustCompile(`appointments ghlsync writes\s+on`).MatchString(got) || !strings.Contains(got, "GB") ||
-			!strings.Contains(got, "appointment.title,patient.email") || !strings.Contains(got, "{{practitioner}}: session") {
-			t.Errorf("settings %q; want automations on, phone region GB, the allow-list and the title template", got)
+			!strings.Contains(got, "appointment.title,patient.email") || !strings.Contains(got, "{{practitioner}}: session") ||
+			!regexp.MustCompile(`custom_fields\)\s+refused`).MatchString(got) {
+			t.Errorf("settings %q; want automations on, phone region GB, the allow-list, the title template and unknown custom field keys refused", got)
 		}
 		if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS(`button[value="sync-patients"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`p.notice`))); err != nil {

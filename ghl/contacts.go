@@ -40,11 +40,37 @@ type Contact struct {
 	Country string `json:"country,omitempty"`
 	// DateOfBirth is YYYY-MM-DD when sent; decoded from GHL's text or
 	// epoch milliseconds as YYYY-MM-DD.
-	DateOfBirth  string        `json:"dateOfBirth,omitempty"`
-	Source       string        `json:"source,omitempty"`
-	Tags         []string      `json:"tags,omitempty"`
-	CustomFields []CustomField `json:"customFields,omitempty"`
+	DateOfBirth string `json:"dateOfBirth,omitempty"`
+	// Timezone is an IANA time zone name.
+	Timezone string `json:"timezone,omitempty"`
+	// DND, when set, turns do not disturb on or off for every channel.
+	DND *bool `json:"dnd,omitempty"`
+	// DNDSettings sets do not disturb per channel (DNDChannels), keeping
+	// the channels it leaves out as they are.
+	DNDSettings  map[string]DNDSetting `json:"dndSettings,omitempty"`
+	Source       string                `json:"source,omitempty"`
+	Tags         []string              `json:"tags,omitempty"`
+	CustomFields []CustomField         `json:"customFields,omitempty"`
 }
+
+// DNDSetting is a channel's do not disturb (GHL's DndSettingSchema).
+type DNDSetting struct {
+	// Status is DNDActive, DNDInactive or DNDPermanent.
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	Code    string `json:"code,omitempty"`
+}
+
+// DND statuses: active (no messages on the channel), inactive, permanent.
+const (
+	DNDActive    = "active"
+	DNDInactive  = "inactive"
+	DNDPermanent = "permanent"
+)
+
+// DNDChannels are the channels of a contact's dndSettings, as GHL spells
+// them.
+var DNDChannels = []string{"SMS", "Email", "Call", "WhatsApp", "GMB", "FB"}
 
 // UnmarshalJSON decodes GHL's answer leniently; see Contact.
 func (c *Contact) UnmarshalJSON(b []byte) error {
@@ -60,10 +86,26 @@ func (c *Contact) UnmarshalJSON(b []byte) error {
 	}
 	for key, dst := range map[string]*string{"locationId": &c.LocationID, "firstName": &c.FirstName,
 		"lastName": &c.LastName, "name": &c.Name, "email": &c.Email, "phone": &c.Phone, "address1": &c.Address1,
-		"city": &c.City, "state": &c.State, "postalCode": &c.PostalCode, "country": &c.Country, "source": &c.Source} {
+		"city": &c.City, "state": &c.State, "postalCode": &c.PostalCode, "country": &c.Country, "source": &c.Source,
+		"timezone": &c.Timezone} {
 		_ = json.Unmarshal(raw[key], dst) // absent, null or another type: left empty
 	}
 	c.DateOfBirth = dateOfBirth(raw["dateOfBirth"])
+	var dnd bool
+	if json.Unmarshal(raw["dnd"], &dnd) == nil {
+		c.DND = &dnd
+	}
+	var settings map[string]json.RawMessage
+	_ = json.Unmarshal(raw["dndSettings"], &settings)
+	for ch, v := range settings {
+		var ds DNDSetting
+		if json.Unmarshal(v, &ds) == nil && ds.Status != "" {
+			if c.DNDSettings == nil {
+				c.DNDSettings = make(map[string]DNDSetting)
+			}
+			c.DNDSettings[ch] = ds
+		}
+	}
 	_ = json.Unmarshal(raw["tags"], &c.Tags)
 	var fields []json.RawMessage
 	_ = json.Unmarshal(raw["customFields"], &fields)

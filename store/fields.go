@@ -21,18 +21,25 @@ const (
 	FieldPatientPhone       = "patient.phone"
 	FieldPatientDateOfBirth = "patient.date_of_birth"
 	// FieldPatientAddress is address1, city, postal_code and country.
-	FieldPatientAddress     = "patient.address"
-	FieldAppointmentTitle   = "appointment.title"
-	FieldAppointmentAddress = "appointment.address"
-	FieldAppointmentNotes   = "appointment.notes"
+	FieldPatientAddress = "patient.address"
+	// FieldPatientTags is the tags ghlsync manages: not allowed, it adds
+	// and removes none.
+	FieldPatientTags = "patient.tags"
+	// FieldPatientConsent is dnd and consent (GHL's dnd, dndSettings).
+	FieldPatientConsent      = "patient.consent"
+	FieldPatientTimezone     = "patient.timezone"
+	FieldPatientCustomFields = "patient.custom_fields"
+	FieldAppointmentTitle    = "appointment.title"
+	FieldAppointmentAddress  = "appointment.address"
+	FieldAppointmentNotes    = "appointment.notes"
 )
 
 // FieldNames are the names an allow-list may hold, in the order they are
 // listed.
 var FieldNames = []string{
 	FieldPatientFirstName, FieldPatientLastName, FieldPatientEmail, FieldPatientPhone,
-	FieldPatientDateOfBirth, FieldPatientAddress, FieldAppointmentTitle, FieldAppointmentAddress,
-	FieldAppointmentNotes,
+	FieldPatientDateOfBirth, FieldPatientAddress, FieldPatientTags, FieldPatientConsent, FieldPatientTimezone,
+	FieldPatientCustomFields, FieldAppointmentTitle, FieldAppointmentAddress, FieldAppointmentNotes,
 }
 
 // AllFields is the allow-list value that allows every field, the default.

@@ -46,7 +46,14 @@ type LocationSettings struct {
 	// the clinic since the last sync: ConflictClinic (also for '') or
 	// ConflictReport.
 	ConflictPolicy string `gorm:"size:16;not null;default:''"`
-	UpdatedAt      time.Time
+	// RefuseCustomFields: a patient whose custom_fields name a key the
+	// location has no custom field for is refused, saying so, instead of
+	// the field being created (the default). The command line shows it
+	// as create_custom_fields, on by default; it is stored the other way
+	// round so that the zero value, and a row written with plain SQL, is
+	// the default.
+	RefuseCustomFields bool `gorm:"not null;default:false"`
+	UpdatedAt          time.Time
 }
 
 // Conflict policies (LocationSettings.ConflictPolicy).
@@ -67,6 +74,10 @@ func (ls LocationSettings) Conflicts() string {
 	}
 	return ls.ConflictPolicy
 }
+
+// CreatesCustomFields reports whether a sync creates the custom fields a
+// patient's custom_fields name and the location lacks.
+func (ls LocationSettings) CreatesCustomFields() bool { return !ls.RefuseCustomFields }
 
 // Deletion actions (LocationSettings.DeletionAction).
 const (
@@ -246,6 +257,16 @@ var SettingKeys = []SettingKey{
 		set: func(ls *LocationSettings, v string) error {
 			ls.ConflictPolicy = strings.TrimSpace(v)
 			return nil
+		},
+	},
+	{
+		Name: "create_custom_fields", Default: "on",
+		Meaning: "a key of a patient's custom_fields that the location has no custom field for is created as one (on), or refuses the patient (off)",
+		get:     func(ls LocationSettings) string { return onOff(ls.CreatesCustomFields()) },
+		set: func(ls *LocationSettings, v string) error {
+			on, err := parseOnOff(v)
+			ls.RefuseCustomFields = !on
+			return err
 		},
 	},
 }

@@ -31,6 +31,22 @@ type Patient struct {
 	City        string     `gorm:"size:255;not null;default:''"`
 	PostalCode  string     `gorm:"size:32;not null;default:''"`
 	Country     string     `gorm:"size:64;not null;default:''"`
+	// Tags are the tags ghlsync manages on the contact, a JSON array of
+	// strings. Tags staff set in GHL are not the row's and stay.
+	Tags string `gorm:"type:text;not null;default:'[]'"`
+	// DND turns GHL's do not disturb on for every channel.
+	DND bool `gorm:"column:dnd;not null;default:false"`
+	// Consent is a JSON object of channel (sms, email, call, whatsapp) to
+	// whether the patient consents to it: false turns GHL's do not
+	// disturb on for that channel, true off; a channel left out is left as
+	// it is in GHL.
+	Consent string `gorm:"type:text;not null;default:'{}'"`
+	// Timezone is the patient's IANA time zone; '' leaves the contact's
+	// (the location's).
+	Timezone string `gorm:"size:64;not null;default:''"`
+	// CustomFields is a JSON object of GHL custom field key (with or
+	// without "contact.") to value.
+	CustomFields string `gorm:"type:text;not null;default:'{}'"`
 	// DeletedAt is set when the clinic deletes the patient: the sync acts
 	// on its contact by the location's DeletionAction and sends it no more.
 	DeletedAt *time.Time
@@ -115,6 +131,15 @@ type PatientRow struct {
 	City        string
 	PostalCode  string
 	Country     string
+	// Tags, DND, Consent, Timezone and CustomFields are the columns as the
+	// database returned them (DND "1", "true", "0", …), raw: a sync hashes
+	// them as they are, so that deciding a patient is unchanged parses no
+	// JSON, and reads them only for a patient it sends.
+	Tags         string
+	DND          string
+	Consent      string
+	Timezone     string
+	CustomFields string
 	// Sync is the patient's sync state; its zero value (LocationID "")
 	// when the patient was never synced.
 	Sync PatientSync
@@ -148,10 +173,11 @@ type AppointmentRow struct {
 }
 
 const patientColumns = `p.external_id, p.first_name, p.last_name, p.email, p.phone, p.date_of_birth,
-	p.address1, p.city, p.postal_code, p.country, ` + patientSyncColumns
+	p.address1, p.city, p.postal_code, p.country, p.tags, p.dnd, p.consent, p.timezone, p.custom_fields,
+	` + patientSyncColumns
 
 const patientSyncColumns = `s.location_id, s.contact_id, s.sent_hash, s.sent_at, s.creating_at,
-	s.failed_hash, s.last_error, s.failed_at`
+	s.failed_hash, s.last_error, s.failed_at, s.tags, s.dnd`
 
 // PatientPage returns up to limit patients of loc, deleted ones (deleted_at
 // set) left out, whose external id sorts
@@ -220,21 +246,23 @@ func (s *Store) PatientByExternalID(ctx context.Context, loc, externalID string)
 }
 
 func scanPatient(rows *sql.Rows, p *PatientRow) error {
-	var dob sql.NullString
+	var dob, tags, dnd, consent, tz, fields sql.NullString
 	var st nullPatientSync
 	err := rows.Scan(&p.ExternalID, &p.FirstName, &p.LastName, &p.Email, &p.Phone, &dob,
-		&p.Address1, &p.City, &p.PostalCode, &p.Country,
+		&p.Address1, &p.City, &p.PostalCode, &p.Country, &tags, &dnd, &consent, &tz, &fields,
 		&st.LocationID, &st.ContactID, &st.SentHash, &st.SentAt, &st.CreatingAt,
-		&st.FailedHash, &st.LastError, &st.FailedAt)
+		&st.FailedHash, &st.LastError, &st.FailedAt, &st.Tags, &st.DND)
 	if err != nil {
 		return err
 	}
 	p.DateOfBirth = dob.String
+	p.Tags, p.DND, p.Consent, p.Timezone, p.CustomFields = tags.String, dnd.String, consent.String, tz.String, fields.String
 	if st.LocationID.Valid {
 		p.Sync = PatientSync{
 			LocationID: st.LocationID.String, ExternalID: p.ExternalID, ContactID: st.ContactID.String,
 			SentHash: st.SentHash.String, SentAt: timePtr(st.SentAt), CreatingAt: timePtr(st.CreatingAt),
 			FailedHash: st.FailedHash.String, LastError: st.LastError.String, FailedAt: timePtr(st.FailedAt),
+			Tags: st.Tags.String, DND: st.DND.Valid && st.DND.Bool,
 		}
 	}
 	return nil
@@ -243,8 +271,9 @@ func scanPatient(rows *sql.Rows, p *PatientRow) error {
 // nullPatientSync scans the columns of a sync_patients row that a LEFT
 // JOIN may leave NULL.
 type nullPatientSync struct {
-	LocationID, ContactID, SentHash, FailedHash, LastError sql.NullString
-	SentAt, CreatingAt, FailedAt                           sql.NullTime
+	LocationID, ContactID, SentHash, FailedHash, LastError, Tags sql.NullString
+	SentAt, CreatingAt, FailedAt                                 sql.NullTime
+	DND                                                          sql.NullBool
 }
 
 // PractitionerRow is a practitioner as an appointment's sync reads it.

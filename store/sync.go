@@ -36,7 +36,15 @@ type PatientSync struct {
 	FailedHash string `gorm:"size:64;not null;default:''"`
 	LastError  string `gorm:"type:text;not null;default:''"`
 	FailedAt   *time.Time
-	UpdatedAt  time.Time
+	// Tags are the tags ghlsync last applied to ContactID, a JSON array
+	// ('' for none): what it may remove again when the patient's row
+	// drops them. Tags on the contact that are not here are staff's.
+	Tags string `gorm:"type:text;not null;default:''"`
+	// DND: ghlsync turned the contact's do not disturb on for the
+	// patient's dnd column, so it turns it off again when the column does;
+	// a DND staff turned on is left alone.
+	DND       bool `gorm:"column:dnd;not null;default:false"`
+	UpdatedAt time.Time
 }
 
 // TableName pins the table name.
@@ -136,7 +144,7 @@ func (s *Store) SaveAppointmentSync(ctx context.Context, st *AppointmentSync) er
 // left to GORM's UpdateAll, which skips some zero values.
 var (
 	patientSyncColumnNames = []string{"contact_id", "sent_hash", "sent_at", "creating_at",
-		"failed_hash", "last_error", "failed_at", "updated_at"}
+		"failed_hash", "last_error", "failed_at", "tags", "dnd", "updated_at"}
 	appointmentSyncColumnNames = []string{"event_id", "contact_id", "sent_hash", "sent_at", "creating_at",
 		"intent_contact_id", "intent_calendar_id", "intent_starts_at", "intent_hash",
 		"failed_hash", "last_error", "failed_at", "note_id", "note_intent", "updated_at"}

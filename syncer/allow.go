@@ -17,12 +17,16 @@ func allowedPatient(p *store.PatientRow, ls store.LocationSettings) *store.Patie
 	}
 	a := *p
 	for name, cols := range map[string][]*string{
-		store.FieldPatientFirstName:   {&a.FirstName},
-		store.FieldPatientLastName:    {&a.LastName},
-		store.FieldPatientEmail:       {&a.Email},
-		store.FieldPatientPhone:       {&a.Phone},
-		store.FieldPatientDateOfBirth: {&a.DateOfBirth},
-		store.FieldPatientAddress:     {&a.Address1, &a.City, &a.PostalCode, &a.Country},
+		store.FieldPatientFirstName:    {&a.FirstName},
+		store.FieldPatientLastName:     {&a.LastName},
+		store.FieldPatientEmail:        {&a.Email},
+		store.FieldPatientPhone:        {&a.Phone},
+		store.FieldPatientDateOfBirth:  {&a.DateOfBirth},
+		store.FieldPatientAddress:      {&a.Address1, &a.City, &a.PostalCode, &a.Country},
+		store.FieldPatientTags:         {&a.Tags},
+		store.FieldPatientConsent:      {&a.DND, &a.Consent},
+		store.FieldPatientTimezone:     {&a.Timezone},
+		store.FieldPatientCustomFields: {&a.CustomFields},
 	} {
 		if !ls.Allows(name) {
 			for _, c := range cols {

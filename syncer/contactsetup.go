@@ -22,13 +22,16 @@ const (
 
 // contactSetup is what a run's contact writes need of the location,
 // looked up once per run when first needed: its settings (the phone
-// region, the field allow-list), and its patient id custom field, which costs GHL calls and so
-// is looked up only by a run that writes a contact.
+// region, the field allow-list), and its contact custom fields (the patient
+// id field, the keys of patients' custom_fields), which cost GHL calls and
+// so are listed only by a run that writes a contact.
 type contactSetup struct {
 	mu       sync.Mutex
 	loaded   bool
 	settings store.LocationSettings
-	fieldID  string
+	// fields are the location's contact custom field ids by key, nil
+	// until listed.
+	fields map[string]string
 }
 
 // locationFault: a call about the location rather than a record failed
@@ -75,25 +78,14 @@ func (r *run) locationSettings(ctx context.Context) (store.LocationSettings, err
 func (r *run) patientField(ctx context.Context) (string, error) {
 	r.setup.mu.Lock()
 	defer r.setup.mu.Unlock()
-	if r.setup.fieldID != "" {
-		return r.setup.fieldID, nil
+	if err := r.loadFieldsLocked(ctx); err != nil {
+		return "", err
 	}
-	var fields []ghl.FieldDef
-	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
-		fields, resp, err = r.e.Contacts.CustomFields(ctx, token, r.loc)
-		return resp, err
-	})
-	if err != nil {
-		return "", fieldFault("listing the location's custom fields", err)
-	}
-	for _, f := range fields {
-		if f.FieldKey == PatientIDFieldKey {
-			r.setup.fieldID = f.ID
-			return f.ID, nil
-		}
+	if id := r.setup.fields[PatientIDFieldKey]; id != "" {
+		return id, nil
 	}
 	var f *ghl.FieldDef
-	err = r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
+	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
 		f, resp, err = r.e.Contacts.CreateCustomField(ctx, token, r.loc, PatientIDFieldName, "TEXT")
 		return resp, err
 	})
@@ -102,7 +94,7 @@ func (r *run) patientField(ctx context.Context) (string, error) {
 	}
 	r.e.log().Info("created the contact custom field that holds the clinic's patient id",
 		"location", r.loc, "field", f.ID, "key", f.FieldKey)
-	r.setup.fieldID = f.ID
+	r.setup.fields[PatientIDFieldKey] = f.ID
 	return f.ID, nil
 }
 

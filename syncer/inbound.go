@@ -310,6 +310,9 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 		// (GHL delivers in no set order).
 		return nil, false, nil
 	}
+	if kind == store.RecordContact {
+		text = withoutManagedTags(text, sent)
+	}
 	changes := map[string]json.RawMessage{}
 	echo := false
 	for f, v := range text {

@@ -173,6 +173,9 @@ func sentContactFields(c *ghl.Contact) map[string]string {
 		b, _ := json.Marshal(c.Tags)
 		out["tags"] = valueString(b)
 	}
+	if c.DND != nil {
+		out["dnd"] = strconv.FormatBool(*c.DND)
+	}
 	for _, cf := range c.CustomFields {
 		if cf.ID != "" {
 			b, _ := json.Marshal(cf.Value)
@@ -204,6 +207,44 @@ func sentAppointmentFields(a *ghl.Appointment) map[string]string {
 // one (a test's) records nothing.
 type sentRecorder interface {
 	RecordSent(ctx context.Context, loc, kind, externalID, ghlID string, fields store.FieldHashes) error
+}
+
+// managedTagsField keeps, beside the hashes of what a sync sent of a
+// contact, the tags ghlsync manages on it (those applied and those about
+// to be added or removed), as a JSON list: the tag calls change the
+// contact's tags without a body to compare with, so a webhook's tags are
+// compared without these, and ghlsync's own tag calls are no change while
+// a tag staff set is.
+const managedTagsField = "tags:managed"
+
+// recordManagedTags records, before the tag calls, the tags ghlsync
+// manages on contactID.
+func (r *run) recordManagedTags(ctx context.Context, externalID, contactID string, tags []string) error {
+	rec, ok := r.e.State.(sentRecorder)
+	if !ok || r.dryRun || len(tags) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(tags)
+	return rec.RecordSent(ctx, r.loc, store.RecordContact, externalID, contactID, store.FieldHashes{managedTagsField: string(b)})
+}
+
+// withoutManagedTags returns text with the tags that sent names as
+// ghlsync's own left out of its tags.
+func withoutManagedTags(text map[string]string, sent store.FieldHashes) map[string]string {
+	v, ok := text["tags"]
+	var managed []string
+	if !ok || v == "" || json.Unmarshal([]byte(sent[managedTagsField]), &managed) != nil || len(managed) == 0 {
+		return text
+	}
+	for i := range managed {
+		managed[i] = strings.ToLower(strings.TrimSpace(managed[i]))
+	}
+	out := make(map[string]string, len(text))
+	for f, t := range text {
+		out[f] = t
+	}
+	out["tags"] = strings.Join(slices.DeleteFunc(strings.Split(v, ","), func(t string) bool { return slices.Contains(managed, t) }), ",")
+	return out
 }
 
 // recordSent records, before the call that sends them, the fields of a

@@ -1,13 +1,16 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
@@ -17,9 +20,10 @@ import (
 
 // A patient becomes a GHL contact. What is sent: the patient's names,
 // email, phone (E.164), address, country (ISO 3166 alpha-2) and date of
-// birth (normalize.go), and the clinic's patient id in the location's
+// birth (normalize.go), the clinic's patient id in the location's
 // custom field PatientIDFieldName (contactsetup.go), which every contact
-// ghlsync writes carries. Idempotence:
+// ghlsync writes carries, and its tags, DND, consent, time zone and custom
+// fields (patientdata.go). Idempotence:
 //
 //   - Once GHL has named the contact, its id is recorded and the patient is
 //     updated by id (PUT). A contact deleted in GHL (GHL answers 400 "not
@@ -74,19 +78,37 @@ func patientContentOf(c *ghl.Contact, region string) patientContent {
 }
 
 // contentHash hashes what is sent for a record (or the record itself when
-// it cannot be sent), under a mapping version.
-func contentHash(mapping string, v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
+// it cannot be sent), under a mapping version. extra are name, value pairs
+// hashed as they are, after v, those with an empty value left out: raw
+// column text that is hashed without being parsed (patientExtras).
+func contentHash(mapping string, v any, extra ...string) string {
+	// One pooled buffer and one Sum256: an unchanged pass hashes every
+	// record, and allocates for it no more than the encoder.
+	buf := hashBufs.Get().(*bytes.Buffer)
+	defer hashBufs.Put(buf)
+	buf.Reset()
+	buf.WriteString(mapping)
+	buf.WriteByte(0)
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		// Only our own plain structs are hashed.
 		panic("syncer: hash: " + err.Error())
 	}
-	h := sha256.New()
-	h.Write([]byte(mapping))
-	h.Write([]byte{0})
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
+	buf.Truncate(buf.Len() - 1) // Encode's newline: the bytes are json.Marshal's
+	var n [8]byte
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i+1] == "" {
+			continue
+		}
+		buf.WriteByte(0)
+		buf.WriteString(extra[i])
+		buf.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(extra[i+1]))))
+		buf.WriteString(extra[i+1])
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:])
 }
+
+var hashBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // contactFor maps a patient to the contact sent to GHL. Empty fields are
 // left out, so a value cleared in the clinic system stays in GHL.
@@ -164,7 +186,8 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 	} else {
 		pc := patientContentOf(c, region)
 		pc.Fields = ls.Fields
-		hash = contentHash(contactMapping, pc)
+		extras := patientExtras(allowed)
+		hash = contentHash(contactMapping, pc, extras[:]...)
 	}
 	it := item{key: p.ExternalID}
 	switch {
@@ -183,10 +206,15 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 		st.FailedHash, st.LastError, st.FailedAt = hash, why, ptr(r.e.now().UTC())
 		return r.e.State.SavePatientSync(ctx, &st)
 	}
+	var ex *contactExtras
+	if err == nil {
+		// Only a patient to be sent has its JSON columns parsed.
+		ex, err = readExtras(allowed, ls)
+	}
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
-		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash) }
+		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash, ex) }
 		it.creates = st.ContactID == ""
 		it.check = func() error {
 			cc := *c
@@ -198,7 +226,8 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 
 // pushPatient sends a changed patient and records GHL's contact; see the
 // top of this file. raw is the contact as planned, normalised here.
-func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.Contact, region, hash string) (outcome, error) {
+func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.Contact, region, hash string,
+	ex *contactExtras) (outcome, error) {
 	c := *raw
 	if err := normalizeContact(&c, region); err != nil {
 		return 0, err
@@ -208,6 +237,9 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 		return 0, err
 	}
 	c.CustomFields = []ghl.CustomField{{ID: field, Value: st.ExternalID}}
+	if err := r.applyExtras(ctx, &c, st, ex); err != nil {
+		return 0, err
+	}
 	sent := sentContactFields(&c)
 	if err := r.settleConflict(ctx, st.ExternalID, st.ContactID, hash, sent); err != nil {
 		return 0, err
@@ -237,10 +269,10 @@ func (r *run) pushPatient(ctx context.Context, st *store.PatientSync, raw *ghl.C
 			return 0, err
 		}
 		if done {
-			return out, r.patientSent(ctx, st, st.ContactID, hash)
+			return out, r.patientSent(ctx, st, st.ContactID, hash, ex)
 		}
 	}
-	return r.createPatient(ctx, st, &c, hash)
+	return r.createPatient(ctx, st, &c, hash, ex)
 }
 
 // updatePatient updates the patient's contact. It reports false, with
@@ -291,7 +323,8 @@ func (r *run) updatePatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 // createPatient creates the patient's contact: an upsert when it has an
 // email or a phone, else a create. CreatingAt is written first, so that a
 // lost answer is looked up on the next attempt.
-func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string) (outcome, error) {
+func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string,
+	ex *contactExtras) (outcome, error) {
 	st.CreatingAt = ptr(r.e.now().UTC())
 	if err := r.e.State.SavePatientSync(ctx, st); err != nil {
 		return 0, err
@@ -306,7 +339,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 			st.CreatingAt = ptr(r.e.now().UTC()) // GHL may have acted as late as this
 			return 0, err
 		}
-		return created, r.patientSent(ctx, st, got.ID, hash)
+		return created, r.patientSent(ctx, st, got.ID, hash, ex)
 	}
 	// Patients GHL would match to one contact upsert one at a time, so the
 	// second finds the first's contact recorded.
@@ -339,7 +372,7 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 	if isNew {
 		out = created
 	}
-	return out, r.patientSent(ctx, st, got.ID, hash)
+	return out, r.patientSent(ctx, st, got.ID, hash, ex)
 }
 
 // ignoredField names the field ("email", "phone") that was sent but did
@@ -470,8 +503,17 @@ func digitsOf(s string) string {
 	}, s)
 }
 
-// patientSent records that GHL accepted the content with hash for contact.
-func (r *run) patientSent(ctx context.Context, st *store.PatientSync, contact, hash string) error {
+// patientSent brings the contact's managed tags to the patient's and
+// records that GHL accepted the content with hash for contact.
+func (r *run) patientSent(ctx context.Context, st *store.PatientSync, contact, hash string, ex *contactExtras) error {
+	if ex.manageTags {
+		if err := r.applyTags(ctx, st, contact, ex); err != nil {
+			return err
+		}
+	}
+	if ex.manageDND {
+		st.DND = ex.dnd
+	}
 	st.ContactID, st.SentHash, st.SentAt, st.CreatingAt = contact, hash, ptr(r.e.now().UTC()), nil
 	st.FailedHash, st.LastError, st.FailedAt = "", "", nil
 	return r.persist(ctx, func(ctx context.Context) error { return r.e.State.SavePatientSync(ctx, st) })

@@ -258,6 +258,7 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 // webhooks last showed (or, never shown, from what ghlsync sent) by more
 // than ghlsync's own writes.
 func drift(text map[string]string, seen, sent store.FieldHashes) bool {
+	text = withoutManagedTags(text, sent)
 	for f, v := range text {
 		h := hashField(f, v)
 		base := seen[f]

@@ -100,6 +100,7 @@ type Contacts interface {
 	CreateCustomField(ctx context.Context, accessToken, locationID, name, dataType string) (*ghl.FieldDef, *ghl.Response, error)
 	Appointments(ctx context.Context, accessToken, contactID string) ([]ghl.Event, *ghl.Response, error)
 	AddTags(ctx context.Context, accessToken, contactID string, tags []string) ([]string, *ghl.Response, error)
+	RemoveTags(ctx context.Context, accessToken, contactID string, tags []string) ([]string, *ghl.Response, error)
 	SetDND(ctx context.Context, accessToken, contactID string, on bool) (*ghl.Response, error)
 	Delete(ctx context.Context, accessToken, contactID string) (*ghl.Response, error)
 }

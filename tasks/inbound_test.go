@@ -652,3 +652,41 @@ func TestInboundDeletionEchoesStayOut(t *testing.T) {
 		t.Fatalf("the fake delivered only %+v", st)
 	}
 }
+
+// TestInboundTagAndDNDEchoesStayOut: the tags ghlsync adds and removes
+// through the tag endpoints, and the DND it turns on, come back as
+// webhooks that are its own and land nowhere; a tag staff add in GHL is
+// one row.
+func TestInboundTagAndDNDEchoesStayOut(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.seed(t, "loc1", 20, 0)
+	e.exec(t, `UPDATE patients SET tags = '["new patient", "package: 10 sessions"]', dnd = TRUE, updated_at = CURRENT_TIMESTAMP`)
+	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Created != 20 {
+		t.Fatalf("first sync: %+v", res)
+	}
+	e.exec(t, `UPDATE patients SET tags = '["package: 10 sessions", "recall"]', updated_at = CURRENT_TIMESTAMP`)
+	if res := e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1"); res.Updated != 20 {
+		t.Fatalf("second sync: %+v", res)
+	}
+	e.settle(t, time.Minute)
+	if st := e.Fake.WebhookStats(); st.Delivered < 80 {
+		t.Fatalf("the fake delivered %d webhooks, want the creates', updates' and tag calls'", st.Delivered)
+	}
+	if rows := e.inbox(t, "loc1"); len(rows) != 0 {
+		t.Fatalf("inbox after the syncs' tag and DND echoes: %d rows, want 0; first %+v", len(rows), rows[0])
+	}
+
+	st := e.patientState(t, "loc1", "p-0003")
+	if _, ok := e.Fake.StaffEditContact(st.ContactID, func(c *ghltest.Contact) { c.Tags = append(c.Tags, "VIP") }); !ok {
+		t.Fatal("no contact of p-0003 in the fake")
+	}
+	e.settle(t, time.Minute)
+	rows := e.inbox(t, "loc1")
+	if len(rows) != 1 || rows[0].ExternalID != "p-0003" {
+		t.Fatalf("inbox after a staff tag: %d rows, want 1 of p-0003: %+v", len(rows), rows)
+	}
+	if got := changesOf(t, rows[0]); len(got) != 1 || got["tags"] == nil {
+		t.Fatalf("changes: %v, want only tags", got)
+	}
+}

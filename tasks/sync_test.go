@@ -333,7 +333,7 @@ func (e *syncEnv) checkContacts(t testing.TB, loc string, patients int) map[stri
 		}
 		want := ghltest.Contact{ID: c.ID, LocationID: loc, FirstName: p.FirstName, LastName: p.LastName,
 			Name: p.FirstName + " " + p.LastName, Email: p.Email, Phone: phone, Address1: p.Address1,
-			City: p.City, PostalCode: p.PostalCode, Country: p.Country, Tags: []string{},
+			City: p.City, PostalCode: p.PostalCode, Country: p.Country, Tags: []string{}, DNDSettings: map[string]ghltest.DNDSetting{},
 			CustomFields: []ghltest.CustomField{{ID: field, Value: p.ExternalID}},
 			DateAdded:    c.DateAdded, DateUpdated: c.DateUpdated}
 		if p.DateOfBirth != nil {

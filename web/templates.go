@@ -108,6 +108,7 @@ var locationPage = page(`{{$l := .L}}<h1>{{if $l.Name}}{{$l.Name}} <small>{{$l.L
 <tr><td>Fields sent to GHL (the allow-list)</td><td>{{with .Settings.Fields}}{{.}}{{else}}all <small>(the default)</small>{{end}}</td></tr>
 <tr><td>Appointment title template</td><td>{{with .Settings.TitleTemplate}}<code>{{.}}</code>{{else}}none: the clinic's title <small>(the default)</small>{{end}}</td></tr>
 <tr><td>Conflict policy (a contact changed in GHL and in the clinic)</td><td>{{.Settings.Conflicts}}{{if not .Settings.ConflictPolicy}} <small>(the default)</small>{{end}}</td></tr>
+<tr><td>Custom field keys the location lacks (a patient's custom_fields)</td><td>{{if .Settings.RefuseCustomFields}}refused{{else}}created <small>(the default)</small>{{end}}</td></tr>
 </table>
 <p><small>Change them with <code>scheduler settings set {{$l.LocationID}} KEY VALUE</code>.</small></p>
 {{with .Inbound}}<h2>Changes from GHL</h2>

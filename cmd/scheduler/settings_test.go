@@ -17,7 +17,7 @@ func TestSettings(t *testing.T) {
 	ctx := context.Background()
 
 	if code, stdout, stderr := c.run(t, "settings", "get", "loc1"); code != 0 ||
-		stdout != "notify=off\nphone_region=US\nfields=all\ntitle_template=\ndeletion_action=tag_dnd\ndeletion_cap=0\nconflict_policy=clinic\n" {
+		stdout != "notify=off\nphone_region=US\nfields=all\ntitle_template=\ndeletion_action=tag_dnd\ndeletion_cap=0\nconflict_policy=clinic\ncreate_custom_fields=on\n" {
 		t.Errorf("get of a location without settings: exit %d, %q %q; want the defaults", code, stdout, stderr)
 	}
 	for _, kv := range [][3]string{

@@ -47,6 +47,9 @@ func (c *Contact) answer(form dobForm) contactJSON {
 	if out.CustomFields == nil {
 		out.CustomFields = []CustomField{}
 	}
+	for ch, ds := range c.DNDSettings {
+		out.DndSettings[ch] = ds
+	}
 	if day, err := time.Parse("2006-01-02", c.DateOfBirth); err == nil {
 		month := int(day.Month())
 		out.BirthMonth = &month

@@ -1,6 +1,7 @@
 package ghltest
 
 import (
+	"maps"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -28,14 +29,16 @@ type Contact struct {
 	Timezone   string `json:"timezone,omitempty"`
 	// DateOfBirth is stored as YYYY-MM-DD; each endpoint answers it in its
 	// own form (see dobForm).
-	DateOfBirth  string        `json:"dateOfBirth,omitempty"`
-	Source       string        `json:"source,omitempty"`
-	CompanyName  string        `json:"companyName,omitempty"`
-	DND          bool          `json:"dnd"`
-	Tags         []string      `json:"tags"`
-	CustomFields []CustomField `json:"customFields,omitempty"`
-	DateAdded    time.Time     `json:"dateAdded"`
-	DateUpdated  time.Time     `json:"dateUpdated"`
+	DateOfBirth string `json:"dateOfBirth,omitempty"`
+	Source      string `json:"source,omitempty"`
+	CompanyName string `json:"companyName,omitempty"`
+	DND         bool   `json:"dnd"`
+	// DNDSettings is the do not disturb of each channel a write set.
+	DNDSettings  map[string]DNDSetting `json:"dndSettings,omitempty"`
+	Tags         []string              `json:"tags"`
+	CustomFields []CustomField         `json:"customFields,omitempty"`
+	DateAdded    time.Time             `json:"dateAdded"`
+	DateUpdated  time.Time             `json:"dateUpdated"`
 }
 
 // CustomField is one custom field value of a contact, as GHL answers it:
@@ -52,8 +55,26 @@ func (c *Contact) clone() Contact {
 		cc.Tags = []string{}
 	}
 	cc.CustomFields = slices.Clone(c.CustomFields)
+	cc.DNDSettings = maps.Clone(c.DNDSettings)
+	if cc.DNDSettings == nil {
+		cc.DNDSettings = map[string]DNDSetting{} // as GHL answers it
+	}
 	return cc
 }
+
+// DNDSetting is one channel's do not disturb (GHL's DndSettingSchema).
+type DNDSetting struct {
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	Code    string `json:"code,omitempty"`
+}
+
+// dndChannels and dndStatuses are what GHL's DndSettingsSchema and
+// DndSettingSchema take.
+var (
+	dndChannels = []string{"Call", "Email", "SMS", "WhatsApp", "GMB", "FB"}
+	dndStatuses = []string{"active", "inactive", "permanent"}
+)
 
 // customFieldInput is one custom field value of a write, named by the
 // field's id or key, as GHL takes it.
@@ -65,27 +86,35 @@ type customFieldInput struct {
 
 // contactInput is an upsert, create or update body; nil fields were absent.
 type contactInput struct {
-	LocationID   *string             `json:"locationId"`
-	FirstName    *string             `json:"firstName"`
-	LastName     *string             `json:"lastName"`
-	Name         *string             `json:"name"`
-	Email        *string             `json:"email"`
-	Phone        *string             `json:"phone"`
-	Gender       *string             `json:"gender"`
-	Address1     *string             `json:"address1"`
-	City         *string             `json:"city"`
-	State        *string             `json:"state"`
-	PostalCode   *string             `json:"postalCode"`
-	Country      *string             `json:"country"`
-	Timezone     *string             `json:"timezone"`
-	DateOfBirth  *string             `json:"dateOfBirth"`
-	Source       *string             `json:"source"`
-	CompanyName  *string             `json:"companyName"`
-	DND          *bool               `json:"dnd"`
-	Tags         *[]string           `json:"tags"`
-	CustomFields *[]customFieldInput `json:"customFields"`
+	LocationID   *string                      `json:"locationId"`
+	FirstName    *string                      `json:"firstName"`
+	LastName     *string                      `json:"lastName"`
+	Name         *string                      `json:"name"`
+	Email        *string                      `json:"email"`
+	Phone        *string                      `json:"phone"`
+	Gender       *string                      `json:"gender"`
+	Address1     *string                      `json:"address1"`
+	City         *string                      `json:"city"`
+	State        *string                      `json:"state"`
+	PostalCode   *string                      `json:"postalCode"`
+	Country      *string                      `json:"country"`
+	Timezone     *string                      `json:"timezone"`
+	DateOfBirth  *string                      `json:"dateOfBirth"`
+	Source       *string                      `json:"source"`
+	CompanyName  *string                      `json:"companyName"`
+	DND          *bool                        `json:"dnd"`
+	DNDSettings  *map[string]*dndSettingInput `json:"dndSettings"`
+	Tags         *[]string                    `json:"tags"`
+	CustomFields *[]customFieldInput          `json:"customFields"`
 	// CreateNewIfDuplicateAllowed is the upsert's alone.
 	CreateNewIfDuplicateAllowed *bool `json:"createNewIfDuplicateAllowed"`
+}
+
+// dndSettingInput is one channel of a write's dndSettings.
+type dndSettingInput struct {
+	Status  *string `json:"status"`
+	Message *string `json:"message"`
+	Code    *string `json:"code"`
 }
 
 // The keys each write takes. GHL's update DTO has no locationId, gender
@@ -117,6 +146,19 @@ func (in *contactInput) validate() []string {
 	}
 	if in.Country != nil && *in.Country != "" && !countryRE.MatchString(*in.Country) {
 		msgs = append(msgs, "country must be a valid ISO 3166-1 alpha-2 country code")
+	}
+	if in.DNDSettings != nil {
+		for _, ch := range slices.Sorted(maps.Keys(*in.DNDSettings)) {
+			ds := (*in.DNDSettings)[ch]
+			switch {
+			case !slices.Contains(dndChannels, ch):
+				msgs = append(msgs, "dndSettings.property "+ch+" should not exist")
+			case ds == nil || ds.Status == nil:
+				msgs = append(msgs, "dndSettings."+ch+".status should not be empty")
+			case !slices.Contains(dndStatuses, *ds.Status):
+				msgs = append(msgs, "dndSettings."+ch+".status must be one of the following values: "+strings.Join(dndStatuses, ", "))
+			}
+		}
 	}
 	if in.DateOfBirth != nil && *in.DateOfBirth != "" {
 		ok := false
@@ -165,6 +207,15 @@ func (in *contactInput) apply(c *Contact, skip string, fieldID func(id, key stri
 	set(&c.CompanyName, in.CompanyName)
 	if in.DND != nil {
 		c.DND = *in.DND
+	}
+	if in.DNDSettings != nil {
+		// A write sets the channels it names and keeps the others.
+		for ch, ds := range *in.DNDSettings {
+			if c.DNDSettings == nil {
+				c.DNDSettings = make(map[string]DNDSetting)
+			}
+			c.DNDSettings[ch] = DNDSetting{Status: *ds.Status, Message: str(ds.Message), Code: str(ds.Code)}
+		}
 	}
 	if in.Tags != nil {
 		c.Tags = slices.Clone(*in.Tags) // GHL: tags replace all tags

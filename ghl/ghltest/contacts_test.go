@@ -296,3 +296,49 @@ func TestLostContactCreate(t *testing.T) {
 		t.Errorf("creates %d, faults %d, contacts %d; want 2, 1, 2", st.ContactCreates["loc1"], st.Faults, len(s.Contacts("loc1")))
 	}
 }
+
+// dndSettings is GHL's DndSettingsSchema: the channels Call, Email, SMS,
+// WhatsApp, GMB and FB, each with a status of active, inactive or
+// permanent; anything else is a 422 and changes nothing. A write sets the
+// channels it names and keeps the others; tags in a write's body replace
+// every tag, while the tag endpoints add and remove some.
+func TestContactDNDSettingsAndTags(t *testing.T) {
+	t.Parallel()
+	s, do := contactsSetup(t)
+	a := decodeContact(t, do("POST", "/contacts/upsert", map[string]any{"locationId": "loc1", "email": "ada@example.com",
+		"tags": []string{"staff"}, "dndSettings": map[string]any{"SMS": map[string]any{"status": "active"}}}, 200))
+	id := a.Contact.ID
+	do("PUT", "/contacts/"+id, map[string]any{"dndSettings": map[string]any{"Email": map[string]any{"status": "inactive", "message": "opted in"}}}, 200)
+	for _, bad := range []map[string]any{
+		{"Fax": map[string]any{"status": "active"}},
+		{"SMS": map[string]any{"status": "off"}},
+		{"SMS": map[string]any{"message": "no status"}},
+	} {
+		r := do("PUT", "/contacts/"+id, map[string]any{"dndSettings": bad}, 422)
+		if !strings.Contains(string(r.body), "dndSettings") {
+			t.Errorf("%v: %s; want the field named", bad, r.body)
+		}
+	}
+	do("POST", "/contacts/"+id+"/tags", map[string]any{"tags": []string{"ghlsync"}}, 201)
+	c := s.Contacts("loc1")[0]
+	want := map[string]ghltest.DNDSetting{"SMS": {Status: "active"}, "Email": {Status: "inactive", Message: "opted in"}}
+	if diff := cmp.Diff(want, c.DNDSettings); diff != "" {
+		t.Errorf("dndSettings (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"staff", "ghlsync"}, c.Tags); diff != "" {
+		t.Errorf("tags after an add (-want +got):\n%s", diff)
+	}
+	var got struct {
+		Contact struct {
+			DndSettings map[string]ghltest.DNDSetting `json:"dndSettings"`
+		} `json:"contact"`
+	}
+	do("GET", "/contacts/"+id, nil, 200).decode(t, &got)
+	if diff := cmp.Diff(want, got.Contact.DndSettings); diff != "" {
+		t.Errorf("GET's dndSettings (-want +got):\n%s", diff)
+	}
+	do("PUT", "/contacts/"+id, map[string]any{"tags": []string{"only"}}, 200)
+	if tags := s.Contacts("loc1")[0].Tags; !cmp.Equal(tags, []string{"only"}) {
+		t.Errorf("tags after a PUT with tags: %v; want the body's alone", tags)
+	}
+}
