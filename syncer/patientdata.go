@@ -359,7 +359,7 @@ func (r *run) customField(ctx context.Context, f fieldValue) (string, error) {
 		return id, nil
 	}
 	if !ls.CreatesCustomFields() {
-		return "", refusedf("custom_fields key %s: the location has no such custom field, and its setting "+
+		return "", retryRefusedf("custom_fields key %s: the location has no such custom field, and its setting "+
 			"create_custom_fields is off; create the field in GHL (Settings, Custom Fields), or set create_custom_fields on", key)
 	}
 	dataType := "TEXT"

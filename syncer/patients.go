@@ -202,8 +202,14 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 	}
 	st := p.Sync
 	st.LocationID, st.ExternalID = r.loc, p.ExternalID
+	// push and refuse of one item run one after the other.
+	outside := false
 	it.refuse = func(ctx context.Context, why string) error {
 		st.FailedHash, st.LastError, st.FailedAt = hash, why, ptr(r.e.now().UTC())
+		if outside {
+			// Not known as refused: tried again once the cause is fixed.
+			st.FailedHash = ""
+		}
 		return r.e.State.SavePatientSync(ctx, &st)
 	}
 	var ex *contactExtras
@@ -214,7 +220,11 @@ func (r *run) planPatient(p *store.PatientRow, ls store.LocationSettings) (item,
 	if err != nil {
 		it.invalid = err.Error()
 	} else {
-		it.push = func(ctx context.Context) (outcome, error) { return r.pushPatient(ctx, &st, c, region, hash, ex) }
+		it.push = func(ctx context.Context) (outcome, error) {
+			out, err := r.pushPatient(ctx, &st, c, region, hash, ex)
+			outside = refusedOutside(err)
+			return out, err
+		}
 		it.creates = st.ContactID == ""
 		it.check = func() error {
 			cc := *c

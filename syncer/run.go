@@ -53,7 +53,13 @@ type pageFunc func(ctx context.Context, after string, limit int) ([]item, error)
 type (
 	// refusal: GHL refused the record, or it cannot be sent: it is
 	// reported and not sent again until it changes.
-	refusal struct{ reason string }
+	// retry: its cause is outside the row (a custom field the location
+	// lacks), so the record is read and tried again by every pass, not
+	// only when its row changes.
+	refusal struct {
+		reason string
+		retry  bool
+	}
 	// unanswered: a GHL call got no answer (timeout, reset) or one that
 	// could not be read; the record is tried again, like after a 5xx.
 	unanswered struct{ err error }
@@ -63,7 +69,22 @@ func (e *refusal) Error() string    { return e.reason }
 func (e *unanswered) Error() string { return "GHL did not answer: " + e.err.Error() }
 func (e *unanswered) Unwrap() error { return e.err }
 
-func refusedf(format string, args ...any) error { return &refusal{fmt.Sprintf(format, args...)} }
+func refusedf(format string, args ...any) error {
+	return &refusal{reason: fmt.Sprintf(format, args...)}
+}
+
+// retryRefusedf is refusedf for a cause outside the record's row, which
+// a pass may find fixed (refusal.retry).
+func retryRefusedf(format string, args ...any) error {
+	return &refusal{reason: fmt.Sprintf(format, args...), retry: true}
+}
+
+// refusedOutside reports whether err is a refusal whose cause is outside
+// the record's row.
+func refusedOutside(err error) bool {
+	var rf *refusal
+	return errors.As(err, &rf) && rf.retry
+}
 
 // classify sorts an error of a record: a refusal, a temporary failure
 // (retried), or neither, which stops the run (rate limit, the location's
