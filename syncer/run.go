@@ -472,10 +472,14 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 		}
 		// The call's span records the wait.
 		resp, err := fn(ghl.WithRateLimitWait(ctx, s.e.now().Sub(waitStart)), token)
+		// The limiter counts the grant as in flight until it hears of the
+		// answer, or that none came.
+		var rate ghl.Rate
 		if resp != nil {
-			if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(resp.Rate)); err != nil {
-				s.e.log().Warn("rate limiter: could not record GHL's rate headers", "location", s.loc, "err", err)
-			}
+			rate = resp.Rate
+		}
+		if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(rate)); err != nil {
+			s.e.log().Warn("rate limiter: could not record GHL's answer", "location", s.loc, "err", err)
 		}
 		switch {
 		case err == nil:
