@@ -165,6 +165,14 @@ type Engine struct {
 	// Budget is how long a run sends records before it hands over to a
 	// follow-up; 3m.
 	Budget time.Duration
+	// HandBackAfter: a record whose call the location's limiter would hold
+	// for longer than this (its window is spent) is not waited for in the
+	// worker's slot: the run lets its calls in flight finish and hands the
+	// rest of its pass to a follow-up that runs when the limiter expects
+	// to grant again (Request.Continue's delay), so that the slot serves
+	// another location meanwhile; 2s (over asynq's rounding of a task's
+	// due time down to the second). Negative: a run waits out its limit.
+	HandBackAfter time.Duration
 	// SearchSettle is how long after a contact create whose answer was
 	// lost the sync waits before it searches for the contact: GHL's search
 	// index shows a write seconds after it; 10s.
@@ -313,10 +321,12 @@ type Request struct {
 	// real) show only in a real run.
 	DryRun bool
 	// Continue hands the rest of the pass to a follow-up run that starts
-	// after pass.Cursor with pass as its Pass, and returns the follow-up's
-	// id. It is called only when the run stopped short of the table's end,
-	// before the run is recorded as ended.
-	Continue func(ctx context.Context, pass Result) (string, error)
+	// after pass.Cursor with pass as its Pass, not before in from now (0:
+	// at once; a run that handed back to the rate limiter, see
+	// Engine.HandBackAfter), and returns the follow-up's id. It is called
+	// only when the run stopped short of the table's end, before the run is
+	// recorded as ended.
+	Continue func(ctx context.Context, pass Result, in time.Duration) (string, error)
 }
 
 // kind is what differs between the two syncs.
@@ -473,7 +483,11 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 		outcome = OutcomeContinued
 		pass := res
 		pass.Outcome = OutcomeContinued
-		if res.ContinuedBy, retErr = req.Continue(context.WithoutCancel(ctx), pass); retErr != nil {
+		in := r.resumeIn()
+		if in > 0 {
+			msg = fmt.Sprintf("the location's rate limit is spent for now; the follow-up runs in %s", in.Round(time.Millisecond))
+		}
+		if res.ContinuedBy, retErr = req.Continue(context.WithoutCancel(ctx), pass, in); retErr != nil {
 			// The batch is done and recorded; its retry finds it unchanged
 			// and hands over again.
 			outcome, msg = OutcomeError, "could not enqueue the follow-up: "+retErr.Error()
@@ -575,3 +589,13 @@ func (e *Engine) untilShutdown(ctx context.Context) (context.Context, func()) {
 		cancel(nil)
 	}
 }
+
+func (e *Engine) handBackAfter() time.Duration {
+	if e.HandBackAfter == 0 {
+		return DefaultHandBackAfter
+	}
+	return e.HandBackAfter
+}
+
+// DefaultHandBackAfter is Engine.HandBackAfter's default.
+const DefaultHandBackAfter = 2 * time.Second
