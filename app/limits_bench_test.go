@@ -33,11 +33,13 @@ import (
 //   - of-limits: the 200 locations' contacts beyond their first 100, per
 //     second from the first contact to the last, over the sum of their
 //     limits (200 × 10/s);
+//
 //   - small-before-large: 1 when the small location, enqueued last,
 //     finished before the large one, enqueued first;
+//
 //   - 429s: the fake's 429 answers.
 //
-//	go test -run '^$' -bench 'AtLimits$' -benchtime 1x -timeout 20m ./app/
+//     go test -run '^$' -bench 'AtLimits$' -benchtime 1x -timeout 20m ./app/
 func BenchmarkAtLimits(b *testing.B) {
 	sizes := []locSize{{"large", 600}}
 	for i := range 200 {
