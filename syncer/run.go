@@ -387,8 +387,8 @@ func (r *run) handingBack() bool {
 	return !r.resume.IsZero()
 }
 
-// resumeIn is how long the follow-up of a run that handed back waits; 0
-// for one that did not.
+// resumeIn is how long the follow-up of a run that handed back waits
+// (Engine.HandBackAfter); 0 for one that did not.
 func (r *run) resumeIn() time.Duration {
 	r.mu.Lock()
 	at := r.resume
@@ -396,7 +396,7 @@ func (r *run) resumeIn() time.Duration {
 	if at.IsZero() {
 		return 0
 	}
-	return max(at.Sub(r.e.now()), time.Millisecond)
+	return max(at.Sub(r.e.now())-r.e.handBackAfter()/2, time.Millisecond)
 }
 
 // abandon leaves the record at index i of the page to the follow-up: it

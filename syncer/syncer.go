@@ -170,8 +170,11 @@ type Engine struct {
 	// worker's slot: the run lets its calls in flight finish and hands the
 	// rest of its pass to a follow-up that runs when the limiter expects
 	// to grant again (Request.Continue's delay), so that the slot serves
-	// another location meanwhile; 2s (over asynq's rounding of a task's
-	// due time down to the second). Negative: a run waits out its limit.
+	// another location meanwhile. The follow-up is due half of this before
+	// that grant and waits the rest in its slot: asynq rounds a task's due
+	// time down to the second, and the follow-up's start (its lock, its
+	// first page) is not to delay the location's next call. 3s. Negative:
+	// a run waits out its limit.
 	HandBackAfter time.Duration
 	// SearchSettle is how long after a contact create whose answer was
 	// lost the sync waits before it searches for the contact: GHL's search
@@ -598,4 +601,4 @@ func (e *Engine) handBackAfter() time.Duration {
 }
 
 // DefaultHandBackAfter is Engine.HandBackAfter's default.
-const DefaultHandBackAfter = 2 * time.Second
+const DefaultHandBackAfter = 3 * time.Second
