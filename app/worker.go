@@ -15,9 +15,18 @@ import (
 	"github.com/ghlsync/ghlsync/web"
 )
 
+// DefaultSyncConcurrency is the number of sync tasks a worker runs at
+// once unless told otherwise. A sync task mostly waits on GHL and the
+// database; one whose location has spent its rate limit hands its slot
+// back (syncer.Engine.HandBackAfter), so a slot serves a location for
+// about the round trips of one window's calls every 10 s, and 50 slots
+// keep about 200 locations at GHL's limit.
+const DefaultSyncConcurrency = 50
+
 // WorkerOptions size a worker.
 type WorkerOptions struct {
-	// Concurrency is the number of sync tasks run at once.
+	// Concurrency is the number of sync tasks run at once;
+	// DefaultSyncConcurrency when zero.
 	Concurrency int
 	// TokenConcurrency is the number of token tasks run at once, in slots
 	// of their own that sync work cannot take.
@@ -47,7 +56,7 @@ const DefaultTokenConcurrency = 20
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 10
+		o.Concurrency = DefaultSyncConcurrency
 	}
 	if o.TokenConcurrency <= 0 {
 		o.TokenConcurrency = DefaultTokenConcurrency
@@ -94,8 +103,13 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 			ShutdownTimeout: shutdownTimeout,
 			// An idle worker looks for new tasks this often (asynq waits 1 s).
 			TaskCheckInterval: 100 * time.Millisecond,
-			Logger:            AsynqLogger{d.Log},
-			LogLevel:          asynq.WarnLevel,
+			// A sync handed back to the rate limiter is scheduled for when
+			// the location's window frees (asynq rounds that down to the
+			// second); its wait there is not to be lengthened by asynq's 5 s
+			// between looks at the scheduled tasks.
+			DelayedTaskCheckInterval: 250 * time.Millisecond,
+			Logger:                   AsynqLogger{d.Log},
+			LogLevel:                 asynq.WarnLevel,
 		})
 	}
 	// The heartbeat beats before the first refresh can take a lock, and

@@ -626,7 +626,7 @@ func TestHelmChartKEDAAndServiceMonitor(t *testing.T) {
 	for d := range descs {
 		exported = append(exported, d.String())
 	}
-	perWorker := map[string]string{tasks.QueueDefault: "10", tasks.QueueCritical: "20"}
+	perWorker := map[string]string{tasks.QueueDefault: "50", tasks.QueueCritical: "20"}
 	triggers := map[string]int{}
 	rc := testenv.RedisClient(t)
 	for _, tr := range so.Triggers {

@@ -160,7 +160,7 @@ type run struct {
 
 	start time.Time
 
-	mu         sync.Mutex // guards n, unanswered, stopErr, abandoned
+	mu         sync.Mutex // guards n, unanswered, stopErr, abandoned, resume
 	n          tally
 	unanswered int
 	stopErr    error
@@ -168,6 +168,9 @@ type run struct {
 	// abandoned is the index, in the page being sent, of the first record
 	// left unsent at shutdown; -1 when none.
 	abandoned int
+	// resume is when the limiter expects to grant the location's next
+	// call, once a record's call was handed back to it; zero when none.
+	resume time.Time
 }
 
 // tally counts what a run did with its records.
@@ -236,6 +239,10 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		budget = 3 * time.Minute
 	}
 	slots := make(chan struct{}, orInt(r.e.Concurrency, 8))
+	sendCtx := ctx
+	if d := r.e.handBackAfter(); d > 0 && !r.dryRun {
+		sendCtx = ratelimit.WithHandBack(ctx, d)
+	}
 	cursor, sent := after, 0
 	for {
 		items, err := page(ctx, cursor, pageSize)
@@ -247,7 +254,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 		handOver := false
 		pageStart := cursor
 		for i, it := range items {
-			if it.push != nil && !r.dryRun && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown()) {
+			if it.push != nil && !r.dryRun && (sent >= batch || sent > 0 && r.e.now().Sub(r.start) > budget || r.stopping() || r.e.shuttingDown() || r.handingBack()) {
 				handOver = true
 				break
 			}
@@ -289,7 +296,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 				wg.Add(1)
 				go func() {
 					defer func() { <-slots; wg.Done() }()
-					r.send(ctx, i, it)
+					r.send(sendCtx, i, it)
 				}()
 			}
 		}
@@ -304,7 +311,7 @@ func (r *run) walk(ctx context.Context, after string, page pageFunc) (cursor str
 			return cursor, false
 		}
 		switch {
-		case handOver || r.stopping() || r.e.shuttingDown():
+		case handOver || r.stopping() || r.e.shuttingDown() || r.handingBack():
 			return cursor, false
 		case len(items) < pageSize:
 			return cursor, true
@@ -326,6 +333,10 @@ func (r *run) send(ctx context.Context, i int, it item) {
 		var out outcome
 		out, err = it.push(ctx)
 		if errors.Is(err, errShuttingDown) {
+			var hb *handBackError
+			if errors.As(err, &hb) {
+				r.handBack(hb.pe.RetryAfter)
+			}
 			r.abandon(i)
 			return
 		}
@@ -351,7 +362,7 @@ func (r *run) send(ctx context.Context, i int, it item) {
 		case attempt == recordAttempts || r.stopping():
 			r.failUnanswered(it.key, err)
 			return
-		case r.e.shuttingDown():
+		case r.e.shuttingDown() || r.handingBack():
 			r.abandon(i)
 			return
 		}
@@ -371,6 +382,48 @@ func (r *run) send(ctx context.Context, i int, it item) {
 // errShuttingDown: a record's call was not made because the process is
 // shutting down; the record is left to the follow-up.
 var errShuttingDown = errors.New("syncer: shutting down")
+
+// handBackError: a record's call was not made because the location's
+// limiter would have held it longer than Engine.HandBackAfter. It is
+// errShuttingDown to the code that makes the record's calls (the record
+// is left to the follow-up, as at shutdown), and a *ratelimit.PausedError
+// to errors.As: should it stop a run, the task is retried after the wait,
+// as for a pause, and not counted as failed.
+type handBackError struct{ pe *ratelimit.PausedError }
+
+func (e *handBackError) Error() string        { return e.pe.Error() }
+func (e *handBackError) Unwrap() error        { return e.pe }
+func (e *handBackError) Is(target error) bool { return target == errShuttingDown }
+
+// handBack notes that a record's call was handed back to the limiter,
+// which expects to grant the next in d: the run takes no new record, and
+// its follow-up waits for the soonest such grant.
+func (r *run) handBack(d time.Duration) {
+	at := r.e.now().Add(d)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.resume.IsZero() || at.Before(r.resume) {
+		r.resume = at
+	}
+}
+
+func (r *run) handingBack() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.resume.IsZero()
+}
+
+// resumeIn is how long the follow-up of a run that handed back waits
+// (Engine.HandBackAfter); 0 for one that did not.
+func (r *run) resumeIn() time.Duration {
+	r.mu.Lock()
+	at := r.resume
+	r.mu.Unlock()
+	if at.IsZero() {
+		return 0
+	}
+	return max(at.Sub(r.e.now())-r.e.handBackAfter()/2, time.Millisecond)
+}
 
 // abandon leaves the record at index i of the page to the follow-up: it
 // is not counted, and the run's cursor stops before it.
@@ -491,18 +544,25 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 		grant, err := s.e.Limiter.Wait(waitCtx, s.loc)
 		shutdown := errors.Is(context.Cause(waitCtx), errShuttingDown)
 		done()
+		var pe *ratelimit.PausedError
 		switch {
 		case err != nil && shutdown && ctx.Err() == nil:
 			return errShuttingDown
+		case errors.As(err, &pe) && pe.HandBack:
+			return &handBackError{pe}
 		case err != nil:
 			return err
 		}
 		// The call's span records the wait.
 		resp, err := fn(ghl.WithRateLimitWait(ctx, s.e.now().Sub(waitStart)), token)
+		// The limiter counts the grant as in flight until it hears of the
+		// answer, or that none came.
+		var rate ghl.Rate
 		if resp != nil {
-			if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(resp.Rate)); err != nil {
-				s.e.log().Warn("rate limiter: could not record GHL's rate headers", "location", s.loc, "err", err)
-			}
+			rate = resp.Rate
+		}
+		if err := s.e.Limiter.Observe(context.WithoutCancel(ctx), s.loc, grant, rateOf(rate)); err != nil {
+			s.e.log().Warn("rate limiter: could not record GHL's answer", "location", s.loc, "err", err)
 		}
 		switch {
 		case err == nil:

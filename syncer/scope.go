@@ -54,6 +54,9 @@ func (r *run) missingScope(ctx context.Context, err error) {
 func pausedMessage(err error) string {
 	var pe *ratelimit.PausedError
 	errors.As(err, &pe)
+	if pe.HandBack && !pe.Daily {
+		return fmt.Sprintf("the location's rate limit is spent for now; the task runs again in %s", pe.RetryAfter.Round(time.Millisecond))
+	}
 	if pe.Daily {
 		return fmt.Sprintf("GHL's daily quota for the location is spent (X-RateLimit-Daily-Remaining 0); "+
 			"the task runs again in %s to see whether GHL's day has ended", pe.RetryAfter.Round(time.Second))

@@ -183,6 +183,17 @@ type Engine struct {
 	// to read, so that a row whose transaction committed after the last
 	// pass read, with an updated_at before that, is not missed; 10m.
 	Overlap time.Duration
+	// HandBackAfter: a record whose call the location's limiter would hold
+	// for longer than this (its window is spent) is not waited for in the
+	// worker's slot: the run lets its calls in flight finish and hands the
+	// rest of its pass to a follow-up that runs when the limiter expects
+	// to grant again (Request.Continue's delay), so that the slot serves
+	// another location meanwhile. The follow-up is due half of this before
+	// that grant and waits the rest in its slot: asynq rounds a task's due
+	// time down to the second, and the follow-up's start (its lock, its
+	// first page) is not to delay the location's next call. 3s. Negative:
+	// a run waits out its limit.
+	HandBackAfter time.Duration
 	// SearchSettle is how long after a contact create whose answer was
 	// lost the sync waits before it searches for the contact: GHL's search
 	// index shows a write seconds after it; 10s.
@@ -351,10 +362,12 @@ type Request struct {
 	// --since), and leaves the watermark alone.
 	Since *time.Time
 	// Continue hands the rest of the pass to a follow-up run that starts
-	// after pass.Cursor with pass as its Pass, and returns the follow-up's
-	// id. It is called only when the run stopped short of the table's end,
-	// before the run is recorded as ended.
-	Continue func(ctx context.Context, pass Result) (string, error)
+	// after pass.Cursor with pass as its Pass, not before in from now (0:
+	// at once; a run that handed back to the rate limiter, see
+	// Engine.HandBackAfter), and returns the follow-up's id. It is called
+	// only when the run stopped short of the table's end, before the run is
+	// recorded as ended.
+	Continue func(ctx context.Context, pass Result, in time.Duration) (string, error)
 }
 
 // kind is what differs between the two syncs.
@@ -518,7 +531,11 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 		outcome = OutcomeContinued
 		pass := res
 		pass.Outcome = OutcomeContinued
-		if res.ContinuedBy, retErr = req.Continue(context.WithoutCancel(ctx), pass); retErr != nil {
+		in := r.resumeIn()
+		if in > 0 {
+			msg = fmt.Sprintf("the location's rate limit is spent for now; the follow-up runs in %s", in.Round(time.Millisecond))
+		}
+		if res.ContinuedBy, retErr = req.Continue(context.WithoutCancel(ctx), pass, in); retErr != nil {
 			// The batch is done and recorded; its retry finds it unchanged
 			// and hands over again.
 			outcome, msg = OutcomeError, "could not enqueue the follow-up: "+retErr.Error()
@@ -620,3 +637,13 @@ func (e *Engine) untilShutdown(ctx context.Context) (context.Context, func()) {
 		cancel(nil)
 	}
 }
+
+func (e *Engine) handBackAfter() time.Duration {
+	if e.HandBackAfter == 0 {
+		return DefaultHandBackAfter
+	}
+	return e.HandBackAfter
+}
+
+// DefaultHandBackAfter is Engine.HandBackAfter's default.
+const DefaultHandBackAfter = 3 * time.Second

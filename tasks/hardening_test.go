@@ -182,7 +182,7 @@ func TestSyncRecoveryTakesUpPassesRedisLost(t *testing.T) {
 
 	// loc1: the first run handed over to a follow-up that Redis lost.
 	res, err := e.h.Run(ctx, syncer.Request{Kind: syncer.KindPatients, Location: "loc1", RunID: "first-loc1",
-		Continue: func(context.Context, syncer.Result) (string, error) { return "lost-next-loc1", nil }})
+		Continue: func(context.Context, syncer.Result, time.Duration) (string, error) { return "lost-next-loc1", nil }})
 	if err != nil || res.Outcome != syncer.OutcomeContinued || res.Created != 10 {
 		t.Fatalf("first run: %+v, %v", res, err)
 	}
@@ -297,7 +297,10 @@ func TestSyncHandsOverAtShutdown(t *testing.T) {
 	stopping.ShuttingDown = shuttingDown
 	var handed *syncer.Result
 	res, err := stopping.Run(ctx, syncer.Request{Kind: syncer.KindPatients, Location: "loc1", RunID: "run-1",
-		Continue: func(_ context.Context, pass syncer.Result) (string, error) { handed = &pass; return "run-2", nil }})
+		Continue: func(_ context.Context, pass syncer.Result, _ time.Duration) (string, error) {
+			handed = &pass
+			return "run-2", nil
+		}})
 	if err != nil || res.Outcome != syncer.OutcomeContinued || handed == nil || res.ContinuedBy != "run-2" {
 		t.Fatalf("run at shutdown: %+v, %v; want it handed over", res, err)
 	}

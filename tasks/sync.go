@@ -166,8 +166,8 @@ func (h *SyncHandlers) handle(ctx context.Context, t *asynq.Task) error {
 	res, err := h.Run(ctx, syncer.Request{
 		Kind: syncKinds[t.Type()], Location: p.LocationID, After: p.After, Batch: p.Batch, Pass: p.Pass, RunID: taskID, Force: p.Force, DryRun: p.DryRun,
 		Full: p.Full, Since: p.Since,
-		Continue: func(ctx context.Context, pass syncer.Result) (string, error) {
-			return h.continuePass(ctx, t.Type(), taskID, pass, p)
+		Continue: func(ctx context.Context, pass syncer.Result, in time.Duration) (string, error) {
+			return h.continuePass(ctx, t.Type(), taskID, pass, p, in)
 		},
 	})
 	if res.Outcome != "" {
@@ -221,13 +221,21 @@ func (h *SyncHandlers) fanOut(ctx context.Context, t *asynq.Task, p SyncPayload)
 
 // continuePass enqueues the follow-up of the run taskID, which carries the
 // pass's result so far and starts after its cursor, with the modes of
-// p, and returns its id.
-func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result, p SyncPayload) (string, error) {
+// p, to run in in (a run that handed back to the rate limiter), and
+// returns its id. Waiting in the queue's schedule, the follow-up holds no
+// worker slot and no lock (the run releases the location's lock when it
+// ends, after this), and it goes behind the tasks already pending, so a
+// large location's pass takes turns with the others.
+func (h *SyncHandlers) continuePass(ctx context.Context, taskType, taskID string, pass syncer.Result, p SyncPayload, in time.Duration) (string, error) {
 	next, err := newSyncTask(taskType, withPass(p.modes(pass.Location), pass))
 	if err != nil {
 		return "", err
 	}
-	child, err := enqueueOnce(ctx, h.Enqueuer, next, derivedID(taskType, pass.Location, taskID, "next"), QueueDefault)
+	var opts []asynq.Option
+	if in > 0 {
+		opts = append(opts, asynq.ProcessIn(in))
+	}
+	child, err := enqueueOnce(ctx, h.Enqueuer, next, derivedID(taskType, pass.Location, taskID, "next"), QueueDefault, opts...)
 	return child.TaskID, err
 }
 

@@ -7,19 +7,27 @@
 // number of workers share it; it reads the time from Redis (TIME), so the
 // workers' clocks do not matter.
 //
-// The window is GHL's interval plus a Margin. GHL counts a request when it
-// arrives, we when we grant it; requests travel for different times, so
-// grants spread over W can arrive at GHL within less than W. Counting over
-// W+Margin keeps any GHL window of W under the limit as long as the spread
-// of transit times stays under Margin. The cost is Margin/W of the
-// throughput: 2.5% for the default 250 ms.
+// GHL counts a request when it arrives, somewhere between our grant and
+// our reading of its answer, and keeps counting it for its interval W. So
+// a grant is scored in the log as in flight (MaxFlight ahead of its grant,
+// counted in every window meanwhile) until Observe hears its answer, and
+// from then on at the time of the answer: GHL counted it no later than
+// that, so it has left GHL's window before it leaves ours, whatever the
+// transit times. Counting over W (plus a small Margin for GHL's clock)
+// then never lets GHL count more than the limit of ours, at the cost of a
+// round trip per window. A grant whose answer never comes (the worker
+// died) is counted for MaxFlight+W.
 //
 // GHL's answers tune the limiter (Observe): a smaller X-RateLimit-Max or a
 // longer interval than configured is adopted for the location, and an
-// X-RateLimit-Remaining lower than our own log explains (another client of
-// the same app and location spends the quota too) adds as many placeholder
-// grants, which slow everyone down for one window. A 429 that comes anyway
-// pauses the location for the interval GHL gives (Pause).
+// X-RateLimit-Remaining lower than our own log can explain (another client
+// of the same app and location spends the quota too) adds as many
+// placeholder grants, which slow everyone down for one window. Our log can
+// explain every grant GHL may have counted: each one answered within W
+// before the request (or still in flight), placeholders included, so that
+// none of ours, and no foreign use already booked, is booked as foreign. A
+// 429 that comes anyway (only another client's use can cause one) pauses
+// the location for the interval GHL gives (Pause).
 //
 // GHL's daily quota (200,000 requests per app and location) is kept from
 // X-RateLimit-Daily-Remaining, as Observe hears it: below DailySlowBelow
@@ -48,7 +56,10 @@ import (
 const (
 	DefaultLimit    = 100
 	DefaultInterval = 10 * time.Second
-	DefaultMargin   = 250 * time.Millisecond
+	DefaultMargin   = 20 * time.Millisecond
+	// DefaultMaxFlight is over the GHL client's timeout (30 s): no
+	// answer comes later.
+	DefaultMaxFlight = time.Minute
 )
 
 // Limiter grants GHL requests per location. Its zero value is not usable;
@@ -62,6 +73,9 @@ type Limiter struct {
 	Limit    int
 	Interval time.Duration
 	Margin   time.Duration
+	// MaxFlight is how long a grant without an answer (Observe) is
+	// counted as in flight; DefaultMaxFlight when zero.
+	MaxFlight time.Duration
 	// Prefix of the Redis keys; "ghlsync:ratelimit:" when empty.
 	Prefix string
 	// DailySlowBelow is the part of the daily quota (0 to 1) below which
@@ -92,9 +106,16 @@ type PausedError struct {
 	RetryAfter time.Duration
 	// Daily: the pause is for GHL's daily quota.
 	Daily bool
+	// HandBack: the wait is longer than the caller's WithHandBack, not a
+	// pause past MaxWait: the caller is to hand its work back for
+	// RetryAfter rather than hold a worker slot.
+	HandBack bool
 }
 
 func (e *PausedError) Error() string {
+	if e.HandBack && !e.Daily {
+		return fmt.Sprintf("ratelimit %s: the location's limit allows its next request in %s", e.Location, e.RetryAfter.Round(time.Millisecond))
+	}
 	if e.Daily {
 		return fmt.Sprintf("ratelimit %s: GHL's daily quota for the location is spent; asking again in %s", e.Location, e.RetryAfter.Round(time.Second))
 	}
@@ -125,11 +146,31 @@ func (l *Limiter) maxWait() time.Duration {
 	return DefaultMaxWait
 }
 
-// Grant is one granted request: when Redis granted it, to match GHL's
-// answer to it in Observe.
+// Grant is one granted request: when Redis granted it, and its entry in
+// the log, to match GHL's answer to it in Observe.
 type Grant struct {
 	// At is the Redis time of the grant, in microseconds since the epoch.
-	At int64
+	At     int64
+	member string
+}
+
+// handBackKey carries WithHandBack's duration.
+type handBackKey struct{}
+
+// WithHandBack returns ctx under which Wait does not wait longer than d
+// for a grant (the location's window is full, or it is paused): it returns
+// a *PausedError with HandBack set and the wait as RetryAfter, and grants
+// nothing. A task that can hand its work back (and take it up after
+// RetryAfter) then frees its worker for another location.
+func WithHandBack(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, handBackKey{}, d)
+}
+
+func (l *Limiter) maxFlight() time.Duration {
+	if l.MaxFlight > 0 {
+		return l.MaxFlight
+	}
+	return DefaultMaxFlight
 }
 
 func (l *Limiter) limit() int {
@@ -169,13 +210,15 @@ func (l *Limiter) keys(loc string) []string {
 
 // acquireScript grants a request if the location is not paused and fewer
 // than the limit were granted within the window; else it says how long to
-// wait. The log is pruned to twice the window: Observe looks back that far.
+// wait. A grant is logged in flight: scored max flight ahead, until
+// Observe scores it at its answer. The log is pruned to twice the window:
+// Observe looks back that far.
 //
 // Below the slow mark of the daily quota (ARGV[5] of daily_limit) the
 // limit is cut in proportion to what remains, to one at the end.
 //
 // KEYS: log, state. ARGV: limit, interval µs, margin µs, member suffix,
-// daily slow mark (a fraction). Returns {granted 0|1, wait µs, now µs,
+// daily slow mark (a fraction), max flight µs. Returns {granted 0|1, wait µs, now µs,
 // why it waits: 0 the window, 1 a pause, 2 a pause for the daily quota}.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -206,24 +249,32 @@ local from = now - window + 1
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 2 * window)
 local used = redis.call('ZCOUNT', KEYS[1], from, '+inf')
 if used < limit then
-	redis.call('ZADD', KEYS[1], now, ARGV[4])
-	redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
+	local flight = tonumber(ARGV[6])
+	redis.call('ZADD', KEYS[1], now + flight, ARGV[4])
+	redis.call('PEXPIRE', KEYS[1], math.ceil((2 * window + flight) / 1000))
 	return {1, 0, now, 0}
 end
--- The grant that must leave the window before one more fits.
+-- The grant that must leave the window before one more fits; one still in
+-- flight leaves a window after its answer, which is not before now.
 local e = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', used - limit, 1)
-return {0, tonumber(e[2]) + window - now, now, 0}
+local left = tonumber(e[2])
+if left > now then left = now end
+return {0, left + window - now, now, 0}
 `)
 
 // Wait blocks until a request to GHL for loc may be sent, or ctx is done.
-// The Grant it returns goes to Observe with GHL's answer. A location
-// paused for longer than MaxWait gets a *PausedError at once.
+// The Grant it returns goes to Observe with GHL's answer, or with none
+// when the request got no answer: until then it is counted as in flight.
+// A location paused for longer than MaxWait gets a *PausedError at once,
+// and so does a wait longer than WithHandBack's.
 func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 	keys := l.keys(loc)
 	suffix := randSuffix()
+	handBack, _ := ctx.Value(handBackKey{}).(time.Duration)
 	for {
 		res, err := acquireScript.Run(ctx, l.Redis, keys,
-			l.limit(), l.interval().Microseconds(), l.margin().Microseconds(), suffix, l.dailySlowBelow()).Int64Slice()
+			l.limit(), l.interval().Microseconds(), l.margin().Microseconds(), suffix, l.dailySlowBelow(),
+			l.maxFlight().Microseconds()).Int64Slice()
 		if err != nil {
 			return Grant{}, fmt.Errorf("ratelimit %s: %w", loc, err)
 		}
@@ -231,10 +282,14 @@ func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 			return Grant{}, fmt.Errorf("ratelimit %s: unexpected script answer %v", loc, res)
 		}
 		if res[0] == 1 {
-			return Grant{At: res[2]}, nil
+			return Grant{At: res[2], member: suffix}, nil
 		}
-		if d := time.Duration(res[1]) * time.Microsecond; res[3] > 0 && d > l.maxWait() {
+		d := time.Duration(res[1]) * time.Microsecond
+		if res[3] > 0 && d > l.maxWait() {
 			return Grant{}, &PausedError{Location: loc, RetryAfter: d, Daily: res[3] == 2}
+		}
+		if handBack > 0 && d > handBack {
+			return Grant{}, &PausedError{Location: loc, RetryAfter: d, Daily: res[3] == 2, HandBack: true}
 		}
 		// Waiters of one location wake at about the same time; a little
 		// jitter spreads their retries over a few milliseconds.
@@ -249,24 +304,35 @@ func (l *Limiter) Wait(ctx context.Context, loc string) (Grant, error) {
 	}
 }
 
-// observeScript adopts GHL's stated limits and reconciles the log with
-// X-RateLimit-Remaining. GHL counted max-remaining requests in the window
-// that ended when our request arrived: of ours, those granted in the window
-// that ends with our request's grant (transit times within the margin). A
-// grant made after ours went out after it, so GHL had not counted it; the
-// log is therefore counted over (grant-window, grant] only, and when it
-// holds fewer grants there than GHL counted, someone else spends the
-// quota: the difference is added as placeholder grants.
+// observeScript scores the grant at its answer, adopts GHL's stated
+// limits and reconciles the log with X-RateLimit-Remaining.
+//
+// GHL counted max-remaining requests in the window W that ended when our
+// request arrived, after its grant and before now. Of ours, it can have
+// counted only those granted before now (every grant in the log) whose
+// answer came after the grant minus W, or that are still in flight:
+// every member scored after grant-window. When GHL counted more than
+// that, someone else spends the quota, and the difference is added as
+// placeholder grants, scored now. The count is an upper bound of ours, so
+// none of our grants is ever booked as foreign use; it includes the
+// placeholders added before, so no foreign use is booked twice. A grant
+// made while our request was in flight may have overtaken it, so it
+// counts as ours too.
 //
 // The daily quota's headers, when sent, are kept in the state; a spent
 // quota pauses the location for the probe time (a longer pause stays) and
 // marks the pause as the daily quota's.
 //
 // KEYS: log, state. ARGV: header max, header remaining, header interval µs,
-// configured interval µs, margin µs, grant time µs, member suffix, daily
-// limit, daily remaining, probe µs.
+// configured interval µs, margin µs, grant time µs, placeholder prefix,
+// daily limit, daily remaining, probe µs, the grant's member ("" none).
 // Returns the number of placeholders added.
 var observeScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if ARGV[11] ~= '' then
+	redis.call('ZADD', KEYS[1], 'XX', now, ARGV[11])
+end
 local hmax = tonumber(ARGV[1])
 local remaining = tonumber(ARGV[2])
 local hinterval = tonumber(ARGV[3])
@@ -276,8 +342,6 @@ if dlimit > 0 then
 	local dleft = tonumber(ARGV[9])
 	redis.call('HSET', KEYS[2], 'daily_limit', dlimit, 'daily_remaining', dleft)
 	if dleft <= 0 then
-		local t = redis.call('TIME')
-		local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 		local untilv = now + tonumber(ARGV[10])
 		local cur = tonumber(redis.call('HGET', KEYS[2], 'pause_until') or '0') or 0
 		if cur < untilv then
@@ -292,19 +356,20 @@ if hinterval > 0 then
 	redis.call('HSET', KEYS[2], 'interval', hinterval)
 	if hinterval > interval then interval = hinterval end
 end
+if hmax <= 0 and hinterval <= 0 and dlimit <= 0 then return 0 end
 redis.call('PEXPIRE', KEYS[2], 86400000)
 if hmax <= 0 then return 0 end
 local window = interval + tonumber(ARGV[5])
 local at = tonumber(ARGV[6])
-local ours = redis.call('ZCOUNT', KEYS[1], at - window + 1, at)
+local ours = redis.call('ZCOUNT', KEYS[1], at - window + 1, '+inf')
 local missing = (hmax - remaining) - ours
 if missing <= 0 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for i = 1, missing do
 	redis.call('ZADD', KEYS[1], now, ARGV[7] .. ':' .. i)
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
+if redis.call('PTTL', KEYS[1]) < math.ceil(2 * window / 1000) then
+	redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
+end
 return missing
 `)
 
@@ -320,16 +385,19 @@ type Rate struct {
 	DailyRemaining int
 }
 
-// Observe tells the limiter GHL's rate-limit headers on the answer to the
-// request of grant g. Answers without the headers are ignored.
+// Observe tells the limiter that the request of grant g is answered, with
+// GHL's rate-limit headers on the answer: the zero Rate when it had none,
+// or the request got no answer (GHL may have counted it all the same).
+// Every grant of Wait comes here once, as soon as its answer is read: until
+// then it is counted as in flight.
 func (l *Limiter) Observe(ctx context.Context, loc string, g Grant, rate Rate) error {
-	if rate.Max <= 0 && rate.Interval <= 0 && rate.DailyLimit <= 0 {
+	if g.member == "" && rate.Max <= 0 && rate.Interval <= 0 && rate.DailyLimit <= 0 {
 		return nil
 	}
 	err := observeScript.Run(ctx, l.Redis, l.keys(loc),
 		rate.Max, rate.Remaining, rate.Interval.Microseconds(), l.interval().Microseconds(),
 		l.margin().Microseconds(), g.At, randSuffix(),
-		max(rate.DailyLimit, 0), max(rate.DailyRemaining, 0), l.dailyProbe().Microseconds()).Err()
+		max(rate.DailyLimit, 0), max(rate.DailyRemaining, 0), l.dailyProbe().Microseconds(), g.member).Err()
 	if err != nil {
 		return fmt.Errorf("ratelimit %s: observe: %w", loc, err)
 	}

@@ -3,7 +3,9 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,7 +33,20 @@ func setupOn(t *testing.T, redisURL func(testing.TB) string, limit int, interval
 	return another(), another
 }
 
+// wait returns a grant whose request is answered at once, without rate
+// headers.
 func wait(t *testing.T, l *ratelimit.Limiter, loc string) ratelimit.Grant {
+	t.Helper()
+	g := grant(t, l, loc)
+	if err := l.Observe(t.Context(), loc, g, ratelimit.Rate{}); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// grant returns a grant whose request is in flight until the test
+// observes its answer.
+func grant(t *testing.T, l *ratelimit.Limiter, loc string) ratelimit.Grant {
 	t.Helper()
 	g, err := l.Wait(t.Context(), loc)
 	if err != nil {
@@ -150,27 +165,142 @@ func testObserveSpendsQuotaSpentElsewhere(t *testing.T, redisURL func(testing.TB
 	}
 }
 
-// GHL's count on the answer to a request covers the grants up to that
-// request's, not those made after it (ours, sent while it was in flight):
-// only the former explain GHL's count, so the rest is someone else's.
-func TestObserveCountsOnlyGrantsUpToTheObservedOne(t *testing.T) {
+// GHL's count on the answer to a request may include our grants made
+// after it, sent while it was in flight: one that travelled faster
+// overtook it. None of them is booked as someone else's use.
+func TestObserveBooksNoGrantOfOursAsForeign(t *testing.T) {
 	t.Parallel()
 	l, _ := setup(t, 10, 400*time.Millisecond)
-	g := wait(t, l, "loc1")
+	g := grant(t, l, "loc1")
 	for range 5 {
-		wait(t, l, "loc1") // granted after g: GHL had not seen these
+		grant(t, l, "loc1") // granted after g; two of them reached GHL first
 	}
-	// GHL counted 3 requests where we had sent 1 by then: 2 are someone
-	// else's, so 8 of the 10 are spent and 2 more fit in the window.
 	if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: 10, Remaining: 7, Interval: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, l, "loc1")
-	wait(t, l, "loc1")
-	third := wait(t, l, "loc1")
-	if gap := time.Duration(third.At-g.At) * time.Microsecond; gap < 400*time.Millisecond {
-		t.Errorf("the 11th request in GHL's count granted %s after the first, want a window", gap)
+	if n := placeholders(t, l, "loc1"); n != 0 {
+		t.Errorf("%d of our own grants booked as foreign use", n)
 	}
+	// 6 of 10 are spent: 4 more fit in the window at once.
+	for range 4 {
+		wait(t, l, "loc1")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := l.Wait(ctx, "loc1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("an 11th grant in the window: %v", err)
+	}
+}
+
+// Two requests in flight at once both hear of the same foreign use: it is
+// booked once, not once per answer.
+func TestObserveBooksForeignUseOnce(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t, 10, 400*time.Millisecond)
+	g1, g2 := grant(t, l, "loc1"), grant(t, l, "loc1")
+	// Another client sent 5. GHL counted them and g1 when g1 arrived, and
+	// all of that and g2 when g2 arrived.
+	for _, o := range []struct {
+		g         ratelimit.Grant
+		remaining int
+	}{{g1, 4}, {g2, 3}} {
+		if err := l.Observe(t.Context(), "loc1", o.g, ratelimit.Rate{Max: 10, Remaining: o.remaining, Interval: 400 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := placeholders(t, l, "loc1"); n != 5 {
+		t.Errorf("%d requests booked as foreign use, want the other client's 5", n)
+	}
+}
+
+// A grant counts for the window after its answer, however long the
+// request was in flight: GHL may have counted it when it arrived, just
+// before the answer.
+func TestGrantCountsUntilAWindowAfterItsAnswer(t *testing.T) {
+	t.Parallel()
+	const interval = 300 * time.Millisecond
+	l, _ := setup(t, 2, interval)
+	g1, g2 := grant(t, l, "loc1"), grant(t, l, "loc1")
+	// Both still in flight after more than a window: nothing is granted.
+	ctx, cancel := context.WithTimeout(t.Context(), interval+100*time.Millisecond)
+	defer cancel()
+	if _, err := l.Wait(ctx, "loc1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("granted while both requests of the window were in flight: %v", err)
+	}
+	answered := time.Now()
+	for _, g := range []ratelimit.Grant{g1, g2} {
+		if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(t, l, "loc1")
+	if gap := time.Since(answered); gap < interval {
+		t.Errorf("granted %s after the answers, want a window of %s", gap, interval)
+	}
+}
+
+// A fake GHL counting arrivals over its own sliding window, with transit
+// times in both directions far longer and more varied than the margin:
+// GHL never counts more than the limit, and none of our grants is booked
+// as foreign use.
+func TestTransitTimesNeverMakeGHLCountOverTheLimit(t *testing.T) {
+	t.Parallel()
+	const limit, interval = 10, 300 * time.Millisecond
+	_, another := setup(t, limit, interval)
+	var mu sync.Mutex
+	var arrivals []time.Time
+	over := 0
+	arrive := func() (remaining int) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		arrivals = slices.DeleteFunc(arrivals, func(a time.Time) bool { return !a.After(now.Add(-interval)) })
+		if len(arrivals) >= limit {
+			over++
+			return 0
+		}
+		arrivals = append(arrivals, now)
+		return limit - len(arrivals)
+	}
+	var wg sync.WaitGroup
+	limiters := []*ratelimit.Limiter{another(), another()}
+	for w := range 8 {
+		l := limiters[w%2]
+		wg.Go(func() {
+			for range 12 {
+				g := grant(t, l, "loc1")
+				time.Sleep(time.Duration(rand.N(80)) * time.Millisecond) // to GHL
+				remaining := arrive()
+				time.Sleep(time.Duration(rand.N(80)) * time.Millisecond) // back
+				if err := l.Observe(t.Context(), "loc1", g, ratelimit.Rate{Max: limit, Remaining: remaining, Interval: interval}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if over > 0 {
+		t.Errorf("GHL counted over its limit %d times in 96 requests", over)
+	}
+	if n := placeholders(t, limiters[0], "loc1"); n != 0 {
+		t.Errorf("%d of our own grants booked as foreign use", n)
+	}
+}
+
+// placeholders counts the foreign requests booked in loc's log.
+func placeholders(t *testing.T, l *ratelimit.Limiter, loc string) int {
+	t.Helper()
+	members, err := l.Redis.ZRange(t.Context(), "ghlsync:ratelimit:{"+loc+"}:log", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range members {
+		if strings.Contains(m, ":") {
+			n++
+		}
+	}
+	return n
 }
 
 func TestObserveAdoptsGHLsLimit(t *testing.T) {
