@@ -119,11 +119,13 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body is not a JSON webhook", http.StatusBadRequest)
 		return
 	}
-	if isDataEvent(ev.Type) {
-		s.dataWebhook(w, r, &ev, body)
+	data := isDataEvent(ev.Type)
+	if data && wh.Events == nil {
+		s.Log.Debug("webhook ignored: the inbox is not configured", "type", ev.Type)
+		io.WriteString(w, "ignored\n")
 		return
 	}
-	if ev.Type != "INSTALL" && ev.Type != "UNINSTALL" {
+	if !data && ev.Type != "INSTALL" && ev.Type != "UNINSTALL" {
 		s.Log.Debug("webhook ignored", "type", ev.Type)
 		io.WriteString(w, "ignored\n")
 		return
@@ -135,6 +137,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if msg := ev.check(); msg != "" {
 		http.Error(w, msg, http.StatusBadRequest)
+		return
+	}
+	if data {
+		s.dataWebhook(w, r, &ev, body)
 		return
 	}
 	ts, err := parseTimestamp(ev.Timestamp)

@@ -27,8 +27,8 @@ const enqueueTimeout = 500 * time.Millisecond
 // webhooks ghlsync takes into the inbox.
 func isDataEvent(typ string) bool { return slices.Contains(syncer.DataEvents, typ) }
 
-// dataWebhook takes a contact or appointment webhook whose signature
-// checked out: it records the event in the database, then enqueues its
+// dataWebhook takes a contact or appointment webhook whose signature,
+// app and fields checked out (webhook): it records the event in the database, then enqueues its
 // processing, and answers. Nothing else is done on the request, so the
 // answer takes milliseconds and a burst loses nothing: once the row is
 // written the event is safe, whatever becomes of the enqueue (the
@@ -37,20 +37,6 @@ func isDataEvent(typ string) bool { return slices.Contains(syncer.DataEvents, ty
 // and answered 200, so GHL stops retrying.
 func (s *Server) dataWebhook(w http.ResponseWriter, r *http.Request, ev *appEvent, body []byte) {
 	wh := &s.Webhooks
-	if wh.Events == nil {
-		s.Log.Debug("webhook ignored: the inbox is not configured", "type", ev.Type)
-		io.WriteString(w, "ignored\n")
-		return
-	}
-	if wh.AppID != "" && ev.AppID != "" && ev.AppID != wh.AppID {
-		s.Log.Warn("webhook of another app ignored", "type", ev.Type, "app_id", ev.AppID, "want", wh.AppID)
-		io.WriteString(w, "ignored: another app\n")
-		return
-	}
-	if msg := ev.check(); msg != "" {
-		http.Error(w, msg, http.StatusBadRequest)
-		return
-	}
 	if ev.LocationID == "" {
 		http.Error(w, "locationId is missing", http.StatusBadRequest)
 		return

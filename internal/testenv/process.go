@@ -43,25 +43,7 @@ func StartProcess(t testing.TB, name string, env map[string]string, args ...stri
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), processVar+"="+name)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	p := &Process{Cmd: cmd, Output: &Buffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.Output, p.Output
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.Kill()
-		if t.Failed() {
-			t.Logf("output of %s (pid %d):\n%s", name, cmd.Process.Pid, p.Output)
-		}
-	})
-	return p
+	return start(t, name, cmd, env)
 }
 
 // Kill sends SIGKILL and waits for the process to end.
@@ -113,6 +95,13 @@ func StartBinary(t testing.TB, path string, env map[string]string, args ...strin
 	t.Helper()
 	cmd := exec.Command(path, args...)
 	cmd.Env = os.Environ()
+	return start(t, path, cmd, env)
+}
+
+// start starts cmd, named name in the test's log, with env on top of its
+// environment: output kept, killed at cleanup.
+func start(t testing.TB, name string, cmd *exec.Cmd, env map[string]string) *Process {
+	t.Helper()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -128,7 +117,7 @@ func StartBinary(t testing.TB, path string, env map[string]string, args ...strin
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("output of %s (pid %d):\n%s", path, cmd.Process.Pid, p.Output)
+			t.Logf("output of %s (pid %d):\n%s", name, cmd.Process.Pid, p.Output)
 		}
 	})
 	return p
