@@ -740,3 +740,10 @@ func testLostHolderLeavesNewHoldersMark(t *testing.T, redisURL func(testing.TB) 
 	}
 	b.requireStoredCurrent(t, "loc1")
 }
+
+func (s refusingStore) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t store.Tokens, at time.Time, run *store.RefreshRun) error {
+	if s.down.Load() {
+		return errRefused
+	}
+	return s.Store.SaveRefreshedLogged(ctx, loc, spent, t, at, run)
+}
