@@ -398,16 +398,8 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
-	// The mark is on the shared clock: whichever worker takes it up
-	// measures GHL's grace window from it.
-	markedAt, err := SharedTime(ctx, r.Redis)
+	score, err := r.markInFlight(ctx, loc)
 	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
-	}
-	// Rounded up to the millisecond: a mark that read earlier than the
-	// refresh stored just before it would count as answered by that one.
-	score := float64((markedAt.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
 	lk.mark = score
