@@ -74,7 +74,7 @@ func (r *Refresher) remint(ctx context.Context, lk *lock, c *store.Credential, s
 		break
 	}
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
-	if err := r.save(ctx, lk, loc, spent, next, r.answeredAt(ctx, loc)); errors.Is(err, store.ErrStale) {
+	if _, err := r.save(ctx, lk, loc, spent, next, r.answeredAt(ctx, loc), nil); errors.Is(err, store.ErrStale) {
 		res, settled, err := r.discarded(ctx, loc, spent, "a token minted from the agency's came after a newer token was stored; not storing it")
 		return res, settled, true, err
 	} else if err != nil {

@@ -52,6 +52,33 @@ func redisTime(ctx context.Context, rc redis.UniversalClient) (time.Time, error)
 	return time.Unix(sec, usec*1000), nil
 }
 
+// markInFlight adds loc to the in-flight set, scored with the time on the
+// shared clock (SharedTime) in milliseconds, and returns the score:
+// whichever worker takes the mark up measures GHL's grace window from it.
+// It is rounded up to the millisecond: a mark that read earlier than the
+// refresh stored just before it would count as answered by that one. One
+// round trip but on a Redis Cluster, where the shared clock is one node's
+// (clockKey's) and the set may live on another.
+func (r *Refresher) markInFlight(ctx context.Context, loc string) (float64, error) {
+	if !redisconn.IsCluster(r.Redis) {
+		return markScript.Run(ctx, r.Redis, []string{keyInFlight}, loc).Float64()
+	}
+	markedAt, err := SharedTime(ctx, r.Redis)
+	if err != nil {
+		return 0, err
+	}
+	score := float64((markedAt.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	return score, r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err()
+}
+
+// markScript scores ARGV[1] in the sorted set KEYS[1] with Redis's time in
+// milliseconds, rounded up, and returns the score.
+var markScript = redis.NewScript(`
+local t = redis.call("TIME")
+local ms = tonumber(t[1]) * 1000 + math.floor((tonumber(t[2]) + 999) / 1000)
+redis.call("ZADD", KEYS[1], ms, ARGV[1])
+return ms`)
+
 // takeOver deletes loc's lock while it is still owner's and owner's
 // worker has no heartbeat, and reports whether it did.
 func (r *Refresher) takeOver(ctx context.Context, loc, worker, owner string) bool {

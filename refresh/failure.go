@@ -123,8 +123,8 @@ func (r *Refresher) record(ctx context.Context, loc string, res Result, err erro
 	switch {
 	case r.History == nil, errors.Is(err, ErrBusy), errors.Is(err, ErrUnknownLocation):
 		return
-	case err == nil && res.Outcome != Refreshed:
-		return
+	case err == nil && (res.Outcome != Refreshed || res.logged):
+		return // nothing to log, or logged with the token (save)
 	}
 	run := &store.RefreshRun{LocationID: loc, At: r.now(), Outcome: string(res.Outcome), Reason: FailureReason(err), Message: res.Message}
 	switch {

@@ -44,6 +44,7 @@ import (
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/lease"
+	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/internal/tokencrypt"
 	"github.com/ghlsync/ghlsync/store"
 )
@@ -104,6 +105,8 @@ type Result struct {
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	ExpiresIn  int64     `json:"expires_in_seconds,omitempty"`
 	Message    string    `json:"message,omitempty"`
+	// logged: the refresh's history entry was stored with its token.
+	logged bool
 }
 
 // Credentials is what the refresher needs of the store.
@@ -395,16 +398,8 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
-	// The mark is on the shared clock: whichever worker takes it up
-	// measures GHL's grace window from it.
-	markedAt, err := SharedTime(ctx, r.Redis)
+	score, err := r.markInFlight(ctx, loc)
 	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: %w", loc, err)
-	}
-	// Rounded up to the millisecond: a mark that read earlier than the
-	// refresh stored just before it would count as answered by that one.
-	score := float64((markedAt.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-	if err := r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err(); err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
 	lk.mark = score
@@ -461,12 +456,19 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	}
 
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
-	if err := r.save(ctx, lk, loc, spent, next, answeredAt); errors.Is(err, store.ErrStale) {
+	var run *store.RefreshRun
+	if r.History != nil {
+		exp := next.ExpiresAt.UTC()
+		run = &store.RefreshRun{LocationID: loc, At: r.now(), Outcome: string(Refreshed), ExpiresAt: &exp}
+	}
+	logged, err := r.save(ctx, lk, loc, spent, next, answeredAt, run)
+	if errors.Is(err, store.ErrStale) {
 		return r.discarded(ctx, loc, spent, "GHL answered after a newer token was stored (this worker lost its lock while waiting, or its own write landed unseen); not storing the answer")
 	} else if err != nil {
 		return res, false, err
 	}
 	res.Outcome, res.ExpiresAt, res.ExpiresIn = Refreshed, next.ExpiresAt.UTC(), r.expiresIn(next.ExpiresAt)
+	res.logged = logged
 	r.log().Info(fmt.Sprintf("GHL token refreshed for location %s; new token expires in %d seconds", loc, tok.ExpiresIn),
 		"location", loc, "expires_at", res.ExpiresAt)
 	return res, true, nil
@@ -504,19 +506,40 @@ func (r *Refresher) discarded(ctx context.Context, loc string, spent int64, msg 
 	return res, false, res.err()
 }
 
+// loggedSaver is a Credentials that stores a refreshed token and its
+// refresh history entry in one commit (*store.Store is one): a refresher
+// with a History whose Store is one writes both with it, one wait for the
+// database's log flush instead of two. Its history must be History's.
+type loggedSaver interface {
+	SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t store.Tokens, refreshedAt time.Time, run *store.RefreshRun) error
+}
+
 // save writes a refreshed token to the database, as a compare-and-set on
 // the version spent. If the write fails, the token is first sealed into
 // the pending slot, then the write is retried with backoff until it lands
 // or SaveFor passes. An error wrapping store.ErrStale says the answer is
 // an older rotation than the stored token and was not stored.
-func (r *Refresher) save(ctx context.Context, lk *lock, loc string, spent int64, t store.Tokens, refreshedAt time.Time) error {
+//
+// run, when set, is the refresh's history entry: the first write stores
+// it with the token when the store can (logged says it did). The retries
+// store the token alone, so that nothing about the history can hold a
+// new token back; the entry is then left to record.
+func (r *Refresher) save(ctx context.Context, lk *lock, loc string, spent int64, t store.Tokens, refreshedAt time.Time, run *store.RefreshRun) (logged bool, err error) {
 	ctx = context.WithoutCancel(ctx)
 	write := func(ctx context.Context) error { return r.Store.SaveRefreshed(ctx, loc, spent, t, refreshedAt) }
+	first := write
+	ls, canLog := r.Store.(loggedSaver)
+	if canLog && run != nil {
+		first = func(ctx context.Context) error { return ls.SaveRefreshedLogged(ctx, loc, spent, t, refreshedAt, run) }
+	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := write(wctx)
+	err = first(wctx)
 	cancel()
-	if err == nil || errors.Is(err, store.ErrStale) {
-		return err
+	if err == nil {
+		return canLog && run != nil, nil
+	}
+	if errors.Is(err, store.ErrStale) {
+		return false, err
 	}
 	r.log().Warn("GHL answered but the database refused the new token; keeping it in Redis and retrying", "location", loc, "err", err)
 	if err := r.savePending(ctx, lk, loc, pending{Tokens: t, RefreshedAt: refreshedAt, Spent: spent}); err != nil {
@@ -524,13 +547,13 @@ func (r *Refresher) save(ctx context.Context, lk *lock, loc string, spent int64,
 	}
 	err = r.retry(ctx, lk, orDefault(r.SaveFor, 10*time.Minute), write, "the database still refuses the new token; retrying", loc)
 	if errors.Is(err, store.ErrStale) {
-		return err
+		return false, err
 	}
 	if err != nil {
-		return fmt.Errorf("refresh %s: new token kept in Redis, not yet in the database: %w", loc, err)
+		return false, fmt.Errorf("refresh %s: new token kept in Redis, not yet in the database: %w", loc, err)
 	}
 	r.log().Info("the new token reached the database", "location", loc)
-	return nil
+	return false, nil
 }
 
 // setStatus records a final GHL answer about the token of version spent
@@ -612,7 +635,7 @@ func (r *Refresher) writePending(ctx context.Context, lk *lock, loc string) erro
 	}
 	p.Tokens.ExpiresAt = sp.ExpiresAt
 	r.log().Warn("storing a token that an earlier refresh received but did not store", "location", loc)
-	err = r.save(ctx, lk, loc, p.Spent, p.Tokens, p.RefreshedAt)
+	_, err = r.save(ctx, lk, loc, p.Spent, p.Tokens, p.RefreshedAt, nil)
 	if errors.Is(err, store.ErrStale) {
 		// The database moved past the token that refresh spent (its own
 		// write landed after all, or a newer refresh did): the pending
@@ -814,6 +837,17 @@ func (l *lock) mayCall() bool {
 // not end the mark of the refresh that took over.
 func (l *lock) release(settled bool) {
 	ctx := context.Background()
+	if (settled || l.dropPending) && !redisconn.IsCluster(l.r.Redis) {
+		// One round trip: the marks go in the transaction that drops
+		// the lock, ahead of it, so the script still finds it held.
+		err := l.lease.ReleaseAfter(ctx, func(p redis.Pipeliner) {
+			settleScript.Eval(ctx, p, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc}, l.lease.Owner(), l.loc, settled)
+		})
+		if err != nil {
+			l.r.log().Warn("releasing the refresh lock and clearing a settled refresh's marks", "location", l.loc, "err", err)
+		}
+		return
+	}
 	if settled || l.dropPending {
 		if err := l.r.settle(ctx, l, settled); err != nil {
 			l.r.log().Warn("clearing a settled refresh's marks", "location", l.loc, "err", err)

@@ -740,3 +740,48 @@ func testLostHolderLeavesNewHoldersMark(t *testing.T, redisURL func(testing.TB) 
 	}
 	b.requireStoredCurrent(t, "loc1")
 }
+
+func (s refusingStore) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t store.Tokens, at time.Time, run *store.RefreshRun) error {
+	if s.down.Load() {
+		return errRefused
+	}
+	return s.Store.SaveRefreshedLogged(ctx, loc, spent, t, at, run)
+}
+
+// While GHL holds the call the location is marked in flight, scored with
+// Redis's clock in whole milliseconds, rounded up: between Redis's time
+// before the refresh and after the mark.
+func TestInFlightMarkOnRedisClock(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1")
+	ctx := context.Background()
+	gate := newGatedGHL(r.GHL)
+	r.GHL = gate
+	before, err := b.redis.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Refresh(ctx, refresh.Request{LocationID: "loc1", RequestedAt: time.Now(), Force: true})
+		done <- err
+	}()
+	gate.wait(t, done)
+	mark, err := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", "loc1").Result()
+	after := b.redis.Time(ctx).Val()
+	close(gate.release)
+	if err != nil {
+		t.Fatalf("no in-flight mark while GHL holds the call: %v", err)
+	}
+	lo, hi := float64(before.Truncate(time.Millisecond).UnixMilli()), float64(after.Add(time.Millisecond-1).Truncate(time.Millisecond).UnixMilli())
+	if mark != float64(int64(mark)) || mark < lo || mark > hi {
+		t.Errorf("in-flight mark %v; want whole milliseconds of Redis's clock in [%v, %v]", mark, lo, hi)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.redis.ZCard(ctx, "ghlsync:refresh:inflight").Val(); n != 0 {
+		t.Errorf("%d in-flight marks after the refresh; want none", n)
+	}
+	b.requireStoredCurrent(t, "loc1")
+}

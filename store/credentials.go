@@ -329,14 +329,56 @@ var ErrStale = errors.New("store: the stored token is newer than the one this re
 // it the write is refused with ErrStale. An uninstalled location is
 // ErrNotFound.
 func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time) error {
+	// One UPDATE is atomic on its own: no transaction around it (two
+	// round trips fewer).
+	const op = "store.SaveRefreshed"
+	if err := s.saveRefreshed(s.single(ctx), op, loc, spent, t, refreshedAt); !errors.Is(err, errUnchanged) {
+		return err
+	}
+	return s.whyUnchanged(ctx, op, loc, spent)
+}
+
+// SaveRefreshedLogged is SaveRefreshed that also logs run in the refresh
+// history (as RecordRefresh does, pruning included) in the same
+// transaction: one commit, so one wait for the database to flush its log,
+// where the token write and its history entry each committed on their own
+// would cost two. The entry is stored only with the token: a write that
+// fails (ErrStale, ErrNotFound or the database's error) stores neither.
+func (s *Store) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
+	const op = "store.SaveRefreshedLogged"
+	var unchanged bool
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		err := s.saveRefreshed(tx, op, loc, spent, t, refreshedAt)
+		if errors.Is(err, errUnchanged) {
+			unchanged = true
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.recordRun(tx, run); err != nil {
+			return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
+		}
+		return nil
+	})
+	if unchanged {
+		// Told apart after the rollback, outside the transaction.
+		return s.whyUnchanged(ctx, op, loc, spent)
+	}
+	return err
+}
+
+// errUnchanged says saveRefreshed's compare-and-set changed no row; the
+// caller tells why (whyUnchanged).
+var errUnchanged = errors.New("store: no row changed")
+
+func (s *Store) saveRefreshed(db *gorm.DB, op, loc string, spent int64, t Tokens, refreshedAt time.Time) error {
 	access, refresh, err := s.seal(loc, t)
 	if err != nil {
-		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, err)
+		return fmt.Errorf("%s %s: %w", op, loc, err)
 	}
 	// An uninstall that landed meanwhile wins: the app is gone from the
-	// location, whatever the refresh brought back. One UPDATE is atomic
-	// on its own: no transaction around it (two round trips fewer).
-	res := s.single(ctx).Model(&Credential{}).
+	// location, whatever the refresh brought back.
+	res := db.Model(&Credential{}).
 		Where("location_id = ? AND status <> ? AND token_version = ?", loc, StatusUninstalled, spent).
 		Updates(map[string]any{
 			"access_token_enc":  access,
@@ -352,10 +394,10 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 			"updated_at":    s.now().UTC(),
 		})
 	if res.Error != nil {
-		return fmt.Errorf("store.SaveRefreshed %s: %w", loc, res.Error)
+		return fmt.Errorf("%s %s: %w", op, loc, res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return s.whyUnchanged(ctx, "store.SaveRefreshed", loc, spent)
+		return errUnchanged
 	}
 	return nil
 }

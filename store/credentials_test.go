@@ -241,3 +241,40 @@ func TestMissingScopeOutlivesARefresh(t *testing.T) {
 		t.Errorf("after connecting again: %s", got)
 	}
 }
+
+// SaveRefreshedLogged stores the token and its history entry together,
+// and neither when the compare-and-set fails: a stale answer leaves no
+// entry of a refresh that was not stored.
+func TestSaveRefreshedLoggedStoresBothOrNeither(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.Open(t, "")
+	ctx := context.Background()
+	exp := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	connect(t, st, "locA", "comp1", store.UserTypeLocation, time.Now().Add(time.Hour))
+	run := func() *store.RefreshRun {
+		return &store.RefreshRun{LocationID: "locA", Outcome: "refreshed", ExpiresAt: &exp}
+	}
+	must(t, st.SaveRefreshedLogged(ctx, "locA", 1, store.Tokens{AccessToken: "at-2", RefreshToken: "rt-2", ExpiresAt: exp}, time.Now(), run()))
+	err := st.SaveRefreshedLogged(ctx, "locA", 1, store.Tokens{AccessToken: "at-late", RefreshToken: "rt-late", ExpiresAt: exp}, time.Now(), run())
+	if !errors.Is(err, store.ErrStale) {
+		t.Fatalf("second SaveRefreshedLogged of version 1: %v, want ErrStale", err)
+	}
+	if err := st.SaveRefreshedLogged(ctx, "nope", 1, store.Tokens{AccessToken: "a", RefreshToken: "r", ExpiresAt: exp}, time.Now(),
+		&store.RefreshRun{LocationID: "nope", Outcome: "refreshed"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("SaveRefreshedLogged of an unknown location: %v, want ErrNotFound", err)
+	}
+	c, err := st.Credential(ctx, "locA")
+	must(t, err)
+	toks, err := st.Tokens(c)
+	must(t, err)
+	if toks.RefreshToken != "rt-2" || c.TokenVersion != 2 {
+		t.Fatalf("stored %s, version %d; want rt-2, 2", toks.RefreshToken, c.TokenVersion)
+	}
+	for loc, want := range map[string]int{"locA": 1, "nope": 0} {
+		runs, err := st.RefreshRuns(ctx, loc, 10)
+		must(t, err)
+		if len(runs) != want {
+			t.Errorf("%s: %d history entries, want %d (one per token stored): %+v", loc, len(runs), want, runs)
+		}
+	}
+}

@@ -45,26 +45,29 @@ const KeepRefreshRuns = 100
 // RecordRefresh logs a refresh run (its ID is set; a zero At is now) and
 // deletes the location's runs beyond the latest KeepRefreshRuns.
 func (s *Store) RecordRefresh(ctx context.Context, r *RefreshRun) error {
+	// One transaction: one commit (one WAL flush) for the row and its
+	// prune, where two statements of their own would cost two.
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.recordRun(tx, r) })
+	if err != nil {
+		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
+	}
+	return nil
+}
+
+// recordRun inserts r and prunes its location's runs, in tx.
+func (s *Store) recordRun(tx *gorm.DB, r *RefreshRun) error {
 	if r.At.IsZero() {
 		r.At = s.now()
 	}
 	r.At = r.At.UTC()
-	// One transaction: one commit (one WAL flush) for the row and its
-	// prune, where two statements of their own would cost two.
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(r).Error; err != nil {
-			return err
-		}
-		// With fewer rows the subquery is NULL, and nothing is older than it.
-		oldest := tx.Session(&gorm.Session{NewDB: true}).Model(&RefreshRun{}).Select("id").Where("location_id = ?", r.LocationID).
-			Order("id DESC").Offset(KeepRefreshRuns - 1).Limit(1)
-		if err := tx.Where("location_id = ? AND id < (?)", r.LocationID, oldest).Delete(&RefreshRun{}).Error; err != nil {
-			return fmt.Errorf("pruning: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
+	if err := tx.Create(r).Error; err != nil {
+		return err
+	}
+	// With fewer rows the subquery is NULL, and nothing is older than it.
+	oldest := tx.Session(&gorm.Session{NewDB: true}).Model(&RefreshRun{}).Select("id").Where("location_id = ?", r.LocationID).
+		Order("id DESC").Offset(KeepRefreshRuns - 1).Limit(1)
+	if err := tx.Where("location_id = ? AND id < (?)", r.LocationID, oldest).Delete(&RefreshRun{}).Error; err != nil {
+		return fmt.Errorf("pruning: %w", err)
 	}
 	return nil
 }

@@ -158,6 +158,18 @@ func (l *Lease) Lost() bool { return l.lost.Load() }
 // parent: a lease left behind blocks others for TTL. Release is
 // idempotent; only the first call acts.
 func (l *Lease) Release(ctx context.Context, with func(redis.Pipeliner)) error {
+	return l.release(ctx, nil, with)
+}
+
+// ReleaseAfter is Release with before's commands queued ahead of the
+// deletion in the same MULTI transaction, so that they still find the key
+// held, in the same round trip (on a Redis Cluster: a pipeline of their
+// own just before the deletion).
+func (l *Lease) ReleaseAfter(ctx context.Context, before func(redis.Pipeliner)) error {
+	return l.release(ctx, before, nil)
+}
+
+func (l *Lease) release(ctx context.Context, before, after func(redis.Pipeliner)) error {
 	var err error
 	l.once.Do(func() {
 		close(l.stop)
@@ -165,15 +177,23 @@ func (l *Lease) Release(ctx context.Context, with func(redis.Pipeliner)) error {
 		l.cancel(errReleased)
 		ctx := context.WithoutCancel(ctx)
 		if redisconn.IsCluster(l.rc) {
-			err = releaseScript.Run(ctx, l.rc, []string{l.key}, l.owner).Err()
-			if err == nil && with != nil {
-				_, err = l.rc.Pipelined(ctx, func(p redis.Pipeliner) error { with(p); return nil })
+			if before != nil {
+				_, err = l.rc.Pipelined(ctx, func(p redis.Pipeliner) error { before(p); return nil })
+			}
+			// The key goes whatever before did: a lease left behind
+			// blocks others for TTL.
+			err = errors.Join(err, releaseScript.Run(ctx, l.rc, []string{l.key}, l.owner).Err())
+			if err == nil && after != nil {
+				_, err = l.rc.Pipelined(ctx, func(p redis.Pipeliner) error { after(p); return nil })
 			}
 		} else {
 			_, err = l.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				if before != nil {
+					before(p)
+				}
 				releaseScript.Eval(ctx, p, []string{l.key}, l.owner)
-				if with != nil {
-					with(p)
+				if after != nil {
+					after(p)
 				}
 				return nil
 			})

@@ -82,3 +82,25 @@ func TestTryAcquireAndReleaseWith(t *testing.T) {
 		t.Fatal("a released lease counts as lost")
 	}
 }
+
+// ReleaseAfter's commands run ahead of the deletion, in the same
+// transaction: they find the key still held, and the key is gone after.
+func TestReleaseAfter(t *testing.T) {
+	t.Parallel()
+	rc := testenv.RedisClient(t)
+	ctx := context.Background()
+	l, err := lease.TryAcquire(ctx, rc, "k", lease.Options{TTL: time.Second}, nil)
+	if err != nil || l == nil {
+		t.Fatalf("TryAcquire = %v, %v", l, err)
+	}
+	var held *redis.StringCmd
+	if err := l.ReleaseAfter(ctx, func(p redis.Pipeliner) { held = p.Get(ctx, "k") }); err != nil {
+		t.Fatal(err)
+	}
+	if held.Val() != l.Owner() {
+		t.Fatalf("before the deletion the key held %q; want the owner %q", held.Val(), l.Owner())
+	}
+	if n := rc.Exists(ctx, "k").Val(); n != 0 {
+		t.Fatal("after ReleaseAfter the key remains")
+	}
+}
