@@ -59,13 +59,28 @@ func (c *Calendar) HasMember(userID string) bool {
 // Event is a calendar event as GHL lists it (GET /calendars/events, GET
 // /contacts/{id}/appointments): only what finds an appointment again is
 // decoded, and the times are kept as GHL wrote them, to be read in the
-// location's time zone with EventTime.In.
+// location's time zone with EventTime.In. Raw is the event's JSON as GHL
+// answered it (its title, appointmentStatus, assignedUserId, address and
+// the rest), for a reader that compares its fields.
 type Event struct {
-	ID         string    `json:"id"`
-	CalendarID string    `json:"calendarId"`
-	ContactID  string    `json:"contactId"`
-	StartTime  EventTime `json:"startTime"`
-	EndTime    EventTime `json:"endTime"`
+	ID         string          `json:"id"`
+	CalendarID string          `json:"calendarId"`
+	ContactID  string          `json:"contactId"`
+	StartTime  EventTime       `json:"startTime"`
+	EndTime    EventTime       `json:"endTime"`
+	Raw        json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the event and keeps its JSON in Raw.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	type plain Event
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*e = Event(p)
+	e.Raw = append(json.RawMessage(nil), b...)
+	return nil
 }
 
 // Appointment is an appointment in a calendar. Empty fields are not sent.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestCalendarsList(t *testing.T) {
@@ -313,7 +314,8 @@ func TestCalendarsEvents(t *testing.T) {
 				t.Errorf("%s = %q, want %q", k, q.Get(k), v)
 			}
 		}
-		writeJSON(w, http.StatusOK, `{"events":[{"id":"ev-1","calendarId":"cal-1","contactId":"con-1",
+		writeJSON(w, http.StatusOK, `{"events":[{"id":"ev-1","calendarId":"cal-1","contactId":"con-1","title":"Knee",
+			"appointmentStatus":"confirmed","assignedUserId":"u-1","address":"Room 2",
 			"startTime":"2025-03-03T06:06:40-05:00","endTime":"2025-03-03T06:36:40-05:00","users":[],"isRecurring":false,
 			"dateAdded":{"x":1}}]}`)
 	})
@@ -324,8 +326,13 @@ func TestCalendarsEvents(t *testing.T) {
 	}
 	want := []Event{{ID: "ev-1", CalendarID: "cal-1", ContactID: "con-1",
 		StartTime: "2025-03-03T06:06:40-05:00", EndTime: "2025-03-03T06:36:40-05:00"}}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Event{}, "Raw")); diff != "" {
 		t.Errorf("Events (-want +got):\n%s", diff)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(got[0].Raw, &raw); err != nil || raw["title"] != "Knee" || raw["appointmentStatus"] != "confirmed" ||
+		raw["assignedUserId"] != "u-1" || raw["address"] != "Room 2" {
+		t.Errorf("Raw = %s, %v; want the event as GHL answered it", got[0].Raw, err)
 	}
 	if start, err := got[0].StartTime.In(nil); err != nil || !start.Equal(time.UnixMilli(1741000000000)) {
 		t.Errorf("start = %v, %v", start, err)

@@ -18,13 +18,15 @@ type ReconcileRun struct {
 	// Contacts is how many contacts GHL holds; Missing the patients whose
 	// contact GHL no longer has (sent again by the next sync);
 	// Duplicates the contacts that are a second one of a patient; Changes
-	// the changes no webhook delivered (now in the inbox).
-	Contacts   int    `gorm:"not null;default:0"`
-	Missing    int    `gorm:"not null;default:0"`
-	Duplicates int    `gorm:"not null;default:0"`
-	Changes    int    `gorm:"not null;default:0"`
-	Calls      int    `gorm:"not null;default:0"`
-	Error      string `gorm:"type:text;not null;default:''"`
+	// the contacts' changes no webhook delivered (now in the inbox),
+	// AppointmentChanges the appointments'.
+	Contacts           int    `gorm:"not null;default:0"`
+	Missing            int    `gorm:"not null;default:0"`
+	Duplicates         int    `gorm:"not null;default:0"`
+	Changes            int    `gorm:"not null;default:0"`
+	AppointmentChanges int    `gorm:"not null;default:0"`
+	Calls              int    `gorm:"not null;default:0"`
+	Error              string `gorm:"type:text;not null;default:''"`
 }
 
 // TableName pins the table name.

@@ -313,6 +313,20 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 	if kind == store.RecordContact {
 		text = withoutManagedTags(text, sent)
 	}
+	// An appointment a reconciliation read from the events answer lacks
+	// fields a webhook carries (notes): those are not compared, and what
+	// was seen of them is kept.
+	kept := store.FieldHashes{}
+	if kind == store.RecordAppointment && strings.HasPrefix(ev.WebhookID, reconcilePrefix) {
+		for f := range text {
+			if _, ok := obj[f]; !ok {
+				delete(text, f)
+				if seen[f] != "" {
+					kept[f] = seen[f]
+				}
+			}
+		}
+	}
 	changes := map[string]json.RawMessage{}
 	echo := false
 	for f, v := range text {
@@ -327,7 +341,11 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 			changes[f] = raw[f]
 		}
 	}
-	if err := tx.SaveSeen(loc, kind, ghlID, hashFields(text), at); err != nil {
+	seenNow := hashFields(text)
+	for f, h := range kept {
+		seenNow[f] = h
+	}
+	if err := tx.SaveSeen(loc, kind, ghlID, seenNow, at); err != nil {
 		return nil, false, err
 	}
 	if len(changes) == 0 {

@@ -70,9 +70,10 @@ type ReconcileResult struct {
 	// counts those not reported before.
 	Duplicates    []Duplicate `json:"duplicates"`
 	NewDuplicates int         `json:"new_duplicates"`
-	// Changes counts the changes no webhook had delivered, now in the
-	// inbox.
-	Changes int `json:"changes"`
+	// Changes counts the contacts' changes no webhook had delivered, now
+	// in the inbox; AppointmentChanges the appointments'.
+	Changes            int `json:"changes"`
+	AppointmentChanges int `json:"appointment_changes"`
 	// Events is how many events GHL's calendars hold in the span of the
 	// location's appointments; MissingAppointments lists (up to
 	// MaxFailedListed) the appointments whose event is gone, marked to be
@@ -105,7 +106,7 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 		now := e.now().UTC()
 		logRun.FinishedAt, logRun.Outcome, logRun.Error = &now, res.Outcome, res.Message
 		logRun.Contacts, logRun.Missing, logRun.Duplicates = res.Contacts, res.MissingCount+res.MissingAppointmentsCount, len(res.Duplicates)
-		logRun.Changes, logRun.Calls = res.Changes, res.Calls
+		logRun.Changes, logRun.AppointmentChanges, logRun.Calls = res.Changes, res.AppointmentChanges, res.Calls
 		if serr := rs.SaveReconcileRun(context.WithoutCancel(ctx), logRun); serr != nil && err == nil {
 			err = serr
 		}
@@ -250,7 +251,7 @@ func (in *Inbound) Reconcile(ctx context.Context, rs ReconcileStore, pager Conta
 	}
 	e.log().Info("reconciled the location with GHL", "location", loc, "contacts", res.Contacts,
 		"missing", res.MissingCount, "duplicates", len(res.Duplicates), "new_duplicates", res.NewDuplicates,
-		"changes", res.Changes, "ghl_calls", res.Calls)
+		"changes", res.Changes, "appointment_changes", res.AppointmentChanges, "ghl_calls", res.Calls)
 	return res, nil
 }
 
@@ -291,7 +292,7 @@ func (in *Inbound) landDrift(ctx context.Context, rs ReconcileStore, loc string,
 	}
 	sum := sha256.Sum256(body)
 	id, _ := obj["id"].(string)
-	ev := &store.WebhookEvent{WebhookID: "reconcile:" + loc + ":" + id + ":" + hex.EncodeToString(sum[:8]),
+	ev := &store.WebhookEvent{WebhookID: reconcilePrefix + loc + ":" + id + ":" + hex.EncodeToString(sum[:8]),
 		Type: EventContactUpdate, LocationID: loc, Payload: string(body)}
 	fresh, err := rs.RecordWebhookEvent(ctx, ev)
 	if err != nil || !fresh {
@@ -313,8 +314,12 @@ const eventSpan = 31 * 24 * time.Hour
 // reconcileEvents reads the events of the calendars the location's
 // appointments are in, over their span (a call per calendar and month),
 // and compares them with the recorded events: an appointment whose event
-// is gone is marked to be sent again, and a second event for one
-// appointment (its contact, calendar and start) is reported in the inbox.
+// is gone is marked to be sent again, a second event for one
+// appointment (its contact, calendar and start) is reported in the inbox,
+// and an event whose fields differ from what the webhooks last showed
+// (or ghlsync last sent) lands in the inbox as the AppointmentUpdate GHL
+// would have sent. The events answer carries no notes: the fields it
+// lacks are not compared.
 func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *run, res *ReconcileResult) error {
 	loc := r.loc
 	cals, from, to, err := rs.AppointmentWindow(ctx, loc)
@@ -325,7 +330,16 @@ func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *ru
 	if err != nil {
 		return err
 	}
+	sentAll, err := rs.AllSent(ctx, loc, store.RecordAppointment)
+	if err != nil {
+		return err
+	}
+	seenAll, err := rs.AllSeen(ctx, loc, store.RecordAppointment)
+	if err != nil {
+		return err
+	}
 	events := map[string]ghl.Event{}
+	var order []string // event ids as read, for a stable landing order
 	for _, cal := range cals {
 		for start := from.Add(-time.Minute); start.Before(to); start = start.Add(eventSpan) {
 			var page []ghl.Event
@@ -339,6 +353,9 @@ func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *ru
 				return fmt.Errorf("reading the events of calendar %s: %w", cal, err)
 			}
 			for _, ev := range page {
+				if _, ok := events[ev.ID]; !ok {
+					order = append(order, ev.ID)
+				}
 				events[ev.ID] = ev
 			}
 		}
@@ -356,6 +373,9 @@ func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *ru
 	res.MissingAppointmentsCount = len(missing)
 	res.MissingAppointments = append(res.MissingAppointments, missing[:min(len(missing), MaxFailedListed)]...)
 	if err := rs.ResendAppointments(ctx, loc, missing); err != nil {
+		return err
+	}
+	if err := in.eventDrift(ctx, rs, loc, order, events, recorded, sentAll, seenAll, res); err != nil {
 		return err
 	}
 	type slot struct {
@@ -401,6 +421,83 @@ func (in *Inbound) reconcileEvents(ctx context.Context, rs ReconcileStore, r *ru
 		}
 	}
 	return nil
+}
+
+// eventDrift lands the events (ids in order) whose followed fields differ
+// from what the webhooks last showed of them, or, never shown, from what
+// ghlsync last sent, by more than ghlsync's own writes; recorded maps an
+// event id to its appointment. An event ghlsync knows nothing of field by
+// field is taken as it is. Events that are no appointment's and that no
+// webhook showed are the CRM's own and are left out.
+func (in *Inbound) eventDrift(ctx context.Context, rs ReconcileStore, loc string, order []string, events map[string]ghl.Event,
+	recorded map[string]string, sentAll, seenAll map[string]store.FieldHashes, res *ReconcileResult) error {
+	for _, id := range order {
+		ev := events[id]
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(ev.Raw, &obj) != nil {
+			continue
+		}
+		ext := recorded[id]
+		seen, known := seenAll[id]
+		if ext == "" && !known {
+			continue
+		}
+		text, _ := recordFields(store.RecordAppointment, obj)
+		for f := range text {
+			if _, ok := obj[f]; !ok {
+				delete(text, f)
+			}
+		}
+		sent := sentAll[ext]
+		if !known && len(sent) == 0 {
+			if err := rs.SaveSeen(ctx, loc, store.RecordAppointment, id, hashFields(text), res.StartedAt); err != nil {
+				return err
+			}
+			continue
+		}
+		if !known {
+			seen = store.FieldHashes{}
+		}
+		if !drift(text, seen, sent) {
+			continue
+		}
+		n, err := in.landEventDrift(ctx, rs, loc, id, ev.Raw)
+		if err != nil {
+			return err
+		}
+		res.AppointmentChanges += n
+	}
+	return nil
+}
+
+// reconcilePrefix begins the id of a webhook event a reconciliation
+// records.
+const reconcilePrefix = "reconcile:"
+
+// landEventDrift records an event whose change no webhook delivered as
+// the AppointmentUpdate GHL would have sent, and processes it; it returns
+// 1 when that made an inbox row. The event's id is the event's content,
+// so a reconciliation run again records nothing twice.
+func (in *Inbound) landEventDrift(ctx context.Context, rs ReconcileStore, loc, id string, raw json.RawMessage) (int, error) {
+	body, err := json.Marshal(map[string]any{"type": EventAppointmentUpdate, "locationId": loc, "appointment": raw})
+	if err != nil {
+		return 0, err
+	}
+	sum := sha256.Sum256(body)
+	ev := &store.WebhookEvent{WebhookID: reconcilePrefix + loc + ":" + id + ":" + hex.EncodeToString(sum[:8]),
+		Type: EventAppointmentUpdate, LocationID: loc, Payload: string(body)}
+	fresh, err := rs.RecordWebhookEvent(ctx, ev)
+	if err != nil || !fresh {
+		return 0, err
+	}
+	pr, err := in.Process(ctx, ev.ID)
+	if err != nil {
+		return 0, err
+	}
+	if pr.Change != 0 {
+		return 1, nil
+	}
+	return 0, nil
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -564,7 +564,7 @@ func TestInboundReconciliationRepairs(t *testing.T) {
 
 	res := e.reconcile(t, "loc1")
 	if res.MissingCount != 20 || res.MissingAppointmentsCount != 2 || len(res.Duplicates) != 6 || res.NewDuplicates != 6 ||
-		res.Changes != 2 || res.Contacts != 45 || res.Events != 9 {
+		res.Changes != 2 || res.AppointmentChanges != 0 || res.Contacts != 45 || res.Events != 9 {
 		t.Fatalf("first reconciliation: %+v", res)
 	}
 	for _, d := range res.Duplicates {
@@ -609,8 +609,90 @@ func TestInboundReconciliationRepairs(t *testing.T) {
 	}
 
 	res = e.reconcile(t, "loc1")
-	if res.MissingCount != 0 || res.MissingAppointmentsCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 {
+	if res.MissingCount != 0 || res.MissingAppointmentsCount != 0 || res.NewDuplicates != 0 || res.Changes != 0 || res.AppointmentChanges != 0 {
 		t.Fatalf("second reconciliation found something: %+v", res)
+	}
+}
+
+// TestInboundReconciliationFindsAppointmentChanges: an appointment
+// edited in GHL with no webhook delivered lands, from the events answer,
+// as one appointment.updated row with the changed fields; ghlsync's own
+// update whose webhook was lost, and appointments unchanged, land
+// nothing; a second reconciliation lands nothing.
+func TestInboundReconciliationFindsAppointmentChanges(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	e.seed(t, "loc1", 4, 4)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1")
+	e.settle(t, time.Minute)
+
+	e.Fake.SetWebhooks(ghltest.WebhookOptions{}) // what follows sends no webhook
+	eventOf := map[string]string{}
+	p, err := e.Store.AppointmentPage(context.Background(), "loc1", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range p {
+		eventOf[a.ExternalID] = a.Sync.EventID
+	}
+	edited := eventOf["a-0000"]
+	// A note staff wrote in GHL, its webhook delivered: GHL's webhooks
+	// carry notes, its events answer does not, so the landed edit must
+	// leave the note as it was.
+	var before ghltest.Appointment
+	for _, a := range e.Fake.Appointments("loc1") {
+		if a.ID == edited {
+			before = a
+		}
+	}
+	payload, err := json.Marshal(map[string]any{"type": "AppointmentUpdate", "locationId": "loc1", "appointment": map[string]any{
+		"id": before.ID, "calendarId": before.CalendarID, "contactId": before.ContactID, "title": before.Title,
+		"appointmentStatus": before.AppointmentStatus, "assignedUserId": before.AssignedUserID, "address": before.Address,
+		"notes": "Bring the MRI", "startTime": before.StartTime, "endTime": before.EndTime}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noted := &store.WebhookEvent{WebhookID: "note-" + edited, Type: "AppointmentUpdate", LocationID: "loc1", Payload: string(payload)}
+	if _, err := e.Store.RecordWebhookEvent(context.Background(), noted); err != nil {
+		t.Fatal(err)
+	}
+	if pr, err := e.inbound.Inbound.Process(context.Background(), noted.ID); err != nil || pr.Change == 0 {
+		t.Fatalf("the note's webhook: %+v, %v", pr, err)
+	}
+	if _, ok := e.Fake.EditAppointmentUnheard(edited, func(a *ghltest.Appointment) {
+		a.Title, a.Address = "Moved by staff", "Room 9"
+	}); !ok {
+		t.Fatalf("no event %q of a-0000", edited)
+	}
+	// ghlsync's own update, its webhook lost: an echo, not a change.
+	e.exec(t, `UPDATE appointments SET updated_at = CURRENT_TIMESTAMP, title = 'Session 1, longer' WHERE location_id = 'loc1' AND external_id = 'a-0001'`)
+	if res := e.syncLocation(t, tasks.NewAppointmentsSyncTask, "loc1"); res.Updated != 1 {
+		t.Fatalf("the clinic's update: %+v", res)
+	}
+
+	res := e.reconcile(t, "loc1")
+	if res.AppointmentChanges != 1 || res.Changes != 0 || res.Events != 4 || res.MissingAppointmentsCount != 0 || len(res.Duplicates) != 0 {
+		t.Fatalf("first reconciliation: %+v", res)
+	}
+	rows := e.inbox(t, "loc1")
+	rows = slices.DeleteFunc(rows, func(c store.Change) bool { return c.EventID == noted.WebhookID })
+	if len(rows) != 1 {
+		t.Fatalf("inbox: %d rows beside the note's, want the one edit: %+v", len(rows), rows)
+	}
+	r := rows[0]
+	got := changesOf(t, r)
+	if r.Kind != store.ChangeAppointmentUpdated || r.GHLID != edited || r.ExternalID != "a-0000" || r.PatientExternalID != "p-0000" ||
+		len(got) != 2 || got["title"] != "Moved by staff" || got["address"] != "Room 9" {
+		t.Fatalf("the undelivered edit: %+v, changes %v", r, got)
+	}
+
+	res = e.reconcile(t, "loc1")
+	if res.AppointmentChanges != 0 || res.Changes != 0 {
+		t.Fatalf("second reconciliation found something: %+v", res)
+	}
+	if rows := e.inbox(t, "loc1"); len(rows) != 2 {
+		t.Fatalf("inbox after the second reconciliation: %d rows, want the note's and the edit's", len(rows))
 	}
 }
 

@@ -37,12 +37,12 @@ func TestLocationPageShowsTheInboxAndTheLastReconciliation(t *testing.T) {
 	}
 	done := time.Now().UTC()
 	if err := e.Store.SaveReconcileRun(ctx, &store.ReconcileRun{LocationID: "loc1", StartedAt: done.Add(-time.Second), FinishedAt: &done,
-		Outcome: "completed", Contacts: 45, Missing: 20, Duplicates: 5, Changes: 2, Calls: 3}); err != nil {
+		Outcome: "completed", Contacts: 45, Missing: 20, Duplicates: 5, Changes: 2, AppointmentChanges: 4, Calls: 3}); err != nil {
 		t.Fatal(err)
 	}
 	body := page()
 	for _, want := range []string{"holds 2 changes of this location, 2 not processed", "1 conflicts</span> were left alone",
-		"45 contacts in GHL, 20 missing (sent again), 5 duplicates, 2 changes no webhook delivered, 3 GHL calls",
+		"45 contacts in GHL, 20 missing (sent again), 5 duplicates, 2 contact changes and 4 appointment changes no webhook delivered, 3 GHL calls",
 		"Conflict policy", "clinic <small>(the default)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q:\n%s", want, body)

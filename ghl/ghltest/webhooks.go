@@ -314,6 +314,23 @@ func (s *Server) StaffEditAppointment(id string, edit func(a *Appointment)) (App
 	return *a, true
 }
 
+// EditAppointmentUnheard plays a user changing appointment id in GHL
+// with no webhook delivered (an outage longer than GHL's retries): the
+// edit is made, DateUpdated moves, no webhook goes out. It reports
+// whether the appointment exists.
+func (s *Server) EditAppointmentUnheard(id string, edit func(a *Appointment)) (Appointment, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.st.appointments[id]
+	if a == nil {
+		return Appointment{}, false
+	}
+	edit(a)
+	a.DateUpdated = s.opts.Now()
+	s.changedLocked()
+	return *a, true
+}
+
 // LoseAppointment removes appointment id behind the app's back (a user
 // deleting it with no webhook delivered): no webhook goes out. It reports
 // whether the appointment existed.
