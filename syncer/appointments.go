@@ -384,6 +384,7 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 	}
 
 	ga.ContactID = contact
+	prev := *st
 	setIntent(st, &ga, hash, r.e.now())
 	if st.EventID != "" {
 		// A move: the intent is written beside the old id before the
@@ -410,6 +411,15 @@ func (ar *appointmentRun) pushAppointment(ctx context.Context, st *store.Appoint
 		got, resp, err = r.e.Calendars.CreateAppointment(ctx, token, &ga)
 		return resp, err
 	})
+	if notSent(err) {
+		// GHL never saw it: the intent is put back as it was.
+		st.CreatingAt, st.IntentContactID, st.IntentCalendarID = prev.CreatingAt, prev.IntentContactID, prev.IntentCalendarID
+		st.IntentStartsAt, st.IntentHash = prev.IntentStartsAt, prev.IntentHash
+		if serr := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SaveAppointmentSync(ctx, st) }); serr != nil {
+			return 0, serr
+		}
+		return 0, err
+	}
 	if err != nil {
 		return 0, err
 	}

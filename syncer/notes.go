@@ -75,6 +75,7 @@ func (ar *appointmentRun) syncNote(ctx context.Context, st *store.AppointmentSyn
 			"location", r.loc, "appointment", st.ExternalID, "note", st.NoteID)
 		st.NoteID = ""
 	}
+	prev := st.NoteIntent
 	st.NoteIntent = contentHash(noteMapping, body)
 	if err := r.e.State.SaveAppointmentSync(ctx, st); err != nil {
 		return err
@@ -84,6 +85,14 @@ func (ar *appointmentRun) syncNote(ctx context.Context, st *store.AppointmentSyn
 		n, resp, err = r.e.Calendars.CreateNote(ctx, token, st.EventID, body)
 		return resp, err
 	})
+	if notSent(err) {
+		// GHL never saw it: the intent is put back as it was.
+		st.NoteIntent = prev
+		if serr := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SaveAppointmentSync(ctx, st) }); serr != nil {
+			return serr
+		}
+		return err
+	}
 	if err != nil {
 		return err
 	}

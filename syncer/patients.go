@@ -330,11 +330,22 @@ func (r *run) updatePatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 	}
 }
 
+// unsentCreate puts back the CreatingAt of st as it was before a create
+// GHL never saw (notSent), and returns err.
+func (r *run) unsentCreate(ctx context.Context, st *store.PatientSync, prev *time.Time, err error) error {
+	st.CreatingAt = prev
+	if serr := r.persist(ctx, func(ctx context.Context) error { return r.e.State.SavePatientSync(ctx, st) }); serr != nil {
+		return serr
+	}
+	return err
+}
+
 // createPatient creates the patient's contact: an upsert when it has an
 // email or a phone, else a create. CreatingAt is written first, so that a
 // lost answer is looked up on the next attempt.
 func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.Contact, hash string,
 	ex *contactExtras) (outcome, error) {
+	prev := st.CreatingAt
 	st.CreatingAt = ptr(r.e.now().UTC())
 	if err := r.e.State.SavePatientSync(ctx, st); err != nil {
 		return 0, err
@@ -345,6 +356,9 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 			got, resp, err = r.e.Contacts.Create(ctx, token, c)
 			return resp, err
 		})
+		if notSent(err) {
+			return 0, r.unsentCreate(ctx, st, prev, err)
+		}
 		if err != nil {
 			st.CreatingAt = ptr(r.e.now().UTC()) // GHL may have acted as late as this
 			return 0, err
@@ -360,6 +374,9 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 		got, isNew, resp, err = r.e.Contacts.Upsert(ctx, token, c)
 		return resp, err
 	})
+	if notSent(err) {
+		return 0, r.unsentCreate(ctx, st, prev, err)
+	}
 	if err != nil {
 		st.CreatingAt = ptr(r.e.now().UTC())
 		return 0, err

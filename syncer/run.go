@@ -395,6 +395,15 @@ func (e *handBackError) Error() string        { return e.pe.Error() }
 func (e *handBackError) Unwrap() error        { return e.pe }
 func (e *handBackError) Is(target error) bool { return target == errShuttingDown }
 
+// notSent reports whether err says that GHL never saw the call: the
+// limiter handed it back (handBackError). The intent written before such
+// a call is put back as it was, so that the follow-up does not look for
+// a create that was never made.
+func notSent(err error) bool {
+	var hb *handBackError
+	return errors.As(err, &hb)
+}
+
 // handBack notes that a record's call was handed back to the limiter,
 // which expects to grant the next in d: the run takes no new record, and
 // its follow-up waits for the soonest such grant.

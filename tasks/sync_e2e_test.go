@@ -207,7 +207,7 @@ func TestSyncKeepsGHLsLimitAcrossWorkers(t *testing.T) {
 	noFailures(t, e.insp)
 	for _, loc := range locs {
 		res := results[loc]
-		if res.Created != 600 || res.FailedCount != 0 || res.Batch != 2 {
+		if res.Created != 600 || res.FailedCount != 0 || res.Batch < 2 {
 			t.Errorf("%s: %+v", loc, res)
 		}
 		if n := e.Fake.RateLimited(loc); n != 0 {
@@ -217,9 +217,11 @@ func TestSyncKeepsGHLsLimitAcrossWorkers(t *testing.T) {
 		t.Logf("%s: %d requests in %s: %.1f per 10 s on average, at most %d in any 10 s (limit 100)",
 			loc, r.requests, r.span.Round(time.Millisecond), r.mean, r.max)
 		// 600 upserts, and the patient id custom field: looked up by each
-		// of the two runs, created by the first.
-		if r.requests != 603 || r.mean < 90 || r.max > 100 {
-			t.Errorf("%s: %+v; want 603 requests, at least 90 per 10 s, never more than 100", loc, r)
+		// run (a batch, or a follow-up a hand-back made), created by the
+		// first. Nothing more: a create the limiter handed back was never
+		// sent, so no follow-up searches for it.
+		if want := 601 + res.Batch; r.requests != want || r.mean < 90 || r.max > 100 {
+			t.Errorf("%s: %+v; want %d requests, at least 90 per 10 s, never more than 100", loc, r, want)
 		}
 		e.checkContacts(t, loc, 600)
 	}

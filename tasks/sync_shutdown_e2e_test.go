@@ -70,9 +70,11 @@ func TestSyncSurvivesSIGTERMMidSync(t *testing.T) {
 
 	startWorker(t, e, 10)
 	res, last := pass(t, e.insp, r.ContinuedBy)
-	if last.State != asynq.TaskStateCompleted || res.Outcome != syncer.OutcomeCompleted || res.Batch != 2 ||
+	// The follow-up may hand its slot back to the limiter and continue
+	// again (the fake enforces 100 a 10 s): 2 runs or more.
+	if last.State != asynq.TaskStateCompleted || res.Outcome != syncer.OutcomeCompleted || res.Batch < 2 ||
 		res.Created != n || res.FailedCount != 0 {
-		t.Errorf("the pass after SIGTERM: %s, %+v; want it completed in 2 runs, %d created", last.State, res, n)
+		t.Errorf("the pass after SIGTERM: %s, %+v; want it completed after the follow-up, %d created", last.State, res, n)
 	}
 	e.checkContacts(t, "loc1", n)
 	if got := e.Fake.Stats().ContactCreates["loc1"]; got != n {
