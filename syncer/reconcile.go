@@ -290,22 +290,8 @@ func (in *Inbound) landDrift(ctx context.Context, rs ReconcileStore, loc string,
 	if err != nil {
 		return 0, err
 	}
-	sum := sha256.Sum256(body)
 	id, _ := obj["id"].(string)
-	ev := &store.WebhookEvent{WebhookID: reconcilePrefix + loc + ":" + id + ":" + hex.EncodeToString(sum[:8]),
-		Type: EventContactUpdate, LocationID: loc, Payload: string(body)}
-	fresh, err := rs.RecordWebhookEvent(ctx, ev)
-	if err != nil || !fresh {
-		return 0, err
-	}
-	pr, err := in.Process(ctx, ev.ID)
-	if err != nil {
-		return 0, err
-	}
-	if pr.Change != 0 {
-		return 1, nil
-	}
-	return 0, nil
+	return in.landReconciled(ctx, rs, loc, id, EventContactUpdate, body)
 }
 
 // eventSpan is the longest span of time one calendar events call reads.
@@ -483,21 +469,26 @@ func (in *Inbound) landEventDrift(ctx context.Context, rs ReconcileStore, loc, i
 	if err != nil {
 		return 0, err
 	}
+	return in.landReconciled(ctx, rs, loc, id, EventAppointmentUpdate, body)
+}
+
+// landReconciled records body, the webhook of type typ GHL would have
+// sent of its record id, under an id made of its content, and processes
+// it; it returns 1 when that made an inbox row, 0 when it did not or was
+// recorded before.
+func (in *Inbound) landReconciled(ctx context.Context, rs ReconcileStore, loc, id, typ string, body []byte) (int, error) {
 	sum := sha256.Sum256(body)
 	ev := &store.WebhookEvent{WebhookID: reconcilePrefix + loc + ":" + id + ":" + hex.EncodeToString(sum[:8]),
-		Type: EventAppointmentUpdate, LocationID: loc, Payload: string(body)}
+		Type: typ, LocationID: loc, Payload: string(body)}
 	fresh, err := rs.RecordWebhookEvent(ctx, ev)
 	if err != nil || !fresh {
 		return 0, err
 	}
 	pr, err := in.Process(ctx, ev.ID)
-	if err != nil {
+	if err != nil || pr.Change == 0 {
 		return 0, err
 	}
-	if pr.Change != 0 {
-		return 1, nil
-	}
-	return 0, nil
+	return 1, nil
 }
 
 func earliest(a, b time.Time) time.Time {

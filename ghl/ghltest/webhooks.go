@@ -301,17 +301,7 @@ func (s *Server) BookAppointment(a Appointment) Appointment {
 // cancellation from a text reply, a move); GHL's AppointmentUpdate
 // webhook goes out. It reports whether the appointment exists.
 func (s *Server) StaffEditAppointment(id string, edit func(a *Appointment)) (Appointment, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.st.appointments[id]
-	if a == nil {
-		return Appointment{}, false
-	}
-	edit(a)
-	a.DateUpdated = s.opts.Now()
-	s.changedLocked()
-	s.emitAppointmentLocked("AppointmentUpdate", a)
-	return *a, true
+	return s.editAppointment(id, edit, true)
 }
 
 // EditAppointmentUnheard plays a user changing appointment id in GHL
@@ -319,6 +309,12 @@ func (s *Server) StaffEditAppointment(id string, edit func(a *Appointment)) (App
 // edit is made, DateUpdated moves, no webhook goes out. It reports
 // whether the appointment exists.
 func (s *Server) EditAppointmentUnheard(id string, edit func(a *Appointment)) (Appointment, bool) {
+	return s.editAppointment(id, edit, false)
+}
+
+// editAppointment edits appointment id as a user in GHL does, with its
+// AppointmentUpdate webhook when heard.
+func (s *Server) editAppointment(id string, edit func(a *Appointment), heard bool) (Appointment, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.st.appointments[id]
@@ -328,6 +324,9 @@ func (s *Server) EditAppointmentUnheard(id string, edit func(a *Appointment)) (A
 	edit(a)
 	a.DateUpdated = s.opts.Now()
 	s.changedLocked()
+	if heard {
+		s.emitAppointmentLocked("AppointmentUpdate", a)
+	}
 	return *a, true
 }
 
