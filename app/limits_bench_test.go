@@ -78,13 +78,28 @@ func BenchmarkAtLimits(b *testing.B) {
 
 // BenchmarkLimiterAtLimit keeps 40 locations at their limit for about 2
 // minutes (1,300 new patients each) with 2 workers, as BenchmarkAtLimits
-// does, and reports the slowest location's rate of GHL requests the fake
-// accepted beyond its first 100 (from its first to its last, every call of
-// the sync counted, not only the contact writes), over 100 per 10 s
-// (worst-of-limit), the most the fake counted in one of its windows for
-// any location (max-per-window, ≤ 100), and the fake's 429s. Real time.
+// does, and counts, per location, the GHL requests the fake accepted
+// (every call of the sync, not only the contact writes) from the first to
+// the last. It reports:
 //
-//	go test -run '^$' -bench LimiterAtLimit -benchtime 1x -timeout 20m ./app/
+//   - worst-of-limit, mean-of-limit: how close each location came to the
+//     fastest its limit allows for the requests it made: GHL's sliding
+//     window of 100 per 10 s lets a location's request k (from 0) be
+//     accepted no sooner than 10 s × ⌊k/100⌋ after its first, so N
+//     requests need at least 10 s × ⌊(N-1)/100⌋ from the first to the
+//     last; the figure is that over the span they took (1: at the limit
+//     throughout). The simpler "requests beyond the first 100 per second
+//     over 10/s" is printed too; it is not the figure, since no client
+//     can reach 1 on it: a location's last window is a part one (N = 1,313
+//     requests need 130 s, 1,213 beyond the first 100 in 130 s: 0.933 at
+//     best);
+//
+//   - max-per-window: the most the fake counted in one of its windows for
+//     any location (≤ 100);
+//
+//   - 429s: the fake's 429 answers.
+//
+//     go test -run '^$' -bench LimiterAtLimit -benchtime 1x -timeout 20m ./app/
 func BenchmarkLimiterAtLimit(b *testing.B) {
 	var sizes []locSize
 	for i := range 40 {
@@ -92,18 +107,21 @@ func BenchmarkLimiterAtLimit(b *testing.B) {
 	}
 	for range b.N {
 		r := runAtLimits(b, sizes, 50*time.Millisecond, true)
-		worst, mean, most := 1e9, 0.0, 0
+		worst, mean, naive, most := 1e9, 0.0, 1e9, 0
 		var span time.Duration
 		for _, s := range sizes {
 			p := r.progress[s.loc]
 			d := p.lastRequest.Sub(p.firstRequest)
-			rate := float64(p.requests-100) / d.Seconds() / 10
-			worst, mean = min(worst, rate), mean+rate/float64(len(sizes))
+			fastest := time.Duration((p.requests-1)/100) * 10 * time.Second
+			of := fastest.Seconds() / d.Seconds()
+			worst, mean = min(worst, of), mean+of/float64(len(sizes))
+			naive = min(naive, float64(p.requests-100)/d.Seconds()/10)
 			most = max(most, r.fake.MaxInWindow(s.loc))
 			span = max(span, d)
 		}
-		fmt.Printf("40 locations × 1,300 patients, 2 workers, up to %s each: rate beyond the first 100 over 100 per 10 s: worst %.3f, mean %.3f; "+
-			"at most %d in one of the fake's windows; %d answered 429\n", span.Round(time.Millisecond), worst, mean, most, r.limited)
+		fmt.Printf("40 locations × 1,300 patients, 2 workers, up to %s each: of the fastest the limit allows: worst %.3f, mean %.3f "+
+			"(beyond the first 100 over 10/s: worst %.3f); at most %d in one of the fake's windows; %d answered 429\n",
+			span.Round(time.Millisecond), worst, mean, naive, most, r.limited)
 		b.ReportMetric(worst, "worst-of-limit")
 		b.ReportMetric(mean, "mean-of-limit")
 		b.ReportMetric(float64(most), "max-per-window")
@@ -186,6 +204,21 @@ func runAtLimits(b *testing.B, sizes []locSize, latency time.Duration, requests 
 
 	workerCtx, stopWorkers := context.WithCancel(ctx)
 	const workers = 2
+	// Both workers are opened before either runs, and the sampling starts
+	// as the first one does: opening one takes about a second, and
+	// requests sent meanwhile would go unseen, a span shorter than it was.
+	var deps []*app.Deps
+	for range workers {
+		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
+		if err != nil {
+			stopWorkers()
+			for _, d := range deps {
+				d.Close()
+			}
+			b.Fatal(err)
+		}
+		deps = append(deps, d)
+	}
 	exited := make(chan error, workers)
 	defer func() {
 		stopWorkers()
@@ -197,11 +230,7 @@ func runAtLimits(b *testing.B, sizes []locSize, latency time.Duration, requests 
 	}()
 	r := limitsRun{fake: stack.Fake, start: time.Now(), progress: map[string]locProgress{}}
 	b.StartTimer()
-	for range workers {
-		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
-		if err != nil {
-			b.Fatal(err)
-		}
+	for _, d := range deps {
 		go func() {
 			err := app.RunWorker(workerCtx, d, app.WorkerOptions{})
 			d.Close()
