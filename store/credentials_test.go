@@ -292,9 +292,11 @@ func TestSaveRefreshedLoggedWritesAsSaveRefreshed(t *testing.T) {
 	exp := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
 	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	setups := map[string]func(loc string){
-		"inactive":      func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusInactive, "GHL: location is not active")) },
-		"missing_scope": func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusMissingScope, "lacks scope users.readonly")) },
-		"uninstalled":   func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusUninstalled, "uninstalled")) },
+		"inactive": func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusInactive, "GHL: location is not active")) },
+		"missing_scope": func(loc string) {
+			must(t, st.SetStatus(ctx, loc, store.StatusMissingScope, "lacks scope users.readonly"))
+		},
+		"uninstalled": func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusUninstalled, "uninstalled")) },
 	}
 	for name, set := range setups {
 		for _, logged := range []bool{false, true} {
