@@ -64,7 +64,7 @@ func BenchmarkRefreshCost(b *testing.B) {
 		for range concurrency {
 			wg.Go(func() {
 				for loc := range locs {
-					res, err := r.Refresh(context.Background(), refresh.Request{LocationID: loc, RequestedAt: start})
+					res, err := r.Refresh(context.Background(), refresh.Request{LocationID: loc, RequestedAt: start, Due: true})
 					if err != nil || res.Outcome != refresh.Refreshed {
 						b.Errorf("Refresh %s = %+v, %v; want refreshed", loc, res, err)
 					}
