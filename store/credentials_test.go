@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -344,5 +345,35 @@ func TestSaveRefreshedLoggedWritesAsSaveRefreshed(t *testing.T) {
 				t.Errorf("%s: stored refresh token is not the new one", name)
 			}
 		}
+	}
+}
+
+// Credential, read with plain SQL, reads the row as GORM does: every
+// column, and a NULL (a column an older release's row never had) as the
+// zero value.
+func TestCredentialReadsEveryColumn(t *testing.T) {
+	t.Parallel()
+	st, dbURL := storetest.Open(t, "")
+	ctx := context.Background()
+	db := storetest.DB(t, dbURL)
+	connect(t, st, "full", "comp1", store.UserTypeLocation, time.Now().Add(time.Hour))
+	must(t, st.SetLocationInfo(ctx, "full", "Main St Clinic", "America/Chicago"))
+	must(t, st.SetStatus(ctx, "full", store.StatusInactive, "GHL: location is not active"))
+	must(t, db.Exec("INSERT INTO credentials (location_id, access_token_enc, refresh_token_enc, expires_at, user_type, status, token_version) "+
+		"VALUES (?, 'x', 'y', ?, 'Location', 'active', 3)", "nulls", time.Now().Add(time.Hour).UTC()).Error)
+	if n := reflect.TypeFor[store.Credential]().NumField(); n != 17 {
+		t.Fatalf("Credential has %d fields, the test and store.Credential's query know 17: read the new one", n)
+	}
+	for _, loc := range []string{"full", "nulls"} {
+		var want store.Credential
+		must(t, db.Where("location_id = ?", loc).Take(&want).Error)
+		got, err := st.Credential(ctx, loc)
+		must(t, err)
+		if diff := cmp.Diff(want, *got); diff != "" {
+			t.Errorf("%s (-GORM +Credential):\n%s", loc, diff)
+		}
+	}
+	if _, err := st.Credential(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Credential of an unknown location: %v, want ErrNotFound", err)
 	}
 }
