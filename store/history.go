@@ -52,7 +52,8 @@ const KeepRefreshRuns = 100
 
 // refreshRunsPruneEvery: SaveRefreshedLogged prunes a location's runs at
 // every refreshRunsPruneEvery-th token version, rather than at every
-// entry; the prune is a sizeable share of the statement.
+// entry: a prune reads up to KeepRefreshRuns of the location's entries to
+// find the oldest to keep, work that nine refreshes in ten now skip.
 const refreshRunsPruneEvery = 10
 
 // pruneDue says whether storing the token of version v prunes its
