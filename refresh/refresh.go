@@ -6,9 +6,11 @@
 //
 //  1. A Redis lock (SET NX with a short TTL that the holder keeps renewing)
 //     lets one refresh run at a time across all workers. A request counts as
-//     done when a refresh completed after it was made, both times read from
-//     Redis's clock (SharedTime), so a burst of requests costs one GHL call
-//     however wrong the clocks of the processes that asked are.
+//     done when a refresh completed after it was made, both times on
+//     Redis's clock (SharedTime; a completion is the in-flight mark's
+//     Redis time plus the time measured since, see answeredAt), so a burst
+//     of requests costs one GHL call however wrong the clocks of the
+//     processes that asked are.
 //  2. Before calling GHL the holder adds the location to an in-flight set.
 //     If the holder dies during the call, any worker's Recover loop retries
 //     with the same refresh token, inside GHL's 30 s grace window, so a token
