@@ -28,8 +28,10 @@ type AgencyMinter interface {
 // tried is false when there is no agency to ask, or it did not mint: the
 // location then needs reconnecting as before. A temporary failure of the
 // agency's call is the refresh's error: the task retries, and the refused
-// refresh token costs nothing to present again.
-func (r *Refresher) remint(ctx context.Context, lk *lock, c *store.Credential, spent int64) (res Result, settled, tried bool, err error) {
+// refresh token costs nothing to present again. marked is the time of the
+// refresh's in-flight mark, from which answeredAt tells when the minted
+// token came.
+func (r *Refresher) remint(ctx context.Context, lk *lock, c *store.Credential, spent int64, marked markTime) (res Result, settled, tried bool, err error) {
 	loc := c.LocationID
 	res = Result{LocationID: loc}
 	if r.Agency == nil || c.UserType == store.UserTypeCompany || c.CompanyID == "" {
@@ -74,7 +76,7 @@ func (r *Refresher) remint(ctx context.Context, lk *lock, c *store.Credential, s
 		break
 	}
 	next := store.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresAt: tok.Expiry}
-	if _, err := r.save(ctx, lk, loc, spent, next, r.answeredAt(ctx, loc), nil); errors.Is(err, store.ErrStale) {
+	if _, err := r.save(ctx, lk, loc, spent, next, answeredAt(marked), nil); errors.Is(err, store.ErrStale) {
 		res, settled, err := r.discarded(ctx, loc, spent, "a token minted from the agency's came after a newer token was stored; not storing it")
 		return res, settled, true, err
 	} else if err != nil {

@@ -56,28 +56,59 @@ func redisTime(ctx context.Context, rc redis.UniversalClient) (time.Time, error)
 // shared clock (SharedTime) in milliseconds, and returns the score:
 // whichever worker takes the mark up measures GHL's grace window from it.
 // It is rounded up to the millisecond: a mark that read earlier than the
-// refresh stored just before it would count as answered by that one. One
-// round trip but on a Redis Cluster, where the shared clock is one node's
+// refresh stored just before it would count as answered by that one. It
+// also returns the shared clock's time as read, not rounded, with the
+// local monotonic time its answer arrived at (see answeredAt). One round
+// trip but on a Redis Cluster, where the shared clock is one node's
 // (clockKey's) and the set may live on another.
-func (r *Refresher) markInFlight(ctx context.Context, loc string) (float64, error) {
+func (r *Refresher) markInFlight(ctx context.Context, loc string) (float64, markTime, error) {
 	if !redisconn.IsCluster(r.Redis) {
-		return markScript.Run(ctx, r.Redis, []string{keyInFlight}, loc).Float64()
+		v, err := markScript.Run(ctx, r.Redis, []string{keyInFlight}, loc).Slice()
+		if err != nil {
+			return 0, markTime{}, err
+		}
+		got := time.Now()
+		score, at, err := parseMark(v)
+		if err != nil {
+			return 0, markTime{}, err
+		}
+		return score, markTime{shared: at, local: got}, nil
 	}
 	markedAt, err := SharedTime(ctx, r.Redis)
 	if err != nil {
-		return 0, err
+		return 0, markTime{}, err
 	}
+	got := time.Now()
 	score := float64((markedAt.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-	return score, r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err()
+	return score, markTime{shared: markedAt, local: got}, r.Redis.ZAdd(ctx, keyInFlight, redis.Z{Score: score, Member: loc}).Err()
 }
 
+// markTime is when an in-flight mark was set: shared, Redis's time as the
+// mark read it, and local, this process's (monotonic) time when the answer
+// arrived, necessarily after it.
+type markTime struct{ shared, local time.Time }
+
 // markScript scores ARGV[1] in the sorted set KEYS[1] with Redis's time in
-// milliseconds, rounded up, and returns the score.
+// milliseconds, rounded up, and returns the score and the time it read
+// (TIME's seconds and microseconds).
 var markScript = redis.NewScript(`
 local t = redis.call("TIME")
 local ms = tonumber(t[1]) * 1000 + math.floor((tonumber(t[2]) + 999) / 1000)
 redis.call("ZADD", KEYS[1], ms, ARGV[1])
-return ms`)
+return {ms, t[1], t[2]}`)
+
+// parseMark reads markScript's answer.
+func parseMark(v []any) (float64, time.Time, error) {
+	if len(v) == 3 {
+		ms, ok := v[0].(int64)
+		sec, err1 := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
+		usec, err2 := strconv.ParseInt(fmt.Sprint(v[2]), 10, 64)
+		if ok && err1 == nil && err2 == nil {
+			return float64(ms), time.Unix(sec, usec*1000).UTC(), nil
+		}
+	}
+	return 0, time.Time{}, fmt.Errorf("marking in flight: Redis answered %v", v)
+}
 
 // takeOver deletes loc's lock while it is still owner's and owner's
 // worker has no heartbeat, and reports whether it did.

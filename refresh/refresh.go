@@ -6,9 +6,11 @@
 //
 //  1. A Redis lock (SET NX with a short TTL that the holder keeps renewing)
 //     lets one refresh run at a time across all workers. A request counts as
-//     done when a refresh completed after it was made, both times read from
-//     Redis's clock (SharedTime), so a burst of requests costs one GHL call
-//     however wrong the clocks of the processes that asked are.
+//     done when a refresh completed after it was made, both times on
+//     Redis's clock (SharedTime; a completion is the in-flight mark's
+//     Redis time plus the time measured since, see answeredAt), so a burst
+//     of requests costs one GHL call however wrong the clocks of the
+//     processes that asked are.
 //  2. Before calling GHL the holder adds the location to an in-flight set.
 //     If the holder dies during the call, any worker's Recover loop retries
 //     with the same refresh token, inside GHL's 30 s grace window, so a token
@@ -96,6 +98,12 @@ type Request struct {
 	Force bool
 	// NoWait fails with ErrBusy instead of waiting for another refresh.
 	NoWait bool
+	// Due says the asker has just read that the token is due (the
+	// refresh-due fan-out's children): the read that answers most other
+	// requests without the lock would rarely answer this one, so it is
+	// skipped and the request goes straight to the lock, under which the
+	// credential is read and decides as for any request.
+	Due bool
 }
 
 // Result is the JSON result of a refresh. It never carries a token.
@@ -247,7 +255,7 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 		}
 		req.RequestedAt = now
 	}
-	if !req.NoWait {
+	if !req.NoWait && !req.Due {
 		// Most requests end here, with one narrow read and no lock: the
 		// token is not due, or a refresh completed since the request was
 		// made (a burst, or a schedule behind a refresh on demand). What
@@ -398,7 +406,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
-	score, err := r.markInFlight(ctx, loc)
+	score, marked, err := r.markInFlight(ctx, loc)
 	if err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
@@ -421,11 +429,11 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		tok, _, err = r.GHL.Refresh(callCtx, toks.RefreshToken, c.UserType)
 		cancel()
 	}
-	answeredAt := r.answeredAt(ctx, loc)
+	answeredAt := answeredAt(marked)
 	switch {
 	case err == nil:
 	case errors.Is(err, ghl.ErrInvalidGrant):
-		if res, settled, tried, err := r.remint(ctx, lk, c, spent); tried {
+		if res, settled, tried, err := r.remint(ctx, lk, c, spent, marked); tried {
 			return res, settled, err
 		}
 		res.Outcome, res.Message = NeedsReauth, reauthMessage(loc)
@@ -474,16 +482,20 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	return res, true, nil
 }
 
-// answeredAt is when GHL answered, on the shared clock. The answer must
-// be stored whatever Redis does, so when Redis cannot tell the time this
-// worker's clock stands in.
-func (r *Refresher) answeredAt(ctx context.Context, loc string) time.Time {
-	at, err := SharedTime(context.WithoutCancel(ctx), r.Redis)
-	if err != nil {
-		r.log().Warn("Redis cannot tell the time; recording the refresh on this worker's clock", "location", loc, "err", err)
-		return r.now()
-	}
-	return at
+// answeredAt is when GHL answered (now), on the shared clock, without
+// asking Redis again: the in-flight mark's time on the shared clock plus
+// the time this process measured (monotonic) since the mark's answer
+// arrived. Redis read its time before sending that answer, so the sum is at
+// most the shared clock's time now (bar the clocks' rates differing, which
+// NTP keeps within a fraction of a millisecond over a call): early by up
+// to one network hop, never late. Early is the safe side. A refresh
+// counts as answering the requests made at or before it completed
+// (satisfied): stamped early, it answers fewer, and a request made in that
+// last hop costs one more refresh at worst; stamped late, it would answer
+// a request made after GHL had answered, one that may want a token newer
+// than the one stored.
+func answeredAt(m markTime) time.Time {
+	return m.shared.Add(time.Since(m.local)).UTC()
 }
 
 // discarded ends a refresh whose answer lost the compare-and-set: the

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -281,16 +282,38 @@ func (s *Store) Connect(ctx context.Context, c Connection) error {
 
 // Credential returns the credential of a location.
 func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error) {
-	var c Credential
-	err := s.db.WithContext(ctx).Where("location_id = ?", loc).Take(&c).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	// Every refresh reads its location's row under the lock: one plain
+	// query, scanned by hand, costs a fraction of GORM's building and
+	// reflecting. The text columns are read through COALESCE and the
+	// times as nullable, so that a NULL that a column added by a later
+	// migration left in an older row reads as the zero value, as GORM
+	// reads it.
+	var (
+		c                         Credential
+		expires, created, updated sql.NullTime
+		refreshedAt, infoAt       *time.Time
+		status                    string
+	)
+	err := s.db.WithContext(ctx).Raw(credentialSQL, loc).Row().Scan(
+		&c.LocationID, &c.CompanyID, &c.UserType, &c.Scopes, &c.AccessTokenEnc, &c.RefreshTokenEnc, &c.KeyID,
+		&c.TokenVersion, &expires, &refreshedAt, &status, &c.LastError, &c.Name, &c.Timezone, &infoAt, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store.Credential %s: %w", loc, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store.Credential %s: %w", loc, err)
 	}
+	c.Status = Status(status)
+	c.ExpiresAt, c.CreatedAt, c.UpdatedAt = expires.Time, created.Time, updated.Time
+	c.RefreshedAt, c.InfoAt = refreshedAt, infoAt
 	return &c, nil
 }
+
+// credentialSQL reads every column of Credential, in its order.
+const credentialSQL = `SELECT location_id, COALESCE(company_id, ''), COALESCE(user_type, ''), COALESCE(scopes, ''),
+	access_token_enc, refresh_token_enc, COALESCE(key_id, ''), token_version, expires_at, refreshed_at, status,
+	COALESCE(last_error, ''), COALESCE(name, ''), COALESCE(timezone, ''), info_at, created_at, updated_at
+	FROM credentials WHERE location_id = ?`
 
 // refreshStateColumns are the columns RefreshState reads: what decides
 // whether a location's token needs a refresh, none of its tokens.
@@ -339,32 +362,102 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 }
 
 // SaveRefreshedLogged is SaveRefreshed that also logs run in the refresh
-// history (as RecordRefresh does, pruning included) in the same
-// transaction: one commit, so one wait for the database to flush its log,
-// where the token write and its history entry each committed on their own
-// would cost two. The entry is stored only with the token: a write that
-// fails (ErrStale, ErrNotFound or the database's error) stores neither.
+// history (pruning as pruneDue says) with it: on PostgreSQL in one
+// statement (saveRefreshedLoggedSQL), on SQLite in one transaction. One
+// commit, so one wait for the database to flush its log, where the token
+// write and its history entry each committed on their own would cost two.
+// The entry is stored only with the token: a write that fails (ErrStale,
+// ErrNotFound or the database's error) stores neither.
 func (s *Store) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
 	const op = "store.SaveRefreshedLogged"
-	var unchanged bool
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		err := s.saveRefreshed(tx, op, loc, spent, t, refreshedAt)
-		if errors.Is(err, errUnchanged) {
-			unchanged = true
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.recordRun(tx, run); err != nil {
-			return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
-		}
-		return nil
-	})
-	if unchanged {
+	if run.At.IsZero() {
+		run.At = s.now()
+	}
+	run.At = run.At.UTC()
+	var err error
+	if s.Postgres() {
+		err = s.saveRefreshedLoggedPostgres(ctx, op, loc, spent, t, refreshedAt, run)
+	} else {
+		err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if err := s.saveRefreshed(tx, op, loc, spent, t, refreshedAt); err != nil {
+				return err
+			}
+			if err := tx.Create(run).Error; err != nil {
+				return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
+			}
+			if pruneDue(spent + 1) {
+				if err := pruneRuns(tx, loc); err != nil {
+					return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
+				}
+			}
+			return nil
+		})
+	}
+	if errors.Is(err, errUnchanged) {
 		// Told apart after the rollback, outside the transaction.
 		return s.whyUnchanged(ctx, op, loc, spent)
 	}
 	return err
+}
+
+// saveRefreshedLoggedSQL is SaveRefreshedLogged on PostgreSQL: the
+// compare-and-set UPDATE of saveRefreshed, the history INSERT fed by the
+// rows it changed (none when it lost: no entry), and, when pruneDue, the
+// prune of pruneRuns, one statement committed on its own: no BEGIN and
+// COMMIT round trips, and no statement built per call. The prune's
+// subquery sees the table as it was before the statement, without the new
+// entry, hence one fewer old entry kept than KeepRefreshRuns.
+const (
+	saveRefreshedLoggedSQL = `WITH u AS (
+	UPDATE credentials SET access_token_enc = ?, refresh_token_enc = ?, key_id = ?, expires_at = ?, refreshed_at = ?,
+		status = CASE WHEN status = ? THEN status ELSE ? END,
+		last_error = CASE WHEN status = ? THEN last_error ELSE '' END,
+		token_version = ?, updated_at = ?
+	WHERE location_id = ? AND status <> ? AND token_version = ?
+	RETURNING location_id
+), i AS (
+	INSERT INTO refresh_runs (location_id, at, outcome, reason, message, expires_at)
+	SELECT location_id, ?::timestamptz, ?, ?, ?, ?::timestamptz FROM u
+	RETURNING id
+)`
+	saveRefreshedLoggedPruneSQL = `, d AS (
+	DELETE FROM refresh_runs WHERE location_id = ? AND EXISTS (SELECT 1 FROM i) AND id < (
+		SELECT id FROM refresh_runs WHERE location_id = ? ORDER BY id DESC OFFSET ? LIMIT 1)
+)`
+)
+
+func (s *Store) saveRefreshedLoggedPostgres(ctx context.Context, op, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
+	access, refresh, err := s.seal(loc, t)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, loc, err)
+	}
+	var runExpires *time.Time
+	if run.ExpiresAt != nil {
+		e := run.ExpiresAt.UTC()
+		runExpires = &e
+	}
+	args := []any{
+		access, refresh, s.cipher.KeyID(), t.ExpiresAt.UTC(), refreshedAt.UTC(),
+		StatusMissingScope, StatusActive, StatusMissingScope, spent + 1, s.now().UTC(),
+		loc, StatusUninstalled, spent,
+		run.At, run.Outcome, run.Reason, run.Message, runExpires,
+	}
+	q := saveRefreshedLoggedSQL
+	if pruneDue(spent + 1) {
+		q += saveRefreshedLoggedPruneSQL
+		args = append(args, loc, loc, KeepRefreshRuns-2)
+	}
+	q += " SELECT id FROM i"
+	var id int64
+	err = s.db.WithContext(ctx).Raw(q, args...).Row().Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errUnchanged
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, loc, err)
+	}
+	run.ID = id
+	return nil
 }
 
 // errUnchanged says saveRefreshed's compare-and-set changed no row; the

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -276,5 +278,102 @@ func TestSaveRefreshedLoggedStoresBothOrNeither(t *testing.T) {
 		if len(runs) != want {
 			t.Errorf("%s: %d history entries, want %d (one per token stored): %+v", loc, len(runs), want, runs)
 		}
+	}
+}
+
+// SaveRefreshedLogged (one statement on PostgreSQL) leaves the row as
+// SaveRefreshed does: an inactive location is active again with its error
+// cleared, a missing_scope one keeps its status and error, an uninstalled
+// one is not written (ErrNotFound, no entry); the entry holds what run
+// said.
+func TestSaveRefreshedLoggedWritesAsSaveRefreshed(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.Open(t, "")
+	ctx := context.Background()
+	exp := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	setups := map[string]func(loc string){
+		"inactive": func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusInactive, "GHL: location is not active")) },
+		"missing_scope": func(loc string) {
+			must(t, st.SetStatus(ctx, loc, store.StatusMissingScope, "lacks scope users.readonly"))
+		},
+		"uninstalled": func(loc string) { must(t, st.SetStatus(ctx, loc, store.StatusUninstalled, "uninstalled")) },
+	}
+	for name, set := range setups {
+		for _, logged := range []bool{false, true} {
+			loc := fmt.Sprintf("%s-%t", name, logged)
+			connect(t, st, loc, "comp1", store.UserTypeLocation, time.Now().Add(time.Hour))
+			set(loc)
+			toks := store.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", ExpiresAt: exp}
+			if logged {
+				err := st.SaveRefreshedLogged(ctx, loc, 1, toks, at, &store.RefreshRun{LocationID: loc, At: at, Outcome: "refreshed", ExpiresAt: &exp})
+				if name == "uninstalled" && !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("%s: SaveRefreshedLogged = %v, want ErrNotFound", loc, err)
+				} else if name != "uninstalled" {
+					must(t, err)
+				}
+			} else if err := st.SaveRefreshed(ctx, loc, 1, toks, at); name != "uninstalled" {
+				must(t, err)
+			}
+		}
+	}
+	for name := range setups {
+		plain, err := st.Credential(ctx, name+"-false")
+		must(t, err)
+		logged, err := st.Credential(ctx, name+"-true")
+		must(t, err)
+		got := fmt.Sprint(logged.Status, logged.LastError, logged.TokenVersion, logged.ExpiresAt.UTC(), logged.RefreshedAt.UTC())
+		want := fmt.Sprint(plain.Status, plain.LastError, plain.TokenVersion, plain.ExpiresAt.UTC(), plain.RefreshedAt.UTC())
+		if name == "uninstalled" && (logged.TokenVersion != 1 || logged.Status != store.StatusUninstalled) {
+			t.Errorf("%s: SaveRefreshedLogged wrote version %d, status %s", name, logged.TokenVersion, logged.Status)
+		} else if name != "uninstalled" && got != want {
+			t.Errorf("%s: SaveRefreshedLogged left %q, SaveRefreshed %q", name, got, want)
+		}
+		runs, err := st.RefreshRuns(ctx, name+"-true", 10)
+		must(t, err)
+		switch {
+		case name == "uninstalled" && len(runs) != 0:
+			t.Errorf("%s: %d entries of a token not stored", name, len(runs))
+		case name != "uninstalled" && (len(runs) != 1 || runs[0].ID == 0 || !runs[0].At.Equal(at) || runs[0].Outcome != "refreshed" ||
+			runs[0].ExpiresAt == nil || !runs[0].ExpiresAt.Equal(exp)):
+			t.Errorf("%s: entries %+v, want one refreshed at %s expiring %s", name, runs, at, exp)
+		}
+		if name != "uninstalled" {
+			toks, err := st.Tokens(logged)
+			must(t, err)
+			if toks.RefreshToken != "rt-new" {
+				t.Errorf("%s: stored refresh token is not the new one", name)
+			}
+		}
+	}
+}
+
+// Credential, read with plain SQL, reads the row as GORM does: every
+// column, and a NULL (a column an older release's row never had) as the
+// zero value.
+func TestCredentialReadsEveryColumn(t *testing.T) {
+	t.Parallel()
+	st, dbURL := storetest.Open(t, "")
+	ctx := context.Background()
+	db := storetest.DB(t, dbURL)
+	connect(t, st, "full", "comp1", store.UserTypeLocation, time.Now().Add(time.Hour))
+	must(t, st.SetLocationInfo(ctx, "full", "Main St Clinic", "America/Chicago"))
+	must(t, st.SetStatus(ctx, "full", store.StatusInactive, "GHL: location is not active"))
+	must(t, db.Exec("INSERT INTO credentials (location_id, access_token_enc, refresh_token_enc, expires_at, user_type, status, token_version) "+
+		"VALUES (?, 'x', 'y', ?, 'Location', 'active', 3)", "nulls", time.Now().Add(time.Hour).UTC()).Error)
+	if n := reflect.TypeFor[store.Credential]().NumField(); n != 17 {
+		t.Fatalf("Credential has %d fields, the test and store.Credential's query know 17: read the new one", n)
+	}
+	for _, loc := range []string{"full", "nulls"} {
+		var want store.Credential
+		must(t, db.Where("location_id = ?", loc).Take(&want).Error)
+		got, err := st.Credential(ctx, loc)
+		must(t, err)
+		if diff := cmp.Diff(want, *got); diff != "" {
+			t.Errorf("%s (-GORM +Credential):\n%s", loc, diff)
+		}
+	}
+	if _, err := st.Credential(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Credential of an unknown location: %v, want ErrNotFound", err)
 	}
 }

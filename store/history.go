@@ -40,33 +40,55 @@ const RefreshFailed = "failed"
 // ones are deleted as new ones are recorded. At one refresh a day it is
 // months of history, and a location failing every retry cannot grow the
 // table without bound.
+//
+// RecordRefresh (failures, and the entries of tokens stored on a retry)
+// prunes at every entry. The entries SaveRefreshedLogged stores with the
+// tokens of the refreshes that succeeded, nearly all of them, prune only
+// when pruneDue, so a location holds at most KeepRefreshRuns +
+// refreshRunsPruneEvery - 1 runs between prunes (a connection, which
+// takes a token version without an entry, can stretch one such span by as
+// much again).
 const KeepRefreshRuns = 100
+
+// refreshRunsPruneEvery: SaveRefreshedLogged prunes a location's runs at
+// every refreshRunsPruneEvery-th token version, rather than at every
+// entry: a prune reads up to KeepRefreshRuns of the location's entries to
+// find the oldest to keep, work that nine refreshes in ten now skip.
+const refreshRunsPruneEvery = 10
+
+// pruneDue says whether storing the token of version v prunes its
+// location's runs. The version is the location's own count of stored
+// tokens, so every location prunes at the same pace whatever the others
+// do.
+func pruneDue(v int64) bool { return v%refreshRunsPruneEvery == 0 }
 
 // RecordRefresh logs a refresh run (its ID is set; a zero At is now) and
 // deletes the location's runs beyond the latest KeepRefreshRuns.
 func (s *Store) RecordRefresh(ctx context.Context, r *RefreshRun) error {
 	// One transaction: one commit (one WAL flush) for the row and its
 	// prune, where two statements of their own would cost two.
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.recordRun(tx, r) })
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if r.At.IsZero() {
+			r.At = s.now()
+		}
+		r.At = r.At.UTC()
+		if err := tx.Create(r).Error; err != nil {
+			return err
+		}
+		return pruneRuns(tx, r.LocationID)
+	})
 	if err != nil {
 		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
 	}
 	return nil
 }
 
-// recordRun inserts r and prunes its location's runs, in tx.
-func (s *Store) recordRun(tx *gorm.DB, r *RefreshRun) error {
-	if r.At.IsZero() {
-		r.At = s.now()
-	}
-	r.At = r.At.UTC()
-	if err := tx.Create(r).Error; err != nil {
-		return err
-	}
+// pruneRuns deletes loc's runs beyond the latest KeepRefreshRuns, in tx.
+func pruneRuns(tx *gorm.DB, loc string) error {
 	// With fewer rows the subquery is NULL, and nothing is older than it.
-	oldest := tx.Session(&gorm.Session{NewDB: true}).Model(&RefreshRun{}).Select("id").Where("location_id = ?", r.LocationID).
+	oldest := tx.Session(&gorm.Session{NewDB: true}).Model(&RefreshRun{}).Select("id").Where("location_id = ?", loc).
 		Order("id DESC").Offset(KeepRefreshRuns - 1).Limit(1)
-	if err := tx.Where("location_id = ? AND id < (?)", r.LocationID, oldest).Delete(&RefreshRun{}).Error; err != nil {
+	if err := tx.Where("location_id = ? AND id < (?)", loc, oldest).Delete(&RefreshRun{}).Error; err != nil {
 		return fmt.Errorf("pruning: %w", err)
 	}
 	return nil

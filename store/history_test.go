@@ -80,3 +80,50 @@ func TestFailedRecords(t *testing.T) {
 		t.Errorf("second page = %+v, want a-old0..2", rest)
 	}
 }
+
+// The refreshes SaveRefreshedLogged stores prune their location's history
+// only now and then, so the history may pass KeepRefreshRuns, but by
+// fewer than 10 runs, and comes back to KeepRefreshRuns at the next prune,
+// keeping the newest; RecordRefresh prunes at once.
+func TestSaveRefreshedLoggedBoundsTheHistory(t *testing.T) {
+	t.Parallel()
+	st, _ := storetest.Open(t, "")
+	ctx := context.Background()
+	noErr(t, st.Connect(ctx, store.Connection{LocationID: "loc1", Tokens: store.Tokens{AccessToken: "a", RefreshToken: "r", ExpiresAt: time.Now()}}))
+	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	most, over := 0, false
+	for i := range store.KeepRefreshRuns + 35 {
+		at := start.Add(time.Duration(i) * time.Minute)
+		exp := at.Add(24 * time.Hour)
+		noErr(t, st.SaveRefreshedLogged(ctx, "loc1", int64(i+1), store.Tokens{AccessToken: "a", RefreshToken: "r", ExpiresAt: exp}, at,
+			&store.RefreshRun{LocationID: "loc1", At: at, Outcome: "refreshed", ExpiresAt: &exp}))
+		runs, err := st.RefreshRuns(ctx, "loc1", 1000)
+		noErr(t, err)
+		most = max(most, len(runs))
+		over = over || len(runs) > store.KeepRefreshRuns
+		if len(runs) >= store.KeepRefreshRuns+10 {
+			t.Fatalf("after %d refreshes %d runs kept, want fewer than %d", i+1, len(runs), store.KeepRefreshRuns+10)
+		}
+		if !runs[0].At.Equal(at) {
+			t.Fatalf("after %d refreshes the newest run is at %s, want %s", i+1, runs[0].At, at)
+		}
+	}
+	if !over {
+		t.Errorf("the history never passed %d runs: pruned at every refresh", store.KeepRefreshRuns)
+	}
+	// The loop's last token is of version 136: the prune came at 130.
+	runs, err := st.RefreshRuns(ctx, "loc1", 1000)
+	noErr(t, err)
+	if len(runs) != store.KeepRefreshRuns+6 {
+		t.Errorf("%d runs after 6 refreshes past a prune, want %d (most seen %d)", len(runs), store.KeepRefreshRuns+6, most)
+	}
+	if want := start.Add(time.Duration(35-6) * time.Minute); !runs[len(runs)-1].At.Equal(want) {
+		t.Errorf("oldest kept run at %s, want %s", runs[len(runs)-1].At, want)
+	}
+	noErr(t, st.RecordRefresh(ctx, &store.RefreshRun{LocationID: "loc1", Outcome: store.RefreshFailed}))
+	runs, err = st.RefreshRuns(ctx, "loc1", 1000)
+	noErr(t, err)
+	if len(runs) != store.KeepRefreshRuns {
+		t.Errorf("%d runs after RecordRefresh, want %d", len(runs), store.KeepRefreshRuns)
+	}
+}

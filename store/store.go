@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,8 +69,14 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		return nil, err
 	}
 	if postgresDB {
+		// As many idle connections as open ones: a worker's token and
+		// sync slots outnumber the pool, so it stays busy, and any
+		// connection beyond the idle limit would be closed as soon as it
+		// is returned and reopened at the next query, forking a new
+		// PostgreSQL backend each time (a refresh sweep spent a tenth
+		// of its time so). Idle ones still go after ConnMaxIdleTime.
 		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetMaxIdleConns(20)
 		// A bounded life moves connections to a new primary after a
 		// failover that leaves the old one's sockets open (a DNS or
 		// virtual-IP switch), and spreads them again behind a pooler.
@@ -102,14 +110,22 @@ func (s *Store) single(ctx context.Context) *gorm.DB {
 
 // CountStatements counts in n every SQL statement the store sends: each
 // query, write and raw statement, and the BEGIN and COMMIT of the
-// transaction GORM wraps a write in. Benchmarks report statements per
-// task with it.
+// transaction GORM wraps a write in or the store opens itself (counted at
+// its first statement). Benchmarks report statements per task with it.
 func CountStatements(n *atomic.Int64) Option {
 	return func(s *Store) {
+		var seen sync.Map // the explicit transactions already counted
 		count := func(db *gorm.DB) {
+			if db.DryRun {
+				return // a subquery built into another statement
+			}
 			n.Add(1)
 			if started, _ := db.InstanceGet("gorm:started_transaction"); started == true {
 				n.Add(2)
+			} else if tx, ok := db.Statement.ConnPool.(*sql.Tx); ok {
+				if _, counted := seen.LoadOrStore(tx, true); !counted {
+					n.Add(2)
+				}
 			}
 		}
 		cb := s.db.Callback()

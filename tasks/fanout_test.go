@@ -135,8 +135,8 @@ func TestRefreshFanOutPagesAndCounts(t *testing.T) {
 		}
 		sawScheduled = true
 		var p tasks.RefreshPayload
-		if info.Retention != tasks.ScheduledRetention || json.Unmarshal(info.Payload, &p) != nil || !p.Quiet {
-			t.Errorf("a scheduled child: kept %s, payload %s; want %s, quiet", info.Retention, info.Payload, tasks.ScheduledRetention)
+		if info.Retention != tasks.ScheduledRetention || json.Unmarshal(info.Payload, &p) != nil || !p.Quiet || !p.Due {
+			t.Errorf("a scheduled child: kept %s, payload %s; want %s, quiet, due", info.Retention, info.Payload, tasks.ScheduledRetention)
 		}
 	}
 	if !sawScheduled {

@@ -97,3 +97,35 @@ func jsonString(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// recordingRenewer keeps the requests it is asked for.
+type recordingRenewer struct{ reqs []refresh.Request }
+
+func (r *recordingRenewer) Refresh(ctx context.Context, req refresh.Request) (refresh.Result, error) {
+	r.reqs = append(r.reqs, req)
+	return refresh.Result{LocationID: req.LocationID, Outcome: refresh.Fresh}, nil
+}
+
+// A refresh task that says its token is due (a refresh-due fan-out's
+// child) asks the refresher to skip the read before the lock; a refresh
+// asked for on demand does not say so.
+func TestRefreshTaskPassesDue(t *testing.T) {
+	t.Parallel()
+	r := &recordingRenewer{}
+	h := &tasks.TokenHandlers{Refresher: r}
+	onDemand, err := tasks.NewRefreshTask("locA", false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []*asynq.Task{
+		onDemand,
+		asynq.NewTask(tasks.TypeTokenRefresh, []byte(`{"location_id":"locB","requested_at":"2026-01-01T00:00:00Z","due":true}`)),
+	} {
+		if err := h.HandleRefresh(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(r.reqs) != 2 || r.reqs[0].Due || !r.reqs[1].Due {
+		t.Errorf("requests %+v: want locA not due, locB due", r.reqs)
+	}
+}

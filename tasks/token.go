@@ -32,6 +32,10 @@ type RefreshPayload struct {
 	// Quiet: no one waits for this task (a scheduled fan-out's child), so
 	// it writes no result; the refresh history records what it did.
 	Quiet bool `json:"quiet,omitempty"`
+	// Due: the enqueuer read that the token is due (the schedule's
+	// fan-out), so the refresh goes straight to the lock (refresh.Request's
+	// Due).
+	Due bool `json:"due,omitempty"`
 }
 
 // NewRefreshTask returns a task that refreshes loc's token, requested at
@@ -168,7 +172,7 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	if err := checkLocationID(p.LocationID); err != nil {
 		return fmt.Errorf("%s: bad payload: %w: %w", TypeTokenRefresh, err, asynq.SkipRetry)
 	}
-	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force})
+	res, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: p.LocationID, RequestedAt: p.RequestedAt, Force: p.Force, Due: p.Due})
 	if res.Outcome != "" && !p.Quiet {
 		writeResult(t, res)
 	}
@@ -228,7 +232,7 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 				return err
 			}
 			for _, loc := range locs {
-				task, err := newRefreshTask(RefreshPayload{LocationID: loc, Force: p.Force, RequestedAt: requestedAt, Quiet: p.KeepSeconds <= 0})
+				task, err := newRefreshTask(RefreshPayload{LocationID: loc, Force: p.Force, RequestedAt: requestedAt, Quiet: p.KeepSeconds <= 0, Due: !p.All})
 				if err != nil {
 					return err
 				}
