@@ -51,11 +51,22 @@ func (r *run) settleConflict(ctx context.Context, externalID, contactID, hash st
 		return nil
 	}
 	slices.Sort(changed)
-	ls, err := r.locationSettings(ctx)
+	values, err := cs.LatestChangeValues(ctx, r.loc, contactID, changed)
 	if err != nil {
 		return err
 	}
-	values, err := cs.LatestChangeValues(ctx, r.loc, contactID, changed)
+	// A field ghlsync never sent (DND it never turned on) shows GHL's
+	// default in the webhooks until staff change it, and a staff change
+	// is in the inbox: without one there, what the webhooks showed is the
+	// default, not staff's.
+	changed = slices.DeleteFunc(changed, func(f string) bool {
+		_, staff := values[f]
+		return sent[f] == "" && !staff
+	})
+	if len(changed) == 0 {
+		return nil
+	}
+	ls, err := r.locationSettings(ctx)
 	if err != nil {
 		return err
 	}

@@ -327,6 +327,15 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 			}
 		}
 	}
+	// GHL's timestamps are to the millisecond, and ghlsync's own calls to
+	// a record can fall in one (a tag added, then DND turned on): of two
+	// webhooks of the same instant, GHL's order is unknown. A field that
+	// such a webhook shows otherwise than the one already processed, which
+	// showed ghlsync's own value, may be the state before ghlsync's call;
+	// it keeps ghlsync's value rather than land in the inbox as a change
+	// the clinic never made (a staff edit within that millisecond is left
+	// to the reconciliation, which compares GHL with what was seen).
+	tie := at.Equal(seenAt)
 	changes := map[string]json.RawMessage{}
 	echo := false
 	for f, v := range text {
@@ -335,6 +344,9 @@ func changeOf(tx *store.InboundTx, ev *store.WebhookEvent, kind, ghlID string, o
 		case seen[f] == h:
 		case sent[f] == h:
 			echo = true
+		case tie && seen[f] != "" && seen[f] == sent[f]:
+			echo = true
+			kept[f] = seen[f]
 		case seen[f] == "" && normField(f, v) == "":
 			// Empty, and nothing known before: a default, not a change.
 		default:

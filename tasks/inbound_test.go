@@ -25,6 +25,7 @@ import (
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/redisconn"
 	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/syncer"
 	"github.com/ghlsync/ghlsync/tasks"
 	"github.com/ghlsync/ghlsync/web"
@@ -770,5 +771,70 @@ func TestInboundTagAndDNDEchoesStayOut(t *testing.T) {
 	}
 	if got := changesOf(t, rows[0]); len(got) != 1 || got["tags"] == nil {
 		t.Fatalf("changes: %v, want only tags", got)
+	}
+}
+
+// TestInboundWebhooksOfOneInstant: GHL stamps its webhooks to the
+// millisecond, and two of ghlsync's own calls to a contact can fall in
+// one (the deletion action's tag, then its DND). Delivered in the other
+// order, the tag's webhook shows the DND as it was before ghlsync's call:
+// it is not a change of the clinic's. A webhook of a later instant that
+// shows the same is one. Before that, the clinic turns DND on for the
+// first time: GHL's default that the webhooks showed is no staff change
+// for the sync to overwrite.
+func TestInboundWebhooksOfOneInstant(t *testing.T) {
+	t.Parallel()
+	e := setupInbound(t, "loc1")
+	ctx := context.Background()
+	e.seed(t, "loc1", 1, 0)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.settle(t, time.Minute)
+	e.exec(t, `UPDATE patients SET dnd = TRUE, updated_at = CURRENT_TIMESTAMP`)
+	e.syncLocation(t, tasks.NewPatientsSyncTask, "loc1")
+	e.settle(t, time.Minute)
+	if rows := e.inbox(t, "loc1"); len(rows) != 0 {
+		t.Fatalf("inbox after the syncs: %+v", rows)
+	}
+	contactID := e.patientState(t, "loc1", "p-0000").ContactID
+
+	// The contact as GHL's last webhook of it showed it.
+	var last string
+	if err := storetest.DB(t, e.DatabaseURL).Raw(`SELECT payload FROM webhook_events WHERE location_id = 'loc1' ORDER BY id DESC LIMIT 1`).
+		Scan(&last).Error; err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond).Add(time.Second)
+	process := func(typ string, dnd bool, at time.Time) {
+		t.Helper()
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(last), &fields); err != nil || fields["id"] != contactID {
+			t.Fatalf("the last webhook %s: %v", last, err)
+		}
+		fields["type"], fields["dnd"], fields["timestamp"] = typ, dnd, at.Format("2006-01-02T15:04:05.000Z")
+		fields["webhookId"] = fmt.Sprintf("%s-%t-%d", typ, dnd, at.UnixMilli())
+		b, _ := json.Marshal(fields)
+		ev := &store.WebhookEvent{WebhookID: fmt.Sprintf("%s-%t-%d", typ, dnd, at.UnixMilli()), Type: typ, LocationID: "loc1",
+			Payload: string(b), OccurredAt: &at, ReceivedAt: time.Now().UTC()}
+		if _, err := e.Store.RecordWebhookEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.inbound.Inbound.Process(ctx, ev.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The DND's webhook first, then the tag's of the same millisecond,
+	// showing DND off as it was before.
+	process("ContactDndUpdate", true, at)
+	process("ContactTagUpdate", false, at)
+	if rows := e.inbox(t, "loc1"); len(rows) != 0 {
+		t.Fatalf("a webhook of the same instant as ghlsync's own made %d rows: %+v", len(rows), rows)
+	}
+	process("ContactDndUpdate", false, at.Add(time.Millisecond))
+	rows := e.inbox(t, "loc1")
+	if len(rows) != 1 {
+		t.Fatalf("a staff change a millisecond later made %d rows, want 1: %+v", len(rows), rows)
+	}
+	if got := changesOf(t, rows[0]); len(got) != 1 || got["dnd"] != false {
+		t.Fatalf("changes: %v, want dnd false", got)
 	}
 }
