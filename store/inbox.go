@@ -220,7 +220,7 @@ func (s *Store) RecordSent(ctx context.Context, loc, kind, externalID, ghlID str
 		row.GHLID = ghlID
 	}
 	row.Fields, row.UpdatedAt = encodeHashes(merged), s.now().UTC()
-	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	err = s.single(ctx).Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "location_id"}, {Name: "kind"}, {Name: "external_id"}},
 		DoUpdates: clause.AssignmentColumns([]string{"ghl_id", "fields", "updated_at"}),
 	}).Create(&row).Error

@@ -67,8 +67,10 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		return nil, err
 	}
 	if postgresDB {
+		// As many idle as open: a busy pool that closes what it cannot
+		// keep idle forks a new PostgreSQL backend for nearly every query.
 		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetMaxIdleConns(20)
 		// A bounded life moves connections to a new primary after a
 		// failover that leaves the old one's sockets open (a DNS or
 		// virtual-IP switch), and spreads them again behind a pooler.

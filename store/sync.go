@@ -118,7 +118,7 @@ func (SyncRun) TableName() string { return "sync_runs" }
 // SavePatientSync writes a patient's sync state whole.
 func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.db.WithContext(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
+	err := s.single(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
 	if err != nil {
 		return fmt.Errorf("store.SavePatientSync %s %s: %w", st.LocationID, st.ExternalID, err)
 	}
@@ -130,7 +130,7 @@ func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
 // location holds st.EventID.
 func (s *Store) SaveAppointmentSync(ctx context.Context, st *AppointmentSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.db.WithContext(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
+	err := s.single(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		err = ErrDuplicateEvent
 	}
@@ -204,7 +204,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 	if r.StartedAt.IsZero() {
 		r.StartedAt = s.now().UTC()
 	}
-	if err := s.db.WithContext(ctx).Create(r).Error; err != nil {
+	if err := s.single(ctx).Create(r).Error; err != nil {
 		return fmt.Errorf("store.StartSyncRun %s: %w", r.LocationID, err)
 	}
 	return nil
@@ -214,7 +214,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 	now := s.now().UTC()
 	r.FinishedAt = &now
-	err := s.db.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
+	err := s.single(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
 		"cursor": r.Cursor, "finished_at": now, "outcome": r.Outcome,
 		"scanned": r.Scanned, "created": r.Created, "updated": r.Updated, "unchanged": r.Unchanged,
 		"failed": r.Failed, "deleted": r.Deleted, "continued_by": r.ContinuedBy, "error": r.Error,

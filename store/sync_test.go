@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,4 +239,35 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseTime(%q) = %v, want ErrBadTime naming the value", s, err)
 		}
 	}
+}
+
+// A sync's per-record writes are one statement each, sent without the
+// BEGIN and COMMIT GORM wraps a write in by default: they are atomic on
+// their own, and at GHL's limit a location writes two of them per contact.
+func TestSyncStateWritesAreSingleStatements(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	now := time.Now().UTC()
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	count := func(name string, want int64, write func() error) {
+		t.Helper()
+		n.Store(0)
+		noErr(t, write())
+		if got := n.Load(); got != want {
+			t.Errorf("%s sent %d statements, want %d", name, got, want)
+		}
+	}
+	ps := &store.PatientSync{LocationID: "loc1", ExternalID: "p-1", CreatingAt: &now}
+	count("SavePatientSync", 1, func() error { return st.SavePatientSync(ctx, ps) })
+	as := &store.AppointmentSync{LocationID: "loc1", ExternalID: "a-1", EventID: "ev1"}
+	count("SaveAppointmentSync", 1, func() error { return st.SaveAppointmentSync(ctx, as) })
+	// The merge reads what was recorded before.
+	count("RecordSent", 2, func() error {
+		return st.RecordSent(ctx, "loc1", store.RecordContact, "p-1", "", store.FieldHashes{"email": "h"})
+	})
+	run := &store.SyncRun{Kind: "patients", LocationID: "loc1", TaskID: "t1"}
+	count("StartSyncRun", 1, func() error { return st.StartSyncRun(ctx, run) })
+	run.Outcome = "completed"
+	count("FinishSyncRun", 1, func() error { return st.FinishSyncRun(ctx, run) })
 }
