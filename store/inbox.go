@@ -205,9 +205,27 @@ func encodeHashes(h FieldHashes) string {
 // (loc, kind, externalID), now held by GHL's ghlID ("" when not known yet,
 // keeping the one recorded). One sync of a location runs at a time, so
 // the merge has one writer per record.
+//
+// A sync records every contact before its call, so the merge is one
+// statement, done by the database's JSON functions; a row whose fields
+// do not parse (written by hand) fails it, and is merged as empty by
+// reading it first.
 func (s *Store) RecordSent(ctx context.Context, loc, kind, externalID, ghlID string, fields FieldHashes) error {
+	merge := "(sync_sent_fields.fields::jsonb || excluded.fields::jsonb)::text"
+	if !s.Postgres() {
+		merge = "json_patch(sync_sent_fields.fields, excluded.fields)"
+	}
+	err := s.single(ctx).Exec(`INSERT INTO sync_sent_fields (location_id, kind, external_id, ghl_id, fields, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (location_id, kind, external_id) DO UPDATE SET
+			ghl_id = CASE WHEN excluded.ghl_id <> '' THEN excluded.ghl_id ELSE sync_sent_fields.ghl_id END,
+			fields = `+merge+`, updated_at = excluded.updated_at`,
+		loc, kind, externalID, ghlID, encodeHashes(fields), s.now().UTC()).Error
+	if err == nil {
+		return nil
+	}
 	var row SentFields
-	err := s.db.WithContext(ctx).Where("location_id = ? AND kind = ? AND external_id = ?", loc, kind, externalID).Take(&row).Error
+	err = s.db.WithContext(ctx).Where("location_id = ? AND kind = ? AND external_id = ?", loc, kind, externalID).Take(&row).Error
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 		return fmt.Errorf("store.RecordSent %s %s: %w", loc, externalID, err)
 	}
