@@ -36,6 +36,9 @@ type Store struct {
 	db     *gorm.DB
 	cipher *tokencrypt.Cipher
 	clock  clock.Clock
+	// patientWrites combines concurrent SavePatientSync calls
+	// (groupcommit.go).
+	patientWrites groupCommit
 }
 
 // Option configures Open.

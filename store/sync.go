@@ -117,10 +117,28 @@ func (SyncRun) TableName() string { return "sync_runs" }
 
 // SavePatientSync writes a patient's sync state whole.
 func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
+	return s.patientWrites.save(ctx, s, st)
+}
+
+func (s *Store) savePatientSync(ctx context.Context, st *PatientSync) error {
 	st.UpdatedAt = s.now().UTC()
 	err := s.single(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
 	if err != nil {
 		return fmt.Errorf("store.SavePatientSync %s %s: %w", st.LocationID, st.ExternalID, err)
+	}
+	return nil
+}
+
+// savePatientSyncs writes the sync states sts whole in one statement,
+// each patient at most once.
+func (s *Store) savePatientSyncs(ctx context.Context, sts []*PatientSync) error {
+	now := s.now().UTC()
+	for _, st := range sts {
+		st.UpdatedAt = now
+	}
+	err := s.single(ctx).Clauses(upsert(patientSyncColumnNames)).Create(sts).Error
+	if err != nil {
+		return fmt.Errorf("store.SavePatientSync %s (%d together): %w", sts[0].LocationID, len(sts), err)
 	}
 	return nil
 }
