@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"gorm.io/gorm"
 
 	"github.com/ghlsync/ghlsync/store"
@@ -87,6 +88,69 @@ func TestSavePatientSyncCombinesConcurrentWrites(t *testing.T) {
 		}
 		if r.ExternalID != fmt.Sprintf("p-%02d", i) || r.ContactID != want {
 			t.Errorf("row %d: %s holds %s, want %s", i, r.ExternalID, r.ContactID, want)
+		}
+	}
+}
+
+// RecordSent calls that come while another is being written are merged
+// together in one statement, each record's fields into its own.
+func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	noErr(t, st.RecordSent(ctx, "loc1", store.RecordContact, "p-03", "c-03", store.FieldHashes{"phone": "f03"}))
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, store.DBOf(st).Callback().Raw().Before("gorm:raw").Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	n.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 11 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- st.RecordSent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i), "",
+				store.FieldHashes{"email": fmt.Sprintf("e%02d", i)})
+		}()
+		if i == 0 {
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first write did not start")
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.QueuedSentWrites(st) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want 10", store.QueuedSentWrites(st))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		noErr(t, err)
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("11 writes took %d statements, want 2", got)
+	}
+	for i := range 11 {
+		got, err := st.Sent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i))
+		noErr(t, err)
+		want := store.FieldHashes{"email": fmt.Sprintf("e%02d", i)}
+		if i == 3 {
+			want["phone"] = "f03"
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("p-%02d (-want +got):\n%s", i, diff)
 		}
 	}
 }

@@ -117,7 +117,13 @@ func (SyncRun) TableName() string { return "sync_runs" }
 
 // SavePatientSync writes a patient's sync state whole.
 func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
-	return s.patientWrites.save(ctx, s, st)
+	// The write is of a copy: a caller that gave up may change st.
+	cp := *st
+	err := s.patientWrites.save(ctx, &cp)
+	if err == nil {
+		st.UpdatedAt = cp.UpdatedAt
+	}
+	return err
 }
 
 func (s *Store) savePatientSync(ctx context.Context, st *PatientSync) error {
