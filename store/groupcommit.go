@@ -33,6 +33,10 @@ type pendingWrite[T any] struct {
 	done chan error
 }
 
+// maxBatch bounds the rows of one statement, well within the bind
+// parameters a statement may have (PostgreSQL's 65,535, SQLite's 32,766).
+const maxBatch = 500
+
 // flushTimeout bounds one combined write. It runs past the cancellation
 // of the call that started it: the others in it still wait for it.
 const flushTimeout = 30 * time.Second
@@ -59,7 +63,7 @@ func (g *groupCommit[T]) save(ctx context.Context, v T) error {
 
 // flush writes what is queued until nothing is. A batch holds each row
 // once, so that one statement never writes a row twice, and a later
-// write of a row goes in a later batch; a batch that fails is written
+// write of a row goes in a later batch, as do writes past maxBatch; a batch that fails is written
 // again one by one, so that each call gets its own answer.
 func (g *groupCommit[T]) flush() {
 	for {
@@ -72,7 +76,7 @@ func (g *groupCommit[T]) flush() {
 		var batch, rest []*pendingWrite[T]
 		seen := make(map[string]bool, len(g.queue))
 		for _, w := range g.queue {
-			if k := g.key(w.v); seen[k] {
+			if k := g.key(w.v); seen[k] || len(batch) == maxBatch {
 				rest = append(rest, w)
 			} else {
 				seen[k] = true

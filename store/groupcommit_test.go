@@ -154,3 +154,54 @@ func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
 		}
 	}
 }
+
+// A combined write holds at most 500 rows, within what one statement may
+// bind; the rest go in the next.
+func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, store.DBOf(st).Callback().Create().Before("gorm:create").Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	n.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 602)
+	for i := range 602 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%04d", i)})
+		}()
+		if i == 0 {
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first write did not start")
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.QueuedPatientWrites(st) < 601 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want 601", store.QueuedPatientWrites(st))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		noErr(t, err)
+	}
+	// The held write, then 500 and 101.
+	if got := n.Load(); got != 3 {
+		t.Errorf("602 writes took %d statements, want 3", got)
+	}
+}
