@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -205,7 +206,56 @@ func encodeHashes(h FieldHashes) string {
 // (loc, kind, externalID), now held by GHL's ghlID ("" when not known yet,
 // keeping the one recorded). One sync of a location runs at a time, so
 // the merge has one writer per record.
+//
+// A sync records every contact before its call, so the merge is done by
+// the database's JSON functions, in one statement with the other records
+// recorded meanwhile (groupcommit.go); a row whose fields do not parse
+// (written by hand) fails it, and is merged as empty by reading it first.
 func (s *Store) RecordSent(ctx context.Context, loc, kind, externalID, ghlID string, fields FieldHashes) error {
+	return s.sentWrites.save(ctx, sentWrite{loc: loc, kind: kind, externalID: externalID, ghlID: ghlID,
+		fields: encodeHashes(fields), merge: fields})
+}
+
+// sentWrite is one RecordSent.
+type sentWrite struct {
+	loc, kind, externalID, ghlID string
+	// fields is merge, encoded.
+	fields string
+	merge  FieldHashes
+}
+
+// recordSents merges the records ws in one statement, each at most once.
+func (s *Store) recordSents(ctx context.Context, ws []sentWrite) error {
+	merge := "(sync_sent_fields.fields::jsonb || excluded.fields::jsonb)::text"
+	if !s.Postgres() {
+		merge = "json_patch(sync_sent_fields.fields, excluded.fields)"
+	}
+	now := s.now().UTC()
+	var q strings.Builder
+	q.WriteString("INSERT INTO sync_sent_fields (location_id, kind, external_id, ghl_id, fields, updated_at) VALUES ")
+	args := make([]any, 0, 6*len(ws))
+	for i, w := range ws {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?)")
+		args = append(args, w.loc, w.kind, w.externalID, w.ghlID, w.fields, now)
+	}
+	q.WriteString(` ON CONFLICT (location_id, kind, external_id) DO UPDATE SET
+		ghl_id = CASE WHEN excluded.ghl_id <> '' THEN excluded.ghl_id ELSE sync_sent_fields.ghl_id END,
+		fields = ` + merge + `, updated_at = excluded.updated_at`)
+	if err := s.single(ctx).Exec(q.String(), args...).Error; err != nil {
+		return fmt.Errorf("store.RecordSent %s (%d together): %w", ws[0].loc, len(ws), err)
+	}
+	return nil
+}
+
+// recordSent merges one record.
+func (s *Store) recordSent(ctx context.Context, w sentWrite) error {
+	if err := s.recordSents(ctx, []sentWrite{w}); err == nil {
+		return nil
+	}
+	loc, kind, externalID, ghlID, fields := w.loc, w.kind, w.externalID, w.ghlID, w.merge
 	var row SentFields
 	err := s.db.WithContext(ctx).Where("location_id = ? AND kind = ? AND external_id = ?", loc, kind, externalID).Take(&row).Error
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
@@ -220,7 +270,7 @@ func (s *Store) RecordSent(ctx context.Context, loc, kind, externalID, ghlID str
 		row.GHLID = ghlID
 	}
 	row.Fields, row.UpdatedAt = encodeHashes(merged), s.now().UTC()
-	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	err = s.single(ctx).Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "location_id"}, {Name: "kind"}, {Name: "external_id"}},
 		DoUpdates: clause.AssignmentColumns([]string{"ghl_id", "fields", "updated_at"}),
 	}).Create(&row).Error

@@ -38,6 +38,10 @@ type Store struct {
 	db     *gorm.DB
 	cipher *tokencrypt.Cipher
 	clock  clock.Clock
+	// patientWrites and sentWrites combine concurrent SavePatientSync
+	// and RecordSent calls (groupcommit.go).
+	patientWrites *groupCommit[*PatientSync]
+	sentWrites    *groupCommit[sentWrite]
 }
 
 // Option configures Open.
@@ -95,6 +99,10 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 		return nil, fmt.Errorf("store.Open: %w", err)
 	}
 	s := &Store{db: db, cipher: cipher}
+	s.patientWrites = &groupCommit[*PatientSync]{key: func(st *PatientSync) string { return st.LocationID + "\x00" + st.ExternalID },
+		one: s.savePatientSync, many: s.savePatientSyncs}
+	s.sentWrites = &groupCommit[sentWrite]{key: func(w sentWrite) string { return w.loc + "\x00" + w.kind + "\x00" + w.externalID },
+		one: s.recordSent, many: s.recordSents}
 	for _, o := range opts {
 		o(s)
 	}

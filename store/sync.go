@@ -117,10 +117,34 @@ func (SyncRun) TableName() string { return "sync_runs" }
 
 // SavePatientSync writes a patient's sync state whole.
 func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
+	// The write is of a copy: a caller that gave up may change st.
+	cp := *st
+	err := s.patientWrites.save(ctx, &cp)
+	if err == nil {
+		st.UpdatedAt = cp.UpdatedAt
+	}
+	return err
+}
+
+func (s *Store) savePatientSync(ctx context.Context, st *PatientSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.db.WithContext(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
+	err := s.single(ctx).Clauses(upsert(patientSyncColumnNames)).Create(st).Error
 	if err != nil {
 		return fmt.Errorf("store.SavePatientSync %s %s: %w", st.LocationID, st.ExternalID, err)
+	}
+	return nil
+}
+
+// savePatientSyncs writes the sync states sts whole in one statement,
+// each patient at most once.
+func (s *Store) savePatientSyncs(ctx context.Context, sts []*PatientSync) error {
+	now := s.now().UTC()
+	for _, st := range sts {
+		st.UpdatedAt = now
+	}
+	err := s.single(ctx).Clauses(upsert(patientSyncColumnNames)).Create(sts).Error
+	if err != nil {
+		return fmt.Errorf("store.SavePatientSync %s (%d together): %w", sts[0].LocationID, len(sts), err)
 	}
 	return nil
 }
@@ -130,7 +154,7 @@ func (s *Store) SavePatientSync(ctx context.Context, st *PatientSync) error {
 // location holds st.EventID.
 func (s *Store) SaveAppointmentSync(ctx context.Context, st *AppointmentSync) error {
 	st.UpdatedAt = s.now().UTC()
-	err := s.db.WithContext(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
+	err := s.single(ctx).Clauses(upsert(appointmentSyncColumnNames)).Create(st).Error
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		err = ErrDuplicateEvent
 	}
@@ -204,7 +228,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 	if r.StartedAt.IsZero() {
 		r.StartedAt = s.now().UTC()
 	}
-	if err := s.db.WithContext(ctx).Create(r).Error; err != nil {
+	if err := s.single(ctx).Create(r).Error; err != nil {
 		return fmt.Errorf("store.StartSyncRun %s: %w", r.LocationID, err)
 	}
 	return nil
@@ -214,7 +238,7 @@ func (s *Store) StartSyncRun(ctx context.Context, r *SyncRun) error {
 func (s *Store) FinishSyncRun(ctx context.Context, r *SyncRun) error {
 	now := s.now().UTC()
 	r.FinishedAt = &now
-	err := s.db.WithContext(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
+	err := s.single(ctx).Model(&SyncRun{}).Where("id = ?", r.ID).Updates(map[string]any{
 		"cursor": r.Cursor, "finished_at": now, "outcome": r.Outcome,
 		"scanned": r.Scanned, "created": r.Created, "updated": r.Updated, "unchanged": r.Unchanged,
 		"failed": r.Failed, "deleted": r.Deleted, "continued_by": r.ContinuedBy, "error": r.Error,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,5 +238,71 @@ func TestParseTime(t *testing.T) {
 		if _, err := store.ParseTime(s); !errors.Is(err, store.ErrBadTime) || !strings.Contains(err.Error(), fmt.Sprintf("%q", s)) {
 			t.Errorf("ParseTime(%q) = %v, want ErrBadTime naming the value", s, err)
 		}
+	}
+}
+
+// A sync's per-record writes are one statement each, sent without the
+// BEGIN and COMMIT GORM wraps a write in by default: they are atomic on
+// their own, and at GHL's limit a location writes two of them per contact.
+func TestSyncStateWritesAreSingleStatements(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	now := time.Now().UTC()
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	count := func(name string, want int64, write func() error) {
+		t.Helper()
+		n.Store(0)
+		noErr(t, write())
+		if got := n.Load(); got != want {
+			t.Errorf("%s sent %d statements, want %d", name, got, want)
+		}
+	}
+	ps := &store.PatientSync{LocationID: "loc1", ExternalID: "p-1", CreatingAt: &now}
+	count("SavePatientSync", 1, func() error { return st.SavePatientSync(ctx, ps) })
+	as := &store.AppointmentSync{LocationID: "loc1", ExternalID: "a-1", EventID: "ev1"}
+	count("SaveAppointmentSync", 1, func() error { return st.SaveAppointmentSync(ctx, as) })
+	count("RecordSent", 1, func() error {
+		return st.RecordSent(ctx, "loc1", store.RecordContact, "p-1", "", store.FieldHashes{"email": "h"})
+	})
+	run := &store.SyncRun{Kind: "patients", LocationID: "loc1", TaskID: "t1"}
+	count("StartSyncRun", 1, func() error { return st.StartSyncRun(ctx, run) })
+	run.Outcome = "completed"
+	count("FinishSyncRun", 1, func() error { return st.FinishSyncRun(ctx, run) })
+}
+
+// RecordSent merges what it is given into what was recorded of the
+// record, keeps the GHL id when given none, and merges a row whose fields
+// do not parse (written by hand) as empty.
+func TestRecordSentMerges(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, dbURL := storetest.Open(t, "")
+	record := func(ext, ghlID string, h store.FieldHashes) {
+		t.Helper()
+		noErr(t, st.RecordSent(ctx, "loc1", store.RecordContact, ext, ghlID, h))
+	}
+	record("p-1", "", store.FieldHashes{"email": "e1", "phone": "f1"})
+	record("p-1", "c-1", store.FieldHashes{"email": "e2"})
+	record("p-1", "", store.FieldHashes{"city": "c1"})
+	got, err := st.Sent(ctx, "loc1", store.RecordContact, "p-1")
+	noErr(t, err)
+	if diff := cmp.Diff(store.FieldHashes{"email": "e2", "phone": "f1", "city": "c1"}, got); diff != "" {
+		t.Errorf("Sent (-want +got):\n%s", diff)
+	}
+	db := storetest.DB(t, dbURL).WithContext(ctx)
+	var ghlID string
+	noErr(t, db.Raw(`SELECT ghl_id FROM sync_sent_fields WHERE location_id = 'loc1' AND external_id = 'p-1'`).Scan(&ghlID).Error)
+	if ghlID != "c-1" {
+		t.Errorf("ghl_id %q, want c-1: a write without one keeps it", ghlID)
+	}
+
+	record("p-2", "c-2", store.FieldHashes{"email": "e1"})
+	noErr(t, db.Exec(`UPDATE sync_sent_fields SET fields = 'not json' WHERE location_id = 'loc1' AND external_id = 'p-2'`).Error)
+	record("p-2", "", store.FieldHashes{"phone": "f2"})
+	got, err = st.Sent(ctx, "loc1", store.RecordContact, "p-2")
+	noErr(t, err)
+	if diff := cmp.Diff(store.FieldHashes{"phone": "f2"}, got); diff != "" {
+		t.Errorf("Sent after a hand-written row (-want +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/ghlsync/ghlsync/ghl"
@@ -29,9 +30,39 @@ type contactSetup struct {
 	mu       sync.Mutex
 	loaded   bool
 	settings store.LocationSettings
-	// fields are the location's contact custom field ids by key, nil
-	// until listed.
+	// fields are the location's contact custom field ids by key: those
+	// the pass's earlier runs used (Result.CustomFields), and all of them
+	// once listed.
 	fields map[string]string
+	// listed: this run listed the location's fields.
+	listed bool
+	// used are the fields the run looked up or created, and those the
+	// pass's earlier runs did: what its follow-up is handed.
+	used map[string]string
+}
+
+// seed starts the run with the fields the pass's earlier runs used.
+func (s *contactSetup) seed(fields map[string]string) {
+	if len(fields) == 0 {
+		return
+	}
+	s.fields, s.used = maps.Clone(fields), maps.Clone(fields)
+}
+
+// use notes that the run used the field id of key, and returns id.
+func (s *contactSetup) use(key, id string) string {
+	if s.used == nil {
+		s.used = map[string]string{}
+	}
+	s.used[key] = id
+	return id
+}
+
+// handOver returns the fields a follow-up of the run starts with.
+func (r *run) handOver() map[string]string {
+	r.setup.mu.Lock()
+	defer r.setup.mu.Unlock()
+	return maps.Clone(r.setup.used)
 }
 
 // locationFault: a call about the location rather than a record failed
@@ -78,11 +109,8 @@ func (r *run) locationSettings(ctx context.Context) (store.LocationSettings, err
 func (r *run) patientField(ctx context.Context) (string, error) {
 	r.setup.mu.Lock()
 	defer r.setup.mu.Unlock()
-	if err := r.loadFieldsLocked(ctx); err != nil {
-		return "", err
-	}
-	if id := r.setup.fields[PatientIDFieldKey]; id != "" {
-		return id, nil
+	if id, err := r.fieldLocked(ctx, PatientIDFieldKey); id != "" || err != nil {
+		return id, err
 	}
 	var f *ghl.FieldDef
 	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
@@ -95,7 +123,7 @@ func (r *run) patientField(ctx context.Context) (string, error) {
 	r.e.log().Info("created the contact custom field that holds the clinic's patient id",
 		"location", r.loc, "field", f.ID, "key", f.FieldKey)
 	r.setup.fields[PatientIDFieldKey] = f.ID
-	return f.ID, nil
+	return r.setup.use(PatientIDFieldKey, f.ID), nil
 }
 
 // fieldFault wraps an error of the custom field calls; shutdown stays

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ghlsync/ghlsync/ghl"
-	"github.com/ghlsync/ghlsync/refresh"
 	"github.com/ghlsync/ghlsync/store"
 )
 
@@ -184,8 +183,7 @@ func (in *Inbound) contactDetails(ctx context.Context, loc, contactID string) (m
 		return nil, err
 	}
 	e := in.Engine
-	s := &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
-		Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}}
+	s := newSession(e, loc)
 	var got *ghl.Contact
 	err = s.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
 		got, resp, err = in.Contacts.Get(ctx, token, contactID)

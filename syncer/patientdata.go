@@ -351,12 +351,9 @@ func (r *run) customField(ctx context.Context, f fieldValue) (string, error) {
 	}
 	r.setup.mu.Lock()
 	defer r.setup.mu.Unlock()
-	if err := r.loadFieldsLocked(ctx); err != nil {
-		return "", err
-	}
 	key := "contact." + f.key
-	if id := r.setup.fields[key]; id != "" {
-		return id, nil
+	if id, err := r.fieldLocked(ctx, key); id != "" || err != nil {
+		return id, err
 	}
 	if !ls.CreatesCustomFields() {
 		return "", retryRefusedf("custom_fields key %s: the location has no such custom field, and its setting "+
@@ -385,15 +382,34 @@ func (r *run) customField(ctx context.Context, f fieldValue) (string, error) {
 	r.e.log().Info("created a contact custom field a patient's custom_fields names",
 		"location", r.loc, "field", def.ID, "key", def.FieldKey)
 	r.setup.fields[key], r.setup.fields[def.FieldKey] = def.ID, def.ID
-	return def.ID, nil
+	return r.setup.use(key, def.ID), nil
 }
 
-// loadFieldsLocked lists the location's contact custom fields, once per
-// run; r.setup.mu is held.
-func (r *run) loadFieldsLocked(ctx context.Context) error {
-	if r.setup.fields != nil {
-		return nil
+// fieldLocked returns the id of the location's contact custom field key,
+// "" when the location has none; r.setup.mu is held. A field the pass's
+// earlier runs used is taken as they found it, which saves each follow-up
+// a GHL call of the location's quota; any other key lists the location's
+// fields, once per run, so that a field staff created in GHL meanwhile is
+// found, not created again.
+func (r *run) fieldLocked(ctx context.Context, key string) (string, error) {
+	if id := r.setup.fields[key]; id != "" {
+		return r.setup.use(key, id), nil
 	}
+	if r.setup.listed {
+		return "", nil
+	}
+	if err := r.listFieldsLocked(ctx); err != nil {
+		return "", err
+	}
+	if id := r.setup.fields[key]; id != "" {
+		return r.setup.use(key, id), nil
+	}
+	return "", nil
+}
+
+// listFieldsLocked lists the location's contact custom fields;
+// r.setup.mu is held.
+func (r *run) listFieldsLocked(ctx context.Context) error {
 	var fields []ghl.FieldDef
 	err := r.ghl.call(ctx, func(ctx context.Context, token string) (resp *ghl.Response, err error) {
 		fields, resp, err = r.e.Contacts.CustomFields(ctx, token, r.loc)
@@ -406,6 +422,7 @@ func (r *run) loadFieldsLocked(ctx context.Context) error {
 	for _, f := range fields {
 		r.setup.fields[f.FieldKey] = f.ID
 	}
+	r.setup.listed = true
 	return nil
 }
 

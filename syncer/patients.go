@@ -381,8 +381,12 @@ func (r *run) createPatient(ctx context.Context, st *store.PatientSync, c *ghl.C
 		st.CreatingAt = ptr(r.e.now().UTC())
 		return 0, err
 	}
-	if err := r.checkMerged(ctx, st.ExternalID, got.ID); err != nil {
-		return 0, err
+	// A contact GHL has just made is no other patient's: only one GHL
+	// matched can be.
+	if !isNew {
+		if err := r.checkMerged(ctx, st.ExternalID, got.ID); err != nil {
+			return 0, err
+		}
 	}
 	if field := ignoredField(c, got); field != "" {
 		// The contact is the patient's: recorded, so appointments book for

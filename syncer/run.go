@@ -186,8 +186,7 @@ type tally struct {
 func newRun(e *Engine, k kind, loc string) *run {
 	return &run{
 		e: e, kind: k, loc: loc,
-		ghl: &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
-			Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}},
+		ghl:       newSession(e, loc),
 		contacts:  contactCache{ids: map[string]string{}},
 		start:     e.now(),
 		stopped:   make(chan struct{}),
@@ -527,6 +526,29 @@ type session struct {
 	e      *Engine
 	loc    string
 	tokens *refresh.Source
+	// turn lets one call of the run at a time wait for the location's
+	// limiter (see wait).
+	turn chan struct{}
+}
+
+func newSession(e *Engine, loc string) *session {
+	return &session{e: e, loc: loc, tokens: &refresh.Source{Location: loc, Store: e.Credentials,
+		Renewer: e.Refresher, Check: checkSyncable, Clock: e.Clock}, turn: make(chan struct{}, 1)}
+}
+
+// wait waits for the location's limiter, one call of the run at a time.
+// The run's calls wait on one window; were they all to ask Redis, each
+// grant that frees would wake every one of them for a script each, of
+// which one is granted: at GHL's limit, up to Concurrency scripts per
+// call. Waiting here instead costs nothing but the caller's goroutine.
+func (s *session) wait(ctx context.Context) (ratelimit.Grant, error) {
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ratelimit.Grant{}, fmt.Errorf("ratelimit %s: %w", s.loc, context.Cause(ctx))
+	}
+	defer func() { <-s.turn }()
+	return s.e.Limiter.Wait(ctx, s.loc)
 }
 
 // load reads the location's current access token.
@@ -550,7 +572,7 @@ func (s *session) call(ctx context.Context, fn func(ctx context.Context, token s
 		}
 		waitCtx, done := s.e.untilShutdown(ctx)
 		waitStart := s.e.now()
-		grant, err := s.e.Limiter.Wait(waitCtx, s.loc)
+		grant, err := s.wait(waitCtx)
 		shutdown := errors.Is(context.Cause(waitCtx), errShuttingDown)
 		done()
 		var pe *ratelimit.PausedError

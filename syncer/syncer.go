@@ -303,6 +303,13 @@ type Result struct {
 	// next pass tries again: a pass with any leaves the watermark where it
 	// was, so that it reads them again.
 	Unanswered int `json:"unanswered,omitempty"`
+	// CustomFields are the ids, by key, of the location's contact custom
+	// fields the pass's runs used: a continued run hands them to its
+	// follow-up, which then need not list the location's fields again (a
+	// GHL call of the location's quota per run, about one per 10 s window
+	// at GHL's limit). Only the pass handed to Request.Continue holds
+	// them, not a run's own result.
+	CustomFields map[string]string `json:"custom_fields,omitempty"`
 }
 
 // add counts a run's tally into the pass's result.
@@ -454,6 +461,8 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 		res = *req.Pass
 	}
 	res.Batch, res.Cursor, res.ContinuedBy = max(req.Batch, 1), req.After, ""
+	carried := res.CustomFields
+	res.CustomFields = nil
 	res.Failed = append([]FailedRecord{}, res.Failed...)
 	finish := func(outcome, msg string) Result {
 		res.Outcome, res.Message = outcome, msg
@@ -497,6 +506,7 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	res.DryRun = req.DryRun
 	r := newRun(e, k, loc)
 	r.force, r.dryRun = req.Force, req.DryRun
+	r.setup.seed(carried)
 	if req.Pass == nil {
 		if err := e.planRead(runCtx, req, &res); err != nil {
 			r.stop(err)
@@ -530,7 +540,7 @@ func (e *Engine) Run(ctx context.Context, req Request) (res Result, err error) {
 	case stopErr == nil:
 		outcome = OutcomeContinued
 		pass := res
-		pass.Outcome = OutcomeContinued
+		pass.Outcome, pass.CustomFields = OutcomeContinued, r.handOver()
 		in := r.resumeIn()
 		if in > 0 {
 			msg = fmt.Sprintf("the location's rate limit is spent for now; the follow-up runs in %s", in.Round(time.Millisecond))

@@ -1,0 +1,207 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"gorm.io/gorm"
+
+	"github.com/ghlsync/ghlsync/store"
+	"github.com/ghlsync/ghlsync/store/storetest"
+)
+
+// SavePatientSync calls that come while another is being written go to
+// the database together, in one statement, and each returns once its own
+// state is written; two states of one patient are written in the order
+// they were saved.
+func TestSavePatientSyncCombinesConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, dbURL := storetest.Open(t, "", store.CountStatements(&n))
+	// The first write is held until the others are queued behind it.
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, store.DBOf(st).Callback().Create().Before("gorm:create").Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	n.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	save := func(ext, contact string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: ext, ContactID: contact})
+		}()
+	}
+	queued := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for store.QueuedPatientWrites(st) < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writes queued, want %d", store.QueuedPatientWrites(st), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	save("p-00", "c-00")
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first write did not start")
+	}
+	for i := 1; i <= 20; i++ {
+		save(fmt.Sprintf("p-%02d", i), fmt.Sprintf("c-%02d", i))
+	}
+	queued(20)
+	save("p-05", "c-05-later")
+	queued(21)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		noErr(t, err)
+	}
+	// The held write, the twenty others, and p-05's later state.
+	if got := n.Load(); got != 3 {
+		t.Errorf("22 writes took %d statements, want 3", got)
+	}
+	var rows []struct{ ExternalID, ContactID string }
+	noErr(t, storetest.DB(t, dbURL).WithContext(ctx).Raw(`SELECT external_id, contact_id FROM sync_patients
+		WHERE location_id = 'loc1' ORDER BY external_id`).Scan(&rows).Error)
+	if len(rows) != 21 {
+		t.Fatalf("%d states written, want 21", len(rows))
+	}
+	for i, r := range rows {
+		want := fmt.Sprintf("c-%02d", i)
+		if i == 5 {
+			want = "c-05-later"
+		}
+		if r.ExternalID != fmt.Sprintf("p-%02d", i) || r.ContactID != want {
+			t.Errorf("row %d: %s holds %s, want %s", i, r.ExternalID, r.ContactID, want)
+		}
+	}
+}
+
+// RecordSent calls that come while another is being written are merged
+// together in one statement, each record's fields into its own.
+func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	noErr(t, st.RecordSent(ctx, "loc1", store.RecordContact, "p-03", "c-03", store.FieldHashes{"phone": "f03"}))
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, store.DBOf(st).Callback().Raw().Before("gorm:raw").Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	n.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 11 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- st.RecordSent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i), "",
+				store.FieldHashes{"email": fmt.Sprintf("e%02d", i)})
+		}()
+		if i == 0 {
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first write did not start")
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.QueuedSentWrites(st) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want 10", store.QueuedSentWrites(st))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		noErr(t, err)
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("11 writes took %d statements, want 2", got)
+	}
+	for i := range 11 {
+		got, err := st.Sent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i))
+		noErr(t, err)
+		want := store.FieldHashes{"email": fmt.Sprintf("e%02d", i)}
+		if i == 3 {
+			want["phone"] = "f03"
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("p-%02d (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+// A combined write holds at most 500 rows, within what one statement may
+// bind; the rest go in the next.
+func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, store.DBOf(st).Callback().Create().Before("gorm:create").Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	n.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 602)
+	for i := range 602 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%04d", i)})
+		}()
+		if i == 0 {
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first write did not start")
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.QueuedPatientWrites(st) < 601 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want 601", store.QueuedPatientWrites(st))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		noErr(t, err)
+	}
+	// The held write, then 500 and 101.
+	if got := n.Load(); got != 3 {
+		t.Errorf("602 writes took %d statements, want 3", got)
+	}
+}
