@@ -18,10 +18,15 @@ import (
 // DefaultSyncConcurrency is the number of sync tasks a worker runs at
 // once unless told otherwise. A sync task mostly waits on GHL and the
 // database; one whose location has spent its rate limit hands its slot
-// back (syncer.Engine.HandBackAfter), so a slot serves a location for
-// about the round trips of one window's calls every 10 s, and 50 slots
-// keep about 200 locations at GHL's limit.
-const DefaultSyncConcurrency = 50
+// back (syncer.Engine.HandBackAfter), so in a steady backfill a slot
+// serves a location for about the round trips of one window's calls
+// every 10 s. What a round of many locations wants is a slot for each at
+// its start: a location's windows follow from its first call, so one
+// left waiting behind the others' first bursts finishes that much later
+// (200 new locations on 2 workers: 34-36 s with 50 slots each, 31.6 s
+// with 200, where GHL's limit allows 30). A waiting slot costs a
+// goroutine, and a running sync its page of records.
+const DefaultSyncConcurrency = 200
 
 // WorkerOptions size a worker.
 type WorkerOptions struct {

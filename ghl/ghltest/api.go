@@ -112,6 +112,7 @@ func (s *Server) authLocked(tok string, now time.Time) (grant, bool) {
 type window struct {
 	times    []int64 // UnixNano of accepted requests, oldest first
 	max      int     // most accepted requests seen in one interval
+	accepted int     // every accepted request
 	day      int64   // daily windows since the epoch, of dayCount
 	dayCount int
 }
@@ -143,6 +144,7 @@ func (s *Server) rateLocked(subj string, now time.Time) rateResult {
 		return rateResult{remaining: max(limit-len(w.times), 0), dailyRemaining: max(daily-w.dayCount, 0)}
 	}
 	w.times = append(w.times, t)
+	w.accepted++
 	w.dayCount++
 	w.max = max(w.max, len(w.times))
 	return rateResult{

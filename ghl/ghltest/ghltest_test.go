@@ -786,6 +786,10 @@ func TestRateLimit(t *testing.T) {
 	if s.RateLimited("loc1") != 2 || s.MaxInWindow("loc1") != 3 {
 		t.Errorf("RateLimited, MaxInWindow = %d, %d, want 2, 3", s.RateLimited("loc1"), s.MaxInWindow("loc1"))
 	}
+	// Five accepted, the two 429s not.
+	if got := s.Stats().Accepted["loc1"]; got != 5 {
+		t.Errorf("Accepted = %d, want 5", got)
+	}
 
 	t.Run("not enforced", func(t *testing.T) {
 		s, _ := setup(t, ghltest.Options{RateLimit: 2})

@@ -25,6 +25,7 @@ type Stats struct {
 	// by company.
 	InstalledLocationPages map[string]int
 	MaxInWindow            map[string]int // most API requests accepted within one RateInterval
+	Accepted               map[string]int // API requests accepted (not answered 429), counted in the rate limit
 
 	ContactCreates map[string]int
 	ContactUpdates map[string]int // by upsert or PUT
@@ -123,6 +124,7 @@ func (s *Server) Stats() Stats {
 		UserMissing:            maps.Clone(c.userMissing),
 		InstalledLocationPages: maps.Clone(c.installedLocationPages),
 		MaxInWindow:            make(map[string]int, len(s.limits)),
+		Accepted:               make(map[string]int, len(s.limits)),
 		ContactCreates:         maps.Clone(c.contactCreates),
 		ContactUpdates:         maps.Clone(c.contactUpdates),
 		ContactDeletes:         maps.Clone(c.contactDeletes),
@@ -154,18 +156,21 @@ func (s *Server) Stats() Stats {
 		if w.max > 0 {
 			st.MaxInWindow[subj] = w.max
 		}
+		if w.accepted > 0 {
+			st.Accepted[subj] = w.accepted
+		}
 	}
 	return st
 }
 
-// ResetCounters zeroes every counter, MaxInWindow included. It leaves the
-// state alone, the rate limit windows too.
+// ResetCounters zeroes every counter, MaxInWindow and Accepted included.
+// It leaves the state alone, the rate limit windows too.
 func (s *Server) ResetCounters() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats = newCounters()
 	for _, w := range s.limits {
-		w.max = 0
+		w.max, w.accepted = 0, 0
 	}
 }
 
