@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -626,7 +627,9 @@ func TestHelmChartKEDAAndServiceMonitor(t *testing.T) {
 	for d := range descs {
 		exported = append(exported, d.String())
 	}
-	perWorker := map[string]string{tasks.QueueDefault: "50", tasks.QueueCritical: "20"}
+	// The chart's defaults are the worker's.
+	perWorker := map[string]string{tasks.QueueDefault: strconv.Itoa(app.DefaultSyncConcurrency),
+		tasks.QueueCritical: strconv.Itoa(app.DefaultTokenConcurrency)}
 	triggers := map[string]int{}
 	rc := testenv.RedisClient(t)
 	for _, tr := range so.Triggers {
