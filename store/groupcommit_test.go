@@ -25,14 +25,7 @@ func TestSavePatientSyncCombinesConcurrentWrites(t *testing.T) {
 	var n atomic.Int64
 	st, dbURL := storetest.Open(t, "", store.CountStatements(&n))
 	// The first write is held until the others are queued behind it.
-	held, release := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	noErr(t, store.DBOf(st).Callback().Create().Before("gorm:create").Register("test:hold", func(*gorm.DB) {
-		if first.CompareAndSwap(false, true) {
-			close(held)
-			<-release
-		}
-	}))
+	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Create().Before("gorm:create"))
 	n.Store(0)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
@@ -43,22 +36,9 @@ func TestSavePatientSyncCombinesConcurrentWrites(t *testing.T) {
 			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: ext, ContactID: contact})
 		}()
 	}
-	queued := func(want int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for store.QueuedPatientWrites(st) < want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d writes queued, want %d", store.QueuedPatientWrites(st), want)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	queued := func(want int) { t.Helper(); waitQueued(t, func() int { return store.QueuedPatientWrites(st) }, want) }
 	save("p-00", "c-00")
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first write did not start")
-	}
+	waitHeld(t, held)
 	for i := 1; i <= 20; i++ {
 		save(fmt.Sprintf("p-%02d", i), fmt.Sprintf("c-%02d", i))
 	}
@@ -100,14 +80,7 @@ func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
 	var n atomic.Int64
 	st, _ := storetest.Open(t, "", store.CountStatements(&n))
 	noErr(t, st.RecordSent(ctx, "loc1", store.RecordContact, "p-03", "c-03", store.FieldHashes{"phone": "f03"}))
-	held, release := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	noErr(t, store.DBOf(st).Callback().Raw().Before("gorm:raw").Register("test:hold", func(*gorm.DB) {
-		if first.CompareAndSwap(false, true) {
-			close(held)
-			<-release
-		}
-	}))
+	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Raw().Before("gorm:raw"))
 	n.Store(0)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -119,20 +92,10 @@ func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
 				store.FieldHashes{"email": fmt.Sprintf("e%02d", i)})
 		}()
 		if i == 0 {
-			select {
-			case <-held:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the first write did not start")
-			}
+			waitHeld(t, held)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for store.QueuedSentWrites(st) < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes queued, want 10", store.QueuedSentWrites(st))
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, func() int { return store.QueuedSentWrites(st) }, 10)
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -162,14 +125,7 @@ func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
 	ctx := context.Background()
 	var n atomic.Int64
 	st, _ := storetest.Open(t, "", store.CountStatements(&n))
-	held, release := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	noErr(t, store.DBOf(st).Callback().Create().Before("gorm:create").Register("test:hold", func(*gorm.DB) {
-		if first.CompareAndSwap(false, true) {
-			close(held)
-			<-release
-		}
-	}))
+	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Create().Before("gorm:create"))
 	n.Store(0)
 	var wg sync.WaitGroup
 	errs := make(chan error, 602)
@@ -180,20 +136,10 @@ func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
 			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%04d", i)})
 		}()
 		if i == 0 {
-			select {
-			case <-held:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the first write did not start")
-			}
+			waitHeld(t, held)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for store.QueuedPatientWrites(st) < 601 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes queued, want 601", store.QueuedPatientWrites(st))
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, func() int { return store.QueuedPatientWrites(st) }, 601)
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -203,5 +149,44 @@ func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
 	// The held write, then 500 and 101.
 	if got := n.Load(); got != 3 {
 		t.Errorf("602 writes took %d statements, want 3", got)
+	}
+}
+
+// holdFirstWrite registers a callback at at that holds the first
+// statement it sees until release is closed; held is closed as it starts.
+func holdFirstWrite(t *testing.T, at interface {
+	Register(string, func(*gorm.DB)) error
+}) (held, release chan struct{}) {
+	t.Helper()
+	held, release = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	noErr(t, at.Register("test:hold", func(*gorm.DB) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}))
+	return held, release
+}
+
+// waitHeld waits for holdFirstWrite's write to start.
+func waitHeld(t *testing.T, held <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first write did not start")
+	}
+}
+
+// waitQueued waits until queued says want writes wait behind the held one.
+func waitQueued(t *testing.T, queued func() int, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for queued() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want %d", queued(), want)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
