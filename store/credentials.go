@@ -370,25 +370,17 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 // ErrNotFound or the database's error) stores neither.
 func (s *Store) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
 	const op = "store.SaveRefreshedLogged"
-	if run.At.IsZero() {
-		run.At = s.now()
-	}
-	run.At = run.At.UTC()
 	var err error
 	if s.Postgres() {
+		s.stampRun(run)
 		err = s.saveRefreshedLoggedPostgres(ctx, op, loc, spent, t, refreshedAt, run)
 	} else {
 		err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			if err := s.saveRefreshed(tx, op, loc, spent, t, refreshedAt); err != nil {
 				return err
 			}
-			if err := tx.Create(run).Error; err != nil {
+			if err := s.recordRun(tx, run, pruneDue(spent+1)); err != nil {
 				return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
-			}
-			if pruneDue(spent + 1) {
-				if err := pruneRuns(tx, loc); err != nil {
-					return fmt.Errorf("%s %s: refresh history: %w", op, loc, err)
-				}
 			}
 			return nil
 		})

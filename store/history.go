@@ -67,18 +67,29 @@ func pruneDue(v int64) bool { return v%refreshRunsPruneEvery == 0 }
 func (s *Store) RecordRefresh(ctx context.Context, r *RefreshRun) error {
 	// One transaction: one commit (one WAL flush) for the row and its
 	// prune, where two statements of their own would cost two.
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if r.At.IsZero() {
-			r.At = s.now()
-		}
-		r.At = r.At.UTC()
-		if err := tx.Create(r).Error; err != nil {
-			return err
-		}
-		return pruneRuns(tx, r.LocationID)
-	})
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.recordRun(tx, r, true) })
 	if err != nil {
 		return fmt.Errorf("store.RecordRefresh %s: %w", r.LocationID, err)
+	}
+	return nil
+}
+
+// stampRun sets r's time: a zero At is now, and every At is UTC.
+func (s *Store) stampRun(r *RefreshRun) {
+	if r.At.IsZero() {
+		r.At = s.now()
+	}
+	r.At = r.At.UTC()
+}
+
+// recordRun inserts r in tx and, with prune, prunes its location's runs.
+func (s *Store) recordRun(tx *gorm.DB, r *RefreshRun, prune bool) error {
+	s.stampRun(r)
+	if err := tx.Create(r).Error; err != nil {
+		return err
+	}
+	if prune {
+		return pruneRuns(tx, r.LocationID)
 	}
 	return nil
 }
