@@ -88,28 +88,26 @@ func (s *Store) ForgetAppointmentSync(ctx context.Context, loc, externalID strin
 // sees. A row gone from the table is seen only by DeletedPatients, which
 // a full pass asks.
 func (s *Store) DeletedPatientsSince(ctx context.Context, loc string, since time.Time, limit int) ([]Deletion, error) {
-	changed, arg, hint := s.changedSince("p", "patients", since)
-	var out []Deletion
-	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id, s.contact_id AS ghl_id FROM patients p`+hint+`
-		JOIN sync_patients s ON s.location_id = p.location_id AND s.external_id = p.external_id
-		WHERE p.location_id = ? AND `+changed+` AND p.deleted_at IS NOT NULL AND s.contact_id <> ''
-		ORDER BY s.external_id LIMIT ?`, loc, arg, limit).Scan(&out).Error
-	if err != nil {
-		return nil, fmt.Errorf("store.DeletedPatientsSince %s: %w", loc, err)
-	}
-	return out, nil
+	return s.deletedSince(ctx, "store.DeletedPatientsSince", "patients", "contact_id", loc, since, limit)
 }
 
 // DeletedAppointmentsSince is DeletedPatientsSince for appointments.
 func (s *Store) DeletedAppointmentsSince(ctx context.Context, loc string, since time.Time, limit int) ([]Deletion, error) {
-	changed, arg, hint := s.changedSince("a", "appointments", since)
+	return s.deletedSince(ctx, "store.DeletedAppointmentsSince", "appointments", "event_id", loc, since, limit)
+}
+
+// deletedSince is DeletedPatientsSince of the clinic's table (patients or
+// appointments), whose sync state (sync_<table>) keeps the GHL id in
+// ghlColumn.
+func (s *Store) deletedSince(ctx context.Context, op, table, ghlColumn, loc string, since time.Time, limit int) ([]Deletion, error) {
+	changed, arg, hint := s.changedSince("t", table, since)
 	var out []Deletion
-	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id, s.event_id AS ghl_id FROM appointments a`+hint+`
-		JOIN sync_appointments s ON s.location_id = a.location_id AND s.external_id = a.external_id
-		WHERE a.location_id = ? AND `+changed+` AND a.deleted_at IS NOT NULL AND s.event_id <> ''
+	err := s.db.WithContext(ctx).Raw(`SELECT s.external_id, s.`+ghlColumn+` AS ghl_id FROM `+table+` t`+hint+`
+		JOIN sync_`+table+` s ON s.location_id = t.location_id AND s.external_id = t.external_id
+		WHERE t.location_id = ? AND `+changed+` AND t.deleted_at IS NOT NULL AND s.`+ghlColumn+` <> ''
 		ORDER BY s.external_id LIMIT ?`, loc, arg, limit).Scan(&out).Error
 	if err != nil {
-		return nil, fmt.Errorf("store.DeletedAppointmentsSince %s: %w", loc, err)
+		return nil, fmt.Errorf("%s %s: %w", op, loc, err)
 	}
 	return out, nil
 }
