@@ -63,8 +63,9 @@ func (g *groupCommit[T]) save(ctx context.Context, v T) error {
 
 // flush writes what is queued until nothing is. A batch holds each row
 // once, so that one statement never writes a row twice, and a later
-// write of a row goes in a later batch, as do writes past maxBatch; a batch that fails is written
-// again one by one, so that each call gets its own answer.
+// write of a row goes in a later batch, as do writes past maxBatch; a
+// batch that fails is written again one by one, so that each call gets
+// its own answer.
 func (g *groupCommit[T]) flush() {
 	for {
 		g.mu.Lock()
