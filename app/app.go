@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
@@ -56,15 +55,14 @@ func init() { redis.SetLogger(redisLog{}) }
 
 // Deps are the shared parts of a process. Close releases them.
 type Deps struct {
-	Config   *config.Config
-	Log      *slog.Logger
-	Cipher   *tokencrypt.Cipher
-	Store    *store.Store
-	RedisOpt asynq.RedisConnOpt
-	Redis    redis.UniversalClient
-	GHL      *ghl.Client
-	Metrics  *metrics.Metrics
-	Clock    clock.Clock
+	Config  *config.Config
+	Log     *slog.Logger
+	Cipher  *tokencrypt.Cipher
+	Store   *store.Store
+	Redis   redis.UniversalClient
+	GHL     *ghl.Client
+	Metrics *metrics.Metrics
+	Clock   clock.Clock
 	// Limiter holds the GHL calls of every worker to GHL's per-location
 	// rate limit.
 	Limiter *ratelimit.Limiter
@@ -113,7 +111,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			d.Tracer = d.tracing
 		}
 	}
-	if d.RedisOpt, d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
+	if d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -176,22 +174,23 @@ func (d *Deps) tokenStates(ctx context.Context) ([]metrics.TokenState, error) {
 }
 
 // ConnectRedis parses a REDIS_URL (package redisconn: redis://, rediss://,
-// redis-sentinel://, redis-cluster://) and checks that Redis answers. The
-// options are asynq's, so the queue reaches the same Redis, with the same
-// credentials, database and TLS, as the client.
-func ConnectRedis(ctx context.Context, redisURL string) (asynq.RedisConnOpt, redis.UniversalClient, error) {
+// redis-sentinel://, redis-cluster://) and checks that Redis answers. A
+// process's queue clients and servers share the client it returns
+// (asynq's ...FromRedisClient), so they reach the same Redis, with the same
+// credentials, database and TLS, on one pool.
+func ConnectRedis(ctx context.Context, redisURL string) (redis.UniversalClient, error) {
 	opt, err := redisconn.Parse(redisURL)
 	if err != nil {
-		return nil, nil, &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
+		return nil, &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
 	}
 	rc := opt.NewClient()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := rc.Ping(pctx).Err(); err != nil {
 		rc.Close()
-		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", config.Redact(redisURL), err)
+		return nil, fmt.Errorf("redis at %s does not answer: %w", config.Redact(redisURL), err)
 	}
-	return opt, rc, nil
+	return rc, nil
 }
 
 // Refresher builds the token refresher on d.

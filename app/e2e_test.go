@@ -69,8 +69,7 @@ func TestTokensStayAliveEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	client := asynq.NewClient(d.RedisOpt)
-	defer client.Close()
+	client := asynq.NewClientFromRedisClient(d.Redis)
 	runScheduler := func() (stop func()) {
 		sctx, scancel := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -156,7 +156,7 @@ func RunEnqueue(ctx context.Context, cfg *config.Config, req EnqueueRequest, std
 	// after, for `enqueue result` and `enqueue wait` (with or without
 	// --wait now), where scheduled tasks are kept minutes.
 	keep := tasks.WaitRetention(timeout)
-	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}

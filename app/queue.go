@@ -29,7 +29,7 @@ const DefaultWaitTimeout = 10 * time.Minute
 
 // inspector connects to the Redis of cfg; close closes the connection.
 func inspector(ctx context.Context, cfg *config.Config) (insp *asynq.Inspector, close func(), err error) {
-	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -80,7 +80,7 @@ func RunScheduler(ctx context.Context, cfg *config.Config, log *slog.Logger) err
 		return err
 	}
 	defer st.Close()
-	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -260,7 +260,7 @@ func RunSchedule(ctx context.Context, cfg *config.Config, name string, stdout io
 	if !knownTask(row.TaskType) {
 		return Usagef("schedule %s enqueues %q, which no worker handles (known: %s): nothing enqueued", name, row.TaskType, knownTypes())
 	}
-	_, rc, err := ConnectRedis(ctx, cfg.RedisURL)
+	rc, err := ConnectRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}

@@ -163,8 +163,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 		}
 	}
 
-	client := asynq.NewClient(d.RedisOpt)
-	defer client.Close()
+	client := asynq.NewClientFromRedisClient(d.Redis)
 	enqueueStartSyncs(ctx, d, client, setup)
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()

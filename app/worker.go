@@ -71,10 +71,12 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}
 	shutdownTimeout := max(d.Config.WorkerShutdownTimeout, WorkerShutdownTimeout)
 	refresher := d.Refresher()
-	asynqClient := asynq.NewClient(d.RedisOpt)
-	defer asynqClient.Close()
+	// The queue's client and both servers share the process's Redis
+	// client, one pool for all: a pool each held four times the idle
+	// connections (and their buffers) for no more throughput, since what
+	// bounds it is Redis and the worker's CPU. d.Close closes it.
 	// The tasks that tasks enqueue carry their trace on.
-	client := tracing.Enqueue(d.Tracer, asynqClient)
+	client := tracing.Enqueue(d.Tracer, asynq.NewClientFromRedisClient(d.Redis))
 	// Closed at shutdown: running syncs hand the rest of their pass over.
 	shuttingDown := make(chan struct{})
 	syncHandlers := d.SyncHandlers(refresher, client)
@@ -92,6 +94,14 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		return err
 	}
 	mux.Use(tracing.TaskMiddleware(d.Tracer))
+	// A worker that goes idle after a burst gives the burst's heap back.
+	idle := &ops.IdleMemory{}
+	mux.Use(func(h asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			defer idle.Begin()()
+			return h.ProcessTask(ctx, t)
+		})
+	})
 
 	syncRecovery := &tasks.SyncRecovery{Runs: d.Store, Enqueuer: client, Locks: syncHandlers.Locks, Redis: d.Redis,
 		Every: o.SyncRecoverEvery, Log: d.Log, Clock: d.Clock}
@@ -100,7 +110,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}
 
 	newServer := func(concurrency int, queues map[string]int) *asynq.Server {
-		return asynq.NewServer(d.RedisOpt, asynq.Config{
+		return asynq.NewServerFromRedisClient(d.Redis, asynq.Config{
 			Concurrency:     concurrency,
 			Queues:          queues,
 			RetryDelayFunc:  tasks.RetryDelay,
@@ -158,6 +168,11 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 		defer close(syncRecovered)
 		syncRecovery.Run(recoverCtx)
 	}()
+	idled := make(chan struct{})
+	go func() {
+		defer close(idled)
+		idle.Run(recoverCtx)
+	}()
 	sweep := &tasks.WebhookSweep{Events: d.Store, Enqueuer: client, Redis: d.Redis, Log: d.Log, Clock: d.Clock}
 	swept := make(chan struct{})
 	go func() {
@@ -191,6 +206,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	stopRecover()
 	<-recovered
 	<-syncRecovered
+	<-idled
 	<-swept
 	<-completed
 	syncSrv.Stop()

@@ -56,6 +56,25 @@ type Options struct {
 	cluster  *redis.ClusterOptions
 }
 
+// BufferSize is each way's buffer of a connection, a pipeline's too unless
+// the URL sizes those (pipeline_read_buffer_size=,
+// pipeline_write_buffer_size=). A ghlsync process's commands and replies
+// are small (a task, a lock, a counter, a page of a queue), and go-redis's
+// own sizes, 32 KiB each way and 128 KiB for a pipeline's connections,
+// held several megabytes of an idle worker's memory; a larger reply or
+// pipeline is read or written in more than one piece.
+const BufferSize = 8 << 10
+
+// sizeBuffers gives a client's buffer sizes their defaults.
+func sizeBuffers(read, write, pipelineRead, pipelineWrite *int) {
+	*read, *write = BufferSize, BufferSize
+	for _, b := range []*int{pipelineRead, pipelineWrite} {
+		if *b == 0 {
+			*b = BufferSize
+		}
+	}
+}
+
 // Kind says how the options reach Redis.
 func (o *Options) Kind() Kind { return o.kind }
 
@@ -139,6 +158,7 @@ func Parse(raw string) (*Options, error) {
 		// credentials (url.Parse accepted the URL, see above).
 		return nil, bad("%s://: %s", scheme, strings.TrimPrefix(err.Error(), "redis: "))
 	}
+	sizeBuffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 	return &Options{kind: Single, single: o}, nil
 }
 
@@ -247,7 +267,7 @@ func parseSentinel(u *url.URL, hostList, user, pass string) (*Options, error) {
 	if q.Get("sentinel_username") != "" && q.Get("sentinel_password") == "" {
 		return nil, bad("redis-sentinel://: sentinel_username needs a sentinel_password")
 	}
-	return &Options{kind: Sentinel, failover: &redis.FailoverOptions{
+	f := &redis.FailoverOptions{
 		MasterName:       q.Get("master"),
 		SentinelAddrs:    addrs,
 		SentinelUsername: q.Get("sentinel_username"),
@@ -257,7 +277,9 @@ func parseSentinel(u *url.URL, hostList, user, pass string) (*Options, error) {
 		DB:               db,
 		// go-redis uses one TLSConfig for the sentinels and the master.
 		TLSConfig: tc,
-	}}, nil
+	}
+	sizeBuffers(&f.ReadBufferSize, &f.WriteBufferSize, &f.PipelineReadBufferSize, &f.PipelineWriteBufferSize)
+	return &Options{kind: Sentinel, failover: f}, nil
 }
 
 func parseCluster(u *url.URL, hostList, user, pass string) (*Options, error) {
@@ -276,10 +298,7 @@ func parseCluster(u *url.URL, hostList, user, pass string) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Options{kind: Cluster, cluster: &redis.ClusterOptions{
-		Addrs:     addrs,
-		Username:  user,
-		Password:  pass,
-		TLSConfig: tc,
-	}}, nil
+	c := &redis.ClusterOptions{Addrs: addrs, Username: user, Password: pass, TLSConfig: tc}
+	sizeBuffers(&c.ReadBufferSize, &c.WriteBufferSize, &c.PipelineReadBufferSize, &c.PipelineWriteBufferSize)
+	return &Options{kind: Cluster, cluster: c}, nil
 }

@@ -111,6 +111,47 @@ func TestParseCluster(t *testing.T) {
 	}
 }
 
+// Every kind of client gets BufferSize buffers, its pipelines too unless
+// the URL sizes those.
+func TestParseSizesBuffers(t *testing.T) {
+	t.Parallel()
+	type sizes struct{ Read, Write, PipelineRead, PipelineWrite int }
+	n := redisconn.BufferSize
+	for _, tc := range []struct {
+		url  string
+		want sizes
+	}{
+		{"redis://h:6379/0", sizes{n, n, n, n}},
+		{"redis://h:6379/0?pipeline_read_buffer_size=65536&pipeline_write_buffer_size=131072", sizes{n, n, 65536, 131072}},
+		{"redis-sentinel://h1,h2/0?master=m", sizes{n, n, n, n}},
+		{"redis-cluster://h1,h2", sizes{n, n, n, n}},
+	} {
+		o, err := redisconn.Parse(tc.url)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.url, err)
+		}
+		var got sizes
+		switch o.Kind() {
+		case redisconn.Single:
+			c := o.NewClient().(*redis.Client)
+			opt := c.Options()
+			c.Close()
+			got = sizes{opt.ReadBufferSize, opt.WriteBufferSize, opt.PipelineReadBufferSize, opt.PipelineWriteBufferSize}
+		case redisconn.Sentinel:
+			opt := redisconn.FailoverOptionsForTest(o)
+			got = sizes{opt.ReadBufferSize, opt.WriteBufferSize, opt.PipelineReadBufferSize, opt.PipelineWriteBufferSize}
+		case redisconn.Cluster:
+			c := o.NewClient().(*redis.ClusterClient)
+			opt := c.Options()
+			c.Close()
+			got = sizes{opt.ReadBufferSize, opt.WriteBufferSize, opt.PipelineReadBufferSize, opt.PipelineWriteBufferSize}
+		}
+		if got != tc.want {
+			t.Errorf("Parse(%q) buffers %+v, want %+v", tc.url, got, tc.want)
+		}
+	}
+}
+
 // A bad URL is refused with a message that says what is wrong and never
 // holds the password.
 func TestParseErrors(t *testing.T) {
