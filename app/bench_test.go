@@ -96,8 +96,14 @@ func benchmarkRefreshDue(b *testing.B, locations, concurrency int) {
 		b.ReportMetric(wall.Seconds(), "wall-s")
 		b.ReportMetric(ideal.Seconds()/wall.Seconds(), "of-ideal")
 		b.ReportMetric(float64(locations)/wall.Seconds(), "refreshes/s")
-		if calls := stack.Fake.Stats().TokenCalls; sum(calls) != locations {
+		st := stack.Fake.Stats()
+		if calls := st.TokenCalls; sum(calls) != locations {
 			b.Fatalf("%d token calls, want %d", sum(calls), locations)
+		}
+		// The ideal counts on the token calls at once the workers are
+		// allowed, no more.
+		if st.MaxTokenCallsAtOnce > workers*concurrency {
+			b.Fatalf("GHL answered %d token calls at once, more than the %d of 2 workers × %d", st.MaxTokenCallsAtOnce, workers*concurrency, concurrency)
 		}
 		client.Close()
 		cancel()

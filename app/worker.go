@@ -33,8 +33,9 @@ type WorkerOptions struct {
 	// Concurrency is the number of sync tasks run at once;
 	// DefaultSyncConcurrency when zero.
 	Concurrency int
-	// TokenConcurrency is the number of token tasks run at once, in slots
-	// of their own that sync work cannot take.
+	// TokenConcurrency is the number of token calls to GHL made at once;
+	// TokenTasksPerCall times as many token tasks run at once, in slots of
+	// their own that sync work cannot take.
 	TokenConcurrency int
 	// RecoverEvery is how often interrupted refreshes are looked for.
 	RecoverEvery time.Duration
@@ -54,9 +55,17 @@ type WorkerOptions struct {
 // WORKER_SHUTDOWN_TIMEOUT from terminationGracePeriodSeconds.
 const WorkerShutdownTimeout = config.DefaultWorkerShutdownTimeout
 
-// DefaultTokenConcurrency is the number of token tasks a worker runs at
-// once unless told otherwise (WorkerOptions.TokenConcurrency).
+// DefaultTokenConcurrency is the number of token calls to GHL a worker
+// makes at once unless told otherwise (WorkerOptions.TokenConcurrency).
 const DefaultTokenConcurrency = 20
+
+// TokenTasksPerCall is how many token tasks a worker runs at once per
+// token call it makes at once. A refresh spends part of its time on the
+// database and Redis (reading the token, marking it in flight, storing
+// GHL's answer, the queue's completion and fetch); at 20 ms of GHL latency
+// on PostgreSQL that is a third of it, and with a task per call GHL's side
+// idled for that third.
+const TokenTasksPerCall = 2
 
 // RunWorker runs the asynq servers until ctx is done, then shuts down.
 func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
@@ -71,6 +80,7 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}
 	shutdownTimeout := max(d.Config.WorkerShutdownTimeout, WorkerShutdownTimeout)
 	refresher := d.Refresher()
+	refresher.CallSlots = o.TokenConcurrency
 	// The queue's client and both servers share the process's Redis
 	// client, one pool for all: a pool each held four times the idle
 	// connections (and their buffers) for no more throughput, since what
@@ -137,8 +147,11 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	}
 	defer stopHeartbeat()
 	// Token work has servers slots of its own: however long the syncs,
-	// a refresh never waits for a free worker.
-	tokenSrv := newServer(o.TokenConcurrency, map[string]int{tasks.QueueCritical: 1})
+	// a refresh never waits for a free worker. The token concurrency is
+	// the token calls to GHL at once (refresher.CallSlots); the server
+	// runs twice as many tasks, so that a refresh's reads and writes, and
+	// the queue's work between tasks, overlap the others' calls.
+	tokenSrv := newServer(TokenTasksPerCall*o.TokenConcurrency, map[string]int{tasks.QueueCritical: 1})
 	syncSrv := newServer(o.Concurrency, map[string]int{tasks.QueueDefault: 1})
 	if err := tokenSrv.Start(mux); err != nil {
 		return err

@@ -629,7 +629,7 @@ func TestHelmChartKEDAAndServiceMonitor(t *testing.T) {
 	}
 	// The chart's defaults are the worker's.
 	perWorker := map[string]string{tasks.QueueDefault: strconv.Itoa(app.DefaultSyncConcurrency),
-		tasks.QueueCritical: strconv.Itoa(app.DefaultTokenConcurrency)}
+		tasks.QueueCritical: strconv.Itoa(app.TokenTasksPerCall * app.DefaultTokenConcurrency)}
 	triggers := map[string]int{}
 	rc := testenv.RedisClient(t)
 	for _, tr := range so.Triggers {

@@ -55,9 +55,14 @@ func (r *Refresher) remint(ctx context.Context, lk *lock, c *store.Credential, s
 				"location", loc, "company", c.CompanyID, "err", err)
 			return res, false, false, nil
 		}
+		free, err := r.callSlot(ctx)
+		if err != nil {
+			return res, true, true, fmt.Errorf("refresh %s: waiting to call GHL: %w", loc, err)
+		}
 		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
 		tok, _, err = r.Agency.LocationToken(callCtx, access, c.CompanyID, loc)
 		cancel()
+		free()
 		switch {
 		case err == nil:
 		case ghl.IsTokenRejected(err) && attempt == 0:

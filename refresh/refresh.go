@@ -164,6 +164,15 @@ type Refresher struct {
 	// silent for longer counts as dead and its in-flight refreshes are
 	// taken over. Default 3s.
 	HeartbeatTTL time.Duration
+	// CallSlots, when above zero, is how many token calls to GHL the
+	// Refresher makes at once (a worker's token concurrency). A refresh
+	// takes a slot just before it marks its location in flight and frees
+	// it as soon as GHL has answered, so that the reads and writes before
+	// and after a call, and the queue's work between tasks, overlap other
+	// refreshes' calls instead of leaving GHL's side idle. Run more
+	// refreshes at once than CallSlots for that (a worker runs twice as
+	// many).
+	CallSlots int
 	// Agency, when set, mints a location's token from its agency's
 	// (Company) token when GHL refuses the location's refresh token, so
 	// that a location of an agency ghlsync holds is not marked
@@ -183,6 +192,26 @@ type Refresher struct {
 
 	hb    heartbeat
 	reads stateReads
+	calls struct {
+		once  sync.Once
+		slots chan struct{}
+	}
+}
+
+// callSlot waits for one of CallSlots (at once when CallSlots is zero);
+// free gives it back, and does nothing after the first time.
+func (r *Refresher) callSlot(ctx context.Context) (free func(), err error) {
+	if r.CallSlots <= 0 {
+		return func() {}, nil
+	}
+	r.calls.once.Do(func() { r.calls.slots = make(chan struct{}, r.CallSlots) })
+	select {
+	case r.calls.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-r.calls.slots }) }, nil
 }
 
 const (
@@ -406,6 +435,15 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
+	// The slot is taken before the in-flight mark and the lock's last
+	// check, so that no wait comes between those and the call: the mark
+	// tells Recover when GHL may have been asked, and GHL's grace for a
+	// lost answer runs from then.
+	free, err := r.callSlot(ctx)
+	if err != nil {
+		return res, false, fmt.Errorf("refresh %s: waiting to call GHL: %w", loc, err)
+	}
+	defer free()
 	score, marked, err := r.markInFlight(ctx, loc)
 	if err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
@@ -428,6 +466,7 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CallTimeout, 20*time.Second))
 		tok, _, err = r.GHL.Refresh(callCtx, toks.RefreshToken, c.UserType)
 		cancel()
+		free()
 	}
 	answeredAt := answeredAt(marked)
 	switch {

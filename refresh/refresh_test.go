@@ -785,3 +785,31 @@ func TestInFlightMarkOnRedisClock(t *testing.T) {
 	}
 	b.requireStoredCurrent(t, "loc1")
 }
+
+// CallSlots bounds the token calls GHL answers at once, however many
+// refreshes run, and every refresh still lands.
+func TestCallSlotsBoundTokenCallsAtOnce(t *testing.T) {
+	t.Parallel()
+	locs := []string{"loc1", "loc2", "loc3", "loc4", "loc5", "loc6", "loc7", "loc8"}
+	r, b := setup(t, locs...)
+	r.CallSlots = 2
+	b.fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: 50 * time.Millisecond, Times: len(locs)})
+	errs := make(chan error, len(locs))
+	for _, loc := range locs {
+		go func() {
+			_, err := r.Refresh(context.Background(), refresh.Request{LocationID: loc, RequestedAt: time.Now(), Force: true})
+			errs <- err
+		}()
+	}
+	for range locs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, loc := range locs {
+		b.requireStoredCurrent(t, loc)
+	}
+	if n := b.fake.Stats().MaxTokenCallsAtOnce; n != 2 {
+		t.Fatalf("GHL answered up to %d token calls at once, want CallSlots' 2", n)
+	}
+}

@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	loader := config.NewLoader(fs, getenv, ":9091")
 	var o app.WorkerOptions
 	fs.IntVar(&o.Concurrency, "concurrency", app.DefaultSyncConcurrency, "sync tasks run at once")
-	fs.IntVar(&o.TokenConcurrency, "token-concurrency", 20, "token tasks run at once, in slots of their own")
+	fs.IntVar(&o.TokenConcurrency, "token-concurrency", app.DefaultTokenConcurrency, "token calls to GHL made at once (twice as many token tasks run, in slots of their own)")
 	standalone := fs.Bool("standalone", false, "run worker, scheduler and web in one process on an embedded Redis")
 	sandbox := fs.Bool("sandbox", false, "with --standalone: add a fake GHL with demo data (implies --standalone)")
 	redisAddr := fs.String("redis-addr", app.DefaultRedisAddr, "with --standalone: where the embedded Redis listens, the same at every start")

@@ -108,6 +108,9 @@ func pathMatches(path, pattern string) bool {
 // serve answers a request, faults included; serveHTTP adds the saving.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	subj := s.observe(r)
+	if r.URL.Path == "/oauth/token" || r.URL.Path == "/oauth/locationToken" {
+		defer s.tokenCallsInFlight.enter()()
+	}
 	if s.nFaults.Load() == 0 {
 		s.mux.ServeHTTP(w, r)
 		return

@@ -184,6 +184,10 @@ type Server struct {
 	// hooks sends the data webhooks (webhooks.go).
 	hooks webhookSender
 
+	// tokenCallsInFlight counts the token calls being answered, latency
+	// included, and the most at once (Stats().MaxTokenCallsAtOnce).
+	tokenCallsInFlight gauge
+
 	faultMu sync.Mutex
 	faults  []*faultEntry
 	nFaults atomic.Int32

@@ -3,6 +3,7 @@ package ghltest
 import (
 	"maps"
 	"strings"
+	"sync/atomic"
 )
 
 // Stats is a snapshot of what the server has counted since it started or
@@ -63,11 +64,25 @@ type Stats struct {
 	UnknownTokenCalls int // API calls with no or an unknown access token
 	RevokedTokenCalls int // API calls with an access token revoked by Revoke
 	Faults            int // requests a Fault applied to
+	// MaxTokenCallsAtOnce is the most calls of /oauth/token and
+	// /oauth/locationToken answered at once, injected latency included.
+	MaxTokenCallsAtOnce int
 
 	UnknownCustomFields int // custom field values dropped: no such field on the location
 }
 
 type reqKey struct{ path, subject string }
+
+// gauge counts what is in progress and keeps the most at once.
+type gauge struct{ now, max atomic.Int64 }
+
+// enter counts one more in progress; the returned func counts it done.
+func (g *gauge) enter() (leave func()) {
+	n := g.now.Add(1)
+	for m := g.max.Load(); n > m && !g.max.CompareAndSwap(m, n); m = g.max.Load() {
+	}
+	return func() { g.now.Add(-1) }
+}
 
 // counters is the live form of Stats, guarded by Server.mu.
 type counters struct {
@@ -150,6 +165,7 @@ func (s *Server) Stats() Stats {
 		UnknownTokenCalls:      c.unknownTokenCalls,
 		RevokedTokenCalls:      c.revokedTokenCalls,
 		Faults:                 c.faults,
+		MaxTokenCallsAtOnce:    int(s.tokenCallsInFlight.max.Load()),
 		UnknownCustomFields:    c.unknownCustomFields,
 	}
 	for subj, w := range s.limits {
