@@ -82,26 +82,10 @@ func TestRecordSentCombinesConcurrentWrites(t *testing.T) {
 	noErr(t, st.RecordSent(ctx, "loc1", store.RecordContact, "p-03", "c-03", store.FieldHashes{"phone": "f03"}))
 	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Raw().Before("gorm:raw"))
 	n.Store(0)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for i := range 11 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- st.RecordSent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i), "",
-				store.FieldHashes{"email": fmt.Sprintf("e%02d", i)})
-		}()
-		if i == 0 {
-			waitHeld(t, held)
-		}
-	}
-	waitQueued(t, func() int { return store.QueuedSentWrites(st) }, 10)
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		noErr(t, err)
-	}
+	writeBehindHeld(t, held, release, func() int { return store.QueuedSentWrites(st) }, 11, func(i int) error {
+		return st.RecordSent(ctx, "loc1", store.RecordContact, fmt.Sprintf("p-%02d", i), "",
+			store.FieldHashes{"email": fmt.Sprintf("e%02d", i)})
+	})
 	if got := n.Load(); got != 2 {
 		t.Errorf("11 writes took %d statements, want 2", got)
 	}
@@ -127,28 +111,35 @@ func TestSavePatientSyncBatchesAreBounded(t *testing.T) {
 	st, _ := storetest.Open(t, "", store.CountStatements(&n))
 	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Create().Before("gorm:create"))
 	n.Store(0)
+	writeBehindHeld(t, held, release, func() int { return store.QueuedPatientWrites(st) }, 602, func(i int) error {
+		return st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%04d", i)})
+	})
+	// The held write, then 500 and 101.
+	if got := n.Load(); got != 3 {
+		t.Errorf("602 writes took %d statements, want 3", got)
+	}
+}
+
+// writeBehindHeld calls write(0) and, once holdFirstWrite holds it,
+// write(1) to write(n-1), each on its own goroutine; when queued says
+// those n-1 wait behind the held one, it lets the held one go, waits for
+// every write and fails t on any error.
+func writeBehindHeld(t *testing.T, held, release chan struct{}, queued func() int, n int, write func(i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 602)
-	for i := range 602 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- st.SavePatientSync(ctx, &store.PatientSync{LocationID: "loc1", ExternalID: fmt.Sprintf("p-%04d", i)})
-		}()
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() { errs <- write(i) })
 		if i == 0 {
 			waitHeld(t, held)
 		}
 	}
-	waitQueued(t, func() int { return store.QueuedPatientWrites(st) }, 601)
+	waitQueued(t, queued, n-1)
 	close(release)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		noErr(t, err)
-	}
-	// The held write, then 500 and 101.
-	if got := n.Load(); got != 3 {
-		t.Errorf("602 writes took %d statements, want 3", got)
 	}
 }
 
