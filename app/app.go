@@ -77,9 +77,15 @@ type Deps struct {
 type OpenOption func(*openOptions)
 
 type openOptions struct {
-	service string
-	tracer  trace.TracerProvider
+	service   string
+	tracer    trace.TracerProvider
+	redisPool int
 }
+
+// RedisPool lets the process hold up to n Redis connections at once
+// (WorkerOptions.RedisPool for a worker), unless REDIS_URL sizes the pool;
+// go-redis's default when not given.
+func RedisPool(n int) OpenOption { return func(o *openOptions) { o.redisPool = n } }
 
 // Service names the process in its traces (the default of
 // OTEL_SERVICE_NAME); "ghlsync" when not given.
@@ -111,7 +117,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, needStore b
 			d.Tracer = d.tracing
 		}
 	}
-	if d.Redis, err = ConnectRedis(ctx, cfg.RedisURL); err != nil {
+	if d.Redis, err = connectRedis(ctx, cfg.RedisURL, o.redisPool); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -179,9 +185,18 @@ func (d *Deps) tokenStates(ctx context.Context) ([]metrics.TokenState, error) {
 // (asynq's ...FromRedisClient), so they reach the same Redis, with the same
 // credentials, database and TLS, on one pool.
 func ConnectRedis(ctx context.Context, redisURL string) (redis.UniversalClient, error) {
+	return connectRedis(ctx, redisURL, 0)
+}
+
+// connectRedis is ConnectRedis with a pool of up to pool connections
+// (redisconn.Options.SizePool), when above zero.
+func connectRedis(ctx context.Context, redisURL string, pool int) (redis.UniversalClient, error) {
 	opt, err := redisconn.Parse(redisURL)
 	if err != nil {
 		return nil, &config.Error{Var: config.VarRedisURL, Msg: err.Error()}
+	}
+	if pool > 0 {
+		opt.SizePool(pool)
 	}
 	rc := opt.NewClient()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

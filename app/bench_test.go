@@ -63,7 +63,8 @@ func benchmarkRefreshDue(b *testing.B, locations, concurrency int) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{}, workers)
 		for range workers {
-			d, err := app.Open(ctx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
+			d, err := app.Open(ctx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true,
+				app.RedisPool(app.WorkerOptions{TokenConcurrency: concurrency}.RedisPool()))
 			if err != nil {
 				b.Fatal(err)
 			}

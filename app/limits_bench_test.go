@@ -217,7 +217,7 @@ func runAtLimits(b *testing.B, sizes []locSize, latency time.Duration, requests 
 	// requests sent meanwhile would go unseen, a span shorter than it was.
 	var deps []*app.Deps
 	for range workers {
-		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
+		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true, app.RedisPool(app.WorkerOptions{}.RedisPool()))
 		if err != nil {
 			stopWorkers()
 			for _, d := range deps {

@@ -24,7 +24,7 @@ func SignalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // RunWorkerProcess is the worker process (not --standalone): it opens what
 // cfg names, logging to log, and runs RunWorker until ctx is done.
 func RunWorkerProcess(ctx context.Context, cfg *config.Config, o WorkerOptions, log *slog.Logger) error {
-	d, err := Open(ctx, cfg, log, true, Service("ghlsync-worker"))
+	d, err := Open(ctx, cfg, log, true, Service("ghlsync-worker"), RedisPool(o.RedisPool()))
 	if err != nil {
 		return err
 	}

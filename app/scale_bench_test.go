@@ -196,7 +196,7 @@ func benchmarkScaleOut(b *testing.B, sz scaleSize) {
 			b.Fatal(err)
 		}
 		begin := time.Now()
-		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true)
+		d, err := app.Open(workerCtx, cfg, app.NewLogger(io.Discard, cfg.LogLevel), true, app.RedisPool(app.WorkerOptions{}.RedisPool()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -115,7 +115,7 @@ func RunStandalone(ctx context.Context, cfg *config.Config, o StandaloneOptions,
 		}
 	}
 
-	d, err := Open(ctx, cfg, log, true)
+	d, err := Open(ctx, cfg, log, true, RedisPool(o.Worker.RedisPool()))
 	if err != nil {
 		return err
 	}

@@ -67,8 +67,23 @@ const DefaultTokenConcurrency = 20
 // idled for that third.
 const TokenTasksPerCall = 2
 
-// RunWorker runs the asynq servers until ctx is done, then shuts down.
-func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
+// asynqConns is what a worker's Redis pool holds beyond a connection per
+// task slot: asynq's own loops (fetching, heartbeats, the forwarder, the
+// recoverer, the janitor, cancellation's subscription) and ghlsync's
+// (the refresh heartbeat and recovery, the sync recovery).
+const asynqConns = 16
+
+// RedisPool is the Redis connections a worker of o may use at once: one
+// for each task it runs at once, which waits on at most one at a time,
+// and asynqConns. Open the worker's Deps with RedisPool(o.RedisPool()):
+// with fewer, a sweep's refreshes queue for connections (go-redis's
+// default, ten per CPU, is 20 on two cores for 40 token tasks).
+func (o WorkerOptions) RedisPool() int {
+	o.defaults()
+	return TokenTasksPerCall*o.TokenConcurrency + o.Concurrency + asynqConns
+}
+
+func (o *WorkerOptions) defaults() {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultSyncConcurrency
 	}
@@ -78,6 +93,11 @@ func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = time.Second
 	}
+}
+
+// RunWorker runs the asynq servers until ctx is done, then shuts down.
+func RunWorker(ctx context.Context, d *Deps, o WorkerOptions) error {
+	o.defaults()
 	shutdownTimeout := max(d.Config.WorkerShutdownTimeout, WorkerShutdownTimeout)
 	refresher := d.Refresher()
 	refresher.CallSlots = o.TokenConcurrency

@@ -12,7 +12,7 @@ import (
 )
 
 // readCountingStore counts the narrow reads before the lock
-// (RefreshStates) and the full reads (Credential).
+// (RefreshStates) and the full reads (CredentialsOf).
 type readCountingStore struct {
 	*store.Store
 	states, full *atomic.Int64
@@ -23,9 +23,9 @@ func (s readCountingStore) RefreshStates(ctx context.Context, locs []string) (ma
 	return s.Store.RefreshStates(ctx, locs)
 }
 
-func (s readCountingStore) Credential(ctx context.Context, loc string) (*store.Credential, error) {
+func (s readCountingStore) CredentialsOf(ctx context.Context, locs []string) (map[string]*store.Credential, error) {
 	s.full.Add(1)
-	return s.Store.Credential(ctx, loc)
+	return s.Store.CredentialsOf(ctx, locs)
 }
 
 // A request known to be due (a refresh-due fan-out's child) goes straight

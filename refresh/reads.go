@@ -12,12 +12,15 @@ import (
 // stateReadBatch bounds the locations one query of stateReads asks for.
 const stateReadBatch = 500
 
-// stateReads gathers the narrow reads (Credentials.RefreshStates) of the
-// requests that arrive together into one query: while a query runs, the
-// requests that come meanwhile wait and are read by the next one. A read
-// answers only the requests that were waiting when its query was sent, so
-// each request still sees what the database held after it was made; a
-// worker running 20 token tasks at once costs a few queries, not 20.
+// stateReads gathers the reads of credentials (the narrow
+// Credentials.RefreshStates, or whole rows with Credentials.CredentialsOf)
+// of the requests that arrive together into one query: while a query
+// runs, the requests that come meanwhile wait and are read by the next
+// one. A read answers only the requests that were waiting when its query
+// was sent, so each request still sees what the database held after it
+// was made (a refresh's read under its lock sees every write before the
+// lock); a worker running 40 token tasks at once costs a few queries, not
+// 40. One stateReads is used with one query.
 type stateReads struct {
 	mu      sync.Mutex
 	waiting map[string][]chan stateAnswer
@@ -29,7 +32,11 @@ type stateAnswer struct {
 	err error
 }
 
-func (s *stateReads) read(ctx context.Context, st Credentials, loc string) (*store.Credential, error) {
+// query reads the credentials of locs; a location without one is
+// missing from the map.
+type query func(ctx context.Context, locs []string) (map[string]*store.Credential, error)
+
+func (s *stateReads) read(ctx context.Context, q query, loc string) (*store.Credential, error) {
 	ch := make(chan stateAnswer, 1)
 	s.mu.Lock()
 	if s.waiting == nil {
@@ -40,7 +47,7 @@ func (s *stateReads) read(ctx context.Context, st Credentials, loc string) (*sto
 		s.reading = true
 		// The reads outlive any one request: the context's values (its
 		// trace) but not its end.
-		go s.loop(context.WithoutCancel(ctx), st)
+		go s.loop(context.WithoutCancel(ctx), q)
 	}
 	s.mu.Unlock()
 	select {
@@ -52,7 +59,7 @@ func (s *stateReads) read(ctx context.Context, st Credentials, loc string) (*sto
 }
 
 // loop sends a query for the requests waiting, until none is.
-func (s *stateReads) loop(ctx context.Context, st Credentials) {
+func (s *stateReads) loop(ctx context.Context, q query) {
 	for {
 		s.mu.Lock()
 		if len(s.waiting) == 0 {
@@ -75,13 +82,13 @@ func (s *stateReads) loop(ctx context.Context, st Credentials) {
 			locs = append(locs, loc)
 		}
 		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		found, err := st.RefreshStates(qctx, locs)
+		found, err := q(qctx, locs)
 		cancel()
 		for loc, chs := range batch {
 			a := stateAnswer{err: err}
 			if err == nil {
 				if a.c = found[loc]; a.c == nil {
-					a.err = fmt.Errorf("store.RefreshStates %s: %w", loc, store.ErrNotFound)
+					a.err = fmt.Errorf("store: credential %s: %w", loc, store.ErrNotFound)
 				}
 			}
 			for _, ch := range chs {

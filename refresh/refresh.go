@@ -124,6 +124,9 @@ type Credentials interface {
 	// refresh of the credentials of locs, and nothing else (no tokens);
 	// a location without one is missing from the map.
 	RefreshStates(ctx context.Context, locs []string) (map[string]*store.Credential, error)
+	// CredentialsOf reads the credentials of locs whole; a location
+	// without one is missing from the map.
+	CredentialsOf(ctx context.Context, locs []string) (map[string]*store.Credential, error)
 	Tokens(c *store.Credential) (store.Tokens, error)
 	// SaveRefreshed and SetRefreshStatus are compare-and-sets on the
 	// token version spent, failing with store.ErrStale when the row holds
@@ -166,8 +169,8 @@ type Refresher struct {
 	HeartbeatTTL time.Duration
 	// CallSlots, when above zero, is how many token calls to GHL the
 	// Refresher makes at once (a worker's token concurrency). A refresh
-	// takes a slot just before it marks its location in flight and frees
-	// it as soon as GHL has answered, so that the reads and writes before
+	// takes a slot once it has marked its location in flight and frees it
+	// as soon as GHL has answered, so that the reads and writes before
 	// and after a call, and the queue's work between tasks, overlap other
 	// refreshes' calls instead of leaving GHL's side idle. Run more
 	// refreshes at once than CallSlots for that (a worker runs twice as
@@ -190,8 +193,11 @@ type Refresher struct {
 	History History
 	Clock   clock.Clock
 
-	hb    heartbeat
-	reads stateReads
+	hb heartbeat
+	// reads batches the narrow reads before the lock, creds the whole
+	// reads under it.
+	reads, creds stateReads
+
 	calls struct {
 		once  sync.Once
 		slots chan struct{}
@@ -213,6 +219,10 @@ func (r *Refresher) callSlot(ctx context.Context) (free func(), err error) {
 	var once sync.Once
 	return func() { once.Do(func() { <-r.calls.slots }) }, nil
 }
+
+// markSlack is how much earlier than its call an in-flight mark may be
+// set (see call): a small part of GHL's 30 s grace.
+const markSlack = time.Second
 
 const (
 	keyLock     = "ghlsync:refresh:lock:"
@@ -358,8 +368,12 @@ func (r *Refresher) settledSince(ctx context.Context, lk *lock, c *store.Credent
 		(c.RefreshedAt != nil && !c.RefreshedAt.Before(time.UnixMilli(int64(score))))
 }
 
+// credential reads loc's credential whole, in one query with the other
+// refreshes waiting for theirs (see stateReads).
 func (r *Refresher) credential(ctx context.Context, loc string) (*store.Credential, error) {
-	return r.read(ctx, loc, r.Store.Credential)
+	return r.read(ctx, loc, func(ctx context.Context, loc string) (*store.Credential, error) {
+		return r.creds.read(ctx, r.Store.CredentialsOf, loc)
+	})
 }
 
 // state reads what satisfied needs of loc's credential, without tokens,
@@ -367,7 +381,7 @@ func (r *Refresher) credential(ctx context.Context, loc string) (*store.Credenti
 // stateReads).
 func (r *Refresher) state(ctx context.Context, loc string) (*store.Credential, error) {
 	return r.read(ctx, loc, func(ctx context.Context, loc string) (*store.Credential, error) {
-		return r.reads.read(ctx, r.Store, loc)
+		return r.reads.read(ctx, r.Store.RefreshStates, loc)
 	})
 }
 
@@ -435,20 +449,30 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
-	// The slot is taken before the in-flight mark and the lock's last
-	// check, so that no wait comes between those and the call: the mark
-	// tells Recover when GHL may have been asked, and GHL's grace for a
-	// lost answer runs from then.
-	free, err := r.callSlot(ctx)
-	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: waiting to call GHL: %w", loc, err)
-	}
-	defer free()
+	// The in-flight mark is set before the wait for a call slot, so that
+	// its round trip overlaps other refreshes' calls instead of holding a
+	// slot. The mark tells Recover when GHL may have been asked (GHL's
+	// grace for a lost answer runs from the call): a wait longer than
+	// markSlack marks again, so that the mark is never more than that
+	// early, nor Recover's grace window shorter than GHL's by more.
 	score, marked, err := r.markInFlight(ctx, loc)
 	if err != nil {
 		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 	}
 	lk.mark = score
+	free, err := r.callSlot(ctx)
+	if err != nil {
+		// GHL was not asked; the mark stays, as when the lock is lost
+		// below, and Recover settles it.
+		return res, false, fmt.Errorf("refresh %s: waiting to call GHL: %w", loc, err)
+	}
+	defer free()
+	if time.Since(marked.local) > markSlack {
+		if score, marked, err = r.markInFlight(ctx, loc); err != nil {
+			return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+		}
+		lk.mark = score
+	}
 	if !lk.mayCall() {
 		// Another worker may hold the lock now, or be taking it over:
 		// spending the token here could race with it.

@@ -813,3 +813,57 @@ func TestCallSlotsBoundTokenCallsAtOnce(t *testing.T) {
 		t.Fatalf("GHL answered up to %d token calls at once, want CallSlots' 2", n)
 	}
 }
+
+// markChecker is a TokenSource that, as each call starts, measures how old
+// the newest in-flight mark is.
+type markChecker struct {
+	refresh.TokenSource
+	redis  redis.UniversalClient
+	mu     sync.Mutex
+	oldest time.Duration // the greatest age seen
+}
+
+func (m *markChecker) Refresh(ctx context.Context, rt, userType string) (*ghl.Token, *ghl.Response, error) {
+	marks := m.redis.ZRangeWithScores(ctx, "ghlsync:refresh:inflight", -1, -1).Val()
+	now := m.redis.Time(ctx).Val()
+	if len(marks) == 1 {
+		age := now.Sub(time.UnixMilli(int64(marks[0].Score)))
+		m.mu.Lock()
+		m.oldest = max(m.oldest, age)
+		m.mu.Unlock()
+	}
+	return m.TokenSource.Refresh(ctx, rt, userType)
+}
+
+// A refresh marks its location in flight before it waits for a call
+// slot, and marks it again when the wait was longer than a second: the
+// mark Recover goes by is never more than that before GHL is asked.
+func TestInFlightMarkIsRenewedAfterALongWaitForASlot(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "loc1", "loc2")
+	r.CallSlots = 1
+	mc := &markChecker{TokenSource: r.GHL, redis: b.redis}
+	r.GHL = mc
+	b.fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Latency: 1500 * time.Millisecond, Times: 2})
+	errs := make(chan error, 2)
+	for _, loc := range []string{"loc1", "loc2"} {
+		go func() {
+			_, err := r.Refresh(context.Background(), refresh.Request{LocationID: loc, RequestedAt: time.Now(), Due: true})
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.requireStoredCurrent(t, "loc1")
+	b.requireStoredCurrent(t, "loc2")
+	// One refresh waited out the other's call (1.5 s) for the slot.
+	if mc.oldest > time.Second+100*time.Millisecond {
+		t.Errorf("a call started %s after its location's in-flight mark, want at most a second", mc.oldest)
+	}
+	if n := b.redis.ZCard(context.Background(), "ghlsync:refresh:inflight").Val(); n != 0 {
+		t.Errorf("%d in-flight marks after the refreshes; want none", n)
+	}
+}

@@ -284,24 +284,56 @@ func (s *Store) Connect(ctx context.Context, c Connection) error {
 func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error) {
 	// Every refresh reads its location's row under the lock: one plain
 	// query, scanned by hand, costs a fraction of GORM's building and
-	// reflecting. The text columns are read through COALESCE and the
-	// times as nullable, so that a NULL that a column added by a later
-	// migration left in an older row reads as the zero value, as GORM
-	// reads it.
+	// reflecting.
+	c, err := scanCredential(s.db.WithContext(ctx).Raw(credentialSQL+" WHERE location_id = ?", loc).Row())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store.Credential %s: %w", loc, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store.Credential %s: %w", loc, err)
+	}
+	return c, nil
+}
+
+// CredentialsOf reads the credentials of locs in one query, as Credential
+// reads one: the refreshes that run at once read their locations
+// together. A location without a credential is missing from the map.
+func (s *Store) CredentialsOf(ctx context.Context, locs []string) (map[string]*Credential, error) {
+	rows, err := s.db.WithContext(ctx).Raw(credentialSQL+" WHERE location_id IN ?", locs).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+	}
+	defer rows.Close()
+	m := make(map[string]*Credential, len(locs))
+	for rows.Next() {
+		c, err := scanCredential(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+		}
+		m[c.LocationID] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+	}
+	return m, nil
+}
+
+// scanCredential scans a row of credentialSQL. The text columns are read
+// through COALESCE and the times as nullable, so that a NULL that a column
+// added by a later migration left in an older row reads as the zero
+// value, as GORM reads it.
+func scanCredential(row interface{ Scan(dest ...any) error }) (*Credential, error) {
 	var (
 		c                         Credential
 		expires, created, updated sql.NullTime
 		refreshedAt, infoAt       *time.Time
 		status                    string
 	)
-	err := s.db.WithContext(ctx).Raw(credentialSQL, loc).Row().Scan(
+	err := row.Scan(
 		&c.LocationID, &c.CompanyID, &c.UserType, &c.Scopes, &c.AccessTokenEnc, &c.RefreshTokenEnc, &c.KeyID,
 		&c.TokenVersion, &expires, &refreshedAt, &status, &c.LastError, &c.Name, &c.Timezone, &infoAt, &created, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("store.Credential %s: %w", loc, ErrNotFound)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("store.Credential %s: %w", loc, err)
+		return nil, err
 	}
 	c.Status = Status(status)
 	c.ExpiresAt, c.CreatedAt, c.UpdatedAt = expires.Time, created.Time, updated.Time
@@ -313,7 +345,7 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 const credentialSQL = `SELECT location_id, COALESCE(company_id, ''), COALESCE(user_type, ''), COALESCE(scopes, ''),
 	access_token_enc, refresh_token_enc, COALESCE(key_id, ''), token_version, expires_at, refreshed_at, status,
 	COALESCE(last_error, ''), COALESCE(name, ''), COALESCE(timezone, ''), info_at, created_at, updated_at
-	FROM credentials WHERE location_id = ?`
+	FROM credentials`
 
 // refreshStateColumns are the columns RefreshState reads: what decides
 // whether a location's token needs a refresh, none of its tokens.
@@ -366,8 +398,11 @@ func (s *Store) SaveRefreshed(ctx context.Context, loc string, spent int64, t To
 // statement (saveRefreshedLoggedSQL), on SQLite in one transaction. One
 // commit, so one wait for the database to flush its log, where the token
 // write and its history entry each committed on their own would cost two.
-// The entry is stored only with the token: a write that fails (ErrStale,
-// ErrNotFound or the database's error) stores neither.
+// On PostgreSQL the writes that come while one is being written share the
+// next statement and its commit (refreshWrites); each call still returns
+// once its own token is stored. The entry is stored only with the token: a
+// write that fails (ErrStale, ErrNotFound or the database's error) stores
+// neither.
 func (s *Store) SaveRefreshedLogged(ctx context.Context, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
 	const op = "store.SaveRefreshedLogged"
 	var err error
@@ -418,38 +453,134 @@ const (
 )`
 )
 
+// refreshWrite is one SaveRefreshedLogged on PostgreSQL, its tokens
+// sealed and its run stamped.
+type refreshWrite struct {
+	loc, access, refresh string
+	spent                int64
+	expires, refreshedAt time.Time
+	run                  *RefreshRun
+	runExpires           *time.Time
+}
+
 func (s *Store) saveRefreshedLoggedPostgres(ctx context.Context, op, loc string, spent int64, t Tokens, refreshedAt time.Time, run *RefreshRun) error {
 	access, refresh, err := s.seal(loc, t)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, loc, err)
 	}
-	var runExpires *time.Time
+	w := refreshWrite{loc: loc, access: access, refresh: refresh, spent: spent,
+		expires: t.ExpiresAt.UTC(), refreshedAt: refreshedAt.UTC(), run: run}
 	if run.ExpiresAt != nil {
 		e := run.ExpiresAt.UTC()
-		runExpires = &e
+		w.runExpires = &e
 	}
+	if pruneDue(spent + 1) {
+		// One in refreshRunsPruneEvery also prunes: on its own.
+		err = s.saveRefreshedLoggedOne(ctx, w)
+	} else {
+		err = s.refreshWrites.save(ctx, w)
+	}
+	if err != nil && !errors.Is(err, errUnchanged) {
+		return fmt.Errorf("%s %s: %w", op, loc, err)
+	}
+	return err
+}
+
+// saveRefreshedLoggedOne writes w with saveRefreshedLoggedSQL.
+func (s *Store) saveRefreshedLoggedOne(ctx context.Context, w refreshWrite) error {
+	run := w.run
 	args := []any{
-		access, refresh, s.cipher.KeyID(), t.ExpiresAt.UTC(), refreshedAt.UTC(),
-		StatusMissingScope, StatusActive, StatusMissingScope, spent + 1, s.now().UTC(),
-		loc, StatusUninstalled, spent,
-		run.At, run.Outcome, run.Reason, run.Message, runExpires,
+		w.access, w.refresh, s.cipher.KeyID(), w.expires, w.refreshedAt,
+		StatusMissingScope, StatusActive, StatusMissingScope, w.spent + 1, s.now().UTC(),
+		w.loc, StatusUninstalled, w.spent,
+		run.At, run.Outcome, run.Reason, run.Message, w.runExpires,
 	}
 	q := saveRefreshedLoggedSQL
-	if pruneDue(spent + 1) {
+	if pruneDue(w.spent + 1) {
 		q += saveRefreshedLoggedPruneSQL
-		args = append(args, loc, loc, KeepRefreshRuns-2)
+		args = append(args, w.loc, w.loc, KeepRefreshRuns-2)
 	}
 	q += " SELECT id FROM i"
 	var id int64
-	err = s.db.WithContext(ctx).Raw(q, args...).Row().Scan(&id)
+	err := s.db.WithContext(ctx).Raw(q, args...).Row().Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return errUnchanged
 	}
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, loc, err)
+		return err
 	}
 	run.ID = id
 	return nil
+}
+
+// saveRefreshedLoggedManySQL is saveRefreshedLoggedSQL for several
+// locations in one statement (the VALUES rows are added per call): the
+// refreshes a worker's token slots finish together share one statement
+// and one commit. It returns the locations it wrote, with their entries'
+// ids; a location it did not write lost its compare-and-set (or is
+// uninstalled), which saveRefreshedLoggedOne then tells its caller.
+const saveRefreshedLoggedManySQL = `WITH v (location_id, access_token_enc, refresh_token_enc, expires_at, refreshed_at, spent,
+	run_at, outcome, reason, message, run_expires) AS (VALUES %s
+), u AS (
+	UPDATE credentials c SET access_token_enc = v.access_token_enc, refresh_token_enc = v.refresh_token_enc, key_id = ?,
+		expires_at = v.expires_at, refreshed_at = v.refreshed_at,
+		status = CASE WHEN c.status = ? THEN c.status ELSE ? END,
+		last_error = CASE WHEN c.status = ? THEN c.last_error ELSE '' END,
+		token_version = v.spent + 1, updated_at = ?
+	FROM v WHERE c.location_id = v.location_id AND c.status <> ? AND c.token_version = v.spent
+	RETURNING c.location_id
+), i AS (
+	INSERT INTO refresh_runs (location_id, at, outcome, reason, message, expires_at)
+	SELECT v.location_id, v.run_at, v.outcome, v.reason, v.message, v.run_expires FROM v JOIN u ON u.location_id = v.location_id
+	RETURNING location_id, id
+) SELECT location_id, id FROM i`
+
+const (
+	// The first VALUES row names the types; the others follow it.
+	refreshWriteFirstRow = "(?::text, ?::text, ?::text, ?::timestamptz, ?::timestamptz, ?::bigint, ?::timestamptz, ?::text, ?::text, ?::text, ?::timestamptz)"
+	refreshWriteRow      = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+func (s *Store) saveRefreshedLoggedMany(ctx context.Context, ws []refreshWrite) ([]bool, error) {
+	rows := make([]string, len(ws))
+	args := make([]any, 0, 11*len(ws)+6)
+	for i, w := range ws {
+		rows[i] = refreshWriteRow
+		run := w.run
+		args = append(args, w.loc, w.access, w.refresh, w.expires, w.refreshedAt, w.spent,
+			run.At, run.Outcome, run.Reason, run.Message, w.runExpires)
+	}
+	rows[0] = refreshWriteFirstRow
+	args = append(args, s.cipher.KeyID(), StatusMissingScope, StatusActive, StatusMissingScope, s.now().UTC(), StatusUninstalled)
+	q := fmt.Sprintf(saveRefreshedLoggedManySQL, strings.Join(rows, ", "))
+	res, err := s.db.WithContext(ctx).Raw(q, args...).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("(%d together): %w", len(ws), err)
+	}
+	defer res.Close()
+	ids := make(map[string]int64, len(ws))
+	for res.Next() {
+		var (
+			loc string
+			id  int64
+		)
+		if err := res.Scan(&loc, &id); err != nil {
+			return nil, fmt.Errorf("(%d together): %w", len(ws), err)
+		}
+		ids[loc] = id
+	}
+	if err := res.Err(); err != nil {
+		return nil, fmt.Errorf("(%d together): %w", len(ws), err)
+	}
+	left := make([]bool, len(ws))
+	for i, w := range ws {
+		id, ok := ids[w.loc]
+		left[i] = !ok
+		if ok {
+			w.run.ID = id
+		}
+	}
+	return left, nil
 }
 
 // errUnchanged says saveRefreshed's compare-and-set changed no row; the

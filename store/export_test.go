@@ -18,3 +18,11 @@ func QueuedSentWrites(s *Store) int {
 	defer s.sentWrites.mu.Unlock()
 	return len(s.sentWrites.queue)
 }
+
+// QueuedRefreshWrites is the number of SaveRefreshedLogged calls waiting
+// for the write under way (PostgreSQL).
+func QueuedRefreshWrites(s *Store) int {
+	s.refreshWrites.mu.Lock()
+	defer s.refreshWrites.mu.Unlock()
+	return len(s.refreshWrites.queue)
+}

@@ -19,9 +19,12 @@ import (
 type groupCommit[T any] struct {
 	// key names a write's row: a batch holds each row once.
 	key func(T) string
-	// one writes one; many writes several rows in one statement.
+	// one writes one; many writes several rows in one statement. many's
+	// left, when not nil, marks the rows the statement did not write (a
+	// compare-and-set it lost): each of those is written again by one,
+	// which gives its caller its own answer.
 	one  func(ctx context.Context, v T) error
-	many func(ctx context.Context, vs []T) error
+	many func(ctx context.Context, vs []T) (left []bool, err error)
 
 	mu       sync.Mutex
 	queue    []*pendingWrite[T]
@@ -64,8 +67,8 @@ func (g *groupCommit[T]) save(ctx context.Context, v T) error {
 // flush writes what is queued until nothing is. A batch holds each row
 // once, so that one statement never writes a row twice, and a later
 // write of a row goes in a later batch, as do writes past maxBatch; a
-// batch that fails is written again one by one, so that each call gets
-// its own answer.
+// batch that fails is written again one by one, as is a row that a batch
+// left, so that each call gets its own answer.
 func (g *groupCommit[T]) flush() {
 	for {
 		g.mu.Lock()
@@ -88,16 +91,19 @@ func (g *groupCommit[T]) flush() {
 		g.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
-		var err error
+		var (
+			left []bool
+			err  error
+		)
 		if len(batch) > 1 {
 			vs := make([]T, len(batch))
 			for i, w := range batch {
 				vs[i] = w.v
 			}
-			err = g.many(ctx, vs)
+			left, err = g.many(ctx, vs)
 		}
-		for _, w := range batch {
-			if len(batch) == 1 || err != nil {
+		for i, w := range batch {
+			if len(batch) == 1 || err != nil || (left != nil && left[i]) {
 				w.done <- g.one(ctx, w.v)
 				continue
 			}
@@ -105,4 +111,9 @@ func (g *groupCommit[T]) flush() {
 		}
 		cancel()
 	}
+}
+
+// all adapts a many that writes every row or fails as a whole.
+func all[T any](many func(ctx context.Context, vs []T) error) func(context.Context, []T) ([]bool, error) {
+	return func(ctx context.Context, vs []T) ([]bool, error) { return nil, many(ctx, vs) }
 }

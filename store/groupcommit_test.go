@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -179,5 +180,99 @@ func waitQueued(t *testing.T, queued func() int, want int) {
 			t.Fatalf("%d writes queued, want %d", queued(), want)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// On PostgreSQL, SaveRefreshedLogged calls that come while another is
+// being written share one statement, and each gets what it would alone:
+// its token, status and history entry stored, or ErrStale for a token
+// that a newer one replaced, or ErrNotFound for an uninstalled location,
+// with nothing stored.
+func TestSaveRefreshedLoggedCombinesConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var n atomic.Int64
+	st, _ := storetest.Open(t, "", store.CountStatements(&n))
+	if !st.Postgres() {
+		t.Skip("refresh writes are combined on PostgreSQL (TEST_DATABASE_URL) only")
+	}
+	exp := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	status := map[string]store.Status{"held": store.StatusActive, "stale": store.StatusActive,
+		"inactive": store.StatusInactive, "missing": store.StatusMissingScope, "gone": store.StatusUninstalled}
+	for i := range 6 {
+		status[fmt.Sprintf("loc%d", i)] = store.StatusActive
+	}
+	for loc, s := range status {
+		noErr(t, st.Connect(ctx, store.Connection{LocationID: loc, UserType: store.UserTypeLocation,
+			Tokens: store.Tokens{AccessToken: "at-" + loc, RefreshToken: "rt-" + loc, ExpiresAt: time.Now().Add(time.Hour)}}))
+		if s != store.StatusActive {
+			noErr(t, st.SetStatus(ctx, loc, s, "was "+string(s)))
+		}
+	}
+	held, release := holdFirstWrite(t, store.DBOf(st).Callback().Row().Before("gorm:row"))
+	n.Store(0)
+	errs := make(map[string]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	save := func(loc string) {
+		spent := int64(1)
+		if loc == "stale" {
+			spent = 0 // a token that Connect's replaced
+		}
+		wg.Go(func() {
+			err := st.SaveRefreshedLogged(ctx, loc, spent, store.Tokens{AccessToken: "at2-" + loc, RefreshToken: "rt2-" + loc, ExpiresAt: exp}, at,
+				&store.RefreshRun{LocationID: loc, At: at, Outcome: "refreshed", ExpiresAt: &exp})
+			mu.Lock()
+			errs[loc] = err
+			mu.Unlock()
+		})
+	}
+	save("held")
+	waitHeld(t, held)
+	for loc := range status {
+		if loc != "held" {
+			save(loc)
+		}
+	}
+	waitQueued(t, func() int { return store.QueuedRefreshWrites(st) }, len(status)-1)
+	close(release)
+	wg.Wait()
+	// The held write; the other ten together; stale and gone again on
+	// their own, each with the read that tells why it was not written.
+	if got := n.Load(); got != 6 {
+		t.Errorf("11 writes took %d statements, want 6", got)
+	}
+	for loc, was := range status {
+		err := errs[loc]
+		c, cerr := st.Credential(ctx, loc)
+		noErr(t, cerr)
+		runs, rerr := st.RefreshRuns(ctx, loc, 10)
+		noErr(t, rerr)
+		toks, terr := st.Tokens(c)
+		noErr(t, terr)
+		switch loc {
+		case "stale", "gone":
+			want := store.ErrStale
+			if loc == "gone" {
+				want = store.ErrNotFound
+			}
+			if !errors.Is(err, want) || c.TokenVersion != 1 || len(runs) != 0 || toks.RefreshToken != "rt-"+loc {
+				t.Errorf("%s: err %v, version %d, %d entries, token %s; want %v and nothing stored", loc, err, c.TokenVersion, len(runs), toks.RefreshToken, want)
+			}
+			continue
+		}
+		wantStatus, wantError := store.StatusActive, ""
+		if was == store.StatusMissingScope {
+			wantStatus, wantError = was, "was "+string(was)
+		}
+		if err != nil || c.TokenVersion != 2 || c.Status != wantStatus || c.LastError != wantError ||
+			!c.ExpiresAt.Equal(exp) || c.RefreshedAt == nil || !c.RefreshedAt.Equal(at) || toks.RefreshToken != "rt2-"+loc {
+			t.Errorf("%s: err %v, version %d, status %s (%q), expires %s, refreshed %v, token %s; want version 2, %s (%q), the new token",
+				loc, err, c.TokenVersion, c.Status, c.LastError, c.ExpiresAt, c.RefreshedAt, toks.RefreshToken, wantStatus, wantError)
+		}
+		if len(runs) != 1 || runs[0].Outcome != "refreshed" || !runs[0].At.Equal(at) || runs[0].ExpiresAt == nil || !runs[0].ExpiresAt.Equal(exp) {
+			t.Errorf("%s: entries %+v, want one refreshed at %s", loc, runs, at)
+		}
 	}
 }

@@ -42,6 +42,9 @@ type Store struct {
 	// and RecordSent calls (groupcommit.go).
 	patientWrites *groupCommit[*PatientSync]
 	sentWrites    *groupCommit[sentWrite]
+	// refreshWrites combines concurrent SaveRefreshedLogged calls on
+	// PostgreSQL (saveRefreshedLoggedMany).
+	refreshWrites *groupCommit[refreshWrite]
 }
 
 // Option configures Open.
@@ -100,9 +103,11 @@ func Open(ctx context.Context, databaseURL string, cipher *tokencrypt.Cipher, op
 	}
 	s := &Store{db: db, cipher: cipher}
 	s.patientWrites = &groupCommit[*PatientSync]{key: func(st *PatientSync) string { return st.LocationID + "\x00" + st.ExternalID },
-		one: s.savePatientSync, many: s.savePatientSyncs}
+		one: s.savePatientSync, many: all(s.savePatientSyncs)}
 	s.sentWrites = &groupCommit[sentWrite]{key: func(w sentWrite) string { return w.loc + "\x00" + w.kind + "\x00" + w.externalID },
-		one: s.recordSent, many: s.recordSents}
+		one: s.recordSent, many: all(s.recordSents)}
+	s.refreshWrites = &groupCommit[refreshWrite]{key: func(w refreshWrite) string { return w.loc },
+		one: s.saveRefreshedLoggedOne, many: s.saveRefreshedLoggedMany}
 	for _, o := range opts {
 		o(s)
 	}

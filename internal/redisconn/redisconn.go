@@ -75,6 +75,29 @@ func sizeBuffers(read, write, pipelineRead, pipelineWrite *int) {
 	}
 }
 
+// SizePool lets the client hold up to n connections at once (for a
+// cluster, per node), unless the URL sizes its pool (pool_size= of
+// redis:// and rediss://). go-redis's own size, ten per CPU, suits a
+// process whose goroutines mostly compute; a worker's tasks mostly wait,
+// each on at most one connection at a time, and with fewer connections
+// than tasks they queue for one. The pool opens connections only as they
+// are needed.
+func (o *Options) SizePool(n int) {
+	if size := o.poolSize(); *size == 0 {
+		*size = n
+	}
+}
+
+func (o *Options) poolSize() *int {
+	switch o.kind {
+	case Sentinel:
+		return &o.failover.PoolSize
+	case Cluster:
+		return &o.cluster.PoolSize
+	}
+	return &o.single.PoolSize
+}
+
 // Kind says how the options reach Redis.
 func (o *Options) Kind() Kind { return o.kind }
 

@@ -152,6 +152,43 @@ func TestParseSizesBuffers(t *testing.T) {
 	}
 }
 
+// SizePool sizes the pool of every kind of client, and a URL's own
+// pool_size wins.
+func TestSizePool(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{"redis://h:6379/0", 90},
+		{"redis://h:6379/0?pool_size=7", 7},
+		{"redis-sentinel://h1,h2/0?master=m", 90},
+		{"redis-cluster://h1,h2", 90},
+	} {
+		o, err := redisconn.Parse(tc.url)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.url, err)
+		}
+		o.SizePool(90)
+		var got int
+		switch o.Kind() {
+		case redisconn.Single:
+			c := o.NewClient().(*redis.Client)
+			got = c.Options().PoolSize
+			c.Close()
+		case redisconn.Sentinel:
+			got = redisconn.FailoverOptionsForTest(o).PoolSize
+		case redisconn.Cluster:
+			c := o.NewClient().(*redis.ClusterClient)
+			got = c.Options().PoolSize
+			c.Close()
+		}
+		if got != tc.want {
+			t.Errorf("Parse(%q) then SizePool(90): pool of %d, want %d", tc.url, got, tc.want)
+		}
+	}
+}
+
 // A bad URL is refused with a message that says what is wrong and never
 // holds the password.
 func TestParseErrors(t *testing.T) {
