@@ -94,14 +94,25 @@ func BenchmarkRedisMemoryDay(b *testing.B) {
 		var ran atomic.Int64
 		mux := asynq.NewServeMux()
 		mux.HandleFunc(tasks.TypeTokenRefreshDue, tokens.HandleRefreshDue)
+		refreshed := func(locs ...string) error {
+			now := fake.Now().UTC()
+			return db.Model(&store.Credential{}).Where("location_id IN ?", locs).
+				Updates(map[string]any{"expires_at": now.Add(24 * time.Hour), "refreshed_at": now, "token_version": 2}).Error
+		}
+		mux.HandleFunc(tasks.TypeTokenRefreshBatch, func(ctx context.Context, t *asynq.Task) error {
+			var p tasks.RefreshBatchPayload
+			if err := json.Unmarshal(t.Payload(), &p); err != nil {
+				return err
+			}
+			return refreshed(p.LocationIDs...)
+		})
 		mux.HandleFunc(tasks.TypeTokenRefresh, func(ctx context.Context, t *asynq.Task) error {
 			var p tasks.RefreshPayload
 			if err := json.Unmarshal(t.Payload(), &p); err != nil {
 				return err
 			}
 			now := fake.Now().UTC()
-			if err := db.Model(&store.Credential{}).Where("location_id = ?", p.LocationID).
-				Updates(map[string]any{"expires_at": now.Add(24 * time.Hour), "refreshed_at": now, "token_version": 2}).Error; err != nil {
+			if err := refreshed(p.LocationID); err != nil {
 				return err
 			}
 			if !p.Quiet {

@@ -97,6 +97,46 @@ local ms = tonumber(t[1]) * 1000 + math.floor((tonumber(t[2]) + 999) / 1000)
 redis.call("ZADD", KEYS[1], ms, ARGV[1])
 return {ms, t[1], t[2]}`)
 
+// lockMarkScript marks ARGV[2] in flight in the sorted set KEYS[2], as
+// markScript does, while the lock KEYS[1] is ARGV[1]'s (it runs in the
+// MULTI that takes the lock, see tryLock), unless a mark is there already:
+// that one, left by a refresh that did not settle, keeps its time. It
+// returns markScript's answer and the earlier mark's score, or 0 when the
+// lock is another's (not nil, which would fail the MULTI's answer).
+var lockMarkScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call("TIME")
+local ms = tonumber(t[1]) * 1000 + math.floor((tonumber(t[2]) + 999) / 1000)
+local prev = redis.call("ZSCORE", KEYS[2], ARGV[2])
+if not prev then redis.call("ZADD", KEYS[2], ms, ARGV[2]) end
+return {ms, t[1], t[2], prev}`)
+
+// lockMarked records on lk what lockMarkScript answered when the lock
+// was taken: the mark it set, or the earlier one it found.
+func (lk *lock) lockMarked(cmd *redis.Cmd, got time.Time) error {
+	v, err := cmd.Slice()
+	if err != nil {
+		return fmt.Errorf("marking in flight: %w", err)
+	}
+	if len(v) != 4 {
+		return fmt.Errorf("marking in flight: Redis answered %v", v)
+	}
+	if v[3] != nil {
+		prev, err := strconv.ParseFloat(fmt.Sprint(v[3]), 64)
+		if err != nil {
+			return fmt.Errorf("marking in flight: Redis answered %v", v)
+		}
+		lk.mark, lk.markRead = prev, true
+		return nil
+	}
+	score, at, err := parseMark(v[:3])
+	if err != nil {
+		return err
+	}
+	lk.mark, lk.ownMark, lk.marked = score, true, markTime{shared: at, local: got}
+	return nil
+}
+
 // parseMark reads markScript's answer.
 func parseMark(v []any) (float64, time.Time, error) {
 	if len(v) == 3 {
@@ -148,7 +188,7 @@ func (r *Refresher) dropStale(ctx context.Context, loc string, score float64) er
 func (r *Refresher) settle(ctx context.Context, l *lock, settled bool) error {
 	if !redisconn.IsCluster(r.Redis) {
 		return settleScript.Run(ctx, r.Redis, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc},
-			l.lease.Owner(), l.loc, settled).Err()
+			l.lease.Owner(), l.loc, settled, true).Err()
 	}
 	owner, err := r.Redis.Get(ctx, keyLock+l.loc).Result()
 	if errors.Is(err, redis.Nil) || (err == nil && owner != l.lease.Owner()) {

@@ -357,13 +357,20 @@ func (r *Refresher) refresh(ctx context.Context, req Request) (Result, error) {
 // a refresh that died or timed out) is answered by what the database holds:
 // a refresh completed after it, or the location needs reconnecting anyway.
 // Otherwise the mark must stay for Recover to retry inside the grace window.
-// The mark read is lk's to clear.
+// The mark read is lk's to clear. A mark that taking lk set is not
+// another's (none was there): release clears it, GHL not having been asked.
 func (r *Refresher) settledSince(ctx context.Context, lk *lock, c *store.Credential) bool {
-	score, err := r.Redis.ZScore(ctx, keyInFlight, c.LocationID).Result()
-	if err != nil {
-		return false // no mark (redis.Nil), or leave it to Recover
+	if lk.ownMark {
+		return false
 	}
-	lk.mark = score
+	score := lk.mark
+	if !lk.markRead {
+		var err error
+		if score, err = r.Redis.ZScore(ctx, keyInFlight, c.LocationID).Result(); err != nil {
+			return false // no mark (redis.Nil), or leave it to Recover
+		}
+		lk.mark = score
+	}
 	return c.Status == store.StatusNeedsReauth || c.Status == store.StatusUninstalled ||
 		(c.RefreshedAt != nil && !c.RefreshedAt.Before(time.UnixMilli(int64(score))))
 }
@@ -449,17 +456,22 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	if err != nil {
 		return res, false, r.unreadable(ctx, lk, c, err)
 	}
-	// The in-flight mark is set before the wait for a call slot, so that
-	// its round trip overlaps other refreshes' calls instead of holding a
-	// slot. The mark tells Recover when GHL may have been asked (GHL's
-	// grace for a lost answer runs from the call): a wait longer than
-	// markSlack marks again, so that the mark is never more than that
-	// early, nor Recover's grace window shorter than GHL's by more.
-	score, marked, err := r.markInFlight(ctx, loc)
-	if err != nil {
-		return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+	// The location is marked in flight before the wait for a call slot,
+	// when the lock is taken (on a Redis Cluster, and over a mark an
+	// earlier refresh left, here), so that the mark costs no round trip of
+	// its own and none inside a slot. The mark tells Recover when GHL may
+	// have been asked (GHL's grace for a lost answer runs from the call):
+	// a mark older than markSlack when the slot comes is set again, so
+	// that it is never more than that early, nor Recover's grace window
+	// shorter than GHL's by more.
+	marked := lk.marked
+	if !lk.ownMark {
+		score, m, err := r.markInFlight(ctx, loc)
+		if err != nil {
+			return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+		}
+		lk.mark, marked = score, m
 	}
-	lk.mark = score
 	free, err := r.callSlot(ctx)
 	if err != nil {
 		// GHL was not asked; the mark stays, as when the lock is lost
@@ -468,16 +480,18 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	}
 	defer free()
 	if time.Since(marked.local) > markSlack {
-		if score, marked, err = r.markInFlight(ctx, loc); err != nil {
+		score, m, err := r.markInFlight(ctx, loc)
+		if err != nil {
 			return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 		}
-		lk.mark = score
+		lk.mark, marked = score, m
 	}
 	if !lk.mayCall() {
 		// Another worker may hold the lock now, or be taking it over:
 		// spending the token here could race with it.
 		return res, false, fmt.Errorf("refresh %s: lost the lock before calling GHL", loc)
 	}
+	lk.called = true
 	spent := c.TokenVersion
 	var tok *ghl.Token
 	if toks.RefreshToken == "" {
@@ -847,6 +861,13 @@ type lock struct {
 	// those are cleared (see settle).
 	mark    float64
 	pending string
+	// ownMark: taking the lock marked the location in flight, when it
+	// was taken (marked), no earlier mark being there; markRead: it found
+	// an earlier one, of score mark.
+	ownMark, markRead bool
+	marked            markTime
+	// called: GHL may have been asked under this lock.
+	called bool
 }
 
 // dropStaleScript removes an in-flight mark only while the lock is free
@@ -866,12 +887,35 @@ func (r *Refresher) leaseOptions(loc string) (lease.Options, bool) {
 
 // tryLock takes the location's lock if it is free; lk is nil when another
 // holds it. hasPending says whether a pending token waited when the lock
-// was taken (read in the same transaction).
+// was taken (read in the same transaction, which also marks the location
+// in flight: see lockMarkScript).
 func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPending bool, err error) {
-	var pending *redis.IntCmd
+	return r.takeLock(ctx, loc, func(o lease.Options, with func(redis.Pipeliner, string)) (*lease.Lease, error) {
+		return lease.TryAcquire(ctx, r.Redis, keyLock+loc, o, with)
+	})
+}
+
+// lock waits for the location's lock until ctx is done.
+func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
+	return r.takeLock(ctx, loc, func(o lease.Options, with func(redis.Pipeliner, string)) (*lease.Lease, error) {
+		return lease.Acquire(ctx, r.Redis, keyLock+loc, o, 0, with)
+	})
+}
+
+func (r *Refresher) takeLock(ctx context.Context, loc string, take func(lease.Options, func(redis.Pipeliner, string)) (*lease.Lease, error)) (*lock, bool, error) {
+	var (
+		pending *redis.IntCmd
+		mark    *redis.Cmd
+	)
+	// On a Redis Cluster the lock and the in-flight set are in different
+	// hash slots, out of one script's reach: call marks there.
+	cluster := redisconn.IsCluster(r.Redis)
 	o, beating := r.leaseOptions(loc)
-	l, err := lease.TryAcquire(ctx, r.Redis, keyLock+loc, o, func(p redis.Pipeliner) {
+	l, err := take(o, func(p redis.Pipeliner, owner string) {
 		pending = p.Exists(ctx, keyPending+loc)
+		if !cluster {
+			mark = lockMarkScript.Eval(ctx, p, []string{keyLock + loc, keyInFlight}, owner, loc)
+		}
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("refresh %s: %w", loc, err)
@@ -879,20 +923,14 @@ func (r *Refresher) tryLock(ctx context.Context, loc string) (lk *lock, hasPendi
 	if l == nil {
 		return nil, false, nil
 	}
-	return &lock{r: r, loc: loc, lease: l, beating: beating}, pending.Val() == 1, nil
-}
-
-// lock waits for the location's lock until ctx is done.
-func (r *Refresher) lock(ctx context.Context, loc string) (*lock, bool, error) {
-	var pending *redis.IntCmd
-	o, beating := r.leaseOptions(loc)
-	l, err := lease.Acquire(ctx, r.Redis, keyLock+loc, o, 0, func(p redis.Pipeliner) {
-		pending = p.Exists(ctx, keyPending+loc)
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("refresh %s: %w", loc, err)
+	lk := &lock{r: r, loc: loc, lease: l, beating: beating}
+	if mark != nil {
+		if err := lk.lockMarked(mark, time.Now()); err != nil {
+			lk.release(false)
+			return nil, false, fmt.Errorf("refresh %s: %w", loc, err)
+		}
 	}
-	return &lock{r: r, loc: loc, lease: l, beating: beating}, pending.Val() == 1, nil
+	return lk, pending.Val() == 1, nil
 }
 
 func (l *lock) lost() bool { return l.lease.Lost() }
@@ -909,20 +947,23 @@ func (l *lock) mayCall() bool {
 // release drops the lock; settled also ends the location's in-flight mark
 // and its pending slot (the database holds what GHL answered). Those go
 // only while the lock is still this holder's: a holder that lost it must
-// not end the mark of the refresh that took over.
+// not end the mark of the refresh that took over. A mark the lock set
+// goes too while GHL was not asked under it.
 func (l *lock) release(settled bool) {
 	ctx := context.Background()
-	if (settled || l.dropPending) && !redisconn.IsCluster(l.r.Redis) {
+	clearMark, dropPending := settled || (l.ownMark && !l.called), settled || l.dropPending
+	if (clearMark || dropPending) && !redisconn.IsCluster(l.r.Redis) {
 		// One round trip: the marks go in the transaction that drops
 		// the lock, ahead of it, so the script still finds it held.
 		err := l.lease.ReleaseAfter(ctx, func(p redis.Pipeliner) {
-			settleScript.Eval(ctx, p, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc}, l.lease.Owner(), l.loc, settled)
+			settleScript.Eval(ctx, p, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc}, l.lease.Owner(), l.loc, clearMark, dropPending)
 		})
 		if err != nil {
 			l.r.log().Warn("releasing the refresh lock and clearing a settled refresh's marks", "location", l.loc, "err", err)
 		}
 		return
 	}
+	// On a Redis Cluster the lock never marks (ownMark is false).
 	if settled || l.dropPending {
 		if err := l.r.settle(ctx, l, settled); err != nil {
 			l.r.log().Warn("clearing a settled refresh's marks", "location", l.loc, "err", err)
@@ -934,11 +975,11 @@ func (l *lock) release(settled bool) {
 }
 
 // settleScript ends the in-flight mark (ARGV[3] true) and the pending
-// slot of a location while its lock (KEYS[1]) is ARGV[1]'s.
+// slot (ARGV[4] true) of a location while its lock (KEYS[1]) is ARGV[1]'s.
 var settleScript = redis.NewScript(`
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == "1" then redis.call("ZREM", KEYS[2], ARGV[2]) end
-redis.call("DEL", KEYS[3])
+if ARGV[4] == "1" then redis.call("DEL", KEYS[3]) end
 return 1`)
 
 // ownerWorker returns the worker a lock's owner token names, if any.

@@ -59,6 +59,8 @@ type poolItem struct {
 	loc, id string
 	task    *asynq.Task
 	opts    []asynq.Option
+	// refreshes is how many refreshes the task makes (one, or a batch's).
+	refreshes int
 }
 
 func newEnqueuePool(ctx context.Context, enq Enqueuer, queue string, children func(Child)) *enqueuePool {
@@ -80,7 +82,7 @@ func (p *enqueuePool) run() {
 			p.stop(&enqueueError{loc: it.loc, err: err})
 			continue
 		}
-		p.count.Add(1)
+		p.count.Add(int64(it.refreshes))
 		if p.children != nil {
 			c.LocationID = it.loc
 			p.mu.Lock()
@@ -93,16 +95,26 @@ func (p *enqueuePool) run() {
 // Add hands a child to the pool; false when the pool stopped on an error
 // (or ctx ended), which Wait returns.
 func (p *enqueuePool) Add(loc, id string, task *asynq.Task, opts ...asynq.Option) bool {
+	return p.add(poolItem{loc: loc, id: id, task: task, opts: opts, refreshes: 1})
+}
+
+// AddBatch is Add for a task of the refreshes of locs (listed, when
+// children are, under its first).
+func (p *enqueuePool) AddBatch(locs []string, id string, task *asynq.Task, opts ...asynq.Option) bool {
+	return p.add(poolItem{loc: locs[0], id: id, task: task, opts: opts, refreshes: len(locs)})
+}
+
+func (p *enqueuePool) add(it poolItem) bool {
 	select {
-	case p.work <- poolItem{loc: loc, id: id, task: task, opts: opts}:
+	case p.work <- it:
 		return true
 	case <-p.ctx.Done():
 		return false
 	}
 }
 
-// Wait waits for the children handed over and returns how many were
-// enqueued, and the first error.
+// Wait waits for the children handed over and returns how many
+// refreshes were enqueued, and the first error.
 func (p *enqueuePool) Wait() (int, error) {
 	close(p.work)
 	p.wg.Wait()

@@ -17,9 +17,10 @@ import (
 
 // The refresh fan-out reads its locations page by page (2,500 due: three
 // pages) and enqueues each due one once, none that is not due. A scheduled
-// fan-out's result holds the count alone and its children are kept
-// minutes; one that someone waits for lists them, sorted, and keeps them
-// for the wait. A retry of either enqueues nothing twice.
+// fan-out's result holds the count alone and its children, batches of
+// locations, are kept minutes; one that someone waits for lists its
+// children, a task per location, sorted, and keeps them for the wait. A
+// retry of either enqueues nothing twice.
 func TestRefreshFanOutPagesAndCounts(t *testing.T) {
 	t.Parallel()
 	stack := storetest.NewStack(t, ghltest.Options{})
@@ -86,16 +87,45 @@ func TestRefreshFanOutPagesAndCounts(t *testing.T) {
 		return q.Pending
 	}
 
+	// A scheduled fan-out's children are batches of RefreshBatch, which
+	// between them name every due location once.
+	batches := (due + tasks.RefreshBatch - 1) / tasks.RefreshBatch
 	scheduled := run(0, "scheduled")
 	if scheduled.Count != due || scheduled.Enqueued != nil {
 		t.Errorf("scheduled fan-out: count %d, %d listed; want %d and none", scheduled.Count, len(scheduled.Enqueued), due)
 	}
-	if got := pending(); got != due {
-		t.Fatalf("%d refreshes pending, want %d", got, due)
+	if got := pending(); got != batches {
+		t.Fatalf("%d refresh tasks pending, want %d", got, batches)
+	}
+	named := map[string]bool{}
+	for page := 1; ; page++ {
+		infos, err := insp.ListPendingTasks(tasks.QueueCritical, asynq.PageSize(100), asynq.Page(page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) == 0 {
+			break
+		}
+		for _, info := range infos {
+			var p tasks.RefreshBatchPayload
+			if err := json.Unmarshal(info.Payload, &p); err != nil || info.Type != tasks.TypeTokenRefreshBatch || !p.Due ||
+				len(p.LocationIDs) == 0 || len(p.LocationIDs) > tasks.RefreshBatch {
+				t.Fatalf("child %s %s: %v", info.Type, info.Payload, err)
+			}
+			for _, loc := range p.LocationIDs {
+				if named[loc] {
+					t.Fatalf("%s in two batches", loc)
+				}
+				named[loc] = true
+			}
+		}
+	}
+	if len(named) != due {
+		t.Fatalf("the batches name %d locations, want the %d due", len(named), due)
 	}
 	// Its retry (the same task id) enqueues nothing more.
-	if again := run(0, "scheduled"); again.Count != due || pending() != due {
-		t.Errorf("retried fan-out: count %d, %d pending; want %d and %d", again.Count, pending(), due, due)
+	if again := run(0, "scheduled"); again.Count != due || pending() != batches {
+		t.Errorf("retried fan-out: count %d, %d pending; want %d and %d", again.Count, pending(), due, batches)
 	}
 
 	waited := run(2*time.Hour, "waited")
@@ -109,8 +139,8 @@ func TestRefreshFanOutPagesAndCounts(t *testing.T) {
 		}
 		seen[c.TaskID] = true
 	}
-	if got := pending(); got != 2*due {
-		t.Fatalf("%d refreshes pending, want %d", got, 2*due)
+	if got := pending(); got != batches+due {
+		t.Fatalf("%d refresh tasks pending, want %d", got, batches+due)
 	}
 	kept, err := insp.GetTaskInfo(tasks.QueueCritical, waited.Enqueued[0].TaskID)
 	if err != nil {
@@ -134,9 +164,8 @@ func TestRefreshFanOutPagesAndCounts(t *testing.T) {
 			continue
 		}
 		sawScheduled = true
-		var p tasks.RefreshPayload
-		if info.Retention != tasks.ScheduledRetention || json.Unmarshal(info.Payload, &p) != nil || !p.Quiet || !p.Due {
-			t.Errorf("a scheduled child: kept %s, payload %s; want %s, quiet, due", info.Retention, info.Payload, tasks.ScheduledRetention)
+		if info.Retention != tasks.ScheduledRetention || info.Type != tasks.TypeTokenRefreshBatch {
+			t.Errorf("a scheduled child: %s kept %s; want a batch kept %s", info.Type, info.Retention, tasks.ScheduledRetention)
 		}
 	}
 	if !sawScheduled {

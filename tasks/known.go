@@ -44,6 +44,18 @@ var types = []TypeInfo{
 		handler: func(h handlerSets) asynq.HandlerFunc { return h.tokens.HandleRefresh },
 	},
 	{
+		Type: TypeTokenRefreshBatch, Queue: QueueCritical,
+		About: `refresh a few locations' tokens, one after another (the schedule's fan-out enqueues these); payload {"location_ids":[…],"force":true}`,
+		check: func(p []byte) error {
+			var v RefreshBatchPayload
+			if err := decodeStrict(p, &v); err != nil {
+				return err
+			}
+			return v.check()
+		},
+		handler: func(h handlerSets) asynq.HandlerFunc { return h.tokens.HandleRefreshBatch },
+	},
+	{
 		Type: TypeTokenRefreshDue, Queue: QueueCritical,
 		About: `refresh every token that expires within REFRESH_WINDOW; payload none, or {"all":true,"force":true}; "keep_seconds":N lists the tasks it enqueues in its result and keeps them N seconds`,
 		check: func(p []byte) error {

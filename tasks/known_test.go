@@ -18,8 +18,11 @@ func TestTypesAndTheirQueues(t *testing.T) {
 	t.Parallel()
 	client := asynq.NewClientFromRedisClient(testenv.RedisClient(t))
 	build := map[string]func() (*asynq.Task, error){
-		tasks.TypeTokenRefresh:     func() (*asynq.Task, error) { return tasks.NewRefreshTask("loc1", false, time.Now()) },
-		tasks.TypeTokenRefreshDue:  func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(false, false, 0) },
+		tasks.TypeTokenRefresh:    func() (*asynq.Task, error) { return tasks.NewRefreshTask("loc1", false, time.Now()) },
+		tasks.TypeTokenRefreshDue: func() (*asynq.Task, error) { return tasks.NewRefreshDueTask(false, false, 0) },
+		tasks.TypeTokenRefreshBatch: func() (*asynq.Task, error) {
+			return tasks.NewRefreshBatchTask([]string{"loc1", "loc2"}, false, time.Now(), true)
+		},
 		tasks.TypePatientsSync:     func() (*asynq.Task, error) { return tasks.NewPatientsSyncTask("") },
 		tasks.TypeAppointmentsSync: func() (*asynq.Task, error) { return tasks.NewAppointmentsSyncTask("") },
 		tasks.TypeAlertsEvaluate:   tasks.NewAlertsEvaluateTask,
@@ -71,6 +74,10 @@ func TestCheckPayload(t *testing.T) {
 		{tasks.TypePatientsSync, `[1]`, false},
 		{tasks.TypeAppointmentsSync, `not json`, false},
 		{tasks.TypeTokenRefreshDue, ``, true},
+		{tasks.TypeTokenRefreshBatch, `{"location_ids":["loc1","loc2"],"force":true}`, true},
+		{tasks.TypeTokenRefreshBatch, `{"location_ids":[]}`, false},
+		{tasks.TypeTokenRefreshBatch, `{"location_ids":["loc1","a\u0000b"]}`, false},
+		{tasks.TypeTokenRefreshBatch, `{"location_id":"loc1"}`, false},
 		{tasks.TypeTokenRefreshDue, `{"all":true,"force":true}`, true},
 		{tasks.TypeTokenRefreshDue, `{"everything":true}`, false},
 		{tasks.TypeTokenRefresh, ``, false},

@@ -25,7 +25,7 @@ func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 		return pe.RetryAfter
 	}
 	base := 10 * time.Second
-	if t.Type() == TypeTokenRefresh {
+	if t.Type() == TypeTokenRefresh || t.Type() == TypeTokenRefreshBatch {
 		base = time.Second
 	}
 	d := min(base<<min(n, 16), 10*time.Minute)

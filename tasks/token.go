@@ -29,8 +29,9 @@ type RefreshPayload struct {
 	// It is on the shared clock (refresh.SharedTime), as is a refresh's
 	// completion: an enqueuer's own clock may be minutes off.
 	RequestedAt time.Time `json:"requested_at"`
-	// Quiet: no one waits for this task (a scheduled fan-out's child), so
-	// it writes no result; the refresh history records what it did.
+	// Quiet: no one waits for this task (a scheduled fan-out's child, as
+	// enqueued before TypeTokenRefreshBatch), so it writes no result; the
+	// refresh history records what it did.
 	Quiet bool `json:"quiet,omitempty"`
 	// Due: the enqueuer read that the token is due (the schedule's
 	// fan-out), so the refresh goes straight to the lock (refresh.Request's
@@ -61,6 +62,52 @@ func newRefreshTask(p RefreshPayload) (*asynq.Task, error) {
 	// Kept minutes (ScheduledRetention): the refresh history holds what
 	// it did. Whoever waits for it sets a longer retention as it enqueues.
 	return newTask(TypeTokenRefresh, b,
+		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(ScheduledRetention)), nil
+}
+
+// RefreshBatch is how many locations a scheduled fan-out hands each
+// TypeTokenRefreshBatch task. A refresh's own work is a few round trips;
+// the queue's work per task (its enqueue, fetch and completion, three Lua
+// scripts) was a fifth of a sweep's, and a task of ten spends it once for
+// ten. Small, so that a batch's refreshes, one after another, take a
+// fraction of a second.
+const RefreshBatch = 10
+
+// RefreshBatchPayload is a TypeTokenRefreshBatch task's: the refreshes of
+// LocationIDs, each as a TypeTokenRefresh's of the same fields would run
+// (quiet: the refresh history records what each did).
+type RefreshBatchPayload struct {
+	LocationIDs []string  `json:"location_ids"`
+	Force       bool      `json:"force,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+	Due         bool      `json:"due,omitempty"`
+}
+
+func (p RefreshBatchPayload) check() error {
+	if len(p.LocationIDs) == 0 {
+		return fmt.Errorf(`needs {"location_ids":[…]}`)
+	}
+	for _, loc := range p.LocationIDs {
+		if err := checkLocationID(loc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewRefreshBatchTask returns a task that refreshes the tokens of locs,
+// requested at requestedAt (refresh.SharedTime), due saying that the
+// enqueuer read that each is due (see RefreshPayload).
+func NewRefreshBatchTask(locs []string, force bool, requestedAt time.Time, due bool) (*asynq.Task, error) {
+	p := RefreshBatchPayload{LocationIDs: locs, Force: force, RequestedAt: requestedAt.UTC(), Due: due}
+	if err := p.check(); err != nil {
+		return nil, fmt.Errorf("tasks.NewRefreshBatchTask: %w", err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return newTask(TypeTokenRefreshBatch, b,
 		asynq.Queue(QueueCritical), asynq.MaxRetry(20), asynq.Timeout(15*time.Minute), asynq.Retention(ScheduledRetention)), nil
 }
 
@@ -191,6 +238,39 @@ func (h *TokenHandlers) HandleRefresh(ctx context.Context, t *asynq.Task) error 
 	}
 }
 
+// HandleRefreshBatch runs a TypeTokenRefreshBatch task: its locations'
+// refreshes, one after another. A refresh that failed for a reason a
+// retry may cure fails the task, after the others ran; the retry finds
+// those answered (a refresh completed since the request) under their
+// locks, with no GHL call, and refreshes the rest.
+func (h *TokenHandlers) HandleRefreshBatch(ctx context.Context, t *asynq.Task) error {
+	var p RefreshBatchPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("%s: bad payload (want {\"location_ids\":[…]}): %w", TypeTokenRefreshBatch, asynq.SkipRetry)
+	}
+	if err := p.check(); err != nil {
+		return fmt.Errorf("%s: bad payload: %w: %w", TypeTokenRefreshBatch, err, asynq.SkipRetry)
+	}
+	var errs []error
+	for _, loc := range p.LocationIDs {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		_, err := h.Refresher.Refresh(ctx, refresh.Request{LocationID: loc, RequestedAt: p.RequestedAt, Force: p.Force, Due: p.Due})
+		switch {
+		case err == nil, errors.Is(err, refresh.ErrInactive), errors.Is(err, refresh.ErrNeedsReauth), errors.Is(err, refresh.ErrUnknownLocation):
+			// Done, or final (recorded; see HandleRefresh).
+		default:
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s: %d of %d locations: %w", TypeTokenRefreshBatch, len(errs), len(p.LocationIDs), errors.Join(errs...))
+	}
+	return nil
+}
+
 // HandleRefreshDue runs a TypeTokenRefreshDue task: it reads the due
 // locations a page at a time and enqueues their refreshes, fanOutParallel
 // at once, while it reads the next page, so its memory does not grow with
@@ -225,20 +305,41 @@ func (h *TokenHandlers) HandleRefreshDue(ctx context.Context, t *asynq.Task) err
 	// enqueue them again.
 	parent, _ := asynq.GetTaskID(ctx)
 	pool := newEnqueuePool(ctx, h.Enqueuer, QueueCritical, list)
+	// enqueue hands the refreshes of locs to the pool; false when it
+	// stopped. Someone waiting for the fan-out follows each location's
+	// own task; a schedule's children go RefreshBatch locations a task.
+	enqueue := func(locs []string) (ok bool, err error) {
+		if p.KeepSeconds > 0 {
+			for _, loc := range locs {
+				task, err := newRefreshTask(RefreshPayload{LocationID: loc, Force: p.Force, RequestedAt: requestedAt, Due: !p.All})
+				if err != nil {
+					return false, err
+				}
+				if !pool.Add(loc, derivedID(TypeTokenRefresh, loc, parent, "refresh"), task, opts...) {
+					return false, nil
+				}
+			}
+			return true, nil
+		}
+		for batch := range slices.Chunk(locs, RefreshBatch) {
+			task, err := NewRefreshBatchTask(batch, p.Force, requestedAt, !p.All)
+			if err != nil {
+				return false, err
+			}
+			if !pool.AddBatch(batch, derivedID(TypeTokenRefreshBatch, batch[0], parent, "refresh"), task, opts...) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
 	readErr := func() error {
 		for after := ""; ; {
 			locs, err := page(after)
 			if err != nil || len(locs) == 0 {
 				return err
 			}
-			for _, loc := range locs {
-				task, err := newRefreshTask(RefreshPayload{LocationID: loc, Force: p.Force, RequestedAt: requestedAt, Quiet: p.KeepSeconds <= 0, Due: !p.All})
-				if err != nil {
-					return err
-				}
-				if !pool.Add(loc, derivedID(TypeTokenRefresh, loc, parent, "refresh"), task, opts...) {
-					return nil // the pool's error says why
-				}
+			if ok, err := enqueue(locs); !ok {
+				return err // nil: the pool's error says why
 			}
 			if len(locs) < fanOutPage {
 				return nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/ghlsync/ghlsync/internal/clock"
 	"github.com/ghlsync/ghlsync/internal/testenv"
 	"github.com/ghlsync/ghlsync/refresh"
+	"github.com/ghlsync/ghlsync/store"
 	"github.com/ghlsync/ghlsync/store/storetest"
 	"github.com/ghlsync/ghlsync/tasks"
 )
@@ -70,9 +73,9 @@ func TestSkewedEnqueuerBurstCostsOneCall(t *testing.T) {
 		t.Fatalf("the fan-outs enqueued %d refreshes, want 20", len(enq.tasks))
 	}
 	for _, task := range enq.tasks {
-		var p tasks.RefreshPayload
-		if err := json.Unmarshal(task.Payload(), &p); err != nil {
-			t.Fatal(err)
+		var p tasks.RefreshBatchPayload
+		if err := json.Unmarshal(task.Payload(), &p); err != nil || task.Type() != tasks.TypeTokenRefreshBatch {
+			t.Fatalf("%s %s: %v", task.Type(), task.Payload(), err)
 		}
 		if !p.RequestedAt.Before(ahead.Now().Add(-time.Minute)) {
 			t.Errorf("requested_at %s is on the enqueuer's clock (%s), not the shared one", p.RequestedAt, ahead.Now())
@@ -83,7 +86,7 @@ func TestSkewedEnqueuerBurstCostsOneCall(t *testing.T) {
 	// The worker, on the real clock, runs the burst.
 	worker := &tasks.TokenHandlers{Refresher: refresher, Locations: stack.Store, Enqueuer: enq, Redis: rc, Window: 4 * time.Hour, Log: log}
 	for _, task := range enq.tasks {
-		if err := worker.HandleRefresh(ctx, task); err != nil {
+		if err := worker.HandleRefreshBatch(ctx, task); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,5 +95,58 @@ func TestSkewedEnqueuerBurstCostsOneCall(t *testing.T) {
 	}
 	if !stack.HoldsCurrent(t, "loc1") {
 		t.Fatal("the database does not hold the current token")
+	}
+}
+
+// A batch refreshes each of its locations; one that GHL refused for the
+// moment fails the task, one that needs reconnecting does not, and the
+// retry spends no second call on those already refreshed.
+func TestRefreshBatchRetriesOnlyWhatFailed(t *testing.T) {
+	t.Parallel()
+	stack := storetest.NewStack(t, ghltest.Options{})
+	locs := []string{"b1", "b2", "b3", "b4"}
+	for _, loc := range locs {
+		stack.Connect(t, loc, time.Now().Add(time.Hour))
+	}
+	ctx := context.Background()
+	if err := stack.Store.SetStatus(ctx, "b4", store.StatusNeedsReauth, "reconnect"); err != nil {
+		t.Fatal(err)
+	}
+	rc := stack.Redis(t)
+	client, err := ghl.NewClient(ghl.Config{BaseURL: stack.Fake.URL, ClientID: storetest.ClientID, ClientSecret: storetest.ClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil))
+	h := &tasks.TokenHandlers{Refresher: &refresh.Refresher{Store: stack.Store, GHL: client.OAuth, Redis: rc,
+		Cipher: testenv.Cipher(t, stack.Key), Window: 4 * time.Hour, Log: log}, Locations: stack.Store, Redis: rc, Window: 4 * time.Hour, Log: log}
+	requested, err := refresh.SharedTime(ctx, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := tasks.NewRefreshBatchTask(locs, false, requested, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack.Fake.InjectFault(ghltest.Fault{Path: "/oauth/token", Location: "b3", Status: http.StatusServiceUnavailable, Times: 1})
+	if err := h.HandleRefreshBatch(ctx, task); err == nil || !strings.Contains(err.Error(), "1 of 4 locations") {
+		t.Fatalf("batch with one refusal = %v, want it failed for 1 of 4", err)
+	}
+	for _, loc := range []string{"b1", "b2"} {
+		if !stack.HoldsCurrent(t, loc) {
+			t.Fatalf("%s: not refreshed by the first run", loc)
+		}
+	}
+	if err := h.HandleRefreshBatch(ctx, task); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	// The fake counts the calls it acted on: b3's refused one is not.
+	for loc, want := range map[string]int{"b1": 1, "b2": 1, "b3": 1, "b4": 0} {
+		if got := stack.Fake.TokenCalls(loc); got != want {
+			t.Errorf("%s: %d token calls, want %d", loc, got, want)
+		}
+	}
+	if !stack.HoldsCurrent(t, "b3") {
+		t.Error("b3: not refreshed by the retry")
 	}
 }

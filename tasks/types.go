@@ -11,6 +11,10 @@ package tasks
 const (
 	// TypeTokenRefresh refreshes the OAuth token of one location.
 	TypeTokenRefresh = "ghl:token:refresh"
+	// TypeTokenRefreshBatch refreshes the OAuth tokens of a few
+	// locations, one after another: the schedule's fan-out enqueues its
+	// refreshes so, a task per RefreshBatch locations.
+	TypeTokenRefreshBatch = "ghl:token:refresh-batch"
 	// TypeTokenRefreshDue enqueues a TypeTokenRefresh for every location
 	// whose token expires within the refresh window.
 	TypeTokenRefreshDue = "ghl:token:refresh-due"

@@ -76,13 +76,14 @@ var (
 // TryAcquire takes key if it is free, and returns nil (and no error) when
 // another holds it. with, when set, adds commands to the same MULTI
 // transaction as the SET, so they see the key's state at the moment it was
-// taken; read their results only when a lease is returned. On a Redis
+// taken (a script can tell from the key's value, owner, whether the SET
+// took it); read their results only when a lease is returned. On a Redis
 // Cluster a MULTI cannot span hash slots, so there with's commands run in
 // a pipeline right after the key was taken, and only then: they see the
 // state a moment later, which the caller's key must protect (the refresh
 // lock protects its location's pending slot). The lease's context derives
 // from ctx.
-func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, with func(redis.Pipeliner)) (*Lease, error) {
+func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, with func(p redis.Pipeliner, owner string)) (*Lease, error) {
 	if o.TTL <= 0 {
 		return nil, errors.New("lease: Options.TTL must be positive")
 	}
@@ -92,7 +93,7 @@ func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Opt
 	_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		set = p.SetNX(ctx, key, owner, o.TTL)
 		if with != nil && !cluster {
-			with(p)
+			with(p, owner)
 		}
 		return nil
 	})
@@ -106,7 +107,7 @@ func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Opt
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	go l.keep()
 	if with != nil && cluster {
-		if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error { with(p); return nil }); err != nil {
+		if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error { with(p, owner); return nil }); err != nil {
 			l.Release(ctx, nil)
 			return nil, fmt.Errorf("lease %s: after taking it: %w", key, err)
 		}
@@ -117,7 +118,7 @@ func TryAcquire(ctx context.Context, rc redis.UniversalClient, key string, o Opt
 // Acquire takes key, waiting while another holds it: for at most wait
 // (then an error wrapping ErrBusy), or until ctx is done when wait is 0.
 // with is as for TryAcquire, added to every try.
-func Acquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, wait time.Duration, with func(redis.Pipeliner)) (*Lease, error) {
+func Acquire(ctx context.Context, rc redis.UniversalClient, key string, o Options, wait time.Duration, with func(p redis.Pipeliner, owner string)) (*Lease, error) {
 	clk := clock.Or(o.Clock)
 	deadline := clk.Now().Add(wait)
 	maxPoll := o.MaxPoll

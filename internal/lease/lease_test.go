@@ -62,7 +62,7 @@ func TestTryAcquireAndReleaseWith(t *testing.T) {
 	opt := lease.Options{TTL: time.Second}
 	rc.Set(ctx, "side", "1", 0)
 	var side *redis.IntCmd
-	l, err := lease.TryAcquire(ctx, rc, "k", opt, func(p redis.Pipeliner) { side = p.Exists(ctx, "side") })
+	l, err := lease.TryAcquire(ctx, rc, "k", opt, func(p redis.Pipeliner, _ string) { side = p.Exists(ctx, "side") })
 	if err != nil || l == nil || side.Val() != 1 {
 		t.Fatalf("TryAcquire = %v, %v; side = %v", l, err, side)
 	}
