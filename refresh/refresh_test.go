@@ -867,3 +867,50 @@ func TestInFlightMarkIsRenewedAfterALongWaitForASlot(t *testing.T) {
 		t.Errorf("%d in-flight marks after the refreshes; want none", n)
 	}
 }
+
+// Taking the lock marks the location in flight: a refresh that then finds
+// nothing to do (refreshed since the request) clears its own mark, and
+// one that finds an earlier refresh's mark keeps that mark's time,
+// clearing it only when the database shows that refresh settled.
+func TestLockMarkGoesWhenGHLWasNotAsked(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t, "fresh", "settled", "unsettled")
+	ctx := context.Background()
+	before, err := refresh.SharedTime(ctx, r.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, loc := range []string{"fresh", "settled", "unsettled"} {
+		if _, err := r.Refresh(ctx, refresh.Request{LocationID: loc, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inflight := func(loc string) (float64, bool) {
+		s, err := b.redis.ZScore(ctx, "ghlsync:refresh:inflight", loc).Result()
+		return s, err == nil
+	}
+	// An interrupted refresh's marks: one from before the refresh above
+	// (it settled), one from after it (it did not).
+	old := float64(before.Add(-time.Second).UnixMilli())
+	later := markNow() + 1000
+	b.redis.ZAdd(ctx, "ghlsync:refresh:inflight", redis.Z{Score: old, Member: "settled"}, redis.Z{Score: later, Member: "unsettled"})
+
+	for _, loc := range []string{"fresh", "settled", "unsettled"} {
+		res, err := r.Refresh(ctx, refresh.Request{LocationID: loc, RequestedAt: before, Due: true})
+		if err != nil || res.Outcome != refresh.Fresh {
+			t.Fatalf("%s: %+v, %v; want fresh", loc, res, err)
+		}
+		if calls := b.fake.TokenCalls(loc); calls != 1 {
+			t.Errorf("%s: %d token calls, want the first refresh's", loc, calls)
+		}
+	}
+	if _, ok := inflight("fresh"); ok {
+		t.Error("fresh: the lock's own mark stayed")
+	}
+	if _, ok := inflight("settled"); ok {
+		t.Error("settled: a settled refresh's mark stayed")
+	}
+	if s, ok := inflight("unsettled"); !ok || s != later {
+		t.Errorf("unsettled: mark %v (present %t), want the interrupted refresh's %v", s, ok, later)
+	}
+}
