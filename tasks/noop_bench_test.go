@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ghlsync/ghlsync/app"
 	"github.com/ghlsync/ghlsync/ghl"
 	"github.com/ghlsync/ghlsync/ghl/ghltest"
 	"github.com/ghlsync/ghlsync/internal/testenv"
@@ -26,12 +28,12 @@ import (
 
 // BenchmarkNoopRefresh runs, on one Redis in one run, rounds of 10,000
 // refresh tasks that have nothing to do (their tokens are a day from
-// expiry, enqueued by the refresh fan-out as the schedule's are) and of
+// expiry; a task per location, quiet as the schedule's) and of
 // 10,000 raw asynq tasks whose handler returns at once, alternating (three
 // of each, so that the load of a shared machine falls on both alike), each
-// through an
-// asynq server wired as the worker wires its token server (20 slots, the
-// tracing middleware, a 100 ms task check), and reports:
+// through an asynq server wired as the worker wires its token server (40
+// slots at the default token concurrency, the tracing middleware, a 100 ms
+// task check), and reports:
 //
 //   - of-raw: refresh tasks per second ÷ raw tasks per second (issue 15
 //     asks ≥ 0.5);
@@ -48,7 +50,7 @@ func BenchmarkNoopRefresh(b *testing.B) {
 		locations = 1000
 		perType   = 10000
 		rounds    = 3
-		slots     = 20
+		slots     = app.TokenTasksPerCall * app.DefaultTokenConcurrency
 	)
 	for range b.N {
 		b.StopTimer()
@@ -129,18 +131,19 @@ func BenchmarkNoopRefresh(b *testing.B) {
 				})
 			})
 			raws, rawAsynq = append(raws, r), a
-			// The refresh tasks are what the schedule's fan-out
-			// enqueues, enqueued by it: every location's, 10 times over.
+			// The refresh tasks are a task per location, as a fan-out
+			// that someone waits for enqueues them (the schedule's
+			// enqueues batches of tasks.RefreshBatch), quiet as the
+			// schedule's: every location's, 10 times over.
 			r, refAsynq, refOurs, refSQL = run("no-op refresh", func() {
-				fanOut, err := tasks.NewRefreshDueTask(true, false, 0)
+				requested, err := refresh.SharedTime(context.Background(), refreshRedis)
 				if err != nil {
 					b.Fatal(err)
 				}
-				for range perType / locations {
-					if err := handlers.HandleRefreshDue(context.Background(), fanOut); err != nil {
-						b.Fatal(err)
-					}
-				}
+				enqueueAll(b, enq, perType, func(i int) (*asynq.Task, error) {
+					p, err := json.Marshal(tasks.RefreshPayload{LocationID: fmt.Sprintf("loc%04d", i%locations), RequestedAt: requested, Quiet: true})
+					return asynq.NewTask(tasks.TypeTokenRefresh, p, asynq.Queue(tasks.QueueCritical)), err
+				})
 			})
 			refs = append(refs, r)
 		}
