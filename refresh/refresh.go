@@ -474,8 +474,9 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	}
 	free, err := r.callSlot(ctx)
 	if err != nil {
-		// GHL was not asked; the mark stays, as when the lock is lost
-		// below, and Recover settles it.
+		// GHL was not asked: release clears a mark the lock set; an
+		// earlier refresh's stays for Recover, as when the lock is lost
+		// below.
 		return res, false, fmt.Errorf("refresh %s: waiting to call GHL: %w", loc, err)
 	}
 	defer free()

@@ -1,7 +1,8 @@
 // Package tasks is ghlsync's asynq contract: task type names, payloads,
 // NewXxxTask constructors, thin handlers over the engines (refresh, syncer),
-// fan-out to one task per location, the retry policy (RetryDelay,
-// IsFailure) and waiting for a task's result (Wait, WaitFanOut).
+// fan-out to a task per location (or per batch of locations' refreshes),
+// the retry policy (RetryDelay, IsFailure) and waiting for a task's result
+// (Wait, WaitFanOut).
 //
 // Task type strings are stable: a worker of a newer release must still run
 // the tasks that an older one enqueued, so never rename one after release.
