@@ -5,5 +5,8 @@ import (
 	"time"
 )
 
-// RunOnTicks is IdleMemory.Run with the test's ticks for its Interval's.
-func (m *IdleMemory) RunOnTicks(ctx context.Context, ticks <-chan time.Time) { m.run(ctx, ticks) }
+// RunOnTicks is IdleMemory.Run with the test's ticks for its Interval's;
+// looked is called after each look.
+func (m *IdleMemory) RunOnTicks(ctx context.Context, ticks <-chan time.Time, looked func()) {
+	m.run(ctx, ticks, looked)
+}

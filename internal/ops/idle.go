@@ -44,11 +44,12 @@ func (m *IdleMemory) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	m.run(ctx, t.C)
+	m.run(ctx, t.C, nil)
 }
 
-// run looks at every tick until ctx is done.
-func (m *IdleMemory) run(ctx context.Context, ticks <-chan time.Time) {
+// run looks at every tick until ctx is done, calling looked (when set)
+// after each look.
+func (m *IdleMemory) run(ctx context.Context, ticks <-chan time.Time, looked func()) {
 	free := m.Free
 	if free == nil {
 		free = debug.FreeOSMemory
@@ -68,5 +69,8 @@ func (m *IdleMemory) run(ctx context.Context, ticks <-chan time.Time) {
 			free()
 		}
 		seen, wasIdle = s, idle
+		if looked != nil {
+			looked()
+		}
 	}
 }

@@ -12,34 +12,51 @@ import (
 // started or ran, and never while work runs or within an interval of it.
 func TestIdleMemoryReturnsOnlyAfterAWholeIntervalWithoutWork(t *testing.T) {
 	freed := make(chan struct{}) // unbuffered: a return blocks the loop until taken
+	looked := make(chan struct{})
 	m := &ops.IdleMemory{Free: func() { freed <- struct{}{} }}
 	ticks := make(chan time.Time)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.RunOnTicks(ctx, ticks)
+		m.RunOnTicks(ctx, ticks, func() { looked <- struct{}{} })
 	}()
-	// tick ends an interval in which memory must not be returned: the
-	// loop takes the tick only once the previous look is over, and a look
-	// that returned memory would be waiting to hand it over instead.
-	tick := func(when string) {
+	send := func() {
 		t.Helper()
 		select {
 		case ticks <- time.Time{}:
-		case <-freed:
-			t.Fatalf("memory returned %s", when)
 		case <-time.After(10 * time.Second):
 			t.Fatal("the loop took no tick in 10 s")
 		}
 	}
-	tickFrees := func(when string) {
+	// tick ends an interval in which memory must not be returned, and
+	// waits for the look to be over, so that what the test does next
+	// falls in the next interval.
+	tick := func(when string) {
 		t.Helper()
-		tick(when + " (by the look before)")
+		send()
 		select {
 		case <-freed:
+			t.Fatalf("memory returned %s", when)
+		case <-looked:
 		case <-time.After(10 * time.Second):
+			t.Fatal("the look did not end in 10 s")
+		}
+	}
+	tickFrees := func(when string) {
+		t.Helper()
+		send()
+		select {
+		case <-freed:
+		case <-looked:
 			t.Fatalf("no memory returned %s", when)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the look did not end in 10 s")
+		}
+		select {
+		case <-looked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the look did not end in 10 s")
 		}
 	}
 
