@@ -299,30 +299,39 @@ func (s *Store) Credential(ctx context.Context, loc string) (*Credential, error)
 // reads one: the refreshes that run at once read their locations
 // together. A location without a credential is missing from the map.
 func (s *Store) CredentialsOf(ctx context.Context, locs []string) (map[string]*Credential, error) {
-	rows, err := s.db.WithContext(ctx).Raw(credentialSQL+" WHERE location_id IN ?", locs).Rows()
+	return s.credentialsOf(ctx, "store.CredentialsOf", credentialSQL+" WHERE location_id IN ?", locs, scanCredential)
+}
+
+// credentialsOf runs q, a query of locs' credentials, scanning each row
+// with scan, and maps what it read by location.
+func (s *Store) credentialsOf(ctx context.Context, op, q string, locs []string, scan func(row rowScanner) (*Credential, error)) (map[string]*Credential, error) {
+	rows, err := s.db.WithContext(ctx).Raw(q, locs).Rows()
 	if err != nil {
-		return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	defer rows.Close()
 	m := make(map[string]*Credential, len(locs))
 	for rows.Next() {
-		c, err := scanCredential(rows)
+		c, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 		m[c.LocationID] = c
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store.CredentialsOf: %w", err)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return m, nil
 }
+
+// rowScanner is a *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
 
 // scanCredential scans a row of credentialSQL. The text columns are read
 // through COALESCE and the times as nullable, so that a NULL that a column
 // added by a later migration left in an older row reads as the zero
 // value, as GORM reads it.
-func scanCredential(row interface{ Scan(dest ...any) error }) (*Credential, error) {
+func scanCredential(row rowScanner) (*Credential, error) {
 	var (
 		c                         Credential
 		expires, created, updated sql.NullTime
@@ -361,28 +370,18 @@ const refreshStatesSQL = `SELECT location_id, status, token_version, expires_at,
 // scanned by hand, as Credential is: GORM's building and reflecting cost
 // more than the query.
 func (s *Store) RefreshStates(ctx context.Context, locs []string) (map[string]*Credential, error) {
-	rows, err := s.db.WithContext(ctx).Raw(refreshStatesSQL, locs).Rows()
-	if err != nil {
-		return nil, fmt.Errorf("store.RefreshStates: %w", err)
-	}
-	defer rows.Close()
-	m := make(map[string]*Credential, len(locs))
-	for rows.Next() {
+	return s.credentialsOf(ctx, "store.RefreshStates", refreshStatesSQL, locs, func(row rowScanner) (*Credential, error) {
 		var (
 			c       Credential
 			status  string
 			expires sql.NullTime
 		)
-		if err := rows.Scan(&c.LocationID, &status, &c.TokenVersion, &expires, &c.RefreshedAt); err != nil {
-			return nil, fmt.Errorf("store.RefreshStates: %w", err)
+		if err := row.Scan(&c.LocationID, &status, &c.TokenVersion, &expires, &c.RefreshedAt); err != nil {
+			return nil, err
 		}
 		c.Status, c.ExpiresAt = Status(status), expires.Time
-		m[c.LocationID] = &c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store.RefreshStates: %w", err)
-	}
-	return m, nil
+		return &c, nil
+	})
 }
 
 // ErrStale says a write about a refresh token lost its compare-and-set:
