@@ -184,12 +184,10 @@ func (r *Refresher) dropStale(ctx context.Context, loc string, score float64) er
 }
 
 // settle ends l's location's in-flight mark (when settled) and its
-// pending slot while the lock is l's.
+// pending slot while the lock is l's, on a Redis Cluster, where the lock
+// cannot be checked in the script that removes them (elsewhere release
+// does both in one transaction with settleScript).
 func (r *Refresher) settle(ctx context.Context, l *lock, settled bool) error {
-	if !redisconn.IsCluster(r.Redis) {
-		return settleScript.Run(ctx, r.Redis, []string{keyLock + l.loc, keyInFlight, keyPending + l.loc},
-			l.lease.Owner(), l.loc, settled, true).Err()
-	}
 	owner, err := r.Redis.Get(ctx, keyLock+l.loc).Result()
 	if errors.Is(err, redis.Nil) || (err == nil && owner != l.lease.Owner()) {
 		return nil // lost: the mark and slot are the new holder's

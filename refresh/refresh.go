@@ -465,12 +465,18 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	// that it is never more than that early, nor Recover's grace window
 	// shorter than GHL's by more.
 	marked := lk.marked
-	if !lk.ownMark {
+	mark := func() error {
 		score, m, err := r.markInFlight(ctx, loc)
 		if err != nil {
-			return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+			return fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
 		}
 		lk.mark, marked = score, m
+		return nil
+	}
+	if !lk.ownMark {
+		if err := mark(); err != nil {
+			return res, false, err
+		}
 	}
 	free, err := r.callSlot(ctx)
 	if err != nil {
@@ -481,11 +487,9 @@ func (r *Refresher) call(ctx context.Context, lk *lock, c *store.Credential) (re
 	}
 	defer free()
 	if time.Since(marked.local) > markSlack {
-		score, m, err := r.markInFlight(ctx, loc)
-		if err != nil {
-			return res, false, fmt.Errorf("refresh %s: mark in flight: %w", loc, err)
+		if err := mark(); err != nil {
+			return res, false, err
 		}
-		lk.mark, marked = score, m
 	}
 	if !lk.mayCall() {
 		// Another worker may hold the lock now, or be taking it over:
