@@ -21,40 +21,30 @@ func TestIdleMemoryReturnsOnlyAfterAWholeIntervalWithoutWork(t *testing.T) {
 		defer close(done)
 		m.RunOnTicks(ctx, ticks, func() { looked <- struct{}{} })
 	}()
-	send := func() {
+	// look ends an interval, at whose end memory must be returned (frees)
+	// or not, and waits for the look to be over, so that what the test
+	// does next falls in the next interval.
+	look := func(when string, frees bool) {
 		t.Helper()
 		select {
 		case ticks <- time.Time{}:
 		case <-time.After(10 * time.Second):
 			t.Fatal("the loop took no tick in 10 s")
 		}
-	}
-	// tick ends an interval in which memory must not be returned, and
-	// waits for the look to be over, so that what the test does next
-	// falls in the next interval.
-	tick := func(when string) {
-		t.Helper()
-		send()
 		select {
 		case <-freed:
-			t.Fatalf("memory returned %s", when)
+			if !frees {
+				t.Fatalf("memory returned %s", when)
+			}
+			select { // the look ends once the return is over
+			case <-looked:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the look did not end in 10 s")
+			}
 		case <-looked:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the look did not end in 10 s")
-		}
-	}
-	tickFrees := func(when string) {
-		t.Helper()
-		send()
-		select {
-		case <-freed:
-		case <-looked:
-			t.Fatalf("no memory returned %s", when)
-		case <-time.After(10 * time.Second):
-			t.Fatal("the look did not end in 10 s")
-		}
-		select {
-		case <-looked:
+			if frees {
+				t.Fatalf("no memory returned %s", when)
+			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the look did not end in 10 s")
 		}
@@ -62,16 +52,16 @@ func TestIdleMemoryReturnsOnlyAfterAWholeIntervalWithoutWork(t *testing.T) {
 
 	end := m.Begin()
 	for range 3 {
-		tick("while work ran")
+		look("while work ran", false)
 	}
 	end()
-	tick("in the interval the work ended in")
-	tickFrees("after a whole interval without work")
-	tickFrees("after the next idle interval")
+	look("in the interval the work ended in", false)
+	look("after a whole interval without work", true)
+	look("after the next idle interval", true)
 
 	m.Begin()() // work that starts and ends between two looks
-	tick("in an interval in which work ran")
-	tickFrees("after the interval after it")
+	look("in an interval in which work ran", false)
+	look("after the interval after it", true)
 
 	cancel()
 	select {
